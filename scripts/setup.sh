@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Set up mess-kedro on a fresh machine: system synthesizer library, a virtual
+# environment in .venv, torch (CPU unless one is already there), the project.
+# Idempotent: a second run only checks. Usage: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export KEDRO_DISABLE_TELEMETRY=1
+PYTHON=${PYTHON:-python3}
+
+have_fluidsynth() {
+  ldconfig -p 2>/dev/null | grep -q 'libfluidsynth\.so' \
+    || ls /usr/lib/*/libfluidsynth.so* /usr/local/lib/libfluidsynth* /opt/homebrew/lib/libfluidsynth* >/dev/null 2>&1
+}
+
+# 1. FluidSynth renders the demo corpus (pyfluidsynth loads libfluidsynth at import).
+if ! have_fluidsynth; then
+  echo "[setup] installing the FluidSynth library"
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends libfluidsynth3
+  elif command -v brew >/dev/null 2>&1; then
+    brew install fluid-synth
+  else
+    echo "[setup] please install FluidSynth (libfluidsynth) with your package manager, then rerun" >&2
+    exit 1
+  fi
+fi
+
+# 2. Virtual environment.
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
+"${PIP[@]}" install --upgrade pip >/dev/null
+
+# 3. torch before anything that depends on it: keep a torch already installed
+#    (a user's CUDA build), otherwise take the pinned CPU build.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  echo "[setup] installing torch from constraints.txt"
+  "${PIP[@]}" install -c constraints.txt torch
+fi
+
+# 4. The project and its test tools (editable, so kedro finds the package).
+echo "[setup] installing mess-kedro and its dependencies"
+"${PIP[@]}" install -e ".[dev]"
+
+.venv/bin/python -c "import fluidsynth, torch; print('[setup] ok: torch', torch.__version__, '| FluidSynth found')"

@@ -1,0 +1,3 @@
+"""mess-kedro"""
+
+__version__ = "0.1"
