@@ -1,0 +1,34 @@
+"""``MIDIDataset``: one Standard MIDI File as a ``pretty_midi.PrettyMIDI``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pretty_midi
+
+from ._local_file import LocalFileDataset
+
+
+class MIDIDataset(LocalFileDataset):
+    """Loads and saves a MIDI file with pretty_midi; saving is atomic."""
+
+    def load(self) -> pretty_midi.PrettyMIDI:
+        return pretty_midi.PrettyMIDI(str(self.load_path))
+
+    def save(self, data: pretty_midi.PrettyMIDI) -> None:
+        write_midi(self.save_path, data)
+
+
+def write_midi(path: Path, midi: pretty_midi.PrettyMIDI) -> None:
+    """Write ``midi`` to ``path`` via a temporary file and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        midi.write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,67 @@
+"""Grouped, deterministic train/validation/test splits.
+
+Every track carries a *group* (its composition: composer + work). A group is
+assigned to exactly one split, so no composition is heard on both sides of an
+evaluation. Groups are shuffled with a seed and dealt, largest first, to the
+split furthest below its target share of tracks, which keeps the split sizes
+close to the requested fractions even with few, unequal groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "validation", "test")
+
+
+def composition_group(composer: pd.Series, work: pd.Series) -> pd.Series:
+    """``composer::work`` with missing parts spelled ``unknown``; the unit of a split."""
+    return composer.fillna("unknown").astype(str) + "::" + work.fillna("unknown").astype(str)
+
+
+def assign_group_splits(groups: pd.Series, fractions: dict[str, float], seed: int) -> pd.Series:
+    """Split label per row of ``groups``; all rows of a group share one label.
+
+    Parameters
+    ----------
+    groups : pandas.Series
+        The group of each track.
+    fractions : dict
+        Target share of tracks per split name, e.g. ``{"train": .7, "validation": .15,
+        "test": .15}``; must sum to 1.
+    seed : int
+        Shuffles the groups; the same seed and groups give the same splits.
+
+    Returns
+    -------
+    pandas.Series
+        Split names, indexed like ``groups``.
+    """
+    total = sum(fractions.values())
+    if not np.isclose(total, 1.0) or any(f < 0 for f in fractions.values()):
+        raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+    if groups.empty:
+        return pd.Series([], index=groups.index, dtype="object")
+    sizes = groups.value_counts(sort=False)
+    names = sorted(sizes.index)  # order-independent of input row order
+    rng = np.random.default_rng(seed)
+    shuffled = [names[i] for i in rng.permutation(len(names))]
+    # Largest groups first (stable on the shuffled order) so small groups fill the gaps.
+    shuffled.sort(key=lambda g: -sizes[g])
+    n_total = float(sizes.sum())
+    assigned: dict[str, str] = {}
+    counts = {split: 0 for split in fractions}
+    # Each split with a positive share gets one group before any gets a second,
+    # as long as there are enough groups: an empty test split is worse than a
+    # slightly uneven one.
+    wanted = [s for s, f in sorted(fractions.items(), key=lambda kv: -kv[1]) if f > 0]
+    for group in shuffled:
+        empty = [s for s in wanted if counts[s] == 0]
+        if empty:
+            split = empty[0]
+        else:
+            split = max(wanted, key=lambda s: fractions[s] * n_total - counts[s])
+        assigned[group] = split
+        counts[split] += int(sizes[group])
+    return groups.map(assigned)

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny demo corpus rendered once per session, and tone makers."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mess_kedro.audio import AudioSignal
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_parameters(name: str) -> dict:
+    """Parameters from conf/base/parameters_<name>.yml, so tests follow the real config."""
+    with open(PROJECT_ROOT / "conf" / "base" / f"parameters_{name}.yml") as f:
+        return yaml.safe_load(f)
+
+
+def tiny_demo_params(seed: int = 11) -> dict:
+    """The project's demo settings cut to 3 short pieces x 3 performers."""
+    params = copy.deepcopy(project_parameters("ingest")["demo_corpus"])
+    by_id = {piece["id"]: piece for piece in params["pieces"]}
+    params["pieces"] = [by_id["bach-bwv66.6"], by_id["bach-bwv269"], by_id["corelli-op3no1-grave"]]
+    params["excerpt_seconds"] = 4
+    params["seed"] = seed
+    params["performers"]["count"] = 3
+    params["synth"]["sample_rate"] = 22050
+    return params
+
+
+@pytest.fixture(scope="session")
+def demo_params() -> dict:
+    return tiny_demo_params()
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(demo_params):
+    """``render_demo_corpus`` output with the audio rendered: (audio, midi, records, settings)."""
+    from mess_kedro.pipelines.ingest.nodes import render_demo_corpus
+
+    audio, midi, records, settings = render_demo_corpus(demo_params)
+    return {key: render() for key, render in audio.items()}, midi, records, settings
+
+
+def tone(
+    freq: float = 440.0, seconds: float = 2.0, sr: int = 44100, amp: float = 0.3, channels: int = 1
+) -> AudioSignal:
+    """A sine (channels-first when ``channels`` > 1)."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return AudioSignal(np.stack([x] * channels) if channels > 1 else x, sr)
