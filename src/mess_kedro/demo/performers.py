@@ -1,0 +1,235 @@
+"""Synthetic performers: expressive settings, and how they play a score excerpt.
+
+A performer is a :class:`PerformerSettings`. :func:`perform_excerpt` maps an
+excerpt's notes from score time (quarter notes) to performed seconds and MIDI
+velocities:
+
+- **tempo**: ``reference_qpm * tempo_factor`` quarter notes per minute.
+- **rubato**: the local tempo is multiplied by ``1 + rubato_depth * s(phase)``,
+  where ``phase`` runs 0..1 over each phrase of ``rubato_phrase_beats`` quarter
+  notes and ``s`` has zero mean over a phrase: ``arch`` pushes mid-phrase and
+  holds back at both ends (``sin(pi*phase) - 2/pi``); ``phrase_final`` plays on
+  and slows into each phrase end (``1/4 - phase**3``).
+- **dynamics**: velocity = ``velocity_mean + dynamic_range * c(p)`` plus
+  ``velocity_jitter`` noise, where ``p`` runs 0..1 over the excerpt and ``c`` is
+  ``p - 1/2`` (crescendo), ``1/2 - p`` (diminuendo), ``1/2 - |2p - 1|`` (arch:
+  swell and fade) or 0 (flat).
+- **articulation**: each note sounds for ``articulation`` times its written
+  length (0.4 staccato ... 1.1 legato with overlap).
+- **timing noise**: onsets move by Gaussian noise of ``onset_jitter_ms``.
+- **timbre**: GM ``program`` and a spectral ``brightness`` tilt (see
+  :mod:`mess_kedro.demo.synth`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import pretty_midi
+
+from .scores import ScoreExcerpt
+
+RUBATO_SHAPES = ("arch", "phrase_final")
+DYNAMIC_SHAPES = ("crescendo", "diminuendo", "arch", "flat")
+_GRID_PER_QL = 48  # time-map resolution: 1/48 of a quarter note
+_MIN_NOTE_S = 0.03
+
+
+@dataclass(frozen=True)
+class PerformerSettings:
+    """The ground-truth expressive settings of one synthetic performer."""
+
+    performer_id: str
+    tempo_factor: float
+    rubato_depth: float
+    rubato_shape: str
+    rubato_phrase_beats: float
+    velocity_mean: float
+    dynamic_range: float
+    dynamic_shape: str
+    velocity_jitter: float
+    articulation: float
+    onset_jitter_ms: float
+    program: int
+    brightness: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _stratified(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
+    """``n`` values spread over [low, high]: one per equal-width stratum, shuffled.
+
+    Stratifying (a one-dimensional Latin hypercube) guarantees a small set of
+    performers still spans each setting's range, which probing needs.
+    """
+    strata = (np.arange(n) + rng.uniform(0.0, 1.0, n)) / n
+    return low + (high - low) * rng.permutation(strata)
+
+
+def _cycled(rng: np.random.Generator, n: int, choices: list) -> list:
+    """``n`` picks that use every choice before repeating one, in a seeded order."""
+    order = [choices[i] for i in rng.permutation(len(choices))]
+    return [order[i % len(order)] for i in range(n)]
+
+
+def sample_performers(count: int, seed: int, ranges: dict) -> list[PerformerSettings]:
+    """Draw ``count`` performers from ``ranges`` (``[low, high]`` or a list of choices).
+
+    ``ranges`` keys: tempo_factor, rubato_depth, rubato_phrase_beats (choices),
+    rubato_shapes (choices), velocity_mean, dynamic_range, dynamic_shapes
+    (choices), velocity_jitter, articulation, onset_jitter_ms, programs
+    (choices), brightness. The same ``seed`` always gives the same performers.
+    """
+    if count < 1:
+        raise ValueError("at least one performer is needed")
+    rng = np.random.default_rng(seed)
+    cont = {
+        name: _stratified(rng, count, *ranges[name])
+        for name in (
+            "tempo_factor",
+            "rubato_depth",
+            "velocity_mean",
+            "dynamic_range",
+            "velocity_jitter",
+            "articulation",
+            "onset_jitter_ms",
+            "brightness",
+        )
+    }
+    phrase = _cycled(rng, count, list(ranges["rubato_phrase_beats"]))
+    rubato_shapes = _cycled(rng, count, list(ranges["rubato_shapes"]))
+    dynamic_shapes = _cycled(rng, count, list(ranges["dynamic_shapes"]))
+    programs = _cycled(rng, count, list(ranges["programs"]))
+    for shape in rubato_shapes:
+        if shape not in RUBATO_SHAPES:
+            raise ValueError(f"unknown rubato shape '{shape}'; expected one of {RUBATO_SHAPES}")
+    for shape in dynamic_shapes:
+        if shape not in DYNAMIC_SHAPES:
+            raise ValueError(f"unknown dynamic shape '{shape}'; expected one of {DYNAMIC_SHAPES}")
+    return [
+        PerformerSettings(
+            performer_id=f"performer-{i + 1:02d}",
+            tempo_factor=round(float(cont["tempo_factor"][i]), 4),
+            rubato_depth=round(float(cont["rubato_depth"][i]), 4),
+            rubato_shape=rubato_shapes[i],
+            rubato_phrase_beats=float(phrase[i]),
+            velocity_mean=round(float(cont["velocity_mean"][i]), 2),
+            dynamic_range=round(float(cont["dynamic_range"][i]), 2),
+            dynamic_shape=dynamic_shapes[i],
+            velocity_jitter=round(float(cont["velocity_jitter"][i]), 2),
+            articulation=round(float(cont["articulation"][i]), 4),
+            onset_jitter_ms=round(float(cont["onset_jitter_ms"][i]), 2),
+            program=int(programs[i]),
+            brightness=round(float(cont["brightness"][i]), 4),
+        )
+        for i in range(count)
+    ]
+
+
+def rubato_curve(phase: np.ndarray, shape: str) -> np.ndarray:
+    """Zero-mean tempo deviation over a phrase, ``phase`` in [0, 1)."""
+    if shape == "arch":
+        return np.sin(np.pi * phase) - 2.0 / np.pi
+    if shape == "phrase_final":
+        return 0.25 - phase**3
+    raise ValueError(f"unknown rubato shape '{shape}'")
+
+
+def dynamic_curve(progress: np.ndarray, shape: str) -> np.ndarray:
+    """Velocity contour in [-1/2, 1/2] over the excerpt, ``progress`` in [0, 1]."""
+    if shape == "crescendo":
+        return progress - 0.5
+    if shape == "diminuendo":
+        return 0.5 - progress
+    if shape == "arch":
+        return 0.5 - np.abs(2.0 * progress - 1.0)
+    if shape == "flat":
+        return np.zeros_like(progress)
+    raise ValueError(f"unknown dynamic shape '{shape}'")
+
+
+def score_time_map(
+    length_ql: float, qpm: float, settings: PerformerSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Performed seconds at each point of a fine score-time grid, rubato included.
+
+    Returns ``(grid_ql, seconds)``, both ``[n_grid]``; interpolate to map any
+    score position to performed time.
+    """
+    n = int(np.ceil(length_ql * _GRID_PER_QL)) + 1
+    grid = np.linspace(0.0, length_ql, n)
+    step = grid[1] - grid[0] if n > 1 else 0.0
+    phase = np.mod(grid, settings.rubato_phrase_beats) / settings.rubato_phrase_beats
+    speed = 1.0 + settings.rubato_depth * rubato_curve(phase, settings.rubato_shape)
+    seconds_per_ql = 60.0 / (qpm * speed)
+    seconds = np.concatenate([[0.0], np.cumsum(seconds_per_ql[:-1] * step)])
+    return grid, seconds
+
+
+def perform_excerpt(
+    excerpt: ScoreExcerpt, settings: PerformerSettings, seed: int
+) -> tuple[pretty_midi.PrettyMIDI, pd.DataFrame]:
+    """Play ``excerpt`` as ``settings`` say.
+
+    Returns
+    -------
+    midi : pretty_midi.PrettyMIDI
+        One instrument (``settings.program``) holding the performed notes.
+    notes : pandas.DataFrame
+        Per note: score onset/duration, performed ``start_s``/``end_s``, the
+        rubato-only onset ``nominal_start_s`` and ``velocity``.
+    """
+    rng = np.random.default_rng(seed)
+    qpm = excerpt.reference_qpm * settings.tempo_factor
+    grid, seconds = score_time_map(excerpt.length_ql, qpm, settings)
+    notes = excerpt.notes
+    onset_ql = notes["onset_ql"].to_numpy(float)
+    end_ql = onset_ql + notes["duration_ql"].to_numpy(float)
+    nominal_start = np.interp(onset_ql, grid, seconds)
+    nominal_end = np.interp(end_ql, grid, seconds)
+    jitter = rng.normal(0.0, settings.onset_jitter_ms / 1000.0, len(notes))
+    start = np.maximum(nominal_start + jitter, 0.0)
+    end = start + np.maximum((nominal_end - nominal_start) * settings.articulation, _MIN_NOTE_S)
+    progress = onset_ql / excerpt.length_ql if excerpt.length_ql > 0 else np.zeros_like(onset_ql)
+    velocity = (
+        settings.velocity_mean
+        + settings.dynamic_range * dynamic_curve(progress, settings.dynamic_shape)
+        + rng.normal(0.0, settings.velocity_jitter, len(notes))
+    )
+    velocity = np.clip(np.round(velocity), 1, 127).astype(int)
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=qpm)
+    instrument = pretty_midi.Instrument(program=settings.program, name=settings.performer_id)
+    pitches = notes["pitch"].to_numpy(int)
+    for s, e, p, v in zip(start, end, pitches, velocity, strict=True):
+        instrument.notes.append(pretty_midi.Note(velocity=int(v), pitch=int(p), start=float(s), end=float(e)))
+    midi.instruments.append(instrument)
+    performed = notes.assign(nominal_start_s=nominal_start, start_s=start, end_s=end, velocity=velocity)
+    return midi, performed
+
+
+def realised_expression(performed: pd.DataFrame) -> dict:
+    """What the performance actually contains, measured from its notes.
+
+    Settings say what a performer *intends*; these say what came out after
+    clipping and noise, so later checks can compare targets with either.
+    """
+    onset_ql = performed["onset_ql"].to_numpy(float)
+    nominal = performed["nominal_start_s"].to_numpy(float)
+    last_onset_s = float(nominal.max()) if len(nominal) else 0.0
+    last_onset_ql = float(onset_ql.max()) if len(onset_ql) else 0.0
+    velocity = performed["velocity"].to_numpy(float)
+    nominal_len = performed["end_s"] - performed["start_s"]
+    return {
+        "n_notes": int(len(performed)),
+        "performed_seconds": float(performed["end_s"].max()) if len(performed) else 0.0,
+        "realised_qpm": 60.0 * last_onset_ql / last_onset_s if last_onset_s > 0 else float("nan"),
+        "realised_velocity_mean": float(velocity.mean()) if len(velocity) else float("nan"),
+        "realised_velocity_std": float(velocity.std()) if len(velocity) else float("nan"),
+        "realised_velocity_range": float(np.ptp(velocity)) if len(velocity) else float("nan"),
+        "realised_onset_jitter_ms": float(1000.0 * np.std(performed["start_s"] - nominal)),
+        "mean_sounding_s": float(nominal_len.mean()) if len(nominal_len) else float("nan"),
+    }
