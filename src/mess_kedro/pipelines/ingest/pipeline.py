@@ -1,0 +1,48 @@
+"""The ``ingest`` pipeline: demo corpus + user collection -> prepared audio, manifest, splits."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import (
+    assign_splits,
+    index_ground_truth,
+    prepare_recordings,
+    render_demo_corpus,
+    summarise_ingest,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=render_demo_corpus,
+                inputs="params:demo_corpus",
+                outputs=["demo_audio", "demo_midi", "demo_records", "demo_settings"],
+                name="render_demo_corpus",
+            ),
+            Node(
+                func=prepare_recordings,
+                inputs=["demo_audio", "demo_midi", "demo_records", "source_collection", "params:ingest"],
+                outputs=["ingested_tracks", "ingest_rejects", "prepared_audio", "track_midi"],
+                name="prepare_recordings",
+            ),
+            Node(
+                func=assign_splits,
+                inputs=["ingested_tracks", "params:splits"],
+                outputs="track_manifest",
+                name="assign_splits",
+            ),
+            Node(
+                func=index_ground_truth,
+                inputs=["demo_settings", "track_manifest"],
+                outputs="performance_ground_truth",
+                name="index_ground_truth",
+            ),
+            Node(
+                func=summarise_ingest,
+                inputs=["track_manifest", "ingest_rejects"],
+                outputs="ingest_summary",
+                name="summarise_ingest",
+            ),
+        ]
+    )

@@ -1,0 +1,150 @@
+"""ingest nodes called directly: rejects, preparation, ground truth, summary."""
+
+import numpy as np
+import pandas as pd
+import pretty_midi
+import pytest
+import soundfile as sf
+
+from mess_kedro.audio import AudioSignal, read_audio, write_audio
+from mess_kedro.datasets import AudioCollectionDataset
+from mess_kedro.pipelines.ingest.nodes import (
+    assign_splits,
+    index_ground_truth,
+    prepare_recordings,
+    summarise_ingest,
+)
+from mess_kedro.sources import AudioCollection, empty_records
+from tests.conftest import project_parameters, tone
+
+INGEST = project_parameters("ingest")["ingest"] | {"sample_rate": 24000}
+NO_DEMO = ({}, {}, empty_records())
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """Good files plus one of each kind of bad input."""
+    root = tmp_path / "messy"
+    write_audio(root / "good_mono.wav", tone(freq=440))
+    write_audio(root / "good_stereo.flac", tone(freq=330, channels=2))
+    (root / "empty.wav").write_bytes(b"")
+    (root / "corrupt.wav").write_bytes(b"RIFF$\x00\x00\x00WAVEfmt " + bytes(range(200)))
+    write_audio(root / "silent.wav", AudioSignal(np.zeros(44100 * 3, np.float32), 44100))
+    write_audio(root / "short.wav", tone(seconds=0.1))
+    write_audio(root / "phone.wav", tone(sr=8000, channels=2, seconds=3))
+    pcm = np.round(tone(freq=550).samples * 32767).astype(np.int16)
+    sf.write(root / "take.wav", pcm, 44100, subtype="PCM_16")
+    sf.write(root / "zz_copy_of_take.flac", pcm, 44100, subtype="PCM_16")  # duplicate content
+    return root
+
+
+def run_prepare(collection, **overrides):
+    return prepare_recordings(*NO_DEMO, collection, INGEST | overrides)
+
+
+def test_every_bad_input_gets_a_reject_line_and_good_files_go_on(messy_folder):
+    collection = AudioCollectionDataset(kind="folder", path=str(messy_folder)).load()
+    tracks, rejects, prepared, midi = run_prepare(collection)
+    reasons = rejects.set_index("source_key")["reason"]
+    assert "empty" in reasons["empty.wav"]
+    assert "unreadable" in reasons["corrupt.wav"]
+    assert "silent" in reasons["silent.wav"]
+    assert "too short" in reasons["short.wav"]
+    assert "8000 Hz" in reasons["phone.wav"]
+    assert reasons["zz_copy_of_take.flac"] == "duplicate content of take.wav"
+    assert sorted(tracks["source_key"]) == ["good_mono.wav", "good_stereo.flac", "take.wav"]
+    assert len(tracks) + len(rejects) == len(collection)  # nothing dropped without a line
+    assert set(prepared) == set(tracks["track_id"]) and midi == {}
+    stereo = tracks.set_index("source_key").loc["good_stereo.flac"]
+    assert stereo["channels"] == 2 and stereo["original_sample_rate"] == 44100
+    signal = prepared[stereo["track_id"]]()
+    assert signal.sample_rate == 24000 and signal.samples.ndim == 1
+    assert signal.duration_s == pytest.approx(2.0, abs=1e-3)
+
+
+def test_missing_or_broken_midi_is_rejected_only_when_required(messy_folder):
+    piano = pretty_midi.PrettyMIDI()
+    piano.instruments.append(pretty_midi.Instrument(0))
+    piano.instruments[0].notes.append(pretty_midi.Note(velocity=90, pitch=69, start=0, end=1))
+    piano.write(str(messy_folder / "good_mono.mid"))
+    (messy_folder / "good_stereo.mid").write_bytes(b"MThd garbage")
+    collection = AudioCollectionDataset(kind="folder", path=str(messy_folder)).load()
+
+    tracks, rejects, _, midi = run_prepare(collection, require_midi=True)
+    reasons = rejects.set_index("source_key")["reason"]
+    assert "missing MIDI" in reasons["take.wav"]
+    assert "unreadable MIDI" in reasons["good_stereo.flac"]
+    assert list(tracks["source_key"]) == ["good_mono.wav"]
+    assert midi[tracks["track_id"].item()].instruments[0].notes[0].pitch == 69
+
+    tracks, rejects, _, midi = run_prepare(collection, require_midi=False)
+    assert set(tracks["source_key"]) == {"good_mono.wav", "good_stereo.flac", "take.wav"}
+    assert tracks.set_index("source_key")["has_midi"].to_dict() == {
+        "good_mono.wav": True,
+        "good_stereo.flac": False,
+        "take.wav": False,
+    }
+
+
+def test_a_loader_that_is_missing_is_a_reject_not_a_crash():
+    row = {
+        "midi_key": None,
+        "dataset": "maestro",
+        "composer": "X",
+        "work": "Y",
+        "title": "Y",
+        "performer": None,
+        "official_split": "train",
+    }
+    records = pd.DataFrame([{"source_key": "gone.wav", **row}, {"source_key": "ok.wav", **row}])
+    collection = AudioCollection(records, {"ok.wav": tone}, {})
+    tracks, rejects, _, _ = run_prepare(collection)
+    assert rejects["reason"].tolist() == ["missing audio file"] and tracks["source_key"].tolist() == [
+        "ok.wav"
+    ]
+
+
+def test_nothing_usable_is_a_clear_error(tmp_path):
+    write_audio(tmp_path / "silent.wav", AudioSignal(np.zeros(44100 * 2, np.float32), 44100))
+    collection = AudioCollectionDataset(kind="folder", path=str(tmp_path)).load()
+    with pytest.raises(ValueError, match="no usable recording"):
+        run_prepare(collection)
+
+
+def test_demo_tracks_flow_through_with_ground_truth(tiny_demo, demo_params):
+    audio, midi, records, settings = tiny_demo
+    loaders = {key: (lambda s=signal: s) for key, signal in audio.items()}
+    midi_loaders = {key: (lambda m=m: m) for key, m in midi.items()}
+    tracks, rejects, prepared, track_midi = prepare_recordings(
+        loaders, midi_loaders, records, AudioCollection(empty_records()), INGEST
+    )
+    assert rejects.empty and len(tracks) == 9 and len(track_midi) == 9
+    manifest = assign_splits(tracks, project_parameters("ingest")["splits"])
+    truth = index_ground_truth(settings, manifest)
+    assert len(truth) == 9 and truth["track_id"].is_unique
+    assert (truth.set_index("track_id")["split"] == manifest.set_index("track_id")["split"]).all()
+    assert manifest.groupby("group")["split"].nunique().max() == 1
+    assert manifest["split"].nunique() == 3  # three compositions -> one per split
+    # Prepared audio keeps level differences: no per-track loudness normalisation.
+    one = manifest.iloc[0]
+    original = audio[one["source_key"]]
+    assert prepared[one["track_id"]]().samples.std() == pytest.approx(original.samples.std(), rel=0.05)
+
+    summary = summarise_ingest(manifest, rejects)
+    assert summary["tracks"] == 9 and summary["performers"] == 3 and summary["pieces"] == 3
+    assert summary["minutes_of_audio"] == pytest.approx(manifest["duration_s"].sum() / 60, abs=0.01)
+
+
+def test_prepared_audio_roundtrips_through_the_dataset(tmp_path):
+    from kedro_datasets.partitions import PartitionedDataset
+
+    dataset = PartitionedDataset(
+        path=str(tmp_path / "prepared"),
+        dataset={"type": "mess_kedro.datasets.AudioDataset", "save_args": {"subtype": "PCM_24"}},
+        filename_suffix=".flac",
+    )
+    dataset.save({"abc123": lambda: tone(sr=24000)})
+    loaded = dataset.load()
+    assert list(loaded) == ["abc123"]
+    assert read_audio(tmp_path / "prepared" / "abc123.flac").sample_rate == 24000
+    assert loaded["abc123"]().duration_s == pytest.approx(2.0)
