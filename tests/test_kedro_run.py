@@ -74,6 +74,7 @@ def test_ingest_runs_offline_mixing_demo_and_user_folder(project):
     rejects_path = versions(root / "data" / "08_reporting" / "ingest_rejects.csv")[0] / "ingest_rejects.csv"
     rejects = pd.read_csv(rejects_path)
     assert rejects["source_key"].tolist() == ["broken.flac"] and "unreadable" in rejects["reason"].item()
+    assert rejects["source_path"].item() == str((user / "broken.flac").resolve())
 
     truth = pd.read_parquet(
         versions(root / "data" / "03_primary" / "performance_ground_truth.parquet")[0]

@@ -134,6 +134,7 @@ def test_folder_layout_with_metadata(folder_root):
     assert records.loc["a/one.wav", "composer"] == "Satie"
     assert records.loc["a/one.wav", "work"] == "Gymnopedie 1"
     assert records.loc["a/one.wav", "midi_key"] == "a/one.mid"
+    assert records.loc["a/one.wav", "source_path"] == str((folder_root / "a" / "one.wav").resolve())
     assert records.loc["a/one.wav", "take"] == "1"  # extra metadata columns are kept
     # Without metadata the parent folder is the composition: the safe grouping.
     assert records.loc["a/two.flac", "work"] == "a"

@@ -5,6 +5,8 @@ row per audio file and the columns in :data:`RECORD_COLUMNS`:
 
 - ``source_key``: key of the audio file in the collection (its path relative to
   the collection root, POSIX style).
+- ``source_path``: where the file lives, for people (absolute path, or
+  ``<catalog dataset>:<key>`` for audio the pipeline made itself).
 - ``midi_key``: key of the aligned MIDI file, or ``None``.
 - ``dataset``, ``composer``, ``work`` (the composition, used to group splits),
   ``title``, ``performer`` (``None`` where unknown), ``official_split``
@@ -28,6 +30,7 @@ from mess_kedro.audio import AUDIO_EXTENSIONS
 
 RECORD_COLUMNS = [
     "source_key",
+    "source_path",
     "midi_key",
     "dataset",
     "composer",
@@ -102,6 +105,7 @@ def scan_folder(root: str | Path, metadata_csv: str | Path | None = None) -> pd.
         rows.append(
             {
                 "source_key": key,
+                "source_path": str((root / key).resolve()),
                 "midi_key": midi.get(stem) or midi.get(Path(stem).name),
                 "dataset": "folder",
                 "composer": None,
@@ -171,6 +175,7 @@ def scan_maestro(root: str | Path, csv_name: str = MAESTRO_CSV) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "source_key": meta["audio_filename"].astype(str),
+            "source_path": [str((root / name).resolve()) for name in meta["audio_filename"].astype(str)],
             "midi_key": meta["midi_filename"].astype(str),
             "dataset": "maestro",
             "composer": meta["canonical_composer"].astype(str),

@@ -88,6 +88,7 @@ def test_missing_or_broken_midi_is_rejected_only_when_required(messy_folder):
 
 def test_a_loader_that_is_missing_is_a_reject_not_a_crash():
     row = {
+        "source_path": "/data/x.wav",
         "midi_key": None,
         "dataset": "maestro",
         "composer": "X",
@@ -148,3 +149,21 @@ def test_prepared_audio_roundtrips_through_the_dataset(tmp_path):
     assert list(loaded) == ["abc123"]
     assert read_audio(tmp_path / "prepared" / "abc123.flac").sample_rate == 24000
     assert loaded["abc123"]().duration_s == pytest.approx(2.0)
+
+
+def test_user_metadata_reaches_the_manifest(tmp_path):
+    write_audio(tmp_path / "take1.wav", tone(freq=300))
+    pd.DataFrame(
+        {"path": ["take1.wav"], "composer": ["Satie"], "work": ["Gymnopedie 1"], "room": ["hall"]}
+    ).to_csv(tmp_path / "meta.csv", index=False)
+    collection = AudioCollectionDataset(kind="folder", path=str(tmp_path), metadata_csv="meta.csv").load()
+    tracks, _, _, _ = run_prepare(collection)
+    manifest = assign_splits(tracks, project_parameters("ingest")["splits"])
+    row = manifest.iloc[0]
+    assert (row["composer"], row["work"], row["room"], row["group"]) == (
+        "Satie",
+        "Gymnopedie 1",
+        "hall",
+        "Satie::Gymnopedie 1",
+    )
+    assert row["source_path"] == str((tmp_path / "take1.wav").resolve())

@@ -34,7 +34,7 @@ from mess_kedro.splits import assign_group_splits, composition_group
 
 logger = logging.getLogger(__name__)
 
-REJECT_COLUMNS = ["source_key", "dataset", "reason"]
+REJECT_COLUMNS = ["source_key", "source_path", "dataset", "reason"]
 
 
 def _render_track(
@@ -102,6 +102,7 @@ def render_demo_corpus(
             records.append(
                 {
                     "source_key": key,
+                    "source_path": f"demo_audio:{key}",
                     "midi_key": key,
                     "dataset": "demo",
                     "composer": excerpt.composer,
@@ -137,19 +138,36 @@ def _resolve(loaders: Mapping[str, Callable[[], Any]], key: str | None) -> Calla
     return loaders.get(key)
 
 
-def _inspect_one(
+def _load_checked_audio(
     load_audio: Callable[[], AudioSignal] | None, checks: AudioChecks
 ) -> tuple[AudioSignal | None, str | None]:
+    """Decode one recording and check it: ``(signal, reject reason or None)``."""
     if load_audio is None:
         return None, "missing audio file"
     try:
         signal = load_audio()
-    except (AudioReadError, OSError, ValueError, RuntimeError) as exc:
-        reason = str(exc)
-        return None, reason if reason.startswith(
-            ("unreadable", "empty", "no such")
-        ) else f"unreadable audio: {reason}"
+    except AudioReadError as exc:
+        return None, str(exc)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return None, f"unreadable audio: {exc}"
     return signal, inspect_audio(signal, checks)
+
+
+def _load_midi(
+    source_key: str, load_midi: Callable[[], Any] | None, require_midi: bool
+) -> tuple[Any, str | None]:
+    """Parse a recording's MIDI: ``(midi or None, reject reason or None)``."""
+    midi = None
+    if load_midi is not None:
+        try:
+            midi = load_midi()
+        except Exception as exc:  # noqa: BLE001 - mido/pretty_midi raise many kinds
+            if require_midi:
+                return None, f"unreadable MIDI: {exc}"
+            logger.warning("%s: MIDI unreadable (%s); kept without MIDI", source_key, exc)
+    if require_midi and midi is None:
+        return None, "missing MIDI (require_midi is on)"
+    return midi, None
 
 
 def _prepared_loader(
@@ -204,38 +222,27 @@ def prepare_recordings(
         for records, audio_loaders, midi_loaders in sources:
             for record in records.to_dict("records"):
                 bar.update(1)
-                load_audio = _resolve(audio_loaders, record["source_key"])
-                signal, reason = _inspect_one(load_audio, checks)
-                load_midi = _resolve(midi_loaders, record.get("midi_key"))
+                signal, reason = _load_checked_audio(_resolve(audio_loaders, record["source_key"]), checks)
                 midi = None
-                if reason is None and load_midi is not None:
-                    try:
-                        midi = load_midi()
-                    except Exception as exc:  # noqa: BLE001 - any MIDI parse failure
-                        if require_midi:
-                            reason = f"unreadable MIDI: {exc}"
-                        else:
-                            logger.warning(
-                                "%s: MIDI unreadable (%s); kept without MIDI", record["source_key"], exc
-                            )
-                if reason is None and require_midi and midi is None:
-                    reason = "missing MIDI (require_midi is on)"
+                if reason is None:
+                    load_midi = _resolve(midi_loaders, record.get("midi_key"))
+                    midi, reason = _load_midi(record["source_key"], load_midi, require_midi)
                 track_id = content_hash(signal) if reason is None else None
                 if reason is None and track_id in seen:
                     reason = f"duplicate content of {seen[track_id]}"
                 if reason is not None:
-                    rejects.append(
-                        {"source_key": record["source_key"], "dataset": record["dataset"], "reason": reason}
-                    )
+                    rejects.append({col: record.get(col) for col in REJECT_COLUMNS[:-1]} | {"reason": reason})
                     continue
                 seen[track_id] = record["source_key"]
-                prepared[track_id] = _prepared_loader(load_audio, target_rate, peak_limit)
+                prepared[track_id] = _prepared_loader(
+                    audio_loaders[record["source_key"]], target_rate, peak_limit
+                )
                 if midi is not None:
                     track_midi[track_id] = midi
                 tracks.append(
                     {
                         "track_id": track_id,
-                        **{k: record.get(k) for k in RECORD_COLUMNS},
+                        **record,  # the layout's columns plus any user metadata
                         "duration_s": round(signal.duration_s, 4),
                         "original_sample_rate": signal.sample_rate,
                         "channels": signal.n_channels,
@@ -250,7 +257,7 @@ def prepare_recordings(
     track_table = pd.DataFrame(tracks)
     if track_table.empty:
         raise ValueError(
-            f"ingest found no usable recording ({len(rejects)} rejected); see the rejects report"
+            f"ingest found no usable recording: all {len(rejects)} rejected (reasons logged above)"
         )
     return track_table, pd.DataFrame(rejects, columns=REJECT_COLUMNS), prepared, track_midi
 
