@@ -1,7 +1,19 @@
-"""Custom Kedro datasets: audio files, MIDI files and read-only audio collections."""
+"""Custom Kedro datasets: audio, MIDI, arrays, embedding sets, collections."""
 
 from .audio_collection_dataset import AudioCollectionDataset
 from .audio_dataset import AudioDataset
+from .embedding_set_dataset import BackboneEmbeddings, EmbeddingSet, EmbeddingSetDataset
 from .midi_dataset import MIDIDataset
+from .npz_dataset import NpzDataset
+from .partitions_dataset import OptionalPartitionedDataset
 
-__all__ = ["AudioCollectionDataset", "AudioDataset", "MIDIDataset"]
+__all__ = [
+    "AudioCollectionDataset",
+    "AudioDataset",
+    "BackboneEmbeddings",
+    "EmbeddingSet",
+    "EmbeddingSetDataset",
+    "MIDIDataset",
+    "NpzDataset",
+    "OptionalPartitionedDataset",
+]
