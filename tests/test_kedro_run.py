@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -29,16 +30,20 @@ def project(tmp_path_factory):
     # conf/local overrides the whole demo_corpus block (Kedro merges top-level keys).
     with open(root / "conf" / "local" / "parameters_ingest.yml", "w") as f:
         yaml.safe_dump({"demo_corpus": tiny_demo_params()}, f)
+    embed = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_embed.yml").read_text())["embed"]
+    embed["backbones"] = {"mert-tiny": {"seed": 0}}
+    with open(root / "conf" / "local" / "parameters_embed.yml", "w") as f:
+        yaml.safe_dump({"embed": embed}, f)
     user = root / "user_audio"
     write_audio(user / "my_take.wav", tone(freq=261.6, seconds=3))
     (user / "broken.flac").write_bytes(b"fLaC not really")
     return root, user
 
 
-def kedro_run(root, *args):
+def kedro_run(root, pipeline, *args):
     env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
     result = subprocess.run(
-        [KEDRO, "run", "--pipelines=ingest", *args],
+        [KEDRO, "run", f"--pipelines={pipeline}", *args],
         check=False,
         cwd=root,
         env=env,
@@ -57,7 +62,7 @@ def versions(path: Path) -> list[Path]:
 @pytest.mark.slow
 def test_ingest_runs_offline_mixing_demo_and_user_folder(project):
     root, user = project
-    log = kedro_run(root, "--params", f"source.kind=folder,source.path={user}")
+    log = kedro_run(root, "ingest", "--params", f"source.kind=folder,source.path={user}")
     assert "Ingest: 10 tracks" in log  # the summary is printed
     summary_path = versions(root / "data" / "08_reporting" / "ingest_summary.json")[0] / "ingest_summary.json"
     summary = json.loads(summary_path.read_text())
@@ -84,7 +89,7 @@ def test_ingest_runs_offline_mixing_demo_and_user_folder(project):
 
     # A second run adds versions; the first manifest is still there, untouched.
     first_bytes = (manifest_versions[0] / "track_manifest.parquet").read_bytes()
-    kedro_run(root)
+    kedro_run(root, "ingest")
     manifest_versions = versions(root / "data" / "03_primary" / "track_manifest.parquet")
     assert len(manifest_versions) == 2
     assert (manifest_versions[0] / "track_manifest.parquet").read_bytes() == first_bytes
@@ -106,3 +111,37 @@ def test_pipelines_are_registered():
         "prepare_recordings",
         "assign_splits",
     }
+
+
+@pytest.mark.slow
+def test_embed_runs_after_ingest_and_resumes(project):
+    root, user = project
+    kedro_run(root, "ingest")
+    log = kedro_run(root, "embed")
+    assert "mert-tiny (random-init)" in log
+    sets = versions(root / "data" / "05_model_input" / "layer_embeddings")
+    assert len(sets) == 1
+    index = pd.read_parquet(sets[0] / "layer_embeddings" / "index.parquet")
+    matrix = np.load(sets[0] / "layer_embeddings" / "mert-tiny.npy")
+    assert matrix.shape == (len(index), 3, 32) and index["label"].eq("mert-tiny (random-init)").all()
+    manifest = pd.read_parquet(
+        versions(root / "data" / "03_primary" / "track_manifest.parquet")[-1] / "track_manifest.parquet"
+    )
+    assert set(index["track_id"]) == set(manifest["track_id"])
+    cache = sorted((root / "data" / "04_feature" / "track_embeddings").rglob("*.npz"))
+    mtimes = [p.stat().st_mtime_ns for p in cache]
+    kedro_run(root, "embed")  # everything cached: nothing recomputed or rewritten
+    assert [p.stat().st_mtime_ns for p in cache] == mtimes
+    sets = versions(root / "data" / "05_model_input" / "layer_embeddings")
+    assert len(sets) == 2
+    np.testing.assert_array_equal(np.load(sets[1] / "layer_embeddings" / "mert-tiny.npy"), matrix)
+
+
+@pytest.mark.slow
+def test_ingest_of_a_user_folder_alone(project):
+    root, user = project
+    kedro_run(root, "ingest", "--params", f"demo_corpus.enabled=false,source.kind=folder,source.path={user}")
+    manifest = pd.read_parquet(
+        versions(root / "data" / "03_primary" / "track_manifest.parquet")[-1] / "track_manifest.parquet"
+    )
+    assert manifest["dataset"].tolist() == ["folder"]

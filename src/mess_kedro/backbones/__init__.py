@@ -1,0 +1,40 @@
+"""The backbone registry: name -> spec and loader.
+
+``get_spec(name)`` gives shapes and rates without building a model;
+``load_backbone(name, options)`` builds it (real weights if found, else seeded
+random weights labelled ``random-init``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Backbone, BackboneSpec
+from .mert import MERT_SPECS, WeightsError, load_mert
+
+REGISTRY: dict[str, BackboneSpec] = {**MERT_SPECS}
+
+__all__ = ["REGISTRY", "Backbone", "BackboneSpec", "WeightsError", "get_spec", "load_backbone"]
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """The spec registered under ``name``; unknown names list what exists."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone '{name}'; registered: {sorted(REGISTRY)}") from None
+
+
+def load_backbone(name: str, options: dict[str, Any] | None = None) -> Backbone:
+    """Build backbone ``name``; ``options``: weights_path, seed, trust_remote_code, allow_random_init."""
+    spec = get_spec(name)
+    options = options or {}
+    if spec.family == "mert":
+        return load_mert(
+            spec,
+            weights_path=options.get("weights_path"),
+            seed=int(options.get("seed", 0)),
+            trust_remote_code=bool(options.get("trust_remote_code", False)),
+            allow_random_init=bool(options.get("allow_random_init", True)),
+        )
+    raise KeyError(f"no loader for backbone family '{spec.family}'")

@@ -1,0 +1,89 @@
+"""What every backbone offers the pipelines: a spec (shapes, rates) and a forward pass.
+
+Shapes downstream are read from :class:`BackboneSpec`, never hard-coded: MERT-95M
+has 13 hidden states of 768, MERT-330M 25 of 1024, the test model 3 of 32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Static facts about a backbone architecture.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``mert-v1-95m``.
+    family : str
+        Which loader builds it (``mert``).
+    sample_rate : int
+        Audio rate the model expects, Hz.
+    frame_rate : float
+        Output frames per second of audio.
+    layer_names : tuple of str
+        One name per representation exposed as a "layer" (MERT: ``h0`` = CNN
+        features after projection, ``h1``..``h12`` = transformer blocks).
+    layer_dims : tuple of int
+        Width of each layer.
+    hub_repo : str or None
+        Where the published weights live, for the user's information: the
+        project never downloads them.
+    architecture : dict
+        Architecture hyper-parameters used when no checkpoint config is found.
+    """
+
+    name: str
+    family: str
+    sample_rate: int
+    frame_rate: float
+    layer_names: tuple[str, ...]
+    layer_dims: tuple[int, ...]
+    hub_repo: str | None = None
+    architecture: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_names)
+
+    @property
+    def uniform_width(self) -> int | None:
+        """The common width when all layers agree (``[N, L, D]`` storage), else ``None``."""
+        return self.layer_dims[0] if len(set(self.layer_dims)) == 1 else None
+
+
+class Backbone:
+    """A loaded model: turns a batch of equal-length waveforms into per-layer frames."""
+
+    def __init__(
+        self, spec: BackboneSpec, model: torch.nn.Module, weights_id: str, random_init: bool
+    ) -> None:
+        self.spec = spec
+        self.model = model.eval()
+        self.weights_id = weights_id
+        self.random_init = random_init
+
+    @property
+    def label(self) -> str:
+        """How outputs are labelled: ``mert-v1-95m (random-init)`` or ``mert-v1-95m``."""
+        return f"{self.spec.name} (random-init)" if self.random_init else self.spec.name
+
+    def to(self, device: torch.device) -> Backbone:
+        self.model.to(device)
+        return self
+
+    def normalise(self, waveforms: np.ndarray) -> np.ndarray:
+        """Per-waveform zero mean, unit variance, as MERT's feature extractor does."""
+        mean = waveforms.mean(axis=-1, keepdims=True)
+        var = waveforms.var(axis=-1, keepdims=True)
+        return ((waveforms - mean) / np.sqrt(var + 1e-7)).astype(np.float32)
+
+    def forward_layers(self, batch: torch.Tensor) -> torch.Tensor:
+        """``[B, n_samples]`` (normalised) -> ``[B, L, T, D]`` hidden states."""
+        out = self.model(batch, output_hidden_states=True)
+        return torch.stack(out.hidden_states, dim=1)

@@ -1,0 +1,5 @@
+"""embed: prepared audio -> per-layer embeddings per backbone (cached, resumable)."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

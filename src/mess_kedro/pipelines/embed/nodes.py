@@ -1,0 +1,233 @@
+"""Nodes of the ``embed`` pipeline: prepared audio -> per-layer embeddings, per backbone.
+
+``extract_track_embeddings`` returns one lazily computed partition per track
+that is not already cached, so the catalog computes and writes them one at a
+time (a crash loses at most the track in flight, and a rerun computes only
+what is missing). ``consolidate_embeddings`` gathers the cached partitions of
+the current tracks into one versioned embedding set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from mess_kedro.audio import AudioSignal, prepare_audio, rms_dbfs
+from mess_kedro.backbones import Backbone, load_backbone
+from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.embedding import (
+    EmbeddingConfig,
+    embed_track,
+    resolve_precision,
+    segment_bounds,
+    select_device,
+)
+
+logger = logging.getLogger(__name__)
+
+REJECT_COLUMNS = ["backbone", "track_id", "reason"]
+INDEX_COLUMNS = ["track_id", "split", "group", "dataset", "composer", "work", "title", "performer"]
+
+
+def partition_key(backbone: str, weights_id: str, config_id: str, track_id: str) -> str:
+    """Cache key of one track's embeddings: everything that changes the numbers."""
+    return f"{backbone}/{weights_id}/{config_id}/{track_id}"
+
+
+class _Progress:
+    """One bar over the tracks being embedded, with audio-seconds per second."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.bar = tqdm(total=total, desc=f"embed {label}", unit="track")
+        self.audio_s = 0.0
+        self.started = time.perf_counter()
+
+    def advance(self, seconds: float) -> None:
+        self.audio_s += seconds
+        elapsed = time.perf_counter() - self.started
+        self.bar.set_postfix_str(f"{self.audio_s / max(elapsed, 1e-9):.1f} audio-s/s")
+        self.bar.update(1)
+        if self.bar.n >= self.bar.total:
+            self.bar.close()
+
+
+def _audio_problem(signal: AudioSignal, config: EmbeddingConfig, silence_dbfs: float) -> str | None:
+    """Why a prepared track cannot be embedded, or ``None``."""
+    if not np.all(np.isfinite(signal.samples)):
+        return "non-finite samples (NaN or inf)"
+    if rms_dbfs(signal.samples) < silence_dbfs:
+        return f"silent: RMS below {silence_dbfs:g} dBFS"
+    if not segment_bounds(signal.n_samples, signal.sample_rate, config.segment_s, config.min_segment_s):
+        return f"too short for one segment: {signal.duration_s:.2f} s < {config.min_segment_s:g} s"
+    return None
+
+
+def _embed_lazily(
+    load_audio: Callable[[], AudioSignal],
+    backbone: Backbone,
+    config: EmbeddingConfig,
+    device: torch.device,
+    progress: _Progress,
+) -> Callable[[], dict[str, np.ndarray]]:
+    def compute() -> dict[str, np.ndarray]:
+        signal, _ = prepare_audio(load_audio(), backbone.spec.sample_rate)
+        result = embed_track(backbone, signal.samples, config, device)
+        progress.advance(signal.duration_s)
+        return result
+
+    return compute
+
+
+def extract_track_embeddings(
+    prepared_audio: Mapping[str, Callable[[], AudioSignal]],
+    track_manifest: pd.DataFrame,
+    embedded_tracks: Mapping[str, Callable[[], Any]],
+    params: dict[str, Any],
+) -> tuple[dict[str, Callable[[], dict[str, np.ndarray]]], pd.DataFrame, dict[str, Any]]:
+    """Plan and (lazily) compute the embeddings each backbone still lacks.
+
+    Args:
+        prepared_audio: ``{track_id: load()}`` from ingest.
+        track_manifest: the tracks to embed.
+        embedded_tracks: what the cache already holds (keys only are used).
+        params: ``embed`` parameters: ``backbones`` (name -> options: seed,
+            weights_path, trust_remote_code), ``segment_s``, ``min_segment_s``,
+            ``batch_size``, ``precision``, ``device``, ``num_threads``,
+            ``keep_frames``, ``silence_threshold_dbfs``.
+
+    Returns:
+        track_embeddings: ``{key: compute()}`` for the missing tracks only.
+        embed_rejects: tracks that cannot be embedded, with the reason.
+        embed_runs: per backbone, what produced the numbers (weights id,
+            random-init flag, config id, device, precision, shapes).
+    """
+    config = EmbeddingConfig(
+        segment_s=float(params.get("segment_s", 5.0)),
+        min_segment_s=float(params.get("min_segment_s", 1.0)),
+        batch_size=int(params.get("batch_size", 8)),
+        precision=str(params.get("precision", "auto")),
+        keep_frames=bool(params.get("keep_frames", False)),
+    )
+    device = select_device(str(params.get("device", "auto")))
+    if device.type == "cpu" and params.get("num_threads"):
+        torch.set_num_threads(int(params["num_threads"]))
+    silence = float(params.get("silence_threshold_dbfs", -60.0))
+    cached = set(embedded_tracks)
+    outputs: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
+    rejects, runs = [], {}
+    track_ids = sorted(track_manifest["track_id"])
+    for name, options in (params.get("backbones") or {}).items():
+        backbone = load_backbone(name, options or {}).to(device)
+        config_id = config.config_id(device)
+        runs[name] = {
+            "label": backbone.label,
+            "weights_id": backbone.weights_id,
+            "random_init": backbone.random_init,
+            "config_id": config_id,
+            "device": str(device),
+            "precision": resolve_precision(config.precision, device),
+            "sample_rate": backbone.spec.sample_rate,
+            "frame_rate": backbone.spec.frame_rate,
+            "layer_names": list(backbone.spec.layer_names),
+            "layer_dims": list(backbone.spec.layer_dims),
+            "segment_s": config.segment_s,
+            "min_segment_s": config.min_segment_s,
+        }
+        missing = [
+            t for t in track_ids if partition_key(name, backbone.weights_id, config_id, t) not in cached
+        ]
+        plan = {}
+        for track_id in missing:
+            load_audio = prepared_audio.get(track_id)
+            if load_audio is None:
+                rejects.append({"backbone": name, "track_id": track_id, "reason": "no prepared audio"})
+                continue
+            problem = _audio_problem(load_audio(), config, silence)
+            if problem:
+                rejects.append({"backbone": name, "track_id": track_id, "reason": problem})
+                continue
+            plan[track_id] = load_audio
+        logger.info(
+            "embed %s [%s, %s on %s]: %d tracks cached, %d to compute, %d rejected",
+            backbone.label,
+            backbone.weights_id,
+            config_id,
+            device,
+            len(track_ids) - len(missing),
+            len(plan),
+            len(missing) - len(plan),
+        )
+        progress = _Progress(len(plan), backbone.label)
+        for track_id, load_audio in plan.items():
+            key = partition_key(name, backbone.weights_id, config_id, track_id)
+            outputs[key] = _embed_lazily(load_audio, backbone, config, device, progress)
+    for reject in rejects:
+        logger.warning(
+            "Not embedded: %s with %s: %s", reject["track_id"], reject["backbone"], reject["reason"]
+        )
+    return outputs, pd.DataFrame(rejects, columns=REJECT_COLUMNS), runs
+
+
+def consolidate_embeddings(
+    track_embeddings: Mapping[str, Callable[[], dict[str, np.ndarray]]],
+    track_manifest: pd.DataFrame,
+    embed_runs: dict[str, Any],
+) -> EmbeddingSet:
+    """One ``[N, L, D]`` track matrix and ``[M, L, D]`` segment matrix per backbone.
+
+    Rows follow ``track_id`` order; only tracks of the current manifest, embedded
+    with the current weights and config, are included.
+    """
+    manifest = track_manifest.sort_values("track_id").set_index("track_id")
+    columns = [c for c in INDEX_COLUMNS if c in manifest.reset_index().columns]
+    backbones, index_parts, segment_parts = {}, [], []
+    for name, run in embed_runs.items():
+        tracks, segments, track_ids, segment_rows = [], [], [], []
+        for track_id in manifest.index:
+            key = partition_key(name, run["weights_id"], run["config_id"], track_id)
+            if key not in track_embeddings:
+                continue
+            arrays = track_embeddings[key]()
+            tracks.append(arrays["track"])
+            segments.append(arrays["segments"])
+            track_ids.append(track_id)
+            sr = run["sample_rate"]
+            segment_rows.extend(
+                {"track_id": track_id, "segment": i, "start_s": s / sr, "end_s": e / sr}
+                for i, (s, e) in enumerate(arrays["bounds"])
+            )
+        if not tracks:
+            raise ValueError(f"no embeddings for backbone {name}: every track was rejected")
+        matrix = np.stack(tracks)
+        segment_matrix = np.concatenate(segments)
+        backbones[name] = BackboneEmbeddings(
+            name, matrix, track_ids, run, segment_matrix, [r["track_id"] for r in segment_rows]
+        )
+        index = manifest.loc[track_ids].reset_index()[columns]
+        index.insert(0, "row", np.arange(len(track_ids)))
+        index.insert(0, "backbone", name)
+        index["label"] = run["label"]
+        index["random_init"] = run["random_init"]
+        index_parts.append(index)
+        segment_table = pd.DataFrame(segment_rows)
+        segment_table.insert(0, "row", np.arange(len(segment_table)))
+        segment_table.insert(0, "backbone", name)
+        segment_parts.append(segment_table)
+        logger.info(
+            "%s: %d tracks -> %s, %d segments -> %s",
+            run["label"],
+            len(track_ids),
+            tuple(matrix.shape),
+            len(segment_table),
+            tuple(segment_matrix.shape),
+        )
+    return EmbeddingSet(
+        backbones, pd.concat(index_parts, ignore_index=True), pd.concat(segment_parts, ignore_index=True)
+    )

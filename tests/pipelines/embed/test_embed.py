@@ -1,0 +1,203 @@
+"""embed: aggregation against a direct computation, rejects, resume, atomic writes."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from kedro_datasets.partitions import PartitionedDataset
+from transformers import Wav2Vec2FeatureExtractor
+
+import mess_kedro.datasets.npz_dataset as npz_module
+import mess_kedro.pipelines.embed.nodes as embed_nodes
+from mess_kedro.audio import AudioSignal
+from mess_kedro.backbones import load_backbone
+from mess_kedro.datasets import EmbeddingSetDataset, OptionalPartitionedDataset
+from mess_kedro.embedding import EmbeddingConfig, embed_track, segment_bounds
+from mess_kedro.pipelines.embed.nodes import consolidate_embeddings, extract_track_embeddings
+
+SR = 24000
+PARAMS = {
+    "backbones": {"mert-tiny": {"seed": 0}},
+    "segment_s": 1.0,
+    "min_segment_s": 0.5,
+    "batch_size": 2,
+    "precision": "fp32",
+    "device": "cpu",
+}
+
+
+def noise(seconds, seed=0, sr=SR):
+    rng = np.random.default_rng(seed)
+    return AudioSignal((0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32), sr)
+
+
+def test_segment_bounds():
+    assert segment_bounds(25, 10, 1.0, 0.5) == [(0, 10), (10, 20), (20, 25)]
+    assert segment_bounds(24, 10, 1.0, 0.5) == [(0, 10), (10, 20)]  # a 0.4 s tail is dropped
+    assert segment_bounds(4, 10, 1.0, 0.5) == []
+
+
+def test_segment_and_track_embeddings_match_a_direct_computation():
+    backbone = load_backbone("mert-tiny", {"seed": 1})
+    samples = noise(2.6).samples  # segments: 1 s, 1 s, 0.6 s
+    config = EmbeddingConfig(segment_s=1.0, min_segment_s=0.5, batch_size=2, precision="fp32")
+    result = embed_track(backbone, samples, config, torch.device("cpu"))
+
+    # Reference: transformers' own feature extractor, one segment at a time.
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, do_normalize=True)
+    expected = []
+    for start, end in [(0, SR), (SR, 2 * SR), (2 * SR, len(samples))]:
+        inputs = extractor(samples[start:end], sampling_rate=SR, return_tensors="pt").input_values
+        with torch.inference_mode():
+            states = backbone.model(inputs, output_hidden_states=True).hidden_states
+        expected.append(torch.stack([h[0].mean(dim=0) for h in states]).numpy())
+    expected = np.stack(expected)
+    assert result["segments"].shape == (3, 3, 32)
+    np.testing.assert_allclose(result["segments"], expected, atol=1e-4)
+    np.testing.assert_allclose(result["track"], expected.mean(axis=0), atol=1e-4)
+    assert result["bounds"].tolist() == [[0, SR], [SR, 2 * SR], [2 * SR, len(samples)]]
+
+
+def test_frames_only_when_asked():
+    backbone = load_backbone("mert-tiny", {"seed": 1})
+    config = EmbeddingConfig(segment_s=1.0, min_segment_s=0.5, precision="fp32", keep_frames=True)
+    result = embed_track(backbone, noise(2.0).samples, config, torch.device("cpu"))
+    assert result["frames"].shape[:2] == (2, 3) and result["frames"].shape[3] == 32
+    assert "frames" not in embed_track(
+        backbone, noise(2.0).samples, EmbeddingConfig(1.0, 0.5), torch.device("cpu")
+    )
+
+
+def test_bf16_stays_close_to_fp32():
+    backbone = load_backbone("mert-v1-95m", {"seed": 1})
+    samples = noise(2.0).samples
+    fp32 = embed_track(backbone, samples, EmbeddingConfig(1.0, 0.5, precision="fp32"), torch.device("cpu"))
+    bf16 = embed_track(backbone, samples, EmbeddingConfig(1.0, 0.5, precision="bf16"), torch.device("cpu"))
+    cos = np.sum(fp32["track"] * bf16["track"], -1) / (
+        np.linalg.norm(fp32["track"], axis=-1) * np.linalg.norm(bf16["track"], axis=-1)
+    )
+    assert cos.shape == (13,) and cos.min() > 0.999
+
+
+@pytest.fixture
+def corpus():
+    audio = {f"t{i}": noise(2.2 + 0.3 * i, seed=i) for i in range(4)}
+    audio["t_nan"] = AudioSignal(np.full(SR * 2, np.nan, np.float32), SR)
+    audio["t_silent"] = AudioSignal(np.zeros(SR * 2, np.float32), SR)
+    audio["t_short"] = noise(0.2)
+    manifest = pd.DataFrame(
+        {
+            "track_id": sorted(audio),
+            "split": "train",
+            "group": [f"g{i}" for i in range(len(audio))],
+            "dataset": "demo",
+            "performer": "p",
+        }
+    )
+    return audio, manifest
+
+
+def stores(tmp_path):
+    def store():
+        return OptionalPartitionedDataset(
+            path=str(tmp_path / "cache"), dataset="mess_kedro.datasets.NpzDataset", filename_suffix=".npz"
+        )
+
+    return store
+
+
+def run_embed(audio, manifest, store, params=PARAMS):
+    loaders = {k: (lambda s=s: s) for k, s in audio.items()}
+    outputs, rejects, runs = extract_track_embeddings(loaders, manifest, store().load(), params)
+    store().save(outputs)
+    return outputs, rejects, runs
+
+
+def test_rejects_and_labels(corpus, tmp_path):
+    audio, manifest = corpus
+    store = stores(tmp_path)
+    outputs, rejects, runs = run_embed(audio, manifest, store)
+    reasons = rejects.set_index("track_id")["reason"]
+    assert "non-finite" in reasons["t_nan"]
+    assert "silent" in reasons["t_silent"]
+    assert "too short" in reasons["t_short"]
+    assert len(outputs) == 4
+    run = runs["mert-tiny"]
+    assert run["random_init"] and run["label"] == "mert-tiny (random-init)"
+    assert run["layer_dims"] == [32, 32, 32] and run["config_id"] == "seg1s-min0.5s-fp32"
+
+    embedding_set = consolidate_embeddings(store().load(), manifest, runs)
+    tiny = embedding_set.backbones["mert-tiny"]
+    assert tiny.matrix.shape == (4, 3, 32) and tiny.track_ids == ["t0", "t1", "t2", "t3"]
+    # 2.2, 2.5, 2.8, 3.1 s at 1 s segments, tails under 0.5 s dropped: 2 + 3 + 3 + 3.
+    assert tiny.segments.shape[0] == len(embedding_set.segment_index) == 11
+    assert embedding_set.index["label"].eq("mert-tiny (random-init)").all()
+    # The consolidated matrix is exactly the cached per-track results, in index order.
+    cached = store().load()
+    key = embed_nodes.partition_key("mert-tiny", run["weights_id"], run["config_id"], "t2")
+    np.testing.assert_array_equal(tiny.matrix[2], cached[key]()["track"])
+
+    dataset = EmbeddingSetDataset(filepath=str(tmp_path / "set"))
+    dataset.save(embedding_set)
+    back = dataset.load()
+    np.testing.assert_array_equal(back.backbones["mert-tiny"].matrix, tiny.matrix)
+    np.testing.assert_array_equal(back.backbones["mert-tiny"].segments, tiny.segments)
+    assert back.backbones["mert-tiny"].info["random_init"] is True
+
+
+def test_resume_recomputes_only_what_is_missing(corpus, tmp_path, monkeypatch):
+    audio, manifest = corpus
+    store = stores(tmp_path)
+    _, _, runs = run_embed(audio, manifest, store)
+    files = sorted((tmp_path / "cache").rglob("*.npz"))
+    assert len(files) == 4
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
+    victim = next(f for f in files if f.stem == "t1")
+    victim.unlink()
+
+    calls = []
+    real = embed_nodes.embed_track
+    monkeypatch.setattr(
+        embed_nodes, "embed_track", lambda b, s, c, d: calls.append(len(s)) or real(b, s, c, d)
+    )
+    outputs, _, _ = run_embed(audio, manifest, store)
+    assert [k.rsplit("/", 1)[1] for k in outputs] == ["t1"] and len(calls) == 1
+    for f, (content, mtime) in before.items():
+        assert f.read_bytes() == content
+        if f != victim:
+            assert f.stat().st_mtime_ns == mtime  # untouched, not rewritten
+    # Another config is another cache entry, not an overwrite.
+    outputs, _, _ = run_embed(audio, manifest, store, PARAMS | {"segment_s": 2.0})
+    assert len(outputs) == 4 and len(list((tmp_path / "cache").rglob("*.npz"))) == 8
+
+
+def test_a_failure_mid_write_leaves_no_readable_partial_file(corpus, tmp_path, monkeypatch):
+    audio, manifest = corpus
+    store = stores(tmp_path)
+    real_savez = np.savez
+    written = []
+
+    def savez_then_crash(f, **arrays):
+        if len(written) == 2:  # third track: write half the bytes, then fail
+            f.write(b"PK\x03\x04 half an archive")
+            raise OSError("disk full")
+        written.append(1)
+        return real_savez(f, **arrays)
+
+    monkeypatch.setattr(npz_module.np, "savez", savez_then_crash)
+    with pytest.raises(Exception, match="disk full"):  # kedro wraps it in a DatasetError
+        run_embed(audio, manifest, store)
+    monkeypatch.setattr(npz_module.np, "savez", real_savez)
+    on_disk = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert on_disk == ["t0.npz", "t1.npz"]  # no partial t2, no temporary left behind
+    for key, load in store().load().items():
+        assert load()["track"].shape == (3, 32), key
+    # The rerun completes only the rest.
+    outputs, _, _ = run_embed(audio, manifest, store)
+    assert sorted(k.rsplit("/", 1)[1] for k in outputs) == ["t2", "t3"]
+
+
+def test_an_empty_cache_loads_as_empty(tmp_path):
+    assert stores(tmp_path)().load() == {}
+    with pytest.raises(Exception, match="No partitions"):
+        PartitionedDataset(path=str(tmp_path / "nothing"), dataset="pickle.PickleDataset").load()
