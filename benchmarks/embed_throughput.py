@@ -1,0 +1,127 @@
+"""Embedding throughput: raw model forward vs the full embed pipeline, fp32 vs bf16.
+
+Run on demand (not part of the tests):
+
+    .venv/bin/python benchmarks/embed_throughput.py [--backbone mert-v1-95m] [--tracks 8] [--seconds 20]
+
+For each precision it times, in one process and on the same audio,
+1. the raw model: forward passes over the very batches the pipeline builds
+   (normalised segments already in memory), and
+2. the pipeline: extract_track_embeddings + saving through the partitioned
+   cache (FLAC decode, checks, segmenting, forward, pooling, atomic .npz write),
+then prints audio-seconds per second for both, their ratio, and the peak RSS.
+Target: pipeline >= 0.9 x raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mess_kedro.audio import AudioSignal, read_audio, write_audio
+from mess_kedro.backbones import load_backbone
+from mess_kedro.datasets import OptionalPartitionedDataset
+from mess_kedro.embedding import EmbeddingConfig, autocast_context, segment_bounds
+from mess_kedro.pipelines.embed.nodes import extract_track_embeddings
+
+
+def make_tracks(folder: Path, count: int, seconds: float, sr: int) -> dict[str, Path]:
+    """Harmonic tones with noise, written as FLAC so the pipeline pays for decoding."""
+    rng = np.random.default_rng(0)
+    paths = {}
+    t = np.arange(int(seconds * sr)) / sr
+    for i in range(count):
+        f0 = 110.0 * 2 ** (i / 12)
+        x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * 0.1 + 0.01 * rng.standard_normal(
+            t.size
+        )
+        paths[f"track{i:03d}"] = folder / f"track{i:03d}.flac"
+        write_audio(paths[f"track{i:03d}"], AudioSignal(x.astype(np.float32), sr), subtype="PCM_24")
+    return paths
+
+
+def raw_forward(backbone, audio: list[np.ndarray], config: EmbeddingConfig) -> float:
+    """Seconds spent in the model alone on the pipeline's batches."""
+    sr = backbone.spec.sample_rate
+    batches = []
+    for samples in audio:
+        bounds = segment_bounds(len(samples), sr, config.segment_s, config.min_segment_s)
+        full = [samples[s:e] for s, e in bounds if e - s == int(config.segment_s * sr)]
+        tail = [samples[s:e] for s, e in bounds if e - s != int(config.segment_s * sr)]
+        for i in range(0, len(full), config.batch_size):
+            batches.append(torch.from_numpy(backbone.normalise(np.stack(full[i : i + config.batch_size]))))
+        batches.extend(torch.from_numpy(backbone.normalise(seg[None])) for seg in tail)
+    device = torch.device("cpu")
+    started = time.perf_counter()
+    with torch.inference_mode(), autocast_context(config.precision, device):
+        for batch in batches:
+            backbone.forward_layers(batch)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="mert-v1-95m")
+    parser.add_argument("--tracks", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    args = parser.parse_args()
+
+    backbone = load_backbone(args.backbone, {"seed": 0})
+    sr = backbone.spec.sample_rate
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_tracks(Path(tmp) / "audio", args.tracks, args.seconds, sr)
+        audio = [read_audio(p).samples for p in paths.values()]
+        total_audio_s = sum(len(a) for a in audio) / sr
+        manifest = pd.DataFrame({"track_id": list(paths)})
+        loaders = {k: (lambda p=p: read_audio(p)) for k, p in paths.items()}
+        # Warm up kernels and allocator once, outside the timings.
+        raw_forward(backbone, [audio[0][: sr * 5]], EmbeddingConfig(precision="fp32"))
+        for precision in args.precisions.split(","):
+            config = EmbeddingConfig(precision=precision)
+            raw_s = raw_forward(backbone, audio, config)
+            cache = OptionalPartitionedDataset(
+                path=str(Path(tmp) / f"cache-{len(rows)}-{precision}"),
+                dataset="mess_kedro.datasets.NpzDataset",
+                filename_suffix=".npz",
+            )
+            params = {
+                "backbones": {args.backbone: {"seed": 0}},
+                "precision": precision,
+                "device": "cpu",
+                "segment_s": config.segment_s,
+                "batch_size": config.batch_size,
+            }
+            started = time.perf_counter()
+            outputs, _, _ = extract_track_embeddings(loaders, manifest, cache.load(), params)
+            cache.save(outputs)
+            pipeline_s = time.perf_counter() - started
+            rows.append(
+                {
+                    "precision": precision,
+                    "raw audio-s/s": total_audio_s / raw_s,
+                    "pipeline audio-s/s": total_audio_s / pipeline_s,
+                    "pipeline / raw": raw_s / pipeline_s,
+                    "peak RSS (MB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                }
+            )
+    table = pd.DataFrame(rows).set_index("precision")
+    header = f"{args.backbone} ({backbone.weights_id}), {args.tracks} tracks x {args.seconds:g} s, "
+    print(f"\n{header}{torch.get_num_threads()} threads")  # noqa: T201
+    print(table.round(2).to_string())  # noqa: T201
+    if {"fp32", "bf16"} <= set(table.index):
+        best = table.groupby(level=0)["pipeline audio-s/s"].max()
+        speedup = best["bf16"] / best["fp32"]
+        print(f"bf16 / fp32 pipeline throughput: {speedup:.2f}x")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
