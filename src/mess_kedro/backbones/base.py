@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from transformers import Wav2Vec2FeatureExtractor
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,9 @@ class Backbone:
         return self
 
     def normalise(self, waveforms: np.ndarray) -> np.ndarray:
-        """Per-waveform zero mean, unit variance, as MERT's feature extractor does."""
-        mean = waveforms.mean(axis=-1, keepdims=True)
-        var = waveforms.var(axis=-1, keepdims=True)
-        return ((waveforms - mean) / np.sqrt(var + 1e-7)).astype(np.float32)
+        """``[B, n]`` -> per-waveform zero mean, unit variance: MERT's feature extractor, applied."""
+        normed = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm(list(waveforms), attention_mask=None)
+        return np.stack(normed).astype(np.float32)
 
     def forward_layers(self, batch: torch.Tensor) -> torch.Tensor:
         """``[B, n_samples]`` (normalised) -> ``[B, L, T, D]`` hidden states."""

@@ -116,8 +116,6 @@ def hubert_config(mert_config: dict[str, Any]) -> HubertConfig:
                 f"this MERT checkpoint uses {flag}=true, which only MERT's own code implements; "
                 "set trust_remote_code: true for it in parameters_embed.yml to run that code"
             )
-    if float(mert_config.get("attention_relax", -1.0)) > 0 and mert_config.get("deepnorm"):
-        raise WeightsError("attention_relax needs MERT's own code (trust_remote_code)")
     keep = {k: v for k, v in mert_config.items() if k not in ("architectures", "auto_map", "model_type")}
     return HubertConfig(**keep)
 

@@ -118,7 +118,7 @@ def test_rejects_and_labels(corpus, tmp_path):
     store = stores(tmp_path)
     outputs, rejects, runs = run_embed(audio, manifest, store)
     reasons = rejects.set_index("track_id")["reason"]
-    assert "non-finite" in reasons["t_nan"]
+    assert "NaN" in reasons["t_nan"]
     assert "silent" in reasons["t_silent"]
     assert "too short" in reasons["t_short"]
     assert len(outputs) == 4

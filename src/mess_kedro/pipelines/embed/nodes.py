@@ -19,14 +19,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from mess_kedro.audio import AudioSignal, prepare_audio, rms_dbfs
+from mess_kedro.audio import AudioChecks, AudioSignal, inspect_audio, prepare_audio
 from mess_kedro.backbones import Backbone, load_backbone
 from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.embedding import (
     EmbeddingConfig,
     embed_track,
     resolve_precision,
-    segment_bounds,
     select_device,
 )
 
@@ -59,14 +58,11 @@ class _Progress:
 
 
 def _audio_problem(signal: AudioSignal, config: EmbeddingConfig, silence_dbfs: float) -> str | None:
-    """Why a prepared track cannot be embedded, or ``None``."""
-    if not np.all(np.isfinite(signal.samples)):
-        return "non-finite samples (NaN or inf)"
-    if rms_dbfs(signal.samples) < silence_dbfs:
-        return f"silent: RMS below {silence_dbfs:g} dBFS"
-    if not segment_bounds(signal.n_samples, signal.sample_rate, config.segment_s, config.min_segment_s):
-        return f"too short for one segment: {signal.duration_s:.2f} s < {config.min_segment_s:g} s"
-    return None
+    """Why a prepared track cannot be embedded (ingest's checks, with one segment as minimum)."""
+    checks = AudioChecks(
+        min_duration_s=config.min_segment_s, min_sample_rate=1, silence_threshold_dbfs=silence_dbfs
+    )
+    return inspect_audio(signal, checks)
 
 
 def _embed_lazily(
