@@ -28,7 +28,7 @@ import torch
 from mess_kedro.audio import AudioSignal, read_audio, write_audio
 from mess_kedro.backbones import load_backbone
 from mess_kedro.datasets import OptionalPartitionedDataset
-from mess_kedro.embedding import EmbeddingConfig, autocast_context, segment_bounds
+from mess_kedro.embedding import EmbeddingConfig, autocast_context, minimum_segment_s, segment_bounds
 from mess_kedro.pipelines.embed.nodes import extract_track_embeddings
 
 
@@ -52,12 +52,13 @@ def raw_forward(backbone, audio: list[np.ndarray], config: EmbeddingConfig) -> f
     sr = backbone.spec.sample_rate
     batches = []
     for samples in audio:
-        bounds = segment_bounds(len(samples), sr, config.segment_s, config.min_segment_s)
-        full = [samples[s:e] for s, e in bounds if e - s == int(config.segment_s * sr)]
-        tail = [samples[s:e] for s, e in bounds if e - s != int(config.segment_s * sr)]
+        bounds = segment_bounds(len(samples), sr, config.segment_s, minimum_segment_s(backbone, config))
+        size = int(round(config.segment_s * sr))
+        full = [samples[s:e] for s, e in bounds if e - s == size]
+        tail = [samples[s:e] for s, e in bounds if e - s != size]
         for i in range(0, len(full), config.batch_size):
-            batches.append(torch.from_numpy(backbone.normalise(np.stack(full[i : i + config.batch_size]))))
-        batches.extend(torch.from_numpy(backbone.normalise(seg[None])) for seg in tail)
+            batches.append(backbone.prepare(np.stack(full[i : i + config.batch_size])))
+        batches.extend(backbone.prepare(seg[None]) for seg in tail)
     device = torch.device("cpu")
     started = time.perf_counter()
     with torch.inference_mode(), autocast_context(config.precision, device):
@@ -84,9 +85,10 @@ def main() -> None:
         manifest = pd.DataFrame({"track_id": list(paths)})
         loaders = {k: (lambda p=p: read_audio(p)) for k, p in paths.items()}
         # Warm up kernels and allocator once, outside the timings.
-        raw_forward(backbone, [audio[0][: sr * 5]], EmbeddingConfig(precision="fp32"))
+        segment_s = backbone.spec.default_segment_s
+        raw_forward(backbone, [audio[0][: sr * 6]], EmbeddingConfig(segment_s=segment_s, precision="fp32"))
         for precision in args.precisions.split(","):
-            config = EmbeddingConfig(precision=precision)
+            config = EmbeddingConfig(segment_s=segment_s, precision=precision)
             raw_s = raw_forward(backbone, audio, config)
             cache = OptionalPartitionedDataset(
                 path=str(Path(tmp) / f"cache-{len(rows)}-{precision}"),

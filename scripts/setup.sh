@@ -47,4 +47,9 @@ fi
 echo "[setup] installing mess-kedro and its dependencies"
 "${PIP[@]}" install -e ".[dev]"
 
+# 5. The musicnn wheel, for its pretrained checkpoints only (converted to
+#    PyTorch at first use). --no-deps: its metadata pins TensorFlow 1.x and an
+#    old numpy, none of which the project runs.
+"${PIP[@]}" install --no-deps "musicnn==0.1.0"
+
 .venv/bin/python -c "import fluidsynth, torch; print('[setup] ok: torch', torch.__version__, '| FluidSynth found')"

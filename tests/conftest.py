@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,19 @@ def tiny_demo_params(seed: int = 11) -> dict:
     params["performers"]["count"] = 3
     params["synth"]["sample_rate"] = 22050
     return params
+
+
+@pytest.fixture(scope="session", autouse=True)
+def converted_weights_cache(tmp_path_factory):
+    """Keep converted musicnn weights in a per-session folder, not in the user's cache."""
+    folder = tmp_path_factory.mktemp("mess_kedro_cache")
+    previous = os.environ.get("MESS_KEDRO_CACHE")
+    os.environ["MESS_KEDRO_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("MESS_KEDRO_CACHE", None)
+    else:
+        os.environ["MESS_KEDRO_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ def project(tmp_path_factory):
     with open(root / "conf" / "local" / "parameters_ingest.yml", "w") as f:
         yaml.safe_dump({"demo_corpus": tiny_demo_params()}, f)
     embed = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_embed.yml").read_text())["embed"]
-    embed["backbones"] = {"mert-tiny": {"seed": 0}}
+    embed["backbones"] = {"mert-tiny": {"seed": 0}, "musicnn-mtt": {}}
     with open(root / "conf" / "local" / "parameters_embed.yml", "w") as f:
         yaml.safe_dump({"embed": embed}, f)
     user = root / "user_audio"
@@ -123,11 +123,22 @@ def test_embed_runs_after_ingest_and_resumes(project):
     assert len(sets) == 1
     index = pd.read_parquet(sets[0] / "layer_embeddings" / "index.parquet")
     matrix = np.load(sets[0] / "layer_embeddings" / "mert-tiny.npy")
-    assert matrix.shape == (len(index), 3, 32) and index["label"].eq("mert-tiny (random-init)").all()
+    mert_rows = index[index["backbone"] == "mert-tiny"]
+    assert matrix.shape == (len(mert_rows), 3, 32) and mert_rows["label"].eq("mert-tiny (random-init)").all()
     manifest = pd.read_parquet(
         versions(root / "data" / "03_primary" / "track_manifest.parquet")[-1] / "track_manifest.parquet"
     )
-    assert set(index["track_id"]) == set(manifest["track_id"])
+    assert set(index.loc[index["backbone"] == "mert-tiny", "track_id"]) == set(manifest["track_id"])
+    # musicnn's layers differ in width: one array per layer, no padding.
+    widths = [np.load(sets[0] / "layer_embeddings" / f"musicnn-mtt.layer{i}.npy").shape[1] for i in range(9)]
+    assert widths == [408, 153, 64, 64, 64, 753, 753, 200, 50]
+    tags = pd.read_parquet(
+        versions(root / "data" / "08_reporting" / "track_tags.parquet")[0] / "track_tags.parquet"
+    )
+    assert tags["label"].eq("musicnn-mtt").all() and len(tags) == (index["backbone"] == "musicnn-mtt").sum()
+    # The demo is keyboard music: "piano" or "harpsichord" leads musicnn's tags on most tracks.
+    leading = tags["top_tags"].str.split(" ").str[0]
+    assert leading.isin(["piano", "harpsichord"]).mean() >= 0.5
     cache = sorted((root / "data" / "04_feature" / "track_embeddings").rglob("*.npz"))
     mtimes = [p.stat().st_mtime_ns for p in cache]
     kedro_run(root, "embed")  # everything cached: nothing recomputed or rewritten

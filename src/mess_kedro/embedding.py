@@ -1,17 +1,20 @@
-"""Layer embeddings of one recording: segment, normalise, run the backbone, pool.
+"""Layer embeddings of one recording: segment, prepare, run the backbone, pool.
 
 Conventions: a track of ``n`` samples at the backbone's rate is cut into
 non-overlapping segments of ``segment_s`` seconds; a final partial segment is
-kept if it lasts at least ``min_segment_s``. For each segment the backbone
-gives hidden states ``[L, T, D]``; their mean over time is the segment
-embedding, so a track yields ``segments [S, L, D]`` and, as the mean over
-segments, ``track [L, D]``. Frame-level ``[S, L, T, D]`` is kept only on request.
+kept if it lasts at least ``min_segment_s`` (never for fixed-length backbones).
+For each segment the backbone gives one output per layer, ``[T, D_l]`` frames
+or an already pooled ``[D_l]``; the mean over time is the segment embedding.
+So a track yields, per layer ``l``, ``segments[l]`` ``[S, D_l]`` and, as the
+mean over segments, ``track[l]`` ``[D_l]``. Widths may differ between layers
+(musicnn); nothing is padded. Frame-level ``[S, L, T, D]`` is kept only on
+request and only for backbones whose layers share one frame shape (MERT).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,7 +27,7 @@ class EmbeddingConfig:
     """How a track is cut and run; part of every cached result's key."""
 
     segment_s: float = 5.0
-    min_segment_s: float = 1.0
+    min_segment_s: float = 1.0  # for backbones with spec.fixed_length, segment_s is the minimum
     batch_size: int = 8
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     keep_frames: bool = False
@@ -77,57 +80,95 @@ def segment_bounds(
     return [(s, e) for s, e in bounds if e - s >= minimum]
 
 
+@dataclass
+class TrackEmbedding:
+    """Per-layer embeddings of one track."""
+
+    segments: list[np.ndarray]  # per layer [S, D_l]
+    track: list[np.ndarray]  # per layer [D_l]
+    bounds: np.ndarray  # [S, 2] sample indices
+    frames: np.ndarray | None = None  # [S_full, L, T, D], on request
+    extra: dict = field(default_factory=dict)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat ``{name: array}`` for an ``.npz`` (``segments_<l>``, ``track_<l>``, ``bounds``)."""
+        arrays = {"bounds": self.bounds}
+        for i, (seg, trk) in enumerate(zip(self.segments, self.track, strict=True)):
+            arrays[f"segments_{i}"] = seg
+            arrays[f"track_{i}"] = trk
+        if self.frames is not None:
+            arrays["frames"] = self.frames
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TrackEmbedding:
+        n_layers = sum(1 for key in arrays if key.startswith("track_"))
+        return cls(
+            segments=[arrays[f"segments_{i}"] for i in range(n_layers)],
+            track=[arrays[f"track_{i}"] for i in range(n_layers)],
+            bounds=arrays["bounds"],
+            frames=arrays.get("frames"),
+        )
+
+
+def minimum_segment_s(backbone: Backbone, config: EmbeddingConfig) -> float:
+    """Shortest segment ``backbone`` can take under ``config``."""
+    return config.segment_s if backbone.spec.fixed_length else config.min_segment_s
+
+
 def _run(
     backbone: Backbone, waveforms: np.ndarray, config: EmbeddingConfig, device: torch.device
-) -> torch.Tensor:
-    batch = torch.from_numpy(backbone.normalise(waveforms)).to(device)
+) -> list[torch.Tensor]:
+    batch = backbone.prepare(waveforms).to(device)
     with torch.inference_mode(), autocast_context(config.precision, device):
-        return backbone.forward_layers(batch).float()  # [B, L, T, D]
+        return [layer.float() for layer in backbone.forward_layers(batch)]
+
+
+def _pool(layer: torch.Tensor) -> np.ndarray:
+    """``[B, T, D]`` -> time mean ``[B, D]``; ``[B, D]`` stays."""
+    return (layer.mean(dim=1) if layer.ndim == 3 else layer).cpu().numpy()
 
 
 def embed_track(
     backbone: Backbone, samples: np.ndarray, config: EmbeddingConfig, device: torch.device
-) -> dict[str, np.ndarray]:
+) -> TrackEmbedding:
     """Embed one mono track already at ``backbone.spec.sample_rate``.
-
-    Returns
-    -------
-    dict
-        ``segments`` float32 ``[S, L, D]``, ``track`` float32 ``[L, D]``,
-        ``bounds`` int64 ``[S, 2]`` (sample indices) and, with
-        ``keep_frames``, ``frames`` float32 ``[S_full, L, T, D]`` for the full-length
-        segments.
 
     Raises
     ------
     ValueError
-        If the track holds no segment of at least ``min_segment_s``.
+        If the track holds no segment of the minimum length, or frames are
+        requested from a backbone whose layers differ in shape.
     """
     sr = backbone.spec.sample_rate
-    bounds = segment_bounds(len(samples), sr, config.segment_s, config.min_segment_s)
+    minimum = minimum_segment_s(backbone, config)
+    bounds = segment_bounds(len(samples), sr, config.segment_s, minimum)
     if not bounds:
-        raise ValueError(f"too short for one segment: {len(samples) / sr:.2f} s < {config.min_segment_s:g} s")
-    full = [b for b in bounds if b[1] - b[0] == int(round(config.segment_s * sr))]
-    partial = [b for b in bounds if b not in full]
-    pooled: dict[tuple[int, int], np.ndarray] = {}
+        raise ValueError(f"too short for one segment: {len(samples) / sr:.2f} s < {minimum:g} s")
+    if config.keep_frames and backbone.spec.uniform_width is None:
+        raise ValueError(f"keep_frames needs layers of one shape; {backbone.spec.name}'s differ")
+    size = int(round(config.segment_s * sr))
+    full = [b for b in bounds if b[1] - b[0] == size]
+    partial = [b for b in bounds if b[1] - b[0] != size]
+    pooled: dict[tuple[int, int], list[np.ndarray]] = {}
     frames = []
     # Equal-length segments run in batches; a shorter tail runs alone, so no
     # padding ever reaches the model (HuBERT-style group norm would see it).
     for i in range(0, len(full), config.batch_size):
         chunk = full[i : i + config.batch_size]
-        hidden = _run(backbone, np.stack([samples[s:e] for s, e in chunk]), config, device)
-        for bound, states in zip(chunk, hidden.mean(dim=2).cpu().numpy(), strict=True):
-            pooled[bound] = states
+        layers = _run(backbone, np.stack([samples[s:e] for s, e in chunk]), config, device)
+        per_layer = [_pool(layer) for layer in layers]
+        for j, bound in enumerate(chunk):
+            pooled[bound] = [p[j] for p in per_layer]
         if config.keep_frames:
-            frames.append(hidden.cpu().numpy())
+            frames.append(torch.stack(layers, dim=1).cpu().numpy())
     for s, e in partial:
-        pooled[(s, e)] = _run(backbone, samples[None, s:e], config, device).mean(dim=2)[0].cpu().numpy()
-    segments = np.stack([pooled[b] for b in bounds]).astype(np.float32)
-    result = {
-        "segments": segments,
-        "track": segments.mean(axis=0),
-        "bounds": np.asarray(bounds, dtype=np.int64),
-    }
-    if config.keep_frames and frames:
-        result["frames"] = np.concatenate(frames).astype(np.float32)
-    return result
+        pooled[(s, e)] = [p[0] for p in map(_pool, _run(backbone, samples[None, s:e], config, device))]
+    n_layers = len(pooled[bounds[0]])
+    segments = [np.stack([pooled[b][layer] for b in bounds]).astype(np.float32) for layer in range(n_layers)]
+    return TrackEmbedding(
+        segments=segments,
+        track=[seg.mean(axis=0) for seg in segments],
+        bounds=np.asarray(bounds, dtype=np.int64),
+        frames=np.concatenate(frames).astype(np.float32) if frames else None,
+    )

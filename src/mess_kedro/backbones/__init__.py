@@ -11,8 +11,9 @@ from typing import Any
 
 from .base import Backbone, BackboneSpec
 from .mert import MERT_SPECS, WeightsError, load_mert
+from .musicnn import MUSICNN_SPECS, load_musicnn
 
-REGISTRY: dict[str, BackboneSpec] = {**MERT_SPECS}
+REGISTRY: dict[str, BackboneSpec] = {**MERT_SPECS, **MUSICNN_SPECS}
 
 __all__ = ["REGISTRY", "Backbone", "BackboneSpec", "WeightsError", "get_spec", "load_backbone"]
 
@@ -26,9 +27,18 @@ def get_spec(name: str) -> BackboneSpec:
 
 
 def load_backbone(name: str, options: dict[str, Any] | None = None) -> Backbone:
-    """Build backbone ``name``; ``options``: weights_path, seed, trust_remote_code, allow_random_init."""
-    spec = get_spec(name)
+    """Build backbone ``name``.
+
+    ``options``: ``backbone`` (registry name, when ``name`` is only a label for
+    the run), ``seed``, ``random_init`` (musicnn: its untrained twin), and for
+    MERT ``weights_path``, ``trust_remote_code``, ``allow_random_init``.
+    """
     options = options or {}
+    spec = get_spec(options.get("backbone") or name)
+    if spec.family == "musicnn":
+        return load_musicnn(
+            spec, random_init=bool(options.get("random_init", False)), seed=int(options.get("seed", 0))
+        )
     if spec.family == "mert":
         return load_mert(
             spec,

@@ -47,6 +47,9 @@ class BackboneSpec:
     layer_dims: tuple[int, ...]
     hub_repo: str | None = None
     architecture: dict = field(default_factory=dict, hash=False, compare=False)
+    default_segment_s: float = 5.0
+    fixed_length: bool = False  # True: only full-length segments can be fed (e.g. a dense head)
+    tag_names: tuple[str, ...] = ()  # names of the "tags" layer's outputs, for taggers
 
     @property
     def n_layers(self) -> int:
@@ -59,7 +62,12 @@ class BackboneSpec:
 
 
 class Backbone:
-    """A loaded model: turns a batch of equal-length waveforms into per-layer frames."""
+    """A loaded model: turns a batch of equal-length waveforms into per-layer outputs.
+
+    Subclasses override :meth:`prepare` (waveform -> model input) and
+    :meth:`forward_layers`; this base class is MERT's (normalised waveform in,
+    hidden states out).
+    """
 
     def __init__(
         self, spec: BackboneSpec, model: torch.nn.Module, weights_id: str, random_init: bool
@@ -78,12 +86,11 @@ class Backbone:
         self.model.to(device)
         return self
 
-    def normalise(self, waveforms: np.ndarray) -> np.ndarray:
+    def prepare(self, waveforms: np.ndarray) -> torch.Tensor:
         """``[B, n]`` -> per-waveform zero mean, unit variance: MERT's feature extractor, applied."""
         normed = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm(list(waveforms), attention_mask=None)
-        return np.stack(normed).astype(np.float32)
+        return torch.from_numpy(np.stack(normed).astype(np.float32))
 
-    def forward_layers(self, batch: torch.Tensor) -> torch.Tensor:
-        """``[B, n_samples]`` (normalised) -> ``[B, L, T, D]`` hidden states."""
-        out = self.model(batch, output_hidden_states=True)
-        return torch.stack(out.hidden_states, dim=1)
+    def forward_layers(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """Prepared batch -> one tensor per layer: ``[B, T, D_l]`` (frames) or ``[B, D_l]``."""
+        return list(self.model(batch, output_hidden_states=True).hidden_states)

@@ -5,13 +5,16 @@ On disk (one version)::
     layer_embeddings/<version>/layer_embeddings/
         index.parquet            # one row per (backbone, track): row, track_id, split, ...
         segment_index.parquet    # one row per (backbone, segment): row, track_id, segment, start_s, end_s
-        backbones.json           # per backbone: weights_id, random_init, layer names/dims, config
-        <backbone>.npy           # track embeddings [N, L, D] float32
-        <backbone>.segments.npy  # segment embeddings [M, L, D] float32
+        backbones.json           # per backbone: label, weights_id, random_init, layer names/dims, config
+        <backbone>.npy           # layers of one width: tracks [N, L, D]
+        <backbone>.segments.npy  #                      segments [M, L, D]
+        <backbone>.layer<l>.npy  # layers of different widths: tracks [N, D_l] per layer
+        <backbone>.segments.layer<l>.npy
 
-Probing, fusion and serving load this one dataset and get, per backbone, the
-matrices in the index tables' order. Segment matrices are memory-mapped on
-load, so a MAESTRO-sized set does not have to fit in memory.
+Whatever the storage, :class:`BackboneEmbeddings` gives ``tracks[l]`` ``[N, D_l]``
+and ``segments[l]`` ``[M, D_l]``; ``matrix`` stacks to ``[N, L, D]`` where the
+widths agree. Segment arrays are memory-mapped on load, so a MAESTRO-sized
+set need not fit in memory.
 """
 
 from __future__ import annotations
@@ -31,27 +34,67 @@ from ._local_file import LocalFileDataset
 
 @dataclass
 class BackboneEmbeddings:
-    """One backbone's track embeddings and what produced them."""
+    """One backbone's embeddings, per layer, and what produced them."""
 
     name: str
-    matrix: np.ndarray  # [N, L, D]
+    tracks: list[np.ndarray]  # per layer [N, D_l]
     track_ids: list[str]
-    info: dict = field(default_factory=dict)  # weights_id, random_init, label, layer_names, ...
-    segments: np.ndarray | None = None  # [M, L, D]
+    info: dict = field(default_factory=dict)  # label, weights_id, random_init, layer_names, layer_dims, ...
+    segments: list[np.ndarray] = field(default_factory=list)  # per layer [M, D_l]
     segment_track_ids: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         return self.info.get("label", self.name)
 
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.info.get("layer_names", [f"layer{i}" for i in range(len(self.tracks))]))
+
+    @property
+    def uniform(self) -> bool:
+        return len({t.shape[1] for t in self.tracks}) == 1
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """Tracks as ``[N, L, D]``; only for layers of one width."""
+        if not self.uniform:
+            raise ValueError(f"{self.name}'s layers differ in width; use .tracks[layer]")
+        return np.stack(self.tracks, axis=1)
+
+    @property
+    def segment_matrix(self) -> np.ndarray:
+        if not self.uniform:
+            raise ValueError(f"{self.name}'s layers differ in width; use .segments[layer]")
+        return np.stack(self.segments, axis=1)
+
 
 @dataclass
 class EmbeddingSet:
-    """Embeddings of every backbone a run embedded, plus the shared index table."""
+    """Embeddings of every backbone a run embedded, plus the shared index tables."""
 
     backbones: dict[str, BackboneEmbeddings]
     index: pd.DataFrame  # backbone, row, track_id, + manifest columns
-    segment_index: pd.DataFrame | None = None  # backbone, row, track_id, segment, start_s, end_s
+    segment_index: pd.DataFrame  # backbone, row, track_id, segment, start_s, end_s
+
+
+def _save_layers(folder: Path, stem: str, layers: list[np.ndarray]) -> None:
+    if len({a.shape[1] for a in layers}) == 1:
+        np.save(folder / f"{stem}.npy", np.ascontiguousarray(np.stack(layers, axis=1), dtype=np.float32))
+    else:
+        for i, layer in enumerate(layers):
+            np.save(folder / f"{stem}.layer{i}.npy", np.ascontiguousarray(layer, dtype=np.float32))
+
+
+def _load_layers(folder: Path, stem: str, n_layers: int, mmap: bool) -> list[np.ndarray]:
+    mode = "r" if mmap else None
+    stacked = folder / f"{stem}.npy"
+    if stacked.is_file():
+        matrix = np.load(stacked, mmap_mode=mode, allow_pickle=False)
+        return [matrix[:, i] for i in range(matrix.shape[1])]
+    return [
+        np.load(folder / f"{stem}.layer{i}.npy", mmap_mode=mode, allow_pickle=False) for i in range(n_layers)
+    ]
 
 
 class EmbeddingSetDataset(LocalFileDataset):
@@ -66,15 +109,14 @@ class EmbeddingSetDataset(LocalFileDataset):
         for name, info in infos.items():
             rows = index[index["backbone"] == name].sort_values("row")
             segment_rows = segment_index[segment_index["backbone"] == name].sort_values("row")
-            matrix = np.load(folder / f"{name}.npy", allow_pickle=False)
-            segments = np.load(folder / f"{name}.segments.npy", mmap_mode="r", allow_pickle=False)
-            for what, table, array in (("tracks", rows, matrix), ("segments", segment_rows, segments)):
-                if len(table) != array.shape[0]:
-                    raise ValueError(
-                        f"{folder}: index lists {len(table)} {what} for {name}, matrix has {array.shape[0]}"
-                    )
+            n_layers = len(info["layer_names"])
+            tracks = _load_layers(folder, name, n_layers, mmap=False)
+            segments = _load_layers(folder, f"{name}.segments", n_layers, mmap=True)
+            for what, table, arrays in (("tracks", rows, tracks), ("segments", segment_rows, segments)):
+                if any(len(table) != a.shape[0] for a in arrays):
+                    raise ValueError(f"{folder}: index lists {len(table)} {what} for {name}, arrays disagree")
             backbones[name] = BackboneEmbeddings(
-                name, matrix, rows["track_id"].tolist(), info, segments, segment_rows["track_id"].tolist()
+                name, tracks, rows["track_id"].tolist(), info, segments, segment_rows["track_id"].tolist()
             )
         return EmbeddingSet(backbones, index, segment_index)
 
@@ -89,10 +131,8 @@ class EmbeddingSetDataset(LocalFileDataset):
                 json.dumps({name: b.info for name, b in data.backbones.items()}, indent=2, default=str)
             )
             for name, backbone in data.backbones.items():
-                np.save(tmp / f"{name}.npy", np.ascontiguousarray(backbone.matrix, dtype=np.float32))
-                np.save(
-                    tmp / f"{name}.segments.npy", np.ascontiguousarray(backbone.segments, dtype=np.float32)
-                )
+                _save_layers(tmp, name, backbone.tracks)
+                _save_layers(tmp, f"{name}.segments", backbone.segments)
             if target.exists():  # an unversioned save replaces the previous set whole
                 shutil.rmtree(target)
             os.replace(tmp, target)

@@ -52,30 +52,33 @@ def test_segment_and_track_embeddings_match_a_direct_computation():
             states = backbone.model(inputs, output_hidden_states=True).hidden_states
         expected.append(torch.stack([h[0].mean(dim=0) for h in states]).numpy())
     expected = np.stack(expected)
-    assert result["segments"].shape == (3, 3, 32)
-    np.testing.assert_allclose(result["segments"], expected, atol=1e-4)
-    np.testing.assert_allclose(result["track"], expected.mean(axis=0), atol=1e-4)
-    assert result["bounds"].tolist() == [[0, SR], [SR, 2 * SR], [2 * SR, len(samples)]]
+    segments = np.stack(result.segments, axis=1)  # [S, L, D]
+    assert segments.shape == (3, 3, 32)
+    np.testing.assert_allclose(segments, expected, atol=1e-4)
+    np.testing.assert_allclose(np.stack(result.track), expected.mean(axis=0), atol=1e-4)
+    assert result.bounds.tolist() == [[0, SR], [SR, 2 * SR], [2 * SR, len(samples)]]
 
 
 def test_frames_only_when_asked():
     backbone = load_backbone("mert-tiny", {"seed": 1})
     config = EmbeddingConfig(segment_s=1.0, min_segment_s=0.5, precision="fp32", keep_frames=True)
     result = embed_track(backbone, noise(2.0).samples, config, torch.device("cpu"))
-    assert result["frames"].shape[:2] == (2, 3) and result["frames"].shape[3] == 32
-    assert "frames" not in embed_track(
-        backbone, noise(2.0).samples, EmbeddingConfig(1.0, 0.5), torch.device("cpu")
-    )
+    assert result.frames.shape[:2] == (2, 3) and result.frames.shape[3] == 32
+    assert "frames" in result.to_arrays()
+    plain = embed_track(backbone, noise(2.0).samples, EmbeddingConfig(1.0, 0.5), torch.device("cpu"))
+    assert plain.frames is None and "frames" not in plain.to_arrays()
 
 
 def test_bf16_stays_close_to_fp32():
     backbone = load_backbone("mert-v1-95m", {"seed": 1})
     samples = noise(2.0).samples
-    fp32 = embed_track(backbone, samples, EmbeddingConfig(1.0, 0.5, precision="fp32"), torch.device("cpu"))
-    bf16 = embed_track(backbone, samples, EmbeddingConfig(1.0, 0.5, precision="bf16"), torch.device("cpu"))
-    cos = np.sum(fp32["track"] * bf16["track"], -1) / (
-        np.linalg.norm(fp32["track"], axis=-1) * np.linalg.norm(bf16["track"], axis=-1)
+    fp32 = np.stack(
+        embed_track(backbone, samples, EmbeddingConfig(1.0, 0.5, precision="fp32"), torch.device("cpu")).track
     )
+    bf16 = np.stack(
+        embed_track(backbone, samples, EmbeddingConfig(1.0, 0.5, precision="bf16"), torch.device("cpu")).track
+    )
+    cos = np.sum(fp32 * bf16, -1) / (np.linalg.norm(fp32, axis=-1) * np.linalg.norm(bf16, axis=-1))
     assert cos.shape == (13,) and cos.min() > 0.999
 
 
@@ -130,18 +133,18 @@ def test_rejects_and_labels(corpus, tmp_path):
     tiny = embedding_set.backbones["mert-tiny"]
     assert tiny.matrix.shape == (4, 3, 32) and tiny.track_ids == ["t0", "t1", "t2", "t3"]
     # 2.2, 2.5, 2.8, 3.1 s at 1 s segments, tails under 0.5 s dropped: 2 + 3 + 3 + 3.
-    assert tiny.segments.shape[0] == len(embedding_set.segment_index) == 11
+    assert tiny.segment_matrix.shape[0] == len(embedding_set.segment_index) == 11
     assert embedding_set.index["label"].eq("mert-tiny (random-init)").all()
     # The consolidated matrix is exactly the cached per-track results, in index order.
     cached = store().load()
     key = embed_nodes.partition_key("mert-tiny", run["weights_id"], run["config_id"], "t2")
-    np.testing.assert_array_equal(tiny.matrix[2], cached[key]()["track"])
+    np.testing.assert_array_equal(tiny.matrix[2], np.stack([cached[key]()[f"track_{i}"] for i in range(3)]))
 
     dataset = EmbeddingSetDataset(filepath=str(tmp_path / "set"))
     dataset.save(embedding_set)
     back = dataset.load()
     np.testing.assert_array_equal(back.backbones["mert-tiny"].matrix, tiny.matrix)
-    np.testing.assert_array_equal(back.backbones["mert-tiny"].segments, tiny.segments)
+    np.testing.assert_array_equal(back.backbones["mert-tiny"].segment_matrix, tiny.segment_matrix)
     assert back.backbones["mert-tiny"].info["random_init"] is True
 
 
@@ -191,7 +194,7 @@ def test_a_failure_mid_write_leaves_no_readable_partial_file(corpus, tmp_path, m
     on_disk = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
     assert on_disk == ["t0.npz", "t1.npz"]  # no partial t2, no temporary left behind
     for key, load in store().load().items():
-        assert load()["track"].shape == (3, 32), key
+        assert load()["track_2"].shape == (32,), key
     # The rerun completes only the rest.
     outputs, _, _ = run_embed(audio, manifest, store)
     assert sorted(k.rsplit("/", 1)[1] for k in outputs) == ["t2", "t3"]

@@ -24,7 +24,9 @@ from mess_kedro.backbones import Backbone, load_backbone
 from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.embedding import (
     EmbeddingConfig,
+    TrackEmbedding,
     embed_track,
+    minimum_segment_s,
     resolve_precision,
     select_device,
 )
@@ -57,11 +59,9 @@ class _Progress:
             self.bar.close()
 
 
-def _audio_problem(signal: AudioSignal, config: EmbeddingConfig, silence_dbfs: float) -> str | None:
+def _audio_problem(signal: AudioSignal, minimum_s: float, silence_dbfs: float) -> str | None:
     """Why a prepared track cannot be embedded (ingest's checks, with one segment as minimum)."""
-    checks = AudioChecks(
-        min_duration_s=config.min_segment_s, min_sample_rate=1, silence_threshold_dbfs=silence_dbfs
-    )
+    checks = AudioChecks(min_duration_s=minimum_s, min_sample_rate=1, silence_threshold_dbfs=silence_dbfs)
     return inspect_audio(signal, checks)
 
 
@@ -74,7 +74,7 @@ def _embed_lazily(
 ) -> Callable[[], dict[str, np.ndarray]]:
     def compute() -> dict[str, np.ndarray]:
         signal, _ = prepare_audio(load_audio(), backbone.spec.sample_rate)
-        result = embed_track(backbone, signal.samples, config, device)
+        result = embed_track(backbone, signal.samples, config, device).to_arrays()
         progress.advance(signal.duration_s)
         return result
 
@@ -93,8 +93,9 @@ def extract_track_embeddings(
         prepared_audio: ``{track_id: load()}`` from ingest.
         track_manifest: the tracks to embed.
         embedded_tracks: what the cache already holds (keys only are used).
-        params: ``embed`` parameters: ``backbones`` (name -> options: seed,
-            weights_path, trust_remote_code), ``segment_s``, ``min_segment_s``,
+        params: ``embed`` parameters: ``backbones`` (run name -> options:
+            backbone, seed, random_init, weights_path, trust_remote_code,
+            segment_s), ``segment_s`` (null: each backbone's own), ``min_segment_s``,
             ``batch_size``, ``precision``, ``device``, ``num_threads``,
             ``keep_frames``, ``silence_threshold_dbfs``.
 
@@ -104,13 +105,6 @@ def extract_track_embeddings(
         embed_runs: per backbone, what produced the numbers (weights id,
             random-init flag, config id, device, precision, shapes).
     """
-    config = EmbeddingConfig(
-        segment_s=float(params.get("segment_s", 5.0)),
-        min_segment_s=float(params.get("min_segment_s", 1.0)),
-        batch_size=int(params.get("batch_size", 8)),
-        precision=str(params.get("precision", "auto")),
-        keep_frames=bool(params.get("keep_frames", False)),
-    )
     device = select_device(str(params.get("device", "auto")))
     if device.type == "cpu" and params.get("num_threads"):
         torch.set_num_threads(int(params["num_threads"]))
@@ -119,10 +113,20 @@ def extract_track_embeddings(
     outputs: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
     rejects, runs = [], {}
     track_ids = sorted(track_manifest["track_id"])
-    for name, options in (params.get("backbones") or {}).items():
-        backbone = load_backbone(name, options or {}).to(device)
+    for name, given in (params.get("backbones") or {}).items():
+        options = given or {}
+        backbone = load_backbone(name, options).to(device)
+        segment_s = options.get("segment_s") or params.get("segment_s") or backbone.spec.default_segment_s
+        config = EmbeddingConfig(
+            segment_s=float(segment_s),
+            min_segment_s=float(params.get("min_segment_s", 1.0)),
+            batch_size=int(params.get("batch_size", 8)),
+            precision=str(params.get("precision", "auto")),
+            keep_frames=bool(params.get("keep_frames", False)),
+        )
         config_id = config.config_id(device)
         runs[name] = {
+            "backbone": backbone.spec.name,
             "label": backbone.label,
             "weights_id": backbone.weights_id,
             "random_init": backbone.random_init,
@@ -134,7 +138,8 @@ def extract_track_embeddings(
             "layer_names": list(backbone.spec.layer_names),
             "layer_dims": list(backbone.spec.layer_dims),
             "segment_s": config.segment_s,
-            "min_segment_s": config.min_segment_s,
+            "min_segment_s": minimum_segment_s(backbone, config),
+            "tag_names": list(backbone.spec.tag_names),
         }
         missing = [
             t for t in track_ids if partition_key(name, backbone.weights_id, config_id, t) not in cached
@@ -145,7 +150,7 @@ def extract_track_embeddings(
             if load_audio is None:
                 rejects.append({"backbone": name, "track_id": track_id, "reason": "no prepared audio"})
                 continue
-            problem = _audio_problem(load_audio(), config, silence)
+            problem = _audio_problem(load_audio(), minimum_segment_s(backbone, config), silence)
             if problem:
                 rejects.append({"backbone": name, "track_id": track_id, "reason": problem})
                 continue
@@ -176,7 +181,7 @@ def consolidate_embeddings(
     track_manifest: pd.DataFrame,
     embed_runs: dict[str, Any],
 ) -> EmbeddingSet:
-    """One ``[N, L, D]`` track matrix and ``[M, L, D]`` segment matrix per backbone.
+    """Per backbone and layer, one track matrix ``[N, D_l]`` and one segment matrix ``[M, D_l]``.
 
     Rows follow ``track_id`` order; only tracks of the current manifest, embedded
     with the current weights and config, are included.
@@ -185,26 +190,26 @@ def consolidate_embeddings(
     columns = [c for c in INDEX_COLUMNS if c in manifest.reset_index().columns]
     backbones, index_parts, segment_parts = {}, [], []
     for name, run in embed_runs.items():
-        tracks, segments, track_ids, segment_rows = [], [], [], []
+        results, track_ids, segment_rows = [], [], []
         for track_id in manifest.index:
             key = partition_key(name, run["weights_id"], run["config_id"], track_id)
             if key not in track_embeddings:
                 continue
-            arrays = track_embeddings[key]()
-            tracks.append(arrays["track"])
-            segments.append(arrays["segments"])
+            result = TrackEmbedding.from_arrays(track_embeddings[key]())
+            results.append(result)
             track_ids.append(track_id)
             sr = run["sample_rate"]
             segment_rows.extend(
                 {"track_id": track_id, "segment": i, "start_s": s / sr, "end_s": e / sr}
-                for i, (s, e) in enumerate(arrays["bounds"])
+                for i, (s, e) in enumerate(result.bounds)
             )
-        if not tracks:
+        if not results:
             raise ValueError(f"no embeddings for backbone {name}: every track was rejected")
-        matrix = np.stack(tracks)
-        segment_matrix = np.concatenate(segments)
+        n_layers = len(run["layer_names"])
+        tracks = [np.stack([r.track[layer] for r in results]) for layer in range(n_layers)]
+        segments = [np.concatenate([r.segments[layer] for r in results]) for layer in range(n_layers)]
         backbones[name] = BackboneEmbeddings(
-            name, matrix, track_ids, run, segment_matrix, [r["track_id"] for r in segment_rows]
+            name, tracks, track_ids, run, segments, [r["track_id"] for r in segment_rows]
         )
         index = manifest.loc[track_ids].reset_index()[columns]
         index.insert(0, "row", np.arange(len(track_ids)))
@@ -216,14 +221,56 @@ def consolidate_embeddings(
         segment_table.insert(0, "row", np.arange(len(segment_table)))
         segment_table.insert(0, "backbone", name)
         segment_parts.append(segment_table)
+        widths = sorted({t.shape[1] for t in tracks})
         logger.info(
-            "%s: %d tracks -> %s, %d segments -> %s",
+            "%s: %d tracks, %d segments, %d layers of width %s",
             run["label"],
             len(track_ids),
-            tuple(matrix.shape),
             len(segment_table),
-            tuple(segment_matrix.shape),
+            n_layers,
+            widths[0] if len(widths) == 1 else widths,
         )
     return EmbeddingSet(
         backbones, pd.concat(index_parts, ignore_index=True), pd.concat(segment_parts, ignore_index=True)
     )
+
+
+def tag_tracks(layer_embeddings: EmbeddingSet, params: dict[str, Any]) -> pd.DataFrame:
+    """What each tagging backbone hears: its top tags per track (mean taggram over segments).
+
+    Args:
+        layer_embeddings: the consolidated set; backbones without a ``tags``
+            layer are skipped.
+        params: ``embed`` parameters; ``top_tags`` (default 5).
+
+    Returns:
+        One row per (backbone, track): ``top_tags`` as ``tag (score)`` text and
+        one column per tag score.
+    """
+    top = int(params.get("top_tags", 5))
+    rows = []
+    for name, embeddings in layer_embeddings.backbones.items():
+        tag_names = embeddings.info.get("tag_names") or []
+        if not tag_names or "tags" not in embeddings.layer_names:
+            continue
+        scores = embeddings.tracks[embeddings.layer_names.index("tags")]
+        for track_id, track_scores in zip(embeddings.track_ids, scores, strict=True):
+            order = np.argsort(-track_scores)[:top]
+            rows.append(
+                {
+                    "backbone": name,
+                    "label": embeddings.label,
+                    "track_id": track_id,
+                    "top_tags": ", ".join(f"{tag_names[i]} ({track_scores[i]:.2f})" for i in order),
+                    **{
+                        f"tag:{tag}": float(score) for tag, score in zip(tag_names, track_scores, strict=True)
+                    },
+                }
+            )
+    tags = pd.DataFrame(rows)
+    for (name, label), group in tags.groupby(["backbone", "label"]) if not tags.empty else []:
+        mean = group.filter(like="tag:").mean().sort_values(ascending=False).head(top)
+        logger.info(
+            "%s hears, on average: %s", label, ", ".join(f"{k[4:]} ({v:.2f})" for k, v in mean.items())
+        )
+    return tags

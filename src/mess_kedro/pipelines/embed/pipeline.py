@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import consolidate_embeddings, extract_track_embeddings
+from .nodes import consolidate_embeddings, extract_track_embeddings, tag_tracks
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -19,6 +19,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["track_embeddings", "track_manifest", "embed_runs"],
                 outputs="layer_embeddings",
                 name="consolidate_embeddings",
+            ),
+            Node(
+                func=tag_tracks,
+                inputs=["layer_embeddings", "params:embed"],
+                outputs="track_tags",
+                name="tag_tracks",
             ),
         ]
     )
