@@ -46,7 +46,7 @@ class _Progress:
     """One bar over the tracks being embedded, with audio-seconds per second."""
 
     def __init__(self, total: int, label: str) -> None:
-        self.bar = tqdm(total=total, desc=f"embed {label}", unit="track")
+        self.bar = tqdm(total=total, desc=f"embed {label}", unit="track", disable=total == 0)
         self.audio_s = 0.0
         self.started = time.perf_counter()
 
