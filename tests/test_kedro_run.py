@@ -31,7 +31,11 @@ def project(tmp_path_factory):
     with open(root / "conf" / "local" / "parameters_ingest.yml", "w") as f:
         yaml.safe_dump({"demo_corpus": tiny_demo_params()}, f)
     embed = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_embed.yml").read_text())["embed"]
-    embed["backbones"] = {"mert-tiny": {"seed": 0}, "musicnn-mtt": {}}
+    embed["backbones"] = {
+        "mert-tiny": {"seed": 0},
+        "musicnn-mtt": {},
+        "musicnn-mtt-random": {"backbone": "musicnn-mtt", "random_init": True},
+    }
     with open(root / "conf" / "local" / "parameters_embed.yml", "w") as f:
         yaml.safe_dump({"embed": embed}, f)
     user = root / "user_audio"
@@ -135,7 +139,9 @@ def test_embed_runs_after_ingest_and_resumes(project):
     tags = pd.read_parquet(
         versions(root / "data" / "08_reporting" / "track_tags.parquet")[0] / "track_tags.parquet"
     )
-    assert tags["label"].eq("musicnn-mtt").all() and len(tags) == (index["backbone"] == "musicnn-mtt").sum()
+    assert set(tags["label"]) == {"musicnn-mtt", "musicnn-mtt (random-init)"}
+    tags = tags[tags["backbone"] == "musicnn-mtt"]
+    assert len(tags) == (index["backbone"] == "musicnn-mtt").sum()
     # The demo is keyboard music: "piano" or "harpsichord" leads musicnn's tags on most tracks.
     leading = tags["top_tags"].str.split(" ").str[0]
     assert leading.isin(["piano", "harpsichord"]).mean() >= 0.5
@@ -156,3 +162,26 @@ def test_ingest_of_a_user_folder_alone(project):
         versions(root / "data" / "03_primary" / "track_manifest.parquet")[-1] / "track_manifest.parquet"
     )
     assert manifest["dataset"].tolist() == ["folder"]
+
+
+@pytest.mark.slow
+def test_proxy_targets_and_probing_after_embed(project):
+    root, _ = project
+    kedro_run(root, "ingest")  # the demo again (an earlier test ingested a user folder alone)
+    kedro_run(root, "embed")  # cached: only consolidates
+    kedro_run(root, "proxy_targets")
+    kedro_run(root, "probing")
+    latest = lambda name: versions(root / "data" / name)[-1] / Path(name).name  # noqa: E731
+    results = json.loads(latest("07_model_output/probing_results.json").read_text())
+    assert set(results["backbones"]) == {"mert-tiny", "musicnn-mtt", "musicnn-mtt-random"}
+    assert results["backbones"]["musicnn-mtt"]["twin"] == "musicnn-mtt-random"
+    assert results["backbones"]["mert-tiny"]["random_init"] is True
+    track = results["backbones"]["musicnn-mtt"]["levels"]["track"]
+    assert len(track["r2_mean"]) == 9 and len(track["r2_mean"][0]) == 22  # layers x targets
+    assert track["n_folds"] == 3  # three compositions in the tiny demo
+    aspects = json.loads(latest("07_model_output/aspect_layer_map.json").read_text())
+    assert len(aspects["backbones"]["musicnn-mtt"]["aspects"]) == 13
+    assert latest("08_reporting/probing_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    validation = json.loads(latest("08_reporting/target_validation.json").read_text())
+    by_pair = {(p["target"], p["setting"]): p for p in validation["pairs"]}
+    assert by_pair[("velocity_mean", "velocity_mean")]["spearman"] > 0.8

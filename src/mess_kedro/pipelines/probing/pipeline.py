@@ -1,0 +1,30 @@
+"""The ``probing`` pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import map_aspects, plot_probing_heatmap, probe_layers
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=probe_layers,
+                inputs=["layer_embeddings", "track_targets", "segment_targets", "params:probing"],
+                outputs="probing_results",
+                name="probe_layers",
+            ),
+            Node(
+                func=map_aspects,
+                inputs=["probing_results", "params:probing"],
+                outputs=["aspect_layer_map", "best_layer_per_target"],
+                name="map_aspects",
+            ),
+            Node(
+                func=plot_probing_heatmap,
+                inputs="probing_results",
+                outputs="probing_heatmap",
+                name="plot_probing_heatmap",
+            ),
+        ]
+    )

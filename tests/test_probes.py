@@ -1,0 +1,88 @@
+"""Fast ridge probes against sklearn, a brute-force GCV, and the folds' grouping."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score
+from sklearn.preprocessing import StandardScaler
+
+from mess_kedro.probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe, summarise_folds
+
+
+def problem(n, d, t=5, seed=0, nan_rows=9):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    X[:, 1] = 3.0  # a constant feature: scale 1, as in StandardScaler
+    Y = X @ rng.standard_normal((d, t)) * 0.3 + rng.standard_normal((n, t))
+    if nan_rows:
+        Y[:nan_rows, 2] = np.nan  # one target lacks some rows
+    groups = rng.integers(0, 15, n)
+    return X, Y, groups
+
+
+@pytest.mark.parametrize("n, d", [(400, 40), (70, 300)])  # feature space and sample space paths
+def test_r2_equals_sklearn_ridge_with_the_same_folds_and_alphas(n, d):
+    X, Y, groups = problem(n, d)
+    folds = grouped_folds(groups, 5)
+    scores = ridge_probe(X, Y, folds)
+    assert np.isfinite(scores.r2).all()
+    for k, (train, test) in enumerate(folds):
+        for t in range(Y.shape[1]):
+            tr, te = train[~np.isnan(Y[train, t])], test[~np.isnan(Y[test, t])]
+            scaler = StandardScaler().fit(X[tr].astype(np.float64))
+            model = Ridge(alpha=scores.alpha[k, t]).fit(scaler.transform(X[tr].astype(np.float64)), Y[tr, t])
+            expected = r2_score(Y[te, t], model.predict(scaler.transform(X[te].astype(np.float64))))
+            assert scores.r2[k, t] == pytest.approx(expected, abs=1e-6)
+
+
+def test_alpha_is_the_brute_force_gcv_minimum_on_the_training_rows():
+    X, Y, groups = problem(120, 30, t=3, nan_rows=0)
+    folds = grouped_folds(groups, 4)
+    scores = ridge_probe(X, Y, folds)
+    train = folds[0][0]
+    Xs = StandardScaler().fit_transform(X[train].astype(np.float64))
+    Xs = np.hstack([Xs, np.ones((len(train), 1))])  # intercept column, unpenalised
+    n = len(train)
+    for t in range(3):
+        y = Y[train, t]
+        gcv = []
+        for alpha in DEFAULT_ALPHAS:
+            penalty = alpha * np.eye(Xs.shape[1])
+            penalty[-1, -1] = 0.0
+            H = Xs @ np.linalg.solve(Xs.T @ Xs + penalty, Xs.T)
+            residual = y - H @ y
+            gcv.append(n * residual @ residual / (n - np.trace(H)) ** 2)
+        assert scores.alpha[0, t] == DEFAULT_ALPHAS[int(np.argmin(gcv))]
+
+
+def test_folds_never_split_a_group():
+    groups = np.repeat(np.arange(12), np.arange(1, 13))
+    for train, test in grouped_folds(groups, 5):
+        assert not set(groups[train]) & set(groups[test])
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        grouped_folds(np.zeros(10), 5)
+
+
+def test_shuffled_targets_score_about_zero_and_signal_scores_high():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 20))
+    y = X[:, 0] * 2 + 0.1 * rng.standard_normal(300)
+    folds = grouped_folds(rng.integers(0, 30, 300), 5)
+    real = ridge_probe(X, y, folds).r2.mean()
+    shuffled = ridge_probe(X, rng.permutation(y), folds).r2.mean()
+    assert real > 0.95 and shuffled < 0.05
+
+
+def test_target_missing_everywhere_is_nan_not_an_error():
+    X, Y, groups = problem(100, 10, t=2, nan_rows=0)
+    Y[:, 1] = np.nan
+    scores = ridge_probe(X, Y, grouped_folds(groups, 5))
+    assert np.isfinite(scores.r2[:, 0]).all() and np.isnan(scores.r2[:, 1]).all()
+
+
+def test_fold_summary_has_a_t_interval():
+    summary = summarise_folds(np.array([[0.5], [0.6], [0.7], [0.4], [0.8]]))
+    assert summary["mean"][0] == pytest.approx(0.6)
+    assert summary["ci_low"][0] == pytest.approx(
+        0.6 - 2.776 * np.std([0.5, 0.6, 0.7, 0.4, 0.8], ddof=1) / np.sqrt(5), abs=1e-3
+    )
