@@ -117,12 +117,12 @@ def main() -> None:
             )
     table = pd.DataFrame(rows).set_index("precision")
     header = f"{args.backbone} ({backbone.weights_id}), {args.tracks} tracks x {args.seconds:g} s, "
-    print(f"\n{header}{torch.get_num_threads()} threads")  # noqa: T201
-    print(table.round(2).to_string())  # noqa: T201
+    print(f"\n{header}{torch.get_num_threads()} threads")
+    print(table.round(2).to_string())
     if {"fp32", "bf16"} <= set(table.index):
         best = table.groupby(level=0)["pipeline audio-s/s"].max()
         speedup = best["bf16"] / best["fp32"]
-        print(f"bf16 / fp32 pipeline throughput: {speedup:.2f}x")  # noqa: T201
+        print(f"bf16 / fp32 pipeline throughput: {speedup:.2f}x")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def make_reference(clips_path: str, out: str) -> None:
                         result[f"{model}/{name}/{layer}/frames"] = value
         sess.close()
     np.savez_compressed(out, **result)
-    print(f"wrote {out}: {len(result)} arrays")  # noqa: T201
+    print(f"wrote {out}: {len(result)} arrays")
 
 
 if __name__ == "__main__":

@@ -86,3 +86,14 @@ def test_fold_summary_has_a_t_interval():
     assert summary["ci_low"][0] == pytest.approx(
         0.6 - 2.776 * np.std([0.5, 0.6, 0.7, 0.4, 0.8], ddof=1) / np.sqrt(5), abs=1e-3
     )
+
+
+def test_float32_gram_for_large_inputs_agrees_with_float64():
+    rng = np.random.default_rng(2)
+    X = (rng.standard_normal((30_000, 32)) + 50.0).astype(np.float32)  # large mean: cancellation risk
+    Y = X[:, :4] @ rng.standard_normal((4, 3)) + rng.standard_normal((30_000, 3))
+    folds = grouped_folds(rng.integers(0, 100, 30_000), 5)
+    exact = ridge_probe(X, Y, folds, float64_rows=10**9)
+    fast = ridge_probe(X, Y, folds, float64_rows=1000)
+    np.testing.assert_allclose(fast.r2, exact.r2, atol=1e-4)
+    assert np.array_equal(fast.alpha, exact.alpha)

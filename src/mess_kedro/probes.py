@@ -120,7 +120,9 @@ def ridge_probe(
     Y: np.ndarray,
     folds: list[tuple[np.ndarray, np.ndarray]],
     alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    *,
     min_train: int = 5,
+    float64_rows: int = 20_000,
 ) -> ProbeScores:
     """Held-out R² of standardised ridge probes for every target of ``Y`` on ``X``.
 
@@ -136,6 +138,10 @@ def ridge_probe(
         Candidate ridge strengths.
     min_train : int
         Fewer training (or 2 test) rows for a target give NaN for that fold.
+    float64_rows : int
+        Up to this many rows the Gram sums are accumulated in float64; above,
+        in float32 (twice as fast; R² agrees to ~1e-5, see the tests) and the
+        rest of the computation stays in float64.
 
     Returns
     -------
@@ -155,27 +161,35 @@ def ridge_probe(
             patterns.setdefault(present[:, t].tobytes(), []).append(t)
     for targets in patterns.values():
         rows = present[:, targets[0]]
-        Xg = np.asarray(X[rows], dtype=np.float64)
+        # Ridge with an intercept on standardised features is shift-invariant, so
+        # centring once on the overall mean changes no result; it keeps the Gram
+        # sums well conditioned when they are accumulated in float32.
+        Xg = np.asarray(X if rows.all() else X[rows])
+        dtype = np.float64 if len(Xg) <= float64_rows else np.float32
+        Xg = Xg.astype(dtype, copy=False)
+        Xg = Xg - Xg.mean(0, dtype=np.float64).astype(dtype)
         Yg = Y[rows][:, targets]
         position = np.full(len(Y), -1)
         position[np.flatnonzero(rows)] = np.arange(rows.sum())
         primal = len(Xg) - max(len(test) for _, test in folds) >= Xg.shape[1]
         if primal:  # one pass over the data serves every fold: train Gram = full - test
-            gram, xy = Xg.T @ Xg, Xg.T @ Yg
-            sum_x, sum_y, sum_yy = Xg.sum(0), Yg.sum(0), (Yg**2).sum(0)
+            gram, xy = (Xg.T @ Xg).astype(np.float64), (Xg.T @ Yg.astype(dtype)).astype(np.float64)
+            sum_x, sum_y, sum_yy = Xg.sum(0, dtype=np.float64), Yg.sum(0), (Yg**2).sum(0)
         for k, (_, test) in enumerate(folds):
             test_rows = position[test]
             test_rows = test_rows[test_rows >= 0]
             n_train = rows.sum() - len(test_rows)
             if n_train < min_train or len(test_rows) < 2:
                 continue
-            Xt, Yt = Xg[test_rows], Yg[test_rows]
+            Xt_native, Yt = Xg[test_rows], Yg[test_rows]
+            Xt = Xt_native.astype(np.float64)
             if not primal:
                 train_rows = np.setdiff1d(np.arange(len(Xg)), test_rows)
-                pred, alpha = _predict_dual(Xg[train_rows], Yg[train_rows], Xt, alphas)
+                pred, alpha = _predict_dual(Xg[train_rows].astype(np.float64), Yg[train_rows], Xt, alphas)
             else:
                 stats = {
-                    "gram": gram - Xt.T @ Xt,
+                    # The test Gram in the full Gram's precision, so train = full - test is consistent.
+                    "gram": gram - (Xt_native.T @ Xt_native).astype(np.float64),
                     "xy": xy - Xt.T @ Yt,
                     "sum_x": sum_x - Xt.sum(0),
                     "sum_y": sum_y - Yt.sum(0),
