@@ -182,6 +182,16 @@ def test_proxy_targets_and_probing_after_embed(project):
     aspects = json.loads(latest("07_model_output/aspect_layer_map.json").read_text())
     assert len(aspects["backbones"]["musicnn-mtt"]["aspects"]) == 13
     assert latest("08_reporting/probing_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    # The aspect recommender reads the same outputs through the project's catalog.
+    from mess_kedro.recommend import load_recommender
+
+    recommender = load_recommender(root)
+    assert recommender.backbone == "musicnn-mtt"  # the pretrained one, not a random-init
+    query = recommender.track_ids[0]
+    similar = recommender.recommend_by_aspect(query, "dynamics", n=3)
+    assert len(similar) == 3 and query not in set(similar["track_id"])
+    with pytest.raises(KeyError, match="unknown aspect"):
+        recommender.recommend_by_aspect(query, "sparkle")
     validation = json.loads(latest("08_reporting/target_validation.json").read_text())
     by_pair = {(p["target"], p["setting"]): p for p in validation["pairs"]}
     assert by_pair[("velocity_mean", "velocity_mean")]["spearman"] > 0.8
