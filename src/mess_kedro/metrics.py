@@ -1,0 +1,163 @@
+"""Retrieval and clustering metrics, and a paired bootstrap between methods.
+
+Conventions: for one query, ``ranking`` is the candidate indices ordered by
+decreasing similarity (the query itself excluded) and ``relevant`` a boolean
+array over the same candidates in the same order. Every metric is a pure
+function of one query; :func:`evaluate_queries` averages over queries.
+
+- ``recall_at_k``: relevant items in the top k / all relevant items.
+- ``precision_at_k``: relevant items in the top k / k.
+- ``mrr_at_k``: 1 / rank of the first relevant item if it is in the top k, else 0.
+- ``ndcg_at_k``: DCG of the top k (gain 1 per relevant item, discount
+  ``1/log2(rank+1)``) over the ideal DCG.
+- ``average_precision``: mean of precision at each relevant item's rank (all ranks).
+
+A query with no relevant candidate has no defined recall, MRR, nDCG or AP: it
+is skipped (and counted) rather than scored 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def validate(relevant_in_rank_order: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Check one query's relevance vector (booleans in ranked order) and ``k``."""
+    rel = np.asarray(relevant_in_rank_order)
+    if rel.ndim != 1:
+        raise ValueError(f"relevance must be one-dimensional, got shape {rel.shape}")
+    if k is not None and k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return rel.astype(bool)
+
+
+def recall_at_k(rel: np.ndarray, k: int) -> float:
+    rel = validate(rel, k)
+    return float(rel[:k].sum() / rel.sum()) if rel.any() else float("nan")
+
+
+def precision_at_k(rel: np.ndarray, k: int) -> float:
+    rel = validate(rel, k)
+    return float(rel[:k].sum() / k)
+
+
+def mrr_at_k(rel: np.ndarray, k: int) -> float:
+    rel = validate(rel, k)
+    if not rel.any():
+        return float("nan")
+    first = int(np.argmax(rel))
+    return 1.0 / (first + 1) if first < k else 0.0
+
+
+def ndcg_at_k(rel: np.ndarray, k: int) -> float:
+    rel = validate(rel, k)
+    if not rel.any():
+        return float("nan")
+    discounts = 1.0 / np.log2(np.arange(2, len(rel) + 2))
+    dcg = float((rel[:k] * discounts[:k]).sum())
+    ideal = float(discounts[: min(k, int(rel.sum()))].sum())
+    return dcg / ideal
+
+
+def average_precision(rel: np.ndarray) -> float:
+    rel = validate(rel)
+    if not rel.any():
+        return float("nan")
+    hits = np.cumsum(rel)
+    ranks = np.flatnonzero(rel) + 1
+    return float(np.mean(hits[rel] / ranks))
+
+
+def rank_candidates(similarity: np.ndarray, query: int) -> np.ndarray:
+    """Candidate indices by decreasing similarity, the query excluded (ties: lower index first)."""
+    order = np.argsort(-similarity, kind="stable")
+    return order[order != query]
+
+
+def evaluate_queries(
+    embeddings: np.ndarray, relevance: np.ndarray, ks: list[int], query_ids: list[str] | None = None
+) -> pd.DataFrame:
+    """Per-query metrics for L2-normalised (or any) embeddings scored by inner product.
+
+    Parameters
+    ----------
+    embeddings : ndarray ``[N, D]``
+    relevance : bool ndarray ``[N, N]``
+        ``relevance[q, c]``: candidate ``c`` is relevant to query ``q`` (the
+        diagonal is ignored).
+    ks : list of int
+        Cut-offs for recall, precision, MRR and nDCG.
+
+    Returns
+    -------
+    DataFrame
+        One row per query: ``query`` and ``recall@k``, ``precision@k``,
+        ``mrr@k``, ``ndcg@k`` for each k, and ``ap``.
+    """
+    similarity = embeddings @ embeddings.T
+    rows = []
+    for q in range(len(embeddings)):
+        ranking = rank_candidates(similarity[q], q)
+        rel = relevance[q, ranking]
+        row = {
+            "query": query_ids[q] if query_ids else q,
+            "n_relevant": int(rel.sum()),
+            "ap": average_precision(rel),
+        }
+        for k in ks:
+            row[f"recall@{k}"] = recall_at_k(rel, k)
+            row[f"precision@{k}"] = precision_at_k(rel, k)
+            row[f"mrr@{k}"] = mrr_at_k(rel, k)
+            row[f"ndcg@{k}"] = ndcg_at_k(rel, k)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float]:
+    """Mean of ``a - b`` over queries scored by both, with a percentile bootstrap CI.
+
+    Queries are resampled with replacement, keeping each query's pair together.
+    ``wins`` is true when the whole interval lies above 0, ``loses`` when below.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    diff = a[keep] - b[keep]
+    if len(diff) == 0:
+        return {
+            "mean_diff": float("nan"),
+            "ci_low": float("nan"),
+            "ci_high": float("nan"),
+            "n": 0,
+            "wins": False,
+            "loses": False,
+        }
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (n_resamples, len(diff)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return {
+        "mean_diff": float(diff.mean()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "n": int(len(diff)),
+        "wins": bool(low > 0),
+        "loses": bool(high < 0),
+    }
+
+
+def clustering_scores(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Silhouette (cosine) of the true labels, and NMI of k-means clusters (k = number of labels)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score, silhouette_score
+
+    labels = np.asarray(labels)
+    n_labels = len(np.unique(labels))
+    if n_labels < 2 or n_labels >= len(labels):
+        return {"silhouette": float("nan"), "nmi": float("nan")}
+    clusters = KMeans(n_clusters=n_labels, n_init=10, random_state=seed).fit_predict(embeddings)
+    return {
+        "silhouette": float(silhouette_score(embeddings, labels, metric="cosine")),
+        "nmi": float(normalized_mutual_info_score(labels, clusters)),
+    }
