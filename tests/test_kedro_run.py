@@ -38,6 +38,14 @@ def project(tmp_path_factory):
     }
     with open(root / "conf" / "local" / "parameters_embed.yml", "w") as f:
         yaml.safe_dump({"embed": embed}, f)
+    # The tiny demo's test split holds one piece: evaluate "same piece" retrieval there.
+    for name in ("fusion", "evaluation"):
+        block = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / f"parameters_{name}.yml").read_text())[name]
+        block["relation"] = "piece"
+        if name == "fusion":
+            block["training"]["epochs"] = 20
+        with open(root / "conf" / "local" / f"parameters_{name}.yml", "w") as f:
+            yaml.safe_dump({name: block}, f)
     user = root / "user_audio"
     write_audio(user / "my_take.wav", tone(freq=261.6, seconds=3))
     (user / "broken.flac").write_bytes(b"fLaC not really")
@@ -192,6 +200,13 @@ def test_proxy_targets_and_probing_after_embed(project):
     assert len(similar) == 3 and query not in set(similar["track_id"])
     with pytest.raises(KeyError, match="unknown aspect"):
         recommender.recommend_by_aspect(query, "sparkle")
+    kedro_run(root, "fusion")
+    kedro_run(root, "evaluation")
+    metrics = pd.read_parquet(latest("08_reporting/evaluation_metrics.parquet"))
+    assert {"uniform_mean", "concat_pca"} <= set(metrics["method"])
+    assert set(metrics["label"]) == {"mert-tiny (random-init)", "musicnn-mtt", "musicnn-mtt (random-init)"}
+    report = latest("08_reporting/evaluation_report.md").read_text()
+    assert "random-init weights: a control" in report and "| uniform_mean |" in report
     validation = json.loads(latest("08_reporting/target_validation.json").read_text())
     by_pair = {(p["target"], p["setting"]): p for p in validation["pairs"]}
     assert by_pair[("velocity_mean", "velocity_mean")]["spearman"] > 0.8

@@ -1,0 +1,293 @@
+"""Fusion methods: turn a track's per-layer embeddings into one similarity vector.
+
+Every method is a :class:`FusionMethod` fitted on training tracks and applied
+to any tracks: ``fit(layers, labels, val_layers, val_labels)`` then
+``transform(layers) -> [N, E]`` L2-normalised vectors, so similarity is an
+inner product (cosine). ``layers`` is a list of per-layer arrays ``[N, D_l]``;
+widths may differ (musicnn), nothing is padded.
+
+- ``SingleLayer(l)``: layer ``l``, centred on the training mean.
+- ``UniformMean``: every layer counts equally: the mean of per-layer cosines
+  (concatenated centred, normalised layers, each scaled by ``1/sqrt(L)``).
+- ``ConcatPCA``: standardised layers concatenated, PCA fitted on training tracks.
+- ``DiagonalWeighting``: a learned softmax weight per layer, similarity
+  ``sum_l w_l cos(x_l, y_l)``; trained with a triplet loss.
+- ``LayerFusionNetwork``: each layer projected to a common width, attention
+  over layers, weighted sum, projection head (Linear, LayerNorm, GELU, Linear),
+  L2-normalised; trained with a triplet loss (semi-hard mining) or SupCon.
+
+Training (the two learned methods) uses pytorch-metric-learning's losses and
+miners, full batches of the training tracks, early stopping on the validation
+tracks' mean average precision, a fixed seed, and CPU-deterministic ops.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .metrics import evaluate_queries
+
+RELATIONS = {"performer": "performer", "piece": "group", "composer": "composer"}
+
+
+def relation_labels(index, relation: str) -> np.ndarray:
+    """Per track, the label that defines 'positive' for ``relation`` (performer, piece or composer)."""
+    if relation not in RELATIONS:
+        raise ValueError(f"unknown relation '{relation}'; expected one of {sorted(RELATIONS)}")
+    return index[RELATIONS[relation]].fillna("unknown").astype(str).to_numpy()
+
+
+def relevance_matrix(labels: np.ndarray, pieces: np.ndarray) -> np.ndarray:
+    """``[N, N]``: same label and a different piece (a performance of the same piece by the
+    same performer is not a discovery); for the piece relation, labels are pieces, so
+    same piece is required instead."""
+    same = labels[:, None] == labels[None, :]
+    if np.array_equal(labels, pieces):
+        return same
+    return same & (pieces[:, None] != pieces[None, :])
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class FusionMethod:
+    """Base class: ``fit`` on training tracks, ``transform`` any tracks."""
+
+    name = "method"
+    learned_weights: np.ndarray | None = None
+
+    def fit(self, layers, labels, val_layers=None, val_labels=None) -> FusionMethod:
+        self.means = [np.asarray(x, float).mean(0) for x in layers]
+        return self
+
+    def _centred(self, layers) -> list[np.ndarray]:
+        return [_normalise(np.asarray(x, float) - m) for x, m in zip(layers, self.means, strict=True)]
+
+    def transform(self, layers) -> np.ndarray:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        """Everything needed to rebuild the fitted method (for checkpoints)."""
+        return {"class": type(self).__name__, "name": self.name, "params": copy.deepcopy(self.__dict__)}
+
+
+class SingleLayer(FusionMethod):
+    def __init__(self, layer: int, layer_name: str) -> None:
+        self.layer = layer
+        self.name = f"layer:{layer_name}"
+
+    def transform(self, layers) -> np.ndarray:
+        return _normalise(np.asarray(layers[self.layer], float) - self.means[self.layer])
+
+
+class UniformMean(FusionMethod):
+    name = "uniform_mean"
+
+    def transform(self, layers) -> np.ndarray:
+        parts = self._centred(layers)
+        return np.concatenate(parts, axis=1) / np.sqrt(len(parts))
+
+
+class ConcatPCA(FusionMethod):
+    name = "concat_pca"
+
+    def __init__(self, n_components: int = 128) -> None:
+        self.n_components = n_components
+
+    def fit(self, layers, labels, val_layers=None, val_labels=None) -> ConcatPCA:
+        from sklearn.decomposition import PCA
+        from sklearn.preprocessing import StandardScaler
+
+        X = np.concatenate([np.asarray(x, float) for x in layers], axis=1)
+        self.scaler = StandardScaler().fit(X)
+        self.pca = PCA(n_components=min(self.n_components, *X.shape), random_state=0).fit(
+            self.scaler.transform(X)
+        )
+        return self
+
+    def transform(self, layers) -> np.ndarray:
+        X = np.concatenate([np.asarray(x, float) for x in layers], axis=1)
+        return _normalise(self.pca.transform(self.scaler.transform(X)))
+
+
+@dataclass
+class TrainingConfig:
+    """Hyper-parameters of the learned methods."""
+
+    loss: str = "triplet"  # triplet | supcon
+    margin: float = 0.2
+    temperature: float = 0.1
+    epochs: int = 300
+    patience: int = 30
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    seed: int = 0
+    out_dim: int = 128
+    hidden_dim: int = 256
+    history: list = field(default_factory=list)
+
+
+def _loss_and_miner(config: TrainingConfig):
+    from pytorch_metric_learning import losses, miners
+
+    if config.loss == "supcon":
+        return losses.SupConLoss(temperature=config.temperature), None
+    if config.loss == "triplet":
+        return losses.TripletMarginLoss(margin=config.margin), miners.TripletMarginMiner(
+            margin=config.margin, type_of_triplets="semihard"
+        )
+    raise ValueError(f"unknown loss '{config.loss}'; expected triplet or supcon")
+
+
+def _val_map(embed, val_layers, val_labels) -> float:
+    if val_layers is None or len(np.unique(val_labels)) < 2:
+        return float("nan")
+    vectors = embed(val_layers)
+    relevance = np.asarray(val_labels)[:, None] == np.asarray(val_labels)[None, :]
+    return float(np.nanmean(evaluate_queries(vectors, relevance, ks=[1])["ap"]))
+
+
+class _Trained(FusionMethod):
+    """Shared training loop for the learned methods (``self.module`` maps layer tensors to vectors)."""
+
+    def __init__(self, config: TrainingConfig | None = None) -> None:
+        self.config = config or TrainingConfig()
+
+    def _build(self, dims: list[int]) -> nn.Module:
+        raise NotImplementedError
+
+    def _tensors(self, layers) -> list[torch.Tensor]:
+        return [torch.as_tensor(x, dtype=torch.float32) for x in self._centred(layers)]
+
+    def fit(self, layers, labels, val_layers=None, val_labels=None) -> _Trained:
+        super().fit(layers, labels)
+        config = self.config
+        torch.manual_seed(config.seed)
+        self.dims = [int(np.asarray(x).shape[1]) for x in layers]
+        self.module = self._build(self.dims)
+        optimiser = torch.optim.Adam(self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        loss_fn, miner = _loss_and_miner(config)
+        inputs = self._tensors(layers)
+        codes = torch.as_tensor(np.unique(np.asarray(labels), return_inverse=True)[1])
+        best, best_state, since_best = -np.inf, copy.deepcopy(self.module.state_dict()), 0
+        config.history = []
+        for epoch in range(config.epochs):
+            self.module.train()
+            optimiser.zero_grad()
+            vectors = self.module(inputs)
+            pairs = miner(vectors, codes) if miner is not None else None
+            loss = loss_fn(vectors, codes, pairs) if pairs is not None else loss_fn(vectors, codes)
+            loss.backward()
+            optimiser.step()
+            score = _val_map(self.transform, val_layers, val_labels)
+            if np.isnan(score):  # no validation split: keep the last epoch
+                score = -float(loss.item())
+            config.history.append({"epoch": epoch, "loss": float(loss.item()), "val_map": score})
+            if score > best + 1e-6:
+                best, best_state, since_best = score, copy.deepcopy(self.module.state_dict()), 0
+            else:
+                since_best += 1
+                if since_best >= config.patience:
+                    break
+        self.module.load_state_dict(best_state)
+        self.module.eval()
+        self.learned_weights = self.layer_weights(layers)
+        return self
+
+    def transform(self, layers) -> np.ndarray:
+        self.module.eval()
+        with torch.no_grad():
+            return self.module(self._tensors(layers)).numpy().astype(np.float64)
+
+    def state(self) -> dict:
+        return {
+            "class": type(self).__name__,
+            "name": self.name,
+            "dims": self.dims,
+            "means": self.means,
+            "config": {k: v for k, v in self.config.__dict__.items() if k != "history"},
+            "history": self.config.history,
+            "state_dict": {k: v.clone() for k, v in self.module.state_dict().items()},
+            "learned_weights": self.learned_weights,
+        }
+
+
+class _DiagonalModule(nn.Module):
+    def __init__(self, n_layers: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(n_layers))  # starts as the uniform mean
+
+    def weights(self) -> torch.Tensor:
+        return torch.softmax(self.logits, dim=0)
+
+    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        w = self.weights()
+        parts = [w[i].sqrt() * nn.functional.normalize(x, dim=1) for i, x in enumerate(layers)]
+        return torch.cat(parts, dim=1)  # inner product = sum_l w_l cos_l; norm is 1
+
+
+class DiagonalWeighting(_Trained):
+    name = "diagonal"
+
+    def _build(self, dims):
+        return _DiagonalModule(len(dims))
+
+    def layer_weights(self, layers) -> np.ndarray:
+        return self.module.weights().detach().numpy().astype(float)
+
+
+class _FusionNet(nn.Module):
+    def __init__(self, dims: list[int], hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.project = nn.ModuleList([nn.Linear(d, hidden) for d in dims])  # common width, no padding
+        self.score = nn.Sequential(nn.Linear(hidden, hidden // 2), nn.Tanh(), nn.Linear(hidden // 2, 1))
+        self.head = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+        )
+
+    def attention(self, layers: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        stacked = torch.stack([p(x) for p, x in zip(self.project, layers, strict=True)], dim=1)  # [B, L, H]
+        return torch.softmax(self.score(stacked).squeeze(-1), dim=1), stacked
+
+    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        weights, stacked = self.attention(layers)
+        fused = (weights.unsqueeze(-1) * stacked).sum(dim=1)
+        return nn.functional.normalize(self.head(fused), dim=1)
+
+
+class LayerFusionNetwork(_Trained):
+    name = "lfn"
+
+    def _build(self, dims):
+        return _FusionNet(dims, self.config.hidden_dim, self.config.out_dim)
+
+    def layer_weights(self, layers) -> np.ndarray:
+        """Mean attention weight per layer over the given tracks."""
+        with torch.no_grad():
+            return self.module.attention(self._tensors(layers))[0].mean(0).numpy().astype(float)
+
+
+def restore(state: dict) -> FusionMethod:
+    """Rebuild a fitted method from :meth:`FusionMethod.state`."""
+    classes = {
+        c.__name__: c for c in (SingleLayer, UniformMean, ConcatPCA, DiagonalWeighting, LayerFusionNetwork)
+    }
+    cls = classes[state["class"]]
+    if issubclass(cls, _Trained):
+        method = cls(TrainingConfig(**state["config"]))
+        method.dims, method.means = state["dims"], state["means"]
+        method.module = method._build(method.dims)
+        method.module.load_state_dict(state["state_dict"])
+        method.module.eval()
+        method.learned_weights = state["learned_weights"]
+        method.config.history = state["history"]
+        return method
+    method = cls.__new__(cls)
+    method.__dict__.update(copy.deepcopy(state["params"]))
+    return method

@@ -1,0 +1,237 @@
+"""Nodes of the ``evaluation`` pipeline: every fitted method on the test split's queries.
+
+Queries are the test-split tracks; a candidate is relevant when it shares the
+query's label for the configured relation (performer by default) and is a
+different piece. Each metric's mean over queries gets a bootstrap CI, and
+every method is compared with the reference baseline by a paired bootstrap
+over queries: it wins only if the CI of the difference excludes 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from mess_kedro.datasets import EmbeddingSet  # noqa: E402
+from mess_kedro.fusion import relation_labels, relevance_matrix, restore  # noqa: E402
+from mess_kedro.metrics import clustering_scores, evaluate_queries, paired_bootstrap  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_methods(
+    layer_embeddings: EmbeddingSet, fusion_models: dict[str, Any], params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Score every backbone x method on the test split.
+
+    Args:
+        params: ``evaluation``: ``relation``, ``ks``, ``reference`` (baseline
+            method for the paired comparison), ``n_resamples``, ``seed``, ``headline`` metric.
+
+    Returns:
+        metrics: one row per backbone x method x metric: mean, CI, queries.
+        per_query: every query's metrics per backbone x method.
+        comparisons: paired bootstrap of each method against the reference, per metric.
+    """
+    relation, ks = params.get("relation", "performer"), [int(k) for k in params.get("ks", [1, 5, 10])]
+    reference, n_resamples, seed = (
+        params.get("reference", "uniform_mean"),
+        int(params.get("n_resamples", 2000)),
+        int(params.get("seed", 0)),
+    )
+    metric_rows, per_query, comparisons = [], [], []
+    for name, methods in fusion_models.items():
+        embeddings = layer_embeddings.backbones[name]
+        index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+        test = index["split"].to_numpy() == "test"
+        labels, pieces = relation_labels(index, relation)[test], index["group"].astype(str).to_numpy()[test]
+        relevance = relevance_matrix(labels, pieces if relation != "piece" else labels)
+        if test.sum() < 3 or not relevance.any():
+            logger.warning("%s: too few test queries with a relevant item for relation %s", name, relation)
+            continue
+        layers = [x[test] for x in embeddings.tracks]
+        query_ids = index["track_id"].to_numpy()[test].tolist()
+        tables = {}
+        for method_name, state in methods.items():
+            vectors = restore(state).transform(layers)
+            table = evaluate_queries(vectors, relevance, ks, query_ids)
+            table.insert(0, "method", method_name)
+            table.insert(0, "backbone", name)
+            tables[method_name] = table
+            per_query.append(table)
+            clusters = {
+                f"{k}_{label}": v
+                for label in ("performer", "composer")
+                for k, v in clustering_scores(
+                    vectors, index[label].fillna("?").to_numpy()[test], seed
+                ).items()
+            }
+            for metric in [c for c in table.columns if "@" in c or c == "ap"]:
+                values = table[metric].to_numpy(float)
+                ci = paired_bootstrap(values, np.zeros_like(values), n_resamples, seed)
+                metric_rows.append(
+                    {
+                        "backbone": name,
+                        "label": embeddings.label,
+                        "method": method_name,
+                        "metric": metric,
+                        "mean": ci["mean_diff"],
+                        "ci_low": ci["ci_low"],
+                        "ci_high": ci["ci_high"],
+                        "queries": ci["n"],
+                    }
+                )
+            for key, value in clusters.items():
+                metric_rows.append(
+                    {
+                        "backbone": name,
+                        "label": embeddings.label,
+                        "method": method_name,
+                        "metric": key,
+                        "mean": value,
+                        "ci_low": np.nan,
+                        "ci_high": np.nan,
+                        "queries": int(test.sum()),
+                    }
+                )
+        if reference in tables:
+            for method_name, table in tables.items():
+                if method_name == reference:
+                    continue
+                for metric in [c for c in table.columns if "@" in c or c == "ap"]:
+                    result = paired_bootstrap(
+                        table[metric].to_numpy(float),
+                        tables[reference][metric].to_numpy(float),
+                        n_resamples,
+                        seed,
+                    )
+                    comparisons.append(
+                        {
+                            "backbone": name,
+                            "label": embeddings.label,
+                            "method": method_name,
+                            "reference": reference,
+                            "metric": metric,
+                            **result,
+                        }
+                    )
+    return (
+        pd.DataFrame(metric_rows),
+        pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame(),
+        pd.DataFrame(comparisons),
+    )
+
+
+def write_report(
+    metrics: pd.DataFrame, comparisons: pd.DataFrame, fusion_report: dict[str, Any], params: dict[str, Any]
+) -> str:
+    """A markdown report: the headline metric per backbone x method with CIs, and the wins."""
+    headline = params.get("headline", "ap")
+    lines = [
+        f"# Evaluation: retrieval of the same {params.get('relation', 'performer')} (other pieces), test split",
+        "",
+    ]
+    for label, group in metrics[metrics["metric"] == headline].groupby("label", sort=False):
+        note = " — **random-init weights: a control, not the real model**" if "random-init" in label else ""
+        lines += [
+            f"## {label}{note}",
+            "",
+            f"| method | {headline} | 95% CI | vs {params.get('reference', 'uniform_mean')} |",
+            "| --- | --- | --- | --- |",
+        ]
+        for row in group.sort_values("mean", ascending=False).itertuples():
+            match = (
+                comparisons[
+                    (comparisons["label"] == label)
+                    & (comparisons["method"] == row.method)
+                    & (comparisons["metric"] == headline)
+                ]
+                if not comparisons.empty
+                else comparisons
+            )
+            verdict = "reference"
+            if len(match):
+                c = match.iloc[0]
+                verdict = f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" + (
+                    " **wins**" if c["wins"] else " loses" if c["loses"] else " n.s."
+                )
+            lines.append(
+                f"| {row.method} | {row.mean:.3f} | [{row.ci_low:.3f}, {row.ci_high:.3f}] | {verdict} |"
+            )
+        lines.append("")
+    lines += ["## Learned layer weights", ""]
+    for name, entry in fusion_report["backbones"].items():
+        for method, info in entry["methods"].items():
+            if info["learned_weights"]:
+                weights = ", ".join(
+                    f"{layer} {w:.2f}"
+                    for layer, w in zip(entry["layers"], info["learned_weights"], strict=True)
+                )
+                lines.append(
+                    f"- {entry['label']} {method} ({info['epochs']} epochs, {info['seconds']:.1f} s): {weights}"
+                )
+    text = "\n".join(lines) + "\n"
+    logger.info("\n%s", text)
+    return text
+
+
+def plot_metrics(metrics: pd.DataFrame, params: dict[str, Any]):
+    """Bar chart of the headline metric with 95% CIs, one panel per backbone."""
+    headline = params.get("headline", "ap")
+    data = metrics[metrics["metric"] == headline]
+    labels = list(dict.fromkeys(data["label"]))
+    fig, axes = plt.subplots(len(labels), 1, figsize=(10, 3 * max(len(labels), 1)), squeeze=False)
+    for ax, label in zip(axes[:, 0], labels, strict=True):
+        rows = data[data["label"] == label].sort_values("mean", ascending=False)
+        ax.bar(
+            range(len(rows)),
+            rows["mean"],
+            yerr=[rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]],
+            capsize=3,
+            color="tab:blue",
+        )
+        ax.set_xticks(range(len(rows)), rows["method"], rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(headline)
+        ax.set_title(f"{label}: {headline} on test queries (95% bootstrap CI)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def compare_weights_with_probing(
+    fusion_report: dict[str, Any], probing_results: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """Learned layer weights against each layer's mean probing R² (track level), with Spearman's rho."""
+    panels, summary = [], {}
+    for name, entry in fusion_report["backbones"].items():
+        probe = probing_results["backbones"].get(name)
+        if probe is None:
+            continue
+        layer_r2 = np.nanmean(
+            np.clip(np.array(probe["levels"]["track"]["r2_mean"], dtype=float), -1, 1), axis=1
+        )
+        for method, info in entry["methods"].items():
+            if info["learned_weights"]:
+                rho = spearmanr(info["learned_weights"], layer_r2).statistic
+                summary[f"{name}/{method}"] = {
+                    "label": entry["label"],
+                    "spearman_rho": None if np.isnan(rho) else round(float(rho), 3),
+                }
+                panels.append((entry, method, np.array(info["learned_weights"]), layer_r2, rho))
+    fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(8, 2.6 * max(len(panels), 1)), squeeze=False)
+    for ax, (entry, method, weights, r2, rho) in zip(axes[:, 0], panels, strict=False):
+        x = np.arange(len(weights))
+        ax.bar(x, weights, color="tab:orange", label="learned weight")
+        twin = ax.twinx()
+        twin.plot(x, r2, "o-", color="tab:blue", label="mean probing R²")
+        ax.set_xticks(x, entry["layers"], rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"{entry['label']} {method}: weights vs probing R² (Spearman {rho:.2f})", fontsize=9)
+    fig.tight_layout()
+    return fig, summary

@@ -1,0 +1,36 @@
+"""The ``evaluation`` pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import compare_weights_with_probing, evaluate_methods, plot_metrics, write_report
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=evaluate_methods,
+                inputs=["layer_embeddings", "fusion_models", "params:evaluation"],
+                outputs=["evaluation_metrics", "evaluation_per_query", "evaluation_comparisons"],
+                name="evaluate_methods",
+            ),
+            Node(
+                func=write_report,
+                inputs=["evaluation_metrics", "evaluation_comparisons", "fusion_report", "params:evaluation"],
+                outputs="evaluation_report",
+                name="write_evaluation_report",
+            ),
+            Node(
+                func=plot_metrics,
+                inputs=["evaluation_metrics", "params:evaluation"],
+                outputs="evaluation_plot",
+                name="plot_evaluation_metrics",
+            ),
+            Node(
+                func=compare_weights_with_probing,
+                inputs=["fusion_report", "probing_results"],
+                outputs=["layer_weights_plot", "layer_weights_vs_probing"],
+                name="compare_weights_with_probing",
+            ),
+        ]
+    )

@@ -1,0 +1,18 @@
+"""The ``fusion`` pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import train_fusion_models
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=train_fusion_models,
+                inputs=["layer_embeddings", "aspect_layer_map", "params:fusion"],
+                outputs=["fusion_models", "fusion_report"],
+                name="train_fusion_models",
+            ),
+        ]
+    )

@@ -1,0 +1,129 @@
+"""Fusion methods: a synthetic set where the answer is known, checkpoints, and split hygiene."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.fusion import (
+    ConcatPCA,
+    DiagonalWeighting,
+    LayerFusionNetwork,
+    SingleLayer,
+    TrainingConfig,
+    UniformMean,
+    relevance_matrix,
+    restore,
+)
+from mess_kedro.metrics import evaluate_queries, paired_bootstrap
+from mess_kedro.pipelines.fusion.nodes import train_fusion_models
+
+
+def synthetic(seed=0, n_perf=8, n_piece=12, dims=(16, 16, 24, 8, 16, 12)):
+    """Content (the piece) dominates layers 0-3; style (the performer) lives in layers 4-5."""
+    rng = np.random.default_rng(seed)
+    perf = np.repeat(np.arange(n_perf), n_piece)
+    piece = np.tile(np.arange(n_piece), n_perf)
+    layers = []
+    for i, d in enumerate(dims):
+        style, content = rng.standard_normal((n_perf, d)), rng.standard_normal((n_piece, d))
+        if i < 4:
+            x = 3 * content[piece] + 0.5 * style[perf]
+        else:
+            x = style[perf] + 0.3 * content[piece]
+        layers.append(x + rng.standard_normal((len(perf), d)))
+    split = np.where(piece < 7, "train", np.where(piece < 9, "validation", "test"))
+    return layers, perf.astype(str), piece.astype(str), split
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    layers, perf, piece, split = synthetic()
+    take = lambda s: [x[split == s] for x in layers]  # noqa: E731
+    methods = {
+        "uniform": UniformMean(),
+        "diagonal": DiagonalWeighting(TrainingConfig(epochs=300, seed=0)),
+        "lfn": LayerFusionNetwork(TrainingConfig(epochs=300, seed=0)),
+    }
+    for method in methods.values():
+        method.fit(take("train"), perf[split == "train"], take("validation"), perf[split == "validation"])
+    test = split == "test"
+    relevance = relevance_matrix(perf[test], piece[test])
+    ap = {
+        name: evaluate_queries(m.transform(take("test")), relevance, ks=[5])["ap"].to_numpy()
+        for name, m in methods.items()
+    }
+    return methods, ap, take("test")
+
+
+@pytest.mark.parametrize("name", ["diagonal", "lfn"])
+def test_learned_methods_weight_the_style_layers_and_beat_the_uniform_mean(fitted, name):
+    methods, ap, _ = fitted
+    weights = methods[name].learned_weights
+    assert weights.shape == (6,) and weights.sum() == pytest.approx(1.0, abs=1e-5)
+    assert weights[4:].sum() > 0.6  # the two style layers carry most of the weight
+    result = paired_bootstrap(ap[name], ap["uniform"])
+    assert result["wins"] and result["ci_low"] > 0
+
+
+def test_checkpoints_round_trip(fitted):
+    methods, _, test_layers = fitted
+    for method in methods.values():
+        again = restore(method.state())
+        np.testing.assert_allclose(again.transform(test_layers), method.transform(test_layers), atol=1e-6)
+    layers, perf, _, _ = synthetic()
+    for method in (SingleLayer(2, "h2"), ConcatPCA(8)):
+        method.fit(layers, perf)
+        np.testing.assert_allclose(restore(method.state()).transform(layers), method.transform(layers))
+
+
+def test_vectors_are_unit_length_so_inner_product_is_cosine(fitted):
+    methods, _, test_layers = fitted
+    for method in methods.values():
+        assert np.allclose(np.linalg.norm(method.transform(test_layers), axis=1), 1.0)
+
+
+def test_relevance_excludes_the_same_piece_for_style_relations():
+    labels, pieces = np.array(["a", "a", "a", "b"]), np.array(["x", "x", "y", "y"])
+    assert relevance_matrix(labels, pieces).tolist() == [
+        [False, False, True, False],
+        [False, False, True, False],
+        [True, True, False, False],
+        [False, False, False, False],
+    ]
+
+
+def test_training_never_sees_a_test_track():
+    layers, perf, piece, split = synthetic(dims=(8, 8, 8))
+    # Poison every test-split embedding: any use in training would make the models NaN.
+    poisoned = [np.where((split == "test")[:, None], np.nan, x) for x in layers]
+    index = pd.DataFrame(
+        {
+            "backbone": "b",
+            "row": np.arange(len(perf)),
+            "track_id": [f"t{i}" for i in range(len(perf))],
+            "split": split,
+            "performer": perf,
+            "group": piece,
+            "composer": "c",
+        }
+    )
+    embeddings = EmbeddingSet(
+        {
+            "b": BackboneEmbeddings(
+                "b", poisoned, index["track_id"].tolist(), {"label": "b", "layer_names": ["x", "y", "z"]}
+            )
+        },
+        index,
+        pd.DataFrame(),
+    )
+    params = {
+        "relation": "performer",
+        "methods": ["uniform_mean", "diagonal", "lfn", "concat_pca"],
+        "training": {"epochs": 20},
+    }
+    models, report = train_fusion_models(embeddings, {"backbones": {}}, params)
+    train_layers = [x[split == "train"] for x in layers]
+    for state in models["b"].values():
+        assert np.isfinite(restore(state).transform(train_layers)).all()
+    assert set(report["backbones"]["b"]["methods"]) == {"uniform_mean", "diagonal", "lfn", "concat_pca"}
