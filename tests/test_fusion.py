@@ -9,6 +9,7 @@ from mess_kedro.fusion import (
     ConcatPCA,
     DiagonalWeighting,
     LayerFusionNetwork,
+    ProjectionNetwork,
     SingleLayer,
     TrainingConfig,
     UniformMean,
@@ -127,3 +128,30 @@ def test_training_never_sees_a_test_track():
     for state in models["b"].values():
         assert np.isfinite(restore(state).transform(train_layers)).all()
     assert set(report["backbones"]["b"]["methods"]) == {"uniform_mean", "diagonal", "lfn", "concat_pca"}
+
+
+def test_projection_network_trains_on_m_per_class_batches_of_one_layer():
+    layers, perf, piece, split = synthetic()
+    train = split == "train"
+    method = ProjectionNetwork(
+        4, "style", TrainingConfig(epochs=60, batch_size=16, m_per_class=2, out_dim=32)
+    )
+    method.fit(
+        [x[train] for x in layers],
+        perf[train],
+        [x[split == "validation"] for x in layers],
+        perf[split == "validation"],
+    )
+    test = split == "test"
+    vectors = method.transform([x[test] for x in layers])
+    assert vectors.shape == (test.sum(), 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    ap = evaluate_queries(vectors, relevance_matrix(perf[test], piece[test]), ks=[5])["ap"].mean()
+    chance = evaluate_queries(
+        np.random.default_rng(0).standard_normal(vectors.shape),
+        relevance_matrix(perf[test], piece[test]),
+        ks=[5],
+    )["ap"].mean()
+    assert ap > chance + 0.3  # layer 4 carries the performer
+    again = restore(method.state())
+    np.testing.assert_allclose(again.transform([x[test] for x in layers]), vectors, atol=1e-6)
+    assert len(method.config.history) > 0

@@ -15,6 +15,8 @@ widths may differ (musicnn), nothing is padded.
 - ``LayerFusionNetwork``: each layer projected to a common width, attention
   over layers, weighted sum, projection head (Linear, LayerNorm, GELU, Linear),
   L2-normalised; trained with a triplet loss (semi-hard mining) or SupCon.
+- ``ProjectionNetwork(l)``: one pooled layer -> 256-d, LayerNorm, GELU,
+  L2-normalised, trained on m-per-class batches over composite labels.
 
 Training (the two learned methods) uses pytorch-metric-learning's losses and
 miners, full batches of the training tracks, early stopping on the validation
@@ -130,6 +132,8 @@ class TrainingConfig:
     seed: int = 0
     out_dim: int = 128
     hidden_dim: int = 256
+    batch_size: int | None = None  # None: full batches; else m-per-class batches of this size
+    m_per_class: int = 2
     history: list = field(default_factory=list)
 
 
@@ -165,6 +169,23 @@ class _Trained(FusionMethod):
     def _tensors(self, layers) -> list[torch.Tensor]:
         return [torch.as_tensor(x, dtype=torch.float32) for x in self._centred(layers)]
 
+    def _batches(self, codes: torch.Tensor, epoch: int) -> list[torch.Tensor]:
+        """Row indices per step: one full batch, or m-per-class batches (every batch has positives)."""
+        config = self.config
+        if not config.batch_size or config.batch_size >= len(codes):
+            return [torch.arange(len(codes))]
+        from pytorch_metric_learning.samplers import MPerClassSampler
+
+        torch.manual_seed(config.seed + epoch)  # the sampler draws from torch's global generator
+        sampler = MPerClassSampler(
+            codes, m=config.m_per_class, batch_size=config.batch_size, length_before_new_iter=len(codes)
+        )
+        order = torch.as_tensor(list(iter(sampler)))
+        return [
+            order[i : i + config.batch_size]
+            for i in range(0, len(order) - config.batch_size + 1, config.batch_size)
+        ]
+
     def fit(self, layers, labels, val_layers=None, val_labels=None) -> _Trained:
         super().fit(layers, labels)
         config = self.config
@@ -179,12 +200,17 @@ class _Trained(FusionMethod):
         config.history = []
         for epoch in range(config.epochs):
             self.module.train()
-            optimiser.zero_grad()
-            vectors = self.module(inputs)
-            pairs = miner(vectors, codes) if miner is not None else None
-            loss = loss_fn(vectors, codes, pairs) if pairs is not None else loss_fn(vectors, codes)
-            loss.backward()
-            optimiser.step()
+            for batch in self._batches(codes, epoch):
+                optimiser.zero_grad()
+                vectors = self.module([x[batch] for x in inputs])
+                pairs = miner(vectors, codes[batch]) if miner is not None else None
+                loss = (
+                    loss_fn(vectors, codes[batch], pairs)
+                    if pairs is not None
+                    else loss_fn(vectors, codes[batch])
+                )
+                loss.backward()
+                optimiser.step()
             score = _val_map(self.transform, val_layers, val_labels)
             if np.isnan(score):  # no validation split: keep the last epoch
                 score = -float(loss.item())
@@ -273,14 +299,53 @@ class LayerFusionNetwork(_Trained):
             return self.module.attention(self._tensors(layers))[0].mean(0).numpy().astype(float)
 
 
+class _ProjectionNet(nn.Module):
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, out_dim), nn.LayerNorm(out_dim), nn.GELU(), nn.Linear(out_dim, out_dim)
+        )
+
+    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        return nn.functional.normalize(self.net(layers[0]), dim=1)
+
+
+class ProjectionNetwork(_Trained):
+    """One pooled layer (e.g. musicnn's penultimate) -> 256-d, LayerNorm, GELU, L2-normalised.
+
+    Trained like the others; meant for m-per-class batches over composite labels
+    (e.g. performer x composer), set by the caller.
+    """
+
+    def __init__(self, layer: int, layer_name: str, config: TrainingConfig | None = None) -> None:
+        super().__init__(config)
+        self.layer, self.name = layer, f"projection:{layer_name}"
+
+    def _centred(self, layers) -> list[np.ndarray]:
+        x = np.asarray(layers[self.layer], float)
+        mean = self.means[self.layer] if hasattr(self, "means") else x.mean(0)
+        return [_normalise(x - mean)]
+
+    def _build(self, dims):
+        return _ProjectionNet(dims[self.layer], self.config.out_dim)
+
+    def layer_weights(self, layers) -> None:
+        return None
+
+    def state(self) -> dict:
+        return super().state() | {"layer": self.layer, "method_name": self.name}
+
+
 def restore(state: dict) -> FusionMethod:
     """Rebuild a fitted method from :meth:`FusionMethod.state`."""
-    classes = {
-        c.__name__: c for c in (SingleLayer, UniformMean, ConcatPCA, DiagonalWeighting, LayerFusionNetwork)
-    }
-    cls = classes[state["class"]]
+    methods = (SingleLayer, UniformMean, ConcatPCA, DiagonalWeighting, LayerFusionNetwork, ProjectionNetwork)
+    cls = {c.__name__: c for c in methods}[state["class"]]
     if issubclass(cls, _Trained):
-        method = cls(TrainingConfig(**state["config"]))
+        if cls is ProjectionNetwork:
+            layer_name = state["method_name"].split(":", 1)[1]
+            method = cls(state["layer"], layer_name, TrainingConfig(**state["config"]))
+        else:
+            method = cls(TrainingConfig(**state["config"]))
         method.dims, method.means = state["dims"], state["means"]
         method.module = method._build(method.dims)
         method.module.load_state_dict(state["state_dict"])

@@ -18,6 +18,7 @@ from mess_kedro.fusion import (
     DiagonalWeighting,
     FusionMethod,
     LayerFusionNetwork,
+    ProjectionNetwork,
     SingleLayer,
     TrainingConfig,
     UniformMean,
@@ -51,7 +52,27 @@ def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[Fusio
         methods.append(DiagonalWeighting(TrainingConfig(**training.__dict__)))
     if "lfn" in wanted:
         methods.append(LayerFusionNetwork(TrainingConfig(**training.__dict__)))
+    if "projection" in wanted:
+        options = params.get("projection", {})
+        layer = options.get("layer") or ("penultimate" if "penultimate" in names else names[-1])
+        if layer in names:
+            config = TrainingConfig(
+                **(
+                    training.__dict__
+                    | {
+                        "batch_size": options.get("batch_size", 16),
+                        "m_per_class": options.get("m_per_class", 2),
+                        "out_dim": 256,
+                    }
+                )
+            )
+            methods.append(ProjectionNetwork(names.index(layer), layer, config))
     return methods
+
+
+def _composite(index, columns: list[str]) -> np.ndarray:
+    """One label per track from several columns, e.g. performer x composer."""
+    return index[columns].fillna("unknown").astype(str).agg(" x ".join, axis=1).to_numpy()
 
 
 def train_fusion_models(
