@@ -5,6 +5,7 @@ from .audio_dataset import AudioDataset
 from .embedding_set_dataset import BackboneEmbeddings, EmbeddingSet, EmbeddingSetDataset
 from .midi_dataset import MIDIDataset
 from .npz_dataset import NpzDataset
+from .optional_csv_dataset import OptionalCSVDataset
 from .partitions_dataset import OptionalPartitionedDataset
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "EmbeddingSetDataset",
     "MIDIDataset",
     "NpzDataset",
+    "OptionalCSVDataset",
     "OptionalPartitionedDataset",
 ]

@@ -235,3 +235,86 @@ def compare_weights_with_probing(
         ax.set_title(f"{entry['label']} {method}: weights vs probing R² (Spearman {rho:.2f})", fontsize=9)
     fig.tight_layout()
     return fig, summary
+
+
+TRIPLET_COLUMNS = ["anchor", "positive", "negative", "annotator", "aspect"]
+
+
+def make_example_triplets(
+    performance_ground_truth: pd.DataFrame, track_manifest: pd.DataFrame, params: dict[str, Any]
+) -> pd.DataFrame:
+    """Triplets in the annotation format, made from the demo's known settings.
+
+    For each test-split demo track (anchor) and aspect, the positive is the
+    performance of another piece whose setting is closest to the anchor's and
+    the negative the one whose setting is furthest: what an annotator who
+    heard only that aspect should say. It exercises the annotation path.
+    """
+    truth = performance_ground_truth.merge(track_manifest[["track_id", "group"]], on="track_id")
+    truth = truth[truth["split"] == "test"]
+    rows = []
+    for aspect, setting in params.get("example_triplet_settings", {}).items():
+        for anchor in truth.itertuples():
+            others = truth[truth["group"] != anchor.group]
+            if len(others) < 2:
+                continue
+            gap = (others[setting] - getattr(anchor, setting)).abs()
+            if gap.min() == gap.max():
+                continue
+            rows.append(
+                {
+                    "anchor": anchor.track_id,
+                    "positive": others.loc[gap.idxmin(), "track_id"],
+                    "negative": others.loc[gap.idxmax(), "track_id"],
+                    "annotator": "demo-ground-truth",
+                    "aspect": aspect,
+                }
+            )
+    return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)
+
+
+def triplet_agreement(
+    layer_embeddings: EmbeddingSet,
+    fusion_models: dict[str, Any],
+    annotation_triplets: pd.DataFrame,
+    example_triplets: pd.DataFrame,
+) -> pd.DataFrame:
+    """Share of triplets where a method puts the positive closer to the anchor than the negative.
+
+    Human annotations (``annotation_triplets``, CSV columns anchor, positive,
+    negative, annotator, aspect; optional) are scored if present, and the
+    demo's example triplets always; per source, backbone, method, annotator
+    and aspect. Triplets naming a track that is not embedded are skipped.
+    """
+    sources = [("annotations", annotation_triplets), ("demo-example", example_triplets)]
+    rows = []
+    for name, methods in fusion_models.items():
+        embeddings = layer_embeddings.backbones[name]
+        position = {t: i for i, t in enumerate(embeddings.track_ids)}
+        for method_name, state in methods.items():
+            vectors = restore(state).transform(embeddings.tracks)
+            for source, triplets in sources:
+                usable = triplets[triplets[["anchor", "positive", "negative"]].isin(list(position)).all(axis=1)]
+                if usable.empty:
+                    continue
+                a, p, n = (
+                    vectors[usable[c].map(position).to_numpy()] for c in ("anchor", "positive", "negative")
+                )
+                agree = ((a * p).sum(1) > (a * n).sum(1)).astype(float)
+                scored = usable.assign(agree=agree)
+                for (annotator, aspect), group in scored.groupby(["annotator", "aspect"]):
+                    rows.append(
+                        {
+                            "source": source,
+                            "backbone": name,
+                            "label": embeddings.label,
+                            "method": method_name,
+                            "annotator": annotator,
+                            "aspect": aspect,
+                            "n": len(group),
+                            "agreement": float(group["agree"].mean()),
+                        }
+                    )
+    return pd.DataFrame(
+        rows, columns=["source", "backbone", "label", "method", "annotator", "aspect", "n", "agreement"]
+    )

@@ -2,7 +2,14 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import compare_weights_with_probing, evaluate_methods, plot_metrics, write_report
+from .nodes import (
+    compare_weights_with_probing,
+    evaluate_methods,
+    make_example_triplets,
+    plot_metrics,
+    triplet_agreement,
+    write_report,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -25,6 +32,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["evaluation_metrics", "params:evaluation"],
                 outputs="evaluation_plot",
                 name="plot_evaluation_metrics",
+            ),
+            Node(
+                func=make_example_triplets,
+                inputs=["performance_ground_truth", "track_manifest", "params:evaluation"],
+                outputs="example_triplets",
+                name="make_example_triplets",
+            ),
+            Node(
+                func=triplet_agreement,
+                inputs=["layer_embeddings", "fusion_models", "annotation_triplets", "example_triplets"],
+                outputs="triplet_agreement",
+                name="triplet_agreement",
             ),
             Node(
                 func=compare_weights_with_probing,
