@@ -3,18 +3,22 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.fusion import (
     ConcatPCA,
     DiagonalWeighting,
     LayerFusionNetwork,
+    MultiTaskProbe,
     ProjectionNetwork,
     SingleLayer,
     TrainingConfig,
     UniformMean,
+    relation_labels,
     relevance_matrix,
     restore,
+    teacher_labels,
 )
 from mess_kedro.metrics import evaluate_queries, paired_bootstrap
 from mess_kedro.pipelines.fusion.nodes import train_fusion_models
@@ -120,14 +124,23 @@ def test_training_never_sees_a_test_track():
     )
     params = {
         "relation": "performer",
-        "methods": ["uniform_mean", "diagonal", "lfn", "concat_pca"],
+        "methods": ["uniform_mean", "diagonal", "lfn", "concat_pca", "multitask", "projection"],
         "training": {"epochs": 20},
+        "projection": {"layer": "z", "labels": ["performer"]},
     }
-    models, report = train_fusion_models(embeddings, {"backbones": {}}, params)
+    targets = pd.DataFrame({"track_id": index["track_id"], "tempo": np.arange(len(index), dtype=float)})
+    models, report = train_fusion_models(embeddings, {"backbones": {}}, targets, params)
     train_layers = [x[split == "train"] for x in layers]
     for state in models["b"].values():
         assert np.isfinite(restore(state).transform(train_layers)).all()
-    assert set(report["backbones"]["b"]["methods"]) == {"uniform_mean", "diagonal", "lfn", "concat_pca"}
+    assert set(report["backbones"]["b"]["methods"]) == {
+        "uniform_mean",
+        "diagonal",
+        "lfn",
+        "concat_pca",
+        "multitask",
+        "projection:z",
+    }
 
 
 def test_projection_network_trains_on_m_per_class_batches_of_one_layer():
@@ -155,3 +168,40 @@ def test_projection_network_trains_on_m_per_class_batches_of_one_layer():
     again = restore(method.state())
     np.testing.assert_allclose(again.transform([x[test] for x in layers]), vectors, atol=1e-6)
     assert len(method.config.history) > 0
+
+
+def test_multitask_probe_predicts_targets_and_its_embedding_carries_them():
+    rng = np.random.default_rng(3)
+    layers = [rng.standard_normal((200, 12)), rng.standard_normal((200, 6))]
+    Y = np.c_[layers[0][:, 0] * 2, layers[1][:, 1] - layers[0][:, 2]]
+    Y[:30, 1] = np.nan  # a target missing for some tracks costs nothing there
+    method = MultiTaskProbe(TrainingConfig(epochs=400, patience=50, lr=0.01, hidden_dim=64, out_dim=16))
+    method.fit([x[:150] for x in layers], Y[:150], [x[150:] for x in layers], Y[150:])
+    with torch.no_grad():
+        pred = method.module.head(method.module(method._tensors([x[150:] for x in layers]))).numpy()
+    truth = (Y[150:] - method.y_mean) / method.y_std
+    assert np.corrcoef(pred[:, 0], truth[:, 0])[0, 1] > 0.8
+    vectors = method.transform([x[150:] for x in layers])
+    assert vectors.shape == (50, 16) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    np.testing.assert_allclose(
+        restore(method.state()).transform([x[150:] for x in layers]), vectors, atol=1e-6
+    )
+
+
+def test_teacher_clusters_follow_the_targets_and_ignore_test_tracks():
+    n = 60
+    split = np.where(np.arange(n) % 3 == 0, "test", "train")  # every level has training tracks
+    index = pd.DataFrame({"track_id": [f"t{i}" for i in range(n)], "split": split})
+    level = np.repeat([0.0, 10.0, 20.0], n // 3)
+    targets = pd.DataFrame(
+        {"track_id": index["track_id"], "loud": level + np.random.default_rng(0).normal(0, 0.5, n)}
+    )
+    labels = teacher_labels(index, targets, ["loud"], n_clusters=3)
+    for low, high in ((0, 20), (20, 40), (40, 60)):
+        assert len(set(labels[low:high])) == 1
+    # Test-split targets do not move the clusters: changing them leaves training labels alone.
+    shifted = targets.assign(loud=np.where(index["split"] == "test", 1000.0, targets["loud"]))
+    train = split == "train"
+    assert (teacher_labels(index, shifted, ["loud"], n_clusters=3)[train] == labels[train]).all()
+    with pytest.raises(ValueError, match="teacher"):
+        relation_labels(index, "teacher", targets, {"targets": []})

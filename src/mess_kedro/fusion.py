@@ -17,6 +17,12 @@ widths may differ (musicnn), nothing is padded.
   L2-normalised; trained with a triplet loss (semi-hard mining) or SupCon.
 - ``ProjectionNetwork(l)``: one pooled layer -> 256-d, LayerNorm, GELU,
   L2-normalised, trained on m-per-class batches over composite labels.
+- ``MultiTaskProbe``: a shared projection of all layers predicting every proxy
+  target at once (masked MSE); its representation is the embedding.
+
+What counts as "positive" (``relation_labels``): same performer, piece or
+composer, or the proxy-target teacher (k-means clusters of standardised
+targets, optionally one aspect's).
 
 Training (the two learned methods) uses pytorch-metric-learning's losses and
 miners, full batches of the training tracks, early stopping on the validation
@@ -37,10 +43,53 @@ from .metrics import evaluate_queries
 RELATIONS = {"performer": "performer", "piece": "group", "composer": "composer"}
 
 
-def relation_labels(index, relation: str) -> np.ndarray:
-    """Per track, the label that defines 'positive' for ``relation`` (performer, piece or composer)."""
+def teacher_labels(index, track_targets, targets: list[str], n_clusters: int, seed: int = 0) -> np.ndarray:
+    """Proxy-target teacher: tracks clustered in standardised target space.
+
+    Targets are standardised and k-means is fitted on the training-split
+    tracks only (missing values: the training median); every track gets its
+    nearest cluster, so "positive" means "close in these proxy targets".
+    """
+    from sklearn.cluster import KMeans
+
+    values = index[["track_id"]].merge(track_targets, on="track_id", how="left")[targets].to_numpy(float)
+    train = index["split"].to_numpy() == "train"
+    median = np.nanmedian(values[train], axis=0)
+    values = np.where(np.isnan(values), median, values)
+    mean, std = values[train].mean(0), values[train].std(0)
+    z = (values - mean) / np.where(std > 0, std, 1.0)
+    model = KMeans(n_clusters=min(n_clusters, int(train.sum())), n_init=10, random_state=seed).fit(z[train])
+    return np.array([f"cluster-{c}" for c in model.predict(z)])
+
+
+def teacher_options(params: dict, track_targets) -> dict:
+    """The teacher's settings from ``params['teacher']``; targets default to every computed one."""
+    from .targets import TARGETS
+
+    options = dict(params.get("teacher") or {})
+    available = [t for t in TARGETS if t in track_targets.columns and track_targets[t].notna().any()]
+    options["targets"] = [t for t in (options.get("targets") or available) if t in available]
+    return options
+
+
+def relation_labels(index, relation: str, track_targets=None, teacher: dict | None = None) -> np.ndarray:
+    """Per track, the label that defines 'positive' for ``relation``.
+
+    ``performer``, ``piece``, ``composer`` read the manifest; ``teacher`` clusters
+    the proxy targets (``teacher``: ``targets`` list, ``clusters``, ``seed``).
+    """
+    if relation == "teacher":
+        if track_targets is None or not teacher or not teacher.get("targets"):
+            raise ValueError("relation 'teacher' needs track_targets and teacher.targets")
+        return teacher_labels(
+            index,
+            track_targets,
+            list(teacher["targets"]),
+            int(teacher.get("clusters", 6)),
+            int(teacher.get("seed", 0)),
+        )
     if relation not in RELATIONS:
-        raise ValueError(f"unknown relation '{relation}'; expected one of {sorted(RELATIONS)}")
+        raise ValueError(f"unknown relation '{relation}'; expected one of {sorted([*RELATIONS, 'teacher'])}")
     return index[RELATIONS[relation]].fillna("unknown").astype(str).to_numpy()
 
 
@@ -336,9 +385,108 @@ class ProjectionNetwork(_Trained):
         return super().state() | {"layer": self.layer, "method_name": self.name}
 
 
+class _MultiTaskNet(nn.Module):
+    def __init__(self, dims: list[int], hidden: int, out_dim: int, n_targets: int) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(sum(dims), hidden), nn.GELU(), nn.Linear(hidden, out_dim))
+        self.head = nn.Linear(out_dim, n_targets)
+
+    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        return self.encoder(torch.cat(layers, dim=1))
+
+
+class MultiTaskProbe(_Trained):
+    """A shared projection of all (centred, normalised) layers that predicts every proxy target.
+
+    Trained by masked mean-squared error on standardised targets (a missing
+    target costs nothing); the shared representation, L2-normalised, is the
+    embedding. ``fit``'s labels are the target matrix ``[N, T]``.
+    """
+
+    name = "multitask"
+
+    def _build(self, dims):
+        return _MultiTaskNet(dims, self.config.hidden_dim, self.config.out_dim, self.n_targets)
+
+    def fit(self, layers, labels, val_layers=None, val_labels=None) -> MultiTaskProbe:
+        FusionMethod.fit(self, layers, labels)
+        config = self.config
+        torch.manual_seed(config.seed)
+        Y = np.asarray(labels, float)
+        self.n_targets = Y.shape[1]
+        self.y_mean, self.y_std = np.nanmean(Y, 0), np.nanstd(Y, 0)
+        self.y_std = np.where(np.isfinite(self.y_std) & (self.y_std > 0), self.y_std, 1.0)
+        self.y_mean = np.where(np.isfinite(self.y_mean), self.y_mean, 0.0)
+        self.dims = [int(np.asarray(x).shape[1]) for x in layers]
+        self.module = self._build(self.dims)
+        optimiser = torch.optim.Adam(self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        inputs = self._tensors(layers)
+        target, mask = self._standardised(Y)
+        val = (
+            (self._tensors(val_layers), *self._standardised(np.asarray(val_labels, float)))
+            if val_layers is not None
+            else None
+        )
+        best, best_state, since_best = np.inf, copy.deepcopy(self.module.state_dict()), 0
+        config.history = []
+        for epoch in range(config.epochs):
+            self.module.train()
+            optimiser.zero_grad()
+            loss = self._masked_mse(inputs, target, mask)
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():
+                score = (
+                    float(self._masked_mse(*val))
+                    if val is not None and val[2].any()
+                    else float(loss.detach())
+                )
+            config.history.append({"epoch": epoch, "loss": float(loss.detach()), "val_mse": score})
+            if score < best - 1e-6:
+                best, best_state, since_best = score, copy.deepcopy(self.module.state_dict()), 0
+            else:
+                since_best += 1
+                if since_best >= config.patience:
+                    break
+        self.module.load_state_dict(best_state)
+        self.module.eval()
+        self.learned_weights = None
+        return self
+
+    def _standardised(self, Y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = np.isfinite(Y)
+        z = np.where(mask, (Y - self.y_mean) / self.y_std, 0.0)
+        return torch.as_tensor(z, dtype=torch.float32), torch.as_tensor(mask)
+
+    def _masked_mse(self, inputs, target, mask) -> torch.Tensor:
+        pred = self.module.head(self.module(inputs))
+        return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+
+    def transform(self, layers) -> np.ndarray:
+        self.module.eval()
+        with torch.no_grad():
+            return (
+                nn.functional.normalize(self.module(self._tensors(layers)), dim=1).numpy().astype(np.float64)
+            )
+
+    def layer_weights(self, layers) -> None:
+        return None
+
+    def state(self) -> dict:
+        return super().state() | {"n_targets": self.n_targets, "y_mean": self.y_mean, "y_std": self.y_std}
+
+
 def restore(state: dict) -> FusionMethod:
     """Rebuild a fitted method from :meth:`FusionMethod.state`."""
-    methods = (SingleLayer, UniformMean, ConcatPCA, DiagonalWeighting, LayerFusionNetwork, ProjectionNetwork)
+    methods = (
+        SingleLayer,
+        UniformMean,
+        ConcatPCA,
+        DiagonalWeighting,
+        LayerFusionNetwork,
+        ProjectionNetwork,
+        MultiTaskProbe,
+    )
     cls = {c.__name__: c for c in methods}[state["class"]]
     if issubclass(cls, _Trained):
         if cls is ProjectionNetwork:
@@ -346,6 +494,12 @@ def restore(state: dict) -> FusionMethod:
             method = cls(state["layer"], layer_name, TrainingConfig(**state["config"]))
         else:
             method = cls(TrainingConfig(**state["config"]))
+        if cls is MultiTaskProbe:
+            method.n_targets, method.y_mean, method.y_std = (
+                state["n_targets"],
+                state["y_mean"],
+                state["y_std"],
+            )
         method.dims, method.means = state["dims"], state["means"]
         method.module = method._build(method.dims)
         method.module.load_state_dict(state["state_dict"])

@@ -21,14 +21,17 @@ import pandas as pd  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from mess_kedro.datasets import EmbeddingSet  # noqa: E402
-from mess_kedro.fusion import relation_labels, relevance_matrix, restore  # noqa: E402
+from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options  # noqa: E402
 from mess_kedro.metrics import clustering_scores, evaluate_queries, paired_bootstrap  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
 def evaluate_methods(
-    layer_embeddings: EmbeddingSet, fusion_models: dict[str, Any], params: dict[str, Any]
+    layer_embeddings: EmbeddingSet,
+    fusion_models: dict[str, Any],
+    track_targets: pd.DataFrame,
+    params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score every backbone x method on the test split.
 
@@ -52,7 +55,8 @@ def evaluate_methods(
         embeddings = layer_embeddings.backbones[name]
         index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
         test = index["split"].to_numpy() == "test"
-        labels, pieces = relation_labels(index, relation)[test], index["group"].astype(str).to_numpy()[test]
+        labels = relation_labels(index, relation, track_targets, teacher_options(params, track_targets))[test]
+        pieces = index["group"].astype(str).to_numpy()[test]
         relevance = relevance_matrix(labels, pieces if relation != "piece" else labels)
         if test.sum() < 3 or not relevance.any():
             logger.warning("%s: too few test queries with a relevant item for relation %s", name, relation)
@@ -294,7 +298,9 @@ def triplet_agreement(
         for method_name, state in methods.items():
             vectors = restore(state).transform(embeddings.tracks)
             for source, triplets in sources:
-                usable = triplets[triplets[["anchor", "positive", "negative"]].isin(list(position)).all(axis=1)]
+                usable = triplets[
+                    triplets[["anchor", "positive", "negative"]].isin(list(position)).all(axis=1)
+                ]
                 if usable.empty:
                     continue
                 a, p, n = (

@@ -17,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=evaluate_methods,
-                inputs=["layer_embeddings", "fusion_models", "params:evaluation"],
+                inputs=["layer_embeddings", "fusion_models", "track_targets", "params:evaluation"],
                 outputs=["evaluation_metrics", "evaluation_per_query", "evaluation_comparisons"],
                 name="evaluate_methods",
             ),

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=train_fusion_models,
-                inputs=["layer_embeddings", "aspect_layer_map", "params:fusion"],
+                inputs=["layer_embeddings", "aspect_layer_map", "track_targets", "params:fusion"],
                 outputs=["fusion_models", "fusion_report"],
                 name="train_fusion_models",
             ),
