@@ -207,6 +207,36 @@ def test_proxy_targets_and_probing_after_embed(project):
     assert set(metrics["label"]) == {"mert-tiny (random-init)", "musicnn-mtt", "musicnn-mtt (random-init)"}
     report = latest("08_reporting/evaluation_report.md").read_text()
     assert "random-init weights: a control" in report and "| uniform_mean |" in report
+    # Serving: indices, then the CLI by track id, by one of the corpus's own files, and its errors.
+    kedro_run(root, "serving_index")
+    manifest = pd.read_parquet(latest("03_primary/track_manifest.parquet"))
+    own = manifest[manifest["dataset"] == "demo"].iloc[0]
+    cli = str(Path(sys.executable).parent / "mess-kedro")
+
+    def similar(*args):
+        return subprocess.run(
+            [cli, "similar", *args, "--project", str(root)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    by_id = similar(own["track_id"], "--aspect", "brightness", "-n", "3")
+    assert by_id.returncode == 0, by_id.stderr[-2000:]
+    assert "musicnn-mtt: recordings like" in by_id.stdout and len(by_id.stdout.strip().splitlines()) == 5
+    audio_file = root / "data" / "01_raw" / "demo_corpus" / "audio" / f"{own['source_key']}.flac"
+    by_audio = similar(str(audio_file), "--aspect", "brightness", "--include-self", "-n", "2")
+    assert by_audio.returncode == 0, by_audio.stderr[-2000:]
+    assert by_audio.stdout.splitlines()[2].split()[0] == own["track_id"]  # its own recording first
+    for bad in (["no-such-track", "--aspect", "brightness"], [own["track_id"], "--aspect", "sparkle"]):
+        failed = similar(*bad)
+        assert (
+            failed.returncode == 1
+            and failed.stderr.startswith("error: ")
+            and "Traceback" not in failed.stderr
+        )
+        assert len(failed.stderr.strip().splitlines()) == 1
     validation = json.loads(latest("08_reporting/target_validation.json").read_text())
     by_pair = {(p["target"], p["setting"]): p for p in validation["pairs"]}
     assert by_pair[("velocity_mean", "velocity_mean")]["spearman"] > 0.8

@@ -83,7 +83,8 @@ def read_audio(path: str | os.PathLike) -> AudioSignal:
             warnings.simplefilter("ignore")
             data, sr = librosa.load(str(path), sr=None, mono=False)
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
-        raise AudioReadError(f"unreadable audio ({soundfile_reason}; fallback: {exc})") from exc
+        fallback = str(exc) or type(exc).__name__
+        raise AudioReadError(f"unreadable audio ({soundfile_reason}; fallback decoder: {fallback})") from exc
     return AudioSignal(np.asarray(data, dtype=np.float32), int(sr))
 
 

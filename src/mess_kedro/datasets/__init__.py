@@ -3,6 +3,7 @@
 from .audio_collection_dataset import AudioCollectionDataset
 from .audio_dataset import AudioDataset
 from .embedding_set_dataset import BackboneEmbeddings, EmbeddingSet, EmbeddingSetDataset
+from .faiss_index_dataset import FaissIndexSetDataset
 from .midi_dataset import MIDIDataset
 from .npz_dataset import NpzDataset
 from .optional_csv_dataset import OptionalCSVDataset
@@ -14,6 +15,7 @@ __all__ = [
     "BackboneEmbeddings",
     "EmbeddingSet",
     "EmbeddingSetDataset",
+    "FaissIndexSetDataset",
     "MIDIDataset",
     "NpzDataset",
     "OptionalCSVDataset",

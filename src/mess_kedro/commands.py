@@ -1,0 +1,105 @@
+"""``mess-kedro``: the project's command line.
+
+(Not named ``cli.py``: Kedro reserves ``<package>.cli`` for overriding its own commands.)
+
+    mess-kedro run [kedro run options]          # the pipelines (same as `kedro run`)
+    mess-kedro similar QUERY [--aspect A | --weights a=0.7,b=0.3 | --fused lfn] [-n 10]
+                       [--exclude-same-piece] [--include-self] [--where composer=X] [--backbone B]
+
+QUERY is a track id of the collection or a path to an audio file. Errors
+(unknown track or aspect, unreadable audio, a stale index) print one line and
+exit with status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import click
+
+
+def _pairs(text: str | None, cast=str) -> dict:
+    if not text:
+        return {}
+    pairs = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected key=value, got '{item}'")
+        pairs[key.strip()] = cast(value.strip())
+    return pairs
+
+
+@click.group()
+def main() -> None:
+    """mess-kedro: expressive music similarity."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the pipelines (options as for `kedro run`)."""
+    from mess_kedro.__main__ import main as kedro_main
+
+    kedro_main(args=ctx.args)
+
+
+@main.command()
+@click.argument("query")
+@click.option("--aspect", default=None, help="One aspect, e.g. dynamics.")
+@click.option("--weights", default=None, help="Weighted aspects, e.g. dynamics=0.7,tempo=0.3.")
+@click.option("--fused", default=None, help="A fused embedding, e.g. lfn (the default).")
+@click.option("-n", "--top", default=10, show_default=True, help="Number of results.")
+@click.option("--exclude-same-piece", is_flag=True, help="Only other works (find other pieces played alike).")
+@click.option("--include-self", is_flag=True, help="Keep the query recording in the results.")
+@click.option("--where", default=None, help="Metadata filter, e.g. composer=J. S. Bach.")
+@click.option("--backbone", default=None, help="Indexed backbone (default: a pretrained one).")
+@click.option("--project", default=".", show_default=True, help="Kedro project folder.")
+def similar(  # noqa: PLR0917 - click passes every option positionally
+    query, aspect, weights, fused, top, exclude_same_piece, include_self, where, backbone, project
+) -> None:
+    """Recordings similar to QUERY (a track id or an audio file), in one respect."""
+    from kedro.io.core import DatasetError
+
+    from mess_kedro.audio import AudioReadError
+    from mess_kedro.indexing import IndexMismatchError
+    from mess_kedro.serving import load_search
+
+    # The answer is the table: keep library warnings and the catalog's log lines out of it.
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
+    try:
+        search = load_search(project, backbone)
+        table = search.similar(
+            query,
+            aspect=aspect,
+            weights=_pairs(weights, float) or None,
+            fused=fused,
+            n=top,
+            exclude_same_recording=not include_self,
+            exclude_same_piece=exclude_same_piece,
+            where=_pairs(where),
+        )
+    except (
+        KeyError,
+        ValueError,
+        IndexMismatchError,
+        AudioReadError,
+        DatasetError,
+        FileNotFoundError,
+        click.BadParameter,
+    ) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        click.echo(f"error: {message}", err=True)
+        sys.exit(1)
+    what = aspect or weights or f"fused {fused or 'default'}"
+    click.echo(f"{search.label}: recordings like {query} in {what}")
+    click.echo(
+        table.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(table) else "(no results)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""FAISS indices over L2-normalised vectors, bundled with what is needed to trust them.
+
+An :class:`IndexBundle` is one searchable index: the FAISS index, its metadata
+table (row -> track_id, title, composer, performer, group), the vectors it
+indexes (for exact re-scoring), the fitted transform that turns a track's
+layer embeddings into those vectors (a :mod:`mess_kedro.fusion` method state),
+and a manifest: backbone, weights id, source, kind, dim, count, normalisation
+and a checksum of the vectors. Inner product on unit vectors is cosine.
+
+Index kinds: ``flat`` (exact), ``hnsw`` (graph; ``M``, ``ef_construction``,
+``ef_search``), ``ivfpq`` (inverted lists with product quantisation, for
+collections too large for memory; ``nlist``, ``m``, ``nbits``, ``nprobe``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+INDEX_KINDS = ("flat", "hnsw", "ivfpq")
+
+
+class IndexMismatchError(ValueError):
+    """An index does not match its metadata or the embeddings it claims to serve."""
+
+
+def checksum(vectors: np.ndarray) -> str:
+    """Checksum of a float32 matrix: identical vectors give identical ids."""
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    return hashlib.sha256(f"{data.shape}".encode() + data.tobytes()).hexdigest()[:16]
+
+
+def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = None):
+    """A FAISS inner-product index over ``vectors`` ``[N, D]`` (float32, unit rows)."""
+    import faiss
+
+    options = options or {}
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = data.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, int(options.get("M", 32)), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(options.get("ef_construction", 200))
+        index.hnsw.efSearch = int(options.get("ef_search", 64))
+    elif kind == "ivfpq":
+        nlist = int(options.get("nlist", max(1, min(4096, int(4 * np.sqrt(n))))))
+        m = int(options.get("m", 16 if dim % 16 == 0 else 8))
+        while dim % m:
+            m -= 1
+        quantiser = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(
+            quantiser, dim, nlist, m, int(options.get("nbits", 8)), faiss.METRIC_INNER_PRODUCT
+        )
+        index.train(data)
+        index.nprobe = int(options.get("nprobe", 16))
+    else:
+        raise ValueError(f"unknown index kind '{kind}'; expected one of {INDEX_KINDS}")
+    index.add(data)
+    return index
+
+
+@dataclass
+class IndexBundle:
+    """One index and everything needed to serve and to check it."""
+
+    index: object  # faiss.Index
+    metadata: pd.DataFrame  # one row per indexed vector, in index order
+    vectors: np.ndarray  # [N, D] float32, the indexed vectors
+    transform: dict  # a fusion method state: restore(transform).transform(layers) -> vectors
+    manifest: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Refuse an inconsistent bundle: counts, dimension, checksum."""
+        m = self.manifest
+        problems = []
+        if self.index.ntotal != len(self.metadata) or m.get("count") != len(self.metadata):
+            problems.append(
+                f"index holds {self.index.ntotal} vectors, metadata {len(self.metadata)}, manifest {m.get('count')}"
+            )
+        if self.index.d != m.get("dim") or self.vectors.shape[1] != m.get("dim"):
+            problems.append(
+                f"index dim {self.index.d}, vectors {self.vectors.shape[1]}, manifest {m.get('dim')}"
+            )
+        if checksum(self.vectors) != m.get("checksum"):
+            problems.append("vectors do not match the manifest checksum")
+        if problems:
+            raise IndexMismatchError(f"index '{m.get('name')}' refused: " + "; ".join(problems))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, rows)`` of the ``k`` nearest rows per query (rows -1 where fewer exist)."""
+        data = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if data.shape[1] != self.index.d:
+            raise IndexMismatchError(
+                f"query has dim {data.shape[1]}, index '{self.manifest.get('name')}' has {self.index.d}"
+            )
+        return self.index.search(data, min(k, self.index.ntotal))

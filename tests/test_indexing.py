@@ -1,0 +1,125 @@
+"""FAISS indices against brute force, manifests, and the similarity search API."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mess_kedro.datasets import FaissIndexSetDataset
+from mess_kedro.fusion import SingleLayer
+from mess_kedro.indexing import IndexBundle, IndexMismatchError, build_index, checksum
+from mess_kedro.serving import SimilaritySearch
+
+
+def unit(n, d, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_top_k(data, queries, k):
+    return np.argsort(-(queries @ data.T), axis=1, kind="stable")[:, :k]
+
+
+def test_flat_index_equals_brute_force():
+    data, queries = unit(500, 24), unit(20, 24, seed=1)
+    _, rows = build_index(data, "flat").search(queries, 10)
+    np.testing.assert_array_equal(rows, brute_top_k(data, queries, 10))
+
+
+def test_hnsw_recall_is_high_and_ivfpq_answers():
+    data, queries = unit(3000, 32), unit(50, 32, seed=1)
+    truth = brute_top_k(data, queries, 10)
+    _, rows = build_index(data, "hnsw", {"M": 32, "ef_construction": 200, "ef_search": 128}).search(
+        queries, 10
+    )
+    recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth, strict=True)])
+    assert recall >= 0.95
+    _, rows = build_index(data, "ivfpq", {"nlist": 32, "m": 8, "nprobe": 32}).search(queries, 10)
+    recall = np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth, strict=True)])
+    assert rows.shape == (50, 10) and recall > 0.3  # compressed: approximate by design
+    with pytest.raises(ValueError, match="unknown index kind"):
+        build_index(data, "lsh")
+
+
+def bundle(layer, ids, groups, name="b/aspect-a", seed=0):
+    method = SingleLayer(0, "x").fit([layer], None)
+    vectors = method.transform([layer]).astype(np.float32)
+    metadata = pd.DataFrame(
+        {
+            "track_id": ids,
+            "title": ids,
+            "composer": ["c1", "c2"] * (len(ids) // 2),
+            "performer": "p",
+            "group": groups,
+        }
+    )
+    manifest = {
+        "name": name,
+        "label": "b",
+        "random_init": False,
+        "dim": vectors.shape[1],
+        "count": len(ids),
+        "checksum": checksum(vectors),
+    }
+    return IndexBundle(build_index(vectors, "flat"), metadata, vectors, method.state(), manifest)
+
+
+def test_bundle_round_trip_and_tampering_is_refused(tmp_path):
+    layer = np.random.default_rng(0).standard_normal((8, 5))
+    ids = [f"t{i}" for i in range(8)]
+    original = bundle(layer, ids, ids)
+    dataset = FaissIndexSetDataset(filepath=str(tmp_path / "indices"))
+    dataset.save({"b/aspect-a": original})
+    loaded = dataset.load()["b/aspect-a"]
+    np.testing.assert_array_equal(loaded.vectors, original.vectors)
+    assert loaded.manifest == original.manifest
+    # A stale index: vectors changed on disk after the manifest was written.
+    np.save(tmp_path / "indices" / "b" / "aspect-a" / "vectors.npy", original.vectors[::-1])
+    with pytest.raises(Exception, match="refused: vectors do not match the manifest checksum"):
+        dataset.load()  # kedro wraps the IndexMismatchError in a DatasetError
+    wrong_dim = bundle(layer, ids, ids)
+    wrong_dim.manifest["dim"] = 7
+    with pytest.raises(IndexMismatchError, match="dim"):
+        wrong_dim.validate()
+
+
+@pytest.fixture
+def search():
+    rng = np.random.default_rng(0)
+    ids = [f"t{i}" for i in range(12)]
+    groups = [f"piece{i // 2}" for i in range(12)]  # pairs of tracks share a piece
+    loud = np.array([i % 3 for i in range(12)], float)
+    fast = np.array([i // 6 for i in range(12)], float)
+    dyn = np.c_[loud * 5, rng.normal(0, 0.1, (12, 3))]
+    tempo = np.c_[fast * 5, rng.normal(0, 0.1, (12, 3))]
+    indices = {
+        "b/aspect-dynamics": bundle(dyn, ids, groups),
+        "b/aspect-tempo": bundle(tempo, ids, groups, "b/aspect-tempo"),
+    }
+    return SimilaritySearch(indices, candidates=20), loud, fast
+
+
+def test_search_by_aspect_and_weights(search):
+    s, loud, fast = search
+    by_dyn = s.similar("t0", aspect="dynamics", n=3)
+    assert "t0" not in set(by_dyn["track_id"]) and all(
+        loud[int(t[1:])] == loud[0] for t in by_dyn["track_id"]
+    )
+    mix = s.similar("t0", weights={"dynamics": 0.5, "tempo": 0.5}, n=1)
+    assert mix["track_id"].item() == "t3"  # same loudness class and same speed as t0
+    assert s.similar("t0", aspect="dynamics", n=1, exclude_same_recording=False)["track_id"].item() == "t0"
+
+
+def test_search_options_and_errors(search):
+    s, _, _ = search
+    other_pieces = s.similar("t0", aspect="dynamics", n=11, exclude_same_piece=True)
+    assert "t1" not in set(other_pieces["track_id"])  # t1 is the same piece
+    filtered = s.similar("t0", aspect="tempo", n=11, where={"composer": "c2"})
+    assert set(filtered["composer"]) == {"c2"}
+    with pytest.raises(KeyError, match="unknown aspect"):
+        s.similar("t0", aspect="sparkle")
+    with pytest.raises(KeyError, match="neither a track id"):
+        s.similar("nope", aspect="tempo")
+    with pytest.raises(ValueError, match="one of aspect"):
+        s.similar("t0", aspect="tempo", fused="lfn")
+    with pytest.raises(KeyError, match="cannot filter"):
+        s.similar("t0", aspect="tempo", where={"mood": "sad"})
