@@ -7,7 +7,7 @@ import pytest
 from mess_kedro.datasets import FaissIndexSetDataset
 from mess_kedro.fusion import SingleLayer
 from mess_kedro.indexing import IndexBundle, IndexMismatchError, build_index, checksum
-from mess_kedro.serving import SimilaritySearch
+from mess_kedro.serving import SimilaritySearch, interpolate, name_clusters
 
 
 def unit(n, d, seed=0):
@@ -123,3 +123,23 @@ def test_search_options_and_errors(search):
         s.similar("t0", aspect="tempo", fused="lfn")
     with pytest.raises(KeyError, match="cannot filter"):
         s.similar("t0", aspect="tempo", where={"mood": "sad"})
+
+
+def test_interpolation_moves_from_one_track_to_the_other(search):
+    s, loud, _ = search
+    # t0 and t2 sit at opposite ends of the loudness axis (classes 0 and 2).
+    near_first = interpolate(s, "t0", "t2", mix=0.0, aspect="dynamics", n=3)
+    near_second = interpolate(s, "t0", "t2", mix=1.0, aspect="dynamics", n=3)
+    assert all(loud[int(t[1:])] == loud[0] for t in near_first["track_id"])
+    assert all(loud[int(t[1:])] == loud[2] for t in near_second["track_id"])
+    assert not {"t0", "t2"} & set(near_first["track_id"])
+    with pytest.raises(ValueError, match="mix"):
+        interpolate(s, "t0", "t1", mix=1.5, aspect="dynamics")
+
+
+def test_clusters_are_named_by_dominant_metadata(search):
+    s, _, _ = search
+    clusters = name_clusters(s, 2, aspect="tempo")
+    assert clusters["size"].sum() == 12 and sorted(clusters["size"]) == [6, 6]  # slow and fast tracks
+    assert set(clusters.columns) >= {"cluster", "size", "performer", "composer", "name"}
+    assert (clusters["performer"] == "p (100%)").all()

@@ -5,6 +5,8 @@
     mess-kedro run [kedro run options]          # the pipelines (same as `kedro run`)
     mess-kedro similar QUERY [--aspect A | --weights a=0.7,b=0.3 | --fused lfn] [-n 10]
                        [--exclude-same-piece] [--include-self] [--where composer=X] [--backbone B]
+    mess-kedro blend TRACK_A TRACK_B [--mix 0.5] [--aspect A]   # style interpolation
+    mess-kedro clusters [-k 5] [--aspect A]                     # clusters named by metadata
 
 QUERY is a track id of the collection or a path to an audio file. Errors
 (unknown track or aspect, unreadable audio, a stale index) print one line and
@@ -46,21 +48,8 @@ def run(ctx: click.Context) -> None:
     kedro_main(args=ctx.args)
 
 
-@main.command()
-@click.argument("query")
-@click.option("--aspect", default=None, help="One aspect, e.g. dynamics.")
-@click.option("--weights", default=None, help="Weighted aspects, e.g. dynamics=0.7,tempo=0.3.")
-@click.option("--fused", default=None, help="A fused embedding, e.g. lfn (the default).")
-@click.option("-n", "--top", default=10, show_default=True, help="Number of results.")
-@click.option("--exclude-same-piece", is_flag=True, help="Only other works (find other pieces played alike).")
-@click.option("--include-self", is_flag=True, help="Keep the query recording in the results.")
-@click.option("--where", default=None, help="Metadata filter, e.g. composer=J. S. Bach.")
-@click.option("--backbone", default=None, help="Indexed backbone (default: a pretrained one).")
-@click.option("--project", default=".", show_default=True, help="Kedro project folder.")
-def similar(  # noqa: PLR0917 - click passes every option positionally
-    query, aspect, weights, fused, top, exclude_same_piece, include_self, where, backbone, project
-) -> None:
-    """Recordings similar to QUERY (a track id or an audio file), in one respect."""
+def _answer(project: str, backbone: str | None, ask) -> None:
+    """Load the search, run ``ask(search) -> (title, table)``, print it; errors: one line, exit 1."""
     from kedro.io.core import DatasetError
 
     from mess_kedro.audio import AudioReadError
@@ -72,16 +61,7 @@ def similar(  # noqa: PLR0917 - click passes every option positionally
     logging.disable(logging.WARNING)
     try:
         search = load_search(project, backbone)
-        table = search.similar(
-            query,
-            aspect=aspect,
-            weights=_pairs(weights, float) or None,
-            fused=fused,
-            n=top,
-            exclude_same_recording=not include_self,
-            exclude_same_piece=exclude_same_piece,
-            where=_pairs(where),
-        )
+        title, table = ask(search)
     except (
         KeyError,
         ValueError,
@@ -94,10 +74,86 @@ def similar(  # noqa: PLR0917 - click passes every option positionally
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         click.echo(f"error: {message}", err=True)
         sys.exit(1)
-    what = aspect or weights or f"fused {fused or 'default'}"
-    click.echo(f"{search.label}: recordings like {query} in {what}")
+    click.echo(f"{search.label}: {title}")
     click.echo(
         table.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(table) else "(no results)"
+    )
+
+
+_backbone = click.option("--backbone", default=None, help="Indexed backbone (default: a pretrained one).")
+_project = click.option("--project", default=".", show_default=True, help="Kedro project folder.")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--aspect", default=None, help="One aspect, e.g. dynamics.")
+@click.option("--weights", default=None, help="Weighted aspects, e.g. dynamics=0.7,tempo=0.3.")
+@click.option("--fused", default=None, help="A fused embedding, e.g. lfn (the default).")
+@click.option("-n", "--top", default=10, show_default=True, help="Number of results.")
+@click.option("--exclude-same-piece", is_flag=True, help="Only other works (find other pieces played alike).")
+@click.option("--include-self", is_flag=True, help="Keep the query recording in the results.")
+@click.option("--where", default=None, help="Metadata filter, e.g. composer=J. S. Bach.")
+@_backbone
+@_project
+def similar(  # noqa: PLR0917 - click passes every option positionally
+    query, aspect, weights, fused, top, exclude_same_piece, include_self, where, backbone, project
+) -> None:
+    """Recordings similar to QUERY (a track id or an audio file), in one respect."""
+
+    def ask(search):
+        table = search.similar(
+            query,
+            aspect=aspect,
+            weights=_pairs(weights, float) or None,
+            fused=fused,
+            n=top,
+            exclude_same_recording=not include_self,
+            exclude_same_piece=exclude_same_piece,
+            where=_pairs(where),
+        )
+        respect = aspect or weights or f"fused {fused or 'default'}"
+        return f"recordings like {query} in {respect}", table
+
+    _answer(project, backbone, ask)
+
+
+@main.command()
+@click.argument("first")
+@click.argument("second")
+@click.option("--mix", default=0.5, show_default=True, help="0 = FIRST, 1 = SECOND.")
+@click.option("--aspect", default=None)
+@click.option("--fused", default=None)
+@click.option("-n", "--top", default=10, show_default=True)
+@_backbone
+@_project
+def blend(first, second, mix, aspect, fused, top, backbone, project) -> None:  # noqa: PLR0917
+    """Style interpolation: recordings near the blend of FIRST and SECOND."""
+    from mess_kedro.serving import interpolate
+
+    _answer(
+        project,
+        backbone,
+        lambda s: (
+            f"blend of {first} and {second} at {mix}",
+            interpolate(s, first, second, mix=mix, aspect=aspect, fused=fused, n=top),
+        ),
+    )
+
+
+@main.command()
+@click.option("-k", "--clusters", default=5, show_default=True)
+@click.option("--aspect", default=None)
+@click.option("--fused", default=None)
+@_backbone
+@_project
+def clusters(clusters, aspect, fused, backbone, project) -> None:  # noqa: PLR0917
+    """Cluster the collection and name each cluster by its dominant metadata."""
+    from mess_kedro.serving import name_clusters
+
+    _answer(
+        project,
+        backbone,
+        lambda s: (f"{clusters} clusters", name_clusters(s, clusters, aspect=aspect, fused=fused)),
     )
 
 

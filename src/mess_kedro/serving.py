@@ -189,6 +189,73 @@ class SimilaritySearch:
         return table[[c for c in SHOWN if c in table.columns] + ["score"]].reset_index(drop=True)
 
 
+def _index_key(search: SimilaritySearch, aspect: str | None, fused: str | None) -> str:
+    return next(iter(search._sources(aspect, None, fused)))
+
+
+def interpolate(
+    search: SimilaritySearch,
+    first: str,
+    second: str,
+    *,
+    mix: float = 0.5,
+    aspect: str | None = None,
+    fused: str | None = None,
+    n: int = 10,
+) -> pd.DataFrame:
+    """Style interpolation: neighbours of the normalised blend ``(1 - mix) * a + mix * b``.
+
+    Both tracks are excluded from the results.
+    """
+    if not 0.0 <= mix <= 1.0:
+        raise ValueError(f"mix must be in [0, 1], got {mix}")
+    key = _index_key(search, aspect, fused)
+    bundle = search.indices[key]
+    rows = []
+    for track in (first, second):
+        if track not in search._row:
+            raise KeyError(f"unknown track '{track}'")
+        rows.append(search._row[track])
+    blend = (1 - mix) * bundle.vectors[rows[0]] + mix * bundle.vectors[rows[1]]
+    blend /= max(float(np.linalg.norm(blend)), 1e-12)
+    scores, found = bundle.search(blend, n + 2)
+    table = search.metadata.iloc[found[0]].assign(score=scores[0])
+    table = table[~table["track_id"].isin([first, second])].head(n)
+    return table[[c for c in SHOWN if c in table.columns] + ["score"]].reset_index(drop=True)
+
+
+def name_clusters(
+    search: SimilaritySearch,
+    n_clusters: int = 5,
+    *,
+    aspect: str | None = None,
+    fused: str | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Cluster the collection (k-means on the chosen index's vectors) and name each cluster
+    by its dominant metadata: the most common performer, composer and piece, with their shares."""
+    from sklearn.cluster import KMeans
+
+    bundle = search.indices[_index_key(search, aspect, fused)]
+    k = min(n_clusters, len(bundle.vectors))
+    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(bundle.vectors)
+    rows = []
+    for cluster in range(k):
+        members = search.metadata[labels == cluster]
+        row = {"cluster": cluster, "size": len(members)}
+        names = []
+        for column in ("performer", "composer", "title"):
+            if column in members and members[column].notna().any():
+                counts = members[column].value_counts()
+                share = counts.iloc[0] / len(members)
+                row[column] = f"{counts.index[0]} ({share:.0%})"
+                if share >= 0.5:
+                    names.append(str(counts.index[0]))
+        row["name"] = " / ".join(names) or "mixed"
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("size", ascending=False).reset_index(drop=True)
+
+
 def load_search(
     project_path: str | Path = ".", backbone: str | None = None, env: str | None = None
 ) -> SimilaritySearch:
