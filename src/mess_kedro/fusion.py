@@ -206,6 +206,25 @@ def _val_map(embed, val_layers, val_labels) -> float:
     return float(np.nanmean(evaluate_queries(vectors, relevance, ks=[1])["ap"]))
 
 
+class _EarlyStopping:
+    """Keep the best weights seen (higher score is better); stop after ``patience`` epochs without one."""
+
+    def __init__(self, patience: int, module: nn.Module) -> None:
+        self.patience, self.best, self.since_best = patience, -np.inf, 0
+        self.best_state = copy.deepcopy(module.state_dict())
+
+    def should_stop(self, score: float, module: nn.Module) -> bool:
+        if score > self.best + 1e-6:
+            self.best, self.best_state, self.since_best = score, copy.deepcopy(module.state_dict()), 0
+            return False
+        self.since_best += 1
+        return self.since_best >= self.patience
+
+    def restore_best(self, module: nn.Module) -> None:
+        module.load_state_dict(self.best_state)
+        module.eval()
+
+
 class _Trained(FusionMethod):
     """Shared training loop for the learned methods (``self.module`` maps layer tensors to vectors)."""
 
@@ -245,7 +264,7 @@ class _Trained(FusionMethod):
         loss_fn, miner = _loss_and_miner(config)
         inputs = self._tensors(layers)
         codes = torch.as_tensor(np.unique(np.asarray(labels), return_inverse=True)[1])
-        best, best_state, since_best = -np.inf, copy.deepcopy(self.module.state_dict()), 0
+        stopper = _EarlyStopping(config.patience, self.module)
         config.history = []
         for epoch in range(config.epochs):
             self.module.train()
@@ -264,14 +283,9 @@ class _Trained(FusionMethod):
             if np.isnan(score):  # no validation split: keep the last epoch
                 score = -float(loss.item())
             config.history.append({"epoch": epoch, "loss": float(loss.item()), "val_map": score})
-            if score > best + 1e-6:
-                best, best_state, since_best = score, copy.deepcopy(self.module.state_dict()), 0
-            else:
-                since_best += 1
-                if since_best >= config.patience:
-                    break
-        self.module.load_state_dict(best_state)
-        self.module.eval()
+            if stopper.should_stop(score, self.module):
+                break
+        stopper.restore_best(self.module)
         self.learned_weights = self.layer_weights(layers)
         return self
 
@@ -427,7 +441,7 @@ class MultiTaskProbe(_Trained):
             if val_layers is not None
             else None
         )
-        best, best_state, since_best = np.inf, copy.deepcopy(self.module.state_dict()), 0
+        stopper = _EarlyStopping(config.patience, self.module)
         config.history = []
         for epoch in range(config.epochs):
             self.module.train()
@@ -442,14 +456,9 @@ class MultiTaskProbe(_Trained):
                     else float(loss.detach())
                 )
             config.history.append({"epoch": epoch, "loss": float(loss.detach()), "val_mse": score})
-            if score < best - 1e-6:
-                best, best_state, since_best = score, copy.deepcopy(self.module.state_dict()), 0
-            else:
-                since_best += 1
-                if since_best >= config.patience:
-                    break
-        self.module.load_state_dict(best_state)
-        self.module.eval()
+            if stopper.should_stop(-score, self.module):  # lower MSE is better
+                break
+        stopper.restore_best(self.module)
         self.learned_weights = None
         return self
 
