@@ -209,6 +209,8 @@ def test_proxy_targets_and_probing_after_embed(project):
     assert "random-init weights: a control" in report and "| uniform_mean |" in report
     # Serving: indices, then the CLI by track id, by one of the corpus's own files, and its errors.
     kedro_run(root, "serving_index")
+    summary = latest("08_reporting/run_summary.md").read_text()
+    assert "# mess-kedro run summary" in summary and "## Example query (musicnn-mtt)" in summary
     manifest = pd.read_parquet(latest("03_primary/track_manifest.parquet"))
     own = manifest[manifest["dataset"] == "demo"].iloc[0]
     cli = str(Path(sys.executable).parent / "mess-kedro")

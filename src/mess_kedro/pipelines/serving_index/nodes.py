@@ -89,3 +89,58 @@ def build_serving_indices(
             len(embeddings.track_ids),
         )
     return bundles
+
+
+def summarise_run(
+    ingest_summary: dict[str, Any],
+    aspect_layer_map: dict[str, Any],
+    evaluation_metrics: pd.DataFrame,
+    serving_indices: dict[str, IndexBundle],
+    params: dict[str, Any],
+) -> str:
+    """The main job's closing summary: corpus, backbones, top layer per aspect, evaluation
+    headline, and one example similarity query on the served indices."""
+    from mess_kedro.serving import SimilaritySearch
+
+    lines = [
+        "# mess-kedro run summary",
+        "",
+        f"Corpus: {ingest_summary['tracks']} tracks, {ingest_summary['minutes_of_audio']} min of audio, "
+        f"{ingest_summary['performers']} performers, {ingest_summary['pieces']} pieces, "
+        f"splits {ingest_summary['splits']}, {ingest_summary['rejects']} rejected.",
+        "",
+        "## Top layer per aspect (probing R², track level)",
+        "",
+    ]
+    for entry in aspect_layer_map["backbones"].values():
+        tops = [f"{a} {v['layer']} ({v['r2']:.2f})" for a, v in entry["aspects"].items() if v.get("layer")]
+        lines.append(f"- {entry['label']}: " + ", ".join(tops))
+    headline = params.get("headline_metric", "ap")
+    lines += ["", f"## Evaluation ({headline}, best method per backbone, 95% CI)", ""]
+    scores = evaluation_metrics[evaluation_metrics["metric"] == headline]
+    for label, group in scores.groupby("label", sort=False):
+        best = group.sort_values("mean", ascending=False).iloc[0]
+        reference = group[group["method"] == "uniform_mean"]
+        ref = f"; uniform_mean {reference['mean'].iloc[0]:.3f}" if len(reference) else ""
+        lines.append(
+            f"- {label}: {best['method']} {best['mean']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}]{ref}"
+        )
+    search = SimilaritySearch(serving_indices)
+    query = search.metadata.iloc[0]
+    aspect = params.get("example_aspect", "dynamics")
+    respect = {"aspect": aspect} if aspect in search.aspects() else {}
+    table = search.similar(query["track_id"], n=5, **respect)
+    lines += [
+        "",
+        f"## Example query ({search.label}): like '{query.get('title', query['track_id'])}' by {query.get('performer')}, "
+        f"in {aspect if respect else 'the default fused embedding'}",
+        "",
+        "```",
+        table.to_string(index=False, float_format=lambda x: f"{x:.3f}"),
+        "```",
+        "",
+        f"Try: mess-kedro similar {query['track_id']} --aspect {aspect} -n 5",
+    ]
+    text = "\n".join(lines) + "\n"
+    logger.info("\n%s", text)
+    return text

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_serving_indices
+from .nodes import build_serving_indices, summarise_run
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -19,6 +19,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="serving_indices",
                 name="build_serving_indices",
+            ),
+            Node(
+                func=summarise_run,
+                inputs=[
+                    "ingest_summary",
+                    "aspect_layer_map",
+                    "evaluation_metrics",
+                    "serving_indices",
+                    "params:serving_index",
+                ],
+                outputs="run_summary",
+                name="summarise_run",
             ),
         ]
     )
