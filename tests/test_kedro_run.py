@@ -226,7 +226,8 @@ def test_proxy_targets_and_probing_after_embed(project):
 
     by_id = similar(own["track_id"], "--aspect", "brightness", "-n", "3")
     assert by_id.returncode == 0, by_id.stderr[-2000:]
-    assert "musicnn-mtt: recordings like" in by_id.stdout and len(by_id.stdout.strip().splitlines()) == 5
+    assert by_id.stdout.startswith("musicnn-mtt: recordings like")  # nothing else on stdout
+    assert len(by_id.stdout.strip().splitlines()) == 5  # title, header, three results
     audio_file = root / "data" / "01_raw" / "demo_corpus" / "audio" / f"{own['source_key']}.flac"
     by_audio = similar(str(audio_file), "--aspect", "brightness", "--include-self", "-n", "2")
     assert by_audio.returncode == 0, by_audio.stderr[-2000:]

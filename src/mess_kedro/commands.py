@@ -15,6 +15,8 @@ exit with status 1.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
 import warnings
@@ -60,8 +62,10 @@ def _answer(project: str, backbone: str | None, ask) -> None:
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
     try:
-        search = load_search(project, backbone)
-        title, table = ask(search)
+        # Some libraries print on import (pyfluidsynth does when CI is set): keep stdout the answer.
+        with contextlib.redirect_stdout(io.StringIO()):
+            search = load_search(project, backbone)
+            title, table = ask(search)
     except (
         KeyError,
         ValueError,
