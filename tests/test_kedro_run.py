@@ -243,3 +243,26 @@ def test_proxy_targets_and_probing_after_embed(project):
     validation = json.loads(latest("08_reporting/target_validation.json").read_text())
     by_pair = {(p["target"], p["setting"]): p for p in validation["pairs"]}
     assert by_pair[("velocity_mean", "velocity_mean")]["spearman"] > 0.8
+
+
+@pytest.mark.slow
+def test_kedro_viz_build_lists_every_pipeline_with_ordered_layers(project):
+    root, _ = project
+    env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1"}
+    result = subprocess.run(
+        [KEDRO, "viz", "build"], check=False, cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    main = json.loads((root / "build" / "api" / "main").read_text())
+    pipelines = {p["id"] for p in main["pipelines"]}
+    assert pipelines >= {
+        "ingest",
+        "embed",
+        "proxy_targets",
+        "probing",
+        "fusion",
+        "evaluation",
+        "serving_index",
+    }
+    # A cycle among catalog layers makes kedro-viz drop them; the flowchart reads left to right.
+    assert main["layers"][:3] == ["raw", "intermediate", "primary"] and main["layers"][-1] == "reporting"
