@@ -266,3 +266,17 @@ def test_kedro_viz_build_lists_every_pipeline_with_ordered_layers(project):
     }
     # A cycle among catalog layers makes kedro-viz drop them; the flowchart reads left to right.
     assert main["layers"][:3] == ["raw", "intermediate", "primary"] and main["layers"][-1] == "reporting"
+
+
+@pytest.mark.slow
+def test_runs_are_tracked_in_the_local_mlflow_store(project):
+    import mlflow
+
+    root, _ = project
+    kedro_run(root, "probing")  # runs after the earlier tests' ingest/embed/targets
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mess_kedro")
+    runs = client.search_runs([experiment.experiment_id])
+    probing = [r for r in runs if r.data.tags.get("mlflow.runName") == "probing"]
+    assert probing and probing[0].info.status == "FINISHED"
+    assert probing[0].data.params["probing.n_folds"] == "5"  # parameters are logged, flattened

@@ -9,10 +9,9 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 # HOOKS = (ProjectHooks(),)
 
 # Installed plugins for which to disable hook auto-registration.
-# kedro-mlflow stays off until tracking is configured and tested (issue 8):
-# its default ./mlruns file store is refused by current MLflow, which would
-# abort every run.
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
+# kedro-mlflow is on: conf/base/mlflow.yml points it at a local SQLite store
+# (current MLflow refuses the old ./mlruns file store).
+# DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)
 
 # Class that manages the KedroSession.
 # from kedro.framework.session import KedroSession
