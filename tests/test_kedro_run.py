@@ -274,9 +274,17 @@ def test_runs_are_tracked_in_the_local_mlflow_store(project):
 
     root, _ = project
     kedro_run(root, "probing")  # runs after the earlier tests' ingest/embed/targets
+    kedro_run(root, "evaluation")
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mess_kedro")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
     probing = [r for r in runs if r.data.tags.get("mlflow.runName") == "probing"]
     assert probing and probing[0].info.status == "FINISHED"
     assert probing[0].data.params["probing.n_folds"] == "5"  # parameters are logged, flattened
+    evaluation = [r for r in runs if r.data.tags.get("mlflow.runName") == "evaluation"][0]
+    metrics = evaluation.data.metrics
+    assert (
+        "mess.musicnn-mtt.uniform_mean.ap" in metrics
+        and 0.0 <= metrics["mess.musicnn-mtt.uniform_mean.ap"] <= 1.0
+    )
+    assert "mess.musicnn-mtt.probing_r2.brightness" in metrics

@@ -324,3 +324,26 @@ def triplet_agreement(
     return pd.DataFrame(
         rows, columns=["source", "backbone", "label", "method", "annotator", "aspect", "n", "agreement"]
     )
+
+
+def metrics_for_tracking(
+    evaluation_metrics: pd.DataFrame, aspect_layer_map: dict[str, Any], params: dict[str, Any]
+) -> dict[str, dict]:
+    """Headline numbers for the experiment tracker (kedro-mlflow's metrics format).
+
+    Per backbone and method, the headline metric's mean over test queries; per
+    backbone and aspect, the best layer's probing R².
+    """
+
+    def name(*parts: str) -> str:  # MLflow allows letters, digits, _ - . / and spaces
+        return ".".join(str(p).replace(":", "_") for p in parts)
+
+    headline = params.get("headline", "ap")
+    tracked = {}
+    for row in evaluation_metrics[evaluation_metrics["metric"] == headline].itertuples():
+        tracked[name(row.backbone, row.method, headline)] = {"value": float(row.mean), "step": 0}
+    for backbone, entry in aspect_layer_map["backbones"].items():
+        for aspect, info in entry["aspects"].items():
+            if info.get("r2") is not None:
+                tracked[name(backbone, "probing_r2", aspect)] = {"value": float(info["r2"]), "step": 0}
+    return tracked

@@ -6,6 +6,7 @@ from .nodes import (
     compare_weights_with_probing,
     evaluate_methods,
     make_example_triplets,
+    metrics_for_tracking,
     plot_metrics,
     triplet_agreement,
     write_report,
@@ -32,6 +33,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["evaluation_metrics", "params:evaluation"],
                 outputs="evaluation_plot",
                 name="plot_evaluation_metrics",
+            ),
+            Node(
+                func=metrics_for_tracking,
+                inputs=["evaluation_metrics", "aspect_layer_map", "params:evaluation"],
+                outputs="tracked_metrics",
+                name="metrics_for_tracking",
             ),
             Node(
                 func=make_example_triplets,
