@@ -31,14 +31,9 @@ import numpy as np
 import pandas as pd
 
 from .datasets import EmbeddingSet
+from .fusion import SingleLayer
 
 SHOWN_COLUMNS = ["track_id", "title", "composer", "performer"]
-
-
-def _centre_rows(matrix: np.ndarray) -> np.ndarray:
-    """Subtract the collection mean, then L2-normalise each row."""
-    centred = matrix - matrix.mean(0)
-    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
 class AspectRecommender:
@@ -97,7 +92,9 @@ class AspectRecommender:
 
     def _layer(self, index: int) -> np.ndarray:
         if index not in self._layers:
-            self._layers[index] = _centre_rows(np.asarray(self._embeddings.tracks[index], dtype=np.float64))
+            # The same centred, normalised layer the serving index of an aspect holds.
+            layer = [np.asarray(self._embeddings.tracks[index], dtype=np.float64)]
+            self._layers[index] = SingleLayer(0, str(index)).fit(layer, None).transform(layer)
         return self._layers[index]
 
     def _scores(self, row: int, weights: dict[str, float]) -> np.ndarray:
@@ -144,10 +141,7 @@ def load_recommender(
     project_path: str | Path = ".", backbone: str | None = None, env: str | None = None
 ) -> AspectRecommender:
     """An :class:`AspectRecommender` over the latest outputs of the Kedro project at ``project_path``."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
+    from .project import project_context
 
-    path = Path(project_path).resolve()
-    bootstrap_project(path)
-    with KedroSession.create(project_path=path, env=env) as session:
-        return AspectRecommender.from_catalog(session.load_context().catalog, backbone)
+    with project_context(project_path, env) as context:
+        return AspectRecommender.from_catalog(context.catalog, backbone)

@@ -260,13 +260,9 @@ def load_search(
     project_path: str | Path = ".", backbone: str | None = None, env: str | None = None
 ) -> SimilaritySearch:
     """A :class:`SimilaritySearch` over the latest serving indices of the project at ``project_path``."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
+    from .project import project_context
 
-    path = Path(project_path).resolve()
-    bootstrap_project(path)
-    with KedroSession.create(project_path=path, env=env) as session:
-        context = session.load_context()
+    with project_context(project_path, env) as context:
         for name in ("kedro", "mess_kedro"):  # the query's answer, not the catalog's chatter
             logging.getLogger(name).setLevel(logging.WARNING)
         params = context.params
