@@ -2,7 +2,7 @@
 
 Run on demand (not part of the tests):
 
-    .venv/bin/python benchmarks/embed_throughput.py [--backbone mert-v1-95m] [--tracks 8] [--seconds 20]
+    .venv/bin/python benchmarks/embed_throughput.py [--backbone mert-v1-95m] [--tracks 8] [--seconds 20] [--device auto]
 
 For each precision it times, in one process and on the same audio,
 1. the raw model: forward passes over the very batches the pipeline builds
@@ -28,7 +28,13 @@ import torch
 from mess_kedro.audio import AudioSignal, read_audio, write_audio
 from mess_kedro.backbones import load_backbone
 from mess_kedro.datasets import OptionalPartitionedDataset
-from mess_kedro.embedding import EmbeddingConfig, autocast_context, minimum_segment_s, segment_bounds
+from mess_kedro.embedding import (
+    EmbeddingConfig,
+    autocast_context,
+    minimum_segment_s,
+    segment_bounds,
+    select_device,
+)
 from mess_kedro.pipelines.embed.nodes import extract_track_embeddings
 
 
@@ -47,7 +53,7 @@ def make_tracks(folder: Path, count: int, seconds: float, sr: int) -> dict[str, 
     return paths
 
 
-def raw_forward(backbone, audio: list[np.ndarray], config: EmbeddingConfig) -> float:
+def raw_forward(backbone, audio: list[np.ndarray], config: EmbeddingConfig, device: torch.device) -> float:
     """Seconds spent in the model alone on the pipeline's batches."""
     sr = backbone.spec.sample_rate
     batches = []
@@ -59,12 +65,20 @@ def raw_forward(backbone, audio: list[np.ndarray], config: EmbeddingConfig) -> f
         for i in range(0, len(full), config.batch_size):
             batches.append(backbone.prepare(np.stack(full[i : i + config.batch_size])))
         batches.extend(backbone.prepare(seg[None]) for seg in tail)
-    device = torch.device("cpu")
     started = time.perf_counter()
     with torch.inference_mode(), autocast_context(config.precision, device):
         for batch in batches:
-            backbone.forward_layers(batch)
+            # Copying each batch to the device is part of the model's cost, as in the pipeline.
+            layers = backbone.forward_layers(batch.to(device))
+            [layer.float().mean(dim=1).cpu() if layer.ndim == 3 else layer.cpu() for layer in layers]
+    _synchronize(device)
     return time.perf_counter() - started
+
+
+def _synchronize(device: torch.device) -> None:
+    # CUDA kernels run asynchronously: time only finished work.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -73,9 +87,12 @@ def main() -> None:
     parser.add_argument("--tracks", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU) | cpu | cuda")
+    parser.add_argument("--batch-size", type=int, default=EmbeddingConfig.batch_size)
     args = parser.parse_args()
 
-    backbone = load_backbone(args.backbone, {"seed": 0})
+    device = select_device(args.device)
+    backbone = load_backbone(args.backbone, {"seed": 0}).to(device)
     sr = backbone.spec.sample_rate
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,10 +103,10 @@ def main() -> None:
         loaders = {k: (lambda p=p: read_audio(p)) for k, p in paths.items()}
         # Warm up kernels and allocator once, outside the timings.
         segment_s = backbone.spec.default_segment_s
-        raw_forward(backbone, [audio[0][: sr * 6]], EmbeddingConfig(segment_s=segment_s, precision="fp32"))
         for precision in args.precisions.split(","):
-            config = EmbeddingConfig(segment_s=segment_s, precision=precision)
-            raw_s = raw_forward(backbone, audio, config)
+            config = EmbeddingConfig(segment_s=segment_s, precision=precision, batch_size=args.batch_size)
+            raw_forward(backbone, [audio[0][: sr * 12]], config, device)
+            raw_s = raw_forward(backbone, audio, config, device)
             cache = OptionalPartitionedDataset(
                 path=str(Path(tmp) / f"cache-{len(rows)}-{precision}"),
                 dataset="mess_kedro.datasets.NpzDataset",
@@ -98,7 +115,7 @@ def main() -> None:
             params = {
                 "backbones": {args.backbone: {"seed": 0}},
                 "precision": precision,
-                "device": "cpu",
+                "device": str(device),
                 "segment_s": config.segment_s,
                 "batch_size": config.batch_size,
             }
@@ -113,11 +130,19 @@ def main() -> None:
                     "pipeline audio-s/s": total_audio_s / pipeline_s,
                     "pipeline / raw": raw_s / pipeline_s,
                     "peak RSS (MB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    **(
+                        {"peak GPU memory (MB)": torch.cuda.max_memory_allocated(device) / 2**20}
+                        if device.type == "cuda"
+                        else {}
+                    ),
                 }
             )
     table = pd.DataFrame(rows).set_index("precision")
     header = f"{args.backbone} ({backbone.weights_id}), {args.tracks} tracks x {args.seconds:g} s, "
-    print(f"\n{header}{torch.get_num_threads()} threads")
+    where = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    )
+    print(f"\n{header}{device}: {where}, batch {args.batch_size}")
     print(table.round(2).to_string())
     if {"fp32", "bf16"} <= set(table.index):
         best = table.groupby(level=0)["pipeline audio-s/s"].max()
