@@ -273,18 +273,69 @@ def test_runs_are_tracked_in_the_local_mlflow_store(project):
     import mlflow
 
     root, _ = project
-    kedro_run(root, "probing")  # runs after the earlier tests' ingest/embed/targets
-    kedro_run(root, "evaluation")
+    for pipeline in ("probing", "fusion", "evaluation"):  # after the earlier tests' ingest/embed/targets
+        kedro_run(root, pipeline)
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mess_kedro")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
-    probing = [r for r in runs if r.data.tags.get("mlflow.runName") == "probing"]
-    assert probing and probing[0].info.status == "FINISHED"
-    assert probing[0].data.params["probing.n_folds"] == "5"  # parameters are logged, flattened
-    evaluation = [r for r in runs if r.data.tags.get("mlflow.runName") == "evaluation"][0]
+
+    def latest_run(name):
+        matching = [r for r in runs if r.data.tags.get("mlflow.runName") == name]
+        assert matching and matching[0].info.status == "FINISHED", name
+        return matching[0]
+
+    def artifacts(run, folder):
+        return {Path(a.path).name for a in client.list_artifacts(run.info.run_id, folder)}
+
+    probing = latest_run("probing")
+    assert probing.data.params["probing.n_folds"] == "5"  # parameters are logged, flattened
+    # Tags say what produced the numbers, random-init included, without opening any file.
+    tags = probing.data.tags
+    assert tags["backbones"] == "mert-tiny,musicnn-mtt,musicnn-mtt-random"
+    assert tags["random_init"] == "mert-tiny,musicnn-mtt-random"
+    assert tags["backbone.musicnn-mtt.random_init"] == "false"
+    assert tags["backbone.musicnn-mtt.encoder"] == "cnn-musicnn"
+    assert tags["backbone.mert-tiny.encoder"] == "transformer"
+    assert tags["backbone.mert-tiny.weights_id"].startswith("random-init")
+    assert artifacts(probing, "probing") >= {
+        "probing_results.json",
+        "aspect_layer_map.json",
+        "probing_heatmap.png",
+    }
+    logged = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=probing.info.run_id,
+                artifact_path="probing/probing_results.json",
+                tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+            )
+        ).read_text()
+    )
+    local = json.loads(
+        (
+            versions(root / "data" / "07_model_output" / "probing_results.json")[-1] / "probing_results.json"
+        ).read_text()
+    )
+    assert logged == local  # the artifact is the file the run wrote
+
+    fusion = latest_run("fusion")
+    assert "fusion_models.pkl" in artifacts(fusion, "fusion")  # the checkpoints
+    curve_keys = [k for k in fusion.data.metrics if k.startswith("fusion.musicnn-mtt.multitask.")]
+    loss_key = next(k for k in curve_keys if k.endswith(".loss"))
+    history = client.get_metric_history(fusion.info.run_id, loss_key)
+    report = json.loads(
+        (
+            versions(root / "data" / "08_reporting" / "fusion_report.json")[-1] / "fusion_report.json"
+        ).read_text()
+    )
+    epochs = report["backbones"]["musicnn-mtt"]["methods"]["multitask"]["epochs"]
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(epochs)) and epochs > 1
+
+    evaluation = latest_run("evaluation")
     metrics = evaluation.data.metrics
     assert (
         "mess.musicnn-mtt.uniform_mean.ap" in metrics
         and 0.0 <= metrics["mess.musicnn-mtt.uniform_mean.ap"] <= 1.0
     )
     assert "mess.musicnn-mtt.probing_r2.brightness" in metrics
+    assert artifacts(evaluation, "evaluation") >= {"evaluation_report.md", "evaluation_plot.png"}

@@ -2,11 +2,12 @@
 from the Kedro defaults. For further information, including these default values, see
 https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration"""
 
-# Instantiated project hooks.
-# For example, after creating a hooks.py and defining a ProjectHooks class there, do
-# from mess_kedro.hooks import ProjectHooks
-# Hooks are executed in a Last-In-First-Out (LIFO) order.
-# HOOKS = (ProjectHooks(),)
+from omegaconf.resolvers import oc
+
+from mess_kedro.hooks import ArtifactLoggingHook, RunTagsHook
+
+# Instantiated project hooks. Hooks are executed in a Last-In-First-Out (LIFO) order.
+HOOKS = (RunTagsHook(), ArtifactLoggingHook())
 
 # Installed plugins for which to disable hook auto-registration.
 # kedro-mlflow is on: conf/base/mlflow.yml points it at a local SQLite store
@@ -37,6 +38,9 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # Kedro allows ${oc.env:...} in credentials only; mlflow.yml uses it to take
+    # the tracking server from MLFLOW_TRACKING_URI when that is set.
+    "custom_resolvers": {"oc.env": oc.env},
     # "config_patterns": {
     #     "spark" : ["spark*/"],
     #     "parameters": ["parameters*", "parameters*/**", "**/parameters*"],

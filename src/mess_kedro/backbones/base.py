@@ -37,6 +37,8 @@ class BackboneSpec:
         project never downloads them.
     architecture : dict
         Architecture hyper-parameters used when no checkpoint config is found.
+    encoder : str
+        The kind of network, for reports and run tags (``transformer``, ``cnn-musicnn``).
     """
 
     name: str
@@ -50,6 +52,7 @@ class BackboneSpec:
     default_segment_s: float = 5.0
     fixed_length: bool = False  # True: only full-length segments can be fed (e.g. a dense head)
     tag_names: tuple[str, ...] = ()  # names of the "tags" layer's outputs, for taggers
+    encoder: str = "transformer"
 
     @property
     def n_layers(self) -> int:

@@ -322,6 +322,7 @@ def _musicnn_spec(name: str, checkpoint: str, architecture: str) -> BackboneSpec
         default_segment_s=PATCH_SAMPLES / SAMPLE_RATE,
         fixed_length=True,  # trained on 3 s patches; the VGG's dense head needs exactly 187 frames
         tag_names=MTT_TAGS if checkpoint.startswith("MTT") else MSD_TAGS,
+        encoder=f"cnn-{architecture}",
     )
 
 

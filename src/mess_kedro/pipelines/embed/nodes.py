@@ -127,6 +127,7 @@ def extract_track_embeddings(
         config_id = config.config_id(device)
         runs[name] = {
             "backbone": backbone.spec.name,
+            "encoder": backbone.spec.encoder,
             "label": backbone.label,
             "weights_id": backbone.weights_id,
             "random_init": backbone.random_init,

@@ -23,6 +23,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from mess_kedro.datasets import EmbeddingSet  # noqa: E402
 from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options  # noqa: E402
 from mess_kedro.metrics import clustering_scores, evaluate_queries, paired_bootstrap  # noqa: E402
+from mess_kedro.tracking import metric_key  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -335,15 +336,12 @@ def metrics_for_tracking(
     backbone and aspect, the best layer's probing R².
     """
 
-    def name(*parts: str) -> str:  # MLflow allows letters, digits, _ - . / and spaces
-        return ".".join(str(p).replace(":", "_") for p in parts)
-
     headline = params.get("headline", "ap")
     tracked = {}
     for row in evaluation_metrics[evaluation_metrics["metric"] == headline].itertuples():
-        tracked[name(row.backbone, row.method, headline)] = {"value": float(row.mean), "step": 0}
+        tracked[metric_key(row.backbone, row.method, headline)] = {"value": float(row.mean), "step": 0}
     for backbone, entry in aspect_layer_map["backbones"].items():
         for aspect, info in entry["aspects"].items():
             if info.get("r2") is not None:
-                tracked[name(backbone, "probing_r2", aspect)] = {"value": float(info["r2"]), "step": 0}
+                tracked[metric_key(backbone, "probing_r2", aspect)] = {"value": float(info["r2"]), "step": 0}
     return tracked

@@ -27,6 +27,7 @@ from mess_kedro.fusion import (
     relation_labels,
     teacher_options,
 )
+from mess_kedro.tracking import history_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +172,16 @@ def train_fusion_models(
                 )
         report["backbones"][name] = entry
     return models, report
+
+
+def training_curves(fusion_models: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
+    """Per-epoch training loss and validation score of every learned method,
+    as ``{backbone.method.quantity: [{step, value}, ...]}`` for the tracker.
+    """
+    histories = {
+        f"{backbone}.{method}": state["history"]
+        for backbone, methods in fusion_models.items()
+        for method, state in methods.items()
+        if state.get("history")
+    }
+    return history_metrics(histories)

@@ -1,0 +1,107 @@
+"""Project hooks: tell the active MLflow run what produced its numbers, and log
+the files the catalog marks as artifacts.
+
+kedro-mlflow opens one MLflow run per ``kedro run`` and logs parameters and the
+metrics datasets. Two things are added here:
+
+- tags (backbone, weights id, random-init, encoder type, device, precision), read
+  from ``embed_runs`` or any ``EmbeddingSet`` a node reads or writes, so a stage
+  run alone is tagged too;
+- artifacts: a catalog entry with ``metadata: {mlflow: {artifact_path: probing}}``
+  has the file (or folder) it just saved, in the version this run saved, logged
+  under that path. kedro-mlflow's ``MlflowArtifactDataset`` wrapper is not used:
+  with ``versioned: true`` inside it, Kedro 1.x's catalog refuses the run (the
+  wrapped dataset picks its own save version: ``VersionAlreadyExistsError``).
+
+Nothing happens when no MLflow run is active (tracking disabled for the
+pipeline, or kedro-mlflow not installed).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from kedro.io import AbstractDataset
+from kedro.pipeline import Node
+
+from .tracking import run_tags
+
+logger = logging.getLogger(__name__)
+
+
+def _active_mlflow():
+    """The mlflow module while a run is active, else ``None``."""
+    try:
+        import mlflow
+    except ImportError:
+        return None
+    return mlflow if mlflow.active_run() is not None else None
+
+
+def saved_path(dataset: AbstractDataset) -> Path | None:
+    """Where ``dataset`` last saved: its versioned path when versioned, else its filepath."""
+    filepath = getattr(dataset, "_filepath", None)
+    if filepath is None:
+        return None
+    if getattr(dataset, "_version", None) is not None:
+        return Path(str(dataset._get_versioned_path(dataset.resolve_save_version())))
+    return Path(str(filepath))
+
+
+class RunTagsHook:
+    """Tags the MLflow run with the backbones behind its numbers."""
+
+    @hook_impl
+    def before_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
+        self._tag(inputs)
+
+    @hook_impl
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        self._tag(outputs)
+
+    @staticmethod
+    def _tag(data: dict[str, Any]) -> None:
+        # Imported here: settings.py loads this module for every kedro command.
+        from .datasets import EmbeddingSet
+
+        embed_runs: dict[str, Any] = {}
+        for name, value in data.items():
+            if isinstance(value, EmbeddingSet):
+                embed_runs |= {key: backbone.info for key, backbone in value.backbones.items()}
+            elif name == "embed_runs" and isinstance(value, dict):
+                embed_runs |= value
+        mlflow = _active_mlflow() if embed_runs else None
+        if mlflow is not None:
+            mlflow.set_tags(run_tags(embed_runs))
+
+
+class ArtifactLoggingHook:
+    """Logs what catalog entries marked ``metadata.mlflow.artifact_path`` save."""
+
+    def __init__(self) -> None:
+        self._catalog = None
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:
+        if self._catalog is None:
+            return
+        dataset = self._catalog.get(dataset_name)
+        artifact_path = ((getattr(dataset, "metadata", None) or {}).get("mlflow") or {}).get("artifact_path")
+        mlflow = _active_mlflow() if artifact_path else None
+        if mlflow is None:
+            return
+        path = saved_path(dataset)
+        if path is None or not path.exists():
+            logger.warning("MLflow: nothing to log for %s (no saved file found)", dataset_name)
+            return
+        if path.is_dir():
+            mlflow.log_artifacts(str(path), f"{artifact_path}/{path.name}")
+        else:
+            mlflow.log_artifact(str(path), artifact_path)

@@ -1,0 +1,60 @@
+"""What a run reports to the experiment tracker: metric keys and run tags.
+
+Plain functions, no MLflow import: the pipelines build the numbers, kedro-mlflow's
+datasets log them, and :mod:`mess_kedro.hooks` sets the tags.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+
+def metric_key(*parts: Any) -> str:
+    """``a.b.c`` from parts, with characters MLflow refuses in a key replaced by ``_``.
+
+    MLflow allows letters, digits, ``_ - . /`` and spaces; method names such as
+    ``layer:h3`` carry a colon.
+    """
+    return ".".join(re.sub(r"[^\w\-./ ]", "_", str(part)) for part in parts)
+
+
+def run_tags(embed_runs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Tags that say what produced a run's numbers: per backbone its registry
+    name, weights id, random-init flag, encoder type, device and precision, and
+    one ``random_init`` tag listing the backbones whose weights are random.
+    """
+    tags = {
+        "backbones": ",".join(embed_runs),
+        "random_init": ",".join(name for name, run in embed_runs.items() if run.get("random_init")) or "none",
+    }
+    fields = ("backbone", "weights_id", "random_init", "encoder", "device", "precision")
+    for name, run in embed_runs.items():
+        for field in fields:
+            if run.get(field) is not None:
+                value = run[field]
+                tags[f"backbone.{name}.{field}"] = (
+                    str(value).lower() if isinstance(value, bool) else str(value)
+                )
+    return tags
+
+
+def history_metrics(histories: Mapping[str, list[Mapping[str, float]]]) -> dict[str, list[dict[str, float]]]:
+    """Per-epoch values in kedro-mlflow's metrics-history format.
+
+    ``histories``: ``{prefix: [{"epoch": 0, "loss": 1.2, "val_map": 0.4}, ...]}``;
+    returns ``{prefix.loss: [{"step": 0, "value": 1.2}, ...], ...}``, leaving out
+    values that are missing or NaN (an epoch with no validation score).
+    """
+    metrics: dict[str, list[dict[str, float]]] = {}
+    for prefix, history in histories.items():
+        for row in history:
+            for quantity, value in row.items():
+                if quantity == "epoch" or value is None or not math.isfinite(float(value)):
+                    continue
+                metrics.setdefault(metric_key(prefix, quantity), []).append(
+                    {"step": int(row["epoch"]), "value": float(value)}
+                )
+    return metrics

@@ -1,0 +1,74 @@
+"""What runs report to MLflow: metric keys, run tags, per-epoch curves, artifact paths."""
+
+import math
+
+from kedro.io import Version
+from kedro_datasets.json import JSONDataset
+
+from mess_kedro.hooks import saved_path
+from mess_kedro.pipelines.fusion.nodes import training_curves
+from mess_kedro.tracking import history_metrics, metric_key, run_tags
+
+
+def test_metric_key_replaces_what_mlflow_refuses():
+    assert metric_key("musicnn-mtt", "layer:max_pool", "ap") == "musicnn-mtt.layer_max_pool.ap"
+    assert metric_key("a b", "x/y", 3) == "a b.x/y.3"
+
+
+def test_run_tags_name_random_init_backbones():
+    runs = {
+        "mert-v1-95m": {
+            "backbone": "mert-v1-95m",
+            "weights_id": "random-init-s0",
+            "random_init": True,
+            "encoder": "transformer",
+            "device": "cpu",
+            "precision": "bf16",
+        },
+        "musicnn-mtt": {"backbone": "musicnn-mtt", "weights_id": "MTT_musicnn-041f", "random_init": False},
+    }
+    tags = run_tags(runs)
+    assert tags["backbones"] == "mert-v1-95m,musicnn-mtt"
+    assert tags["random_init"] == "mert-v1-95m"
+    assert tags["backbone.mert-v1-95m.random_init"] == "true"
+    assert tags["backbone.musicnn-mtt.random_init"] == "false"
+    assert tags["backbone.mert-v1-95m.encoder"] == "transformer"
+    assert "backbone.musicnn-mtt.encoder" not in tags  # not known: not invented
+    assert run_tags({"m": {"random_init": False}})["random_init"] == "none"
+
+
+def test_history_metrics_steps_by_epoch_and_drops_missing_values():
+    history = [
+        {"epoch": 0, "loss": 1.5, "val_map": math.nan},
+        {"epoch": 1, "loss": 1.0, "val_map": 0.4},
+        {"epoch": 2, "loss": 0.7, "val_map": None},
+    ]
+    metrics = history_metrics({"mert.lfn": history})
+    assert metrics["mert.lfn.loss"] == [
+        {"step": 0, "value": 1.5},
+        {"step": 1, "value": 1.0},
+        {"step": 2, "value": 0.7},
+    ]
+    assert metrics["mert.lfn.val_map"] == [{"step": 1, "value": 0.4}]
+
+
+def test_training_curves_cover_learned_methods_only():
+    models = {
+        "b": {
+            "uniform_mean": {"class": "UniformMean", "params": {}},
+            "lfn": {"history": [{"epoch": 0, "loss": 2.0, "val_map": 0.1}]},
+        }
+    }
+    assert set(training_curves(models)) == {"b.lfn.loss", "b.lfn.val_map"}
+
+
+def test_saved_path_is_the_version_just_saved(tmp_path):
+    dataset = JSONDataset(
+        filepath=str(tmp_path / "r.json"), version=Version(None, "2026-01-01T00.00.00.000Z")
+    )
+    dataset.save({"a": 1})
+    path = saved_path(dataset)
+    assert path == tmp_path / "r.json" / "2026-01-01T00.00.00.000Z" / "r.json" and path.is_file()
+    plain = JSONDataset(filepath=str(tmp_path / "p.json"))
+    assert saved_path(plain) == tmp_path / "p.json"
+    assert saved_path(object()) is None  # anything without a filepath
