@@ -96,6 +96,19 @@ def mert_checkpoint(folder, fmt="bin", mutate=None, config_overrides=None):
     return state
 
 
+def test_random_init_twin_ignores_weights_that_exist(tmp_path):
+    mert_checkpoint(tmp_path / "ckpt", "safetensors")
+    real = load_backbone("mert-tiny", {"weights_path": str(tmp_path / "ckpt"), "seed": 5})
+    twin = load_backbone(
+        "mert-tiny", {"weights_path": str(tmp_path / "ckpt"), "seed": 5, "random_init": True}
+    )
+    assert not real.random_init and twin.random_init and twin.weights_id == "random-init-s5"
+    same_seed = load_backbone("mert-tiny", {"seed": 5}).model.state_dict()
+    assert all(torch.equal(v, same_seed[k]) for k, v in twin.model.state_dict().items())
+    key = "encoder.layers.0.attention.q_proj.weight"
+    assert not torch.equal(real.model.state_dict()[key], twin.model.state_dict()[key])
+
+
 @pytest.mark.parametrize("fmt", ["bin", "safetensors"])
 def test_hub_layout_loads_every_weight(tmp_path, fmt):
     state = mert_checkpoint(tmp_path / "ckpt", fmt)

@@ -30,8 +30,9 @@ def load_backbone(name: str, options: dict[str, Any] | None = None) -> Backbone:
     """Build backbone ``name``.
 
     ``options``: ``backbone`` (registry name, when ``name`` is only a label for
-    the run), ``seed``, ``random_init`` (musicnn: its untrained twin), and for
-    MERT ``weights_path``, ``trust_remote_code``, ``allow_random_init``.
+    the run), ``seed``, ``random_init`` (the architecture with seeded random
+    weights: the control twin), and for MERT ``weights_path``,
+    ``trust_remote_code``, ``allow_random_init``.
     """
     options = options or {}
     spec = get_spec(options.get("backbone") or name)
@@ -46,5 +47,6 @@ def load_backbone(name: str, options: dict[str, Any] | None = None) -> Backbone:
             seed=int(options.get("seed", 0)),
             trust_remote_code=bool(options.get("trust_remote_code", False)),
             allow_random_init=bool(options.get("allow_random_init", True)),
+            random_init=bool(options.get("random_init", False)),
         )
     raise KeyError(f"no loader for backbone family '{spec.family}'")

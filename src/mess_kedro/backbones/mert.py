@@ -203,11 +203,26 @@ def _file_digest(path: Path) -> str:
 def load_mert(
     spec: BackboneSpec,
     weights_path: str | None = None,
+    *,
     seed: int = 0,
     trust_remote_code: bool = False,
     allow_random_init: bool = True,
+    random_init: bool = False,
 ) -> Backbone:
-    """Build ``spec``'s model with real weights if they can be found, else seeded random ones."""
+    """Build ``spec``'s model with real weights if they can be found, else seeded random ones.
+
+    ``random_init=True`` skips the search: the seeded random-weight twin used as a
+    control beside the real model.
+    """
+    if random_init:
+        logger.info("%s: random-init twin (seed %d), a control, not MERT", spec.name, seed)
+        torch.manual_seed(seed)
+        return Backbone(
+            spec,
+            HubertModel(HubertConfig(**spec.architecture)),
+            weights_id=f"random-init-s{seed}",
+            random_init=True,
+        )
     folder, looked = find_weights_dir(spec.hub_repo, weights_path)
     if folder is None:
         if weights_path or not allow_random_init:
