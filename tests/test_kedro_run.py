@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -339,3 +340,60 @@ def test_runs_are_tracked_in_the_local_mlflow_store(project):
     )
     assert "mess.musicnn-mtt.probing_r2.brightness" in metrics
     assert artifacts(evaluation, "evaluation") >= {"evaluation_report.md", "evaluation_plot.png"}
+
+
+NOTEBOOKS = ("exploration.ipynb", "results.ipynb")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_notebooks_are_saved_without_outputs():
+    import nbformat
+
+    for name in NOTEBOOKS:
+        notebook = nbformat.read(PROJECT_ROOT / "notebooks" / name, as_version=4)
+        code = [c for c in notebook.cells if c.cell_type == "code"]
+        assert code and all(not c.outputs and c.execution_count is None for c in code), name
+
+
+@pytest.mark.slow
+def test_notebooks_run_against_the_tiny_run(project):
+    """Both notebooks execute top to bottom on what the earlier tests' run left in the catalog."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    root, _ = project
+    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks", dirs_exist_ok=True)
+    outputs = {}
+    for name in NOTEBOOKS:
+        notebook = nbformat.read(root / "notebooks" / name, as_version=4)
+        # Raises CellExecutionError, naming the cell, if any cell fails.
+        NotebookClient(
+            notebook,
+            timeout=300,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(root / "notebooks")}},
+        ).execute()
+        # kedro's IPython extension highlights reprs with rich: compare the plain text.
+        outputs[name] = ANSI.sub(
+            "",
+            "\n".join(
+                output.get("text", "") + output.get("data", {}).get("text/plain", "")
+                for cell in notebook.cells
+                if cell.cell_type == "code"
+                for output in cell.outputs
+            ),
+        )
+        images = [
+            o
+            for c in notebook.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+            if "image/png" in o.get("data", {})
+        ]
+        assert images, f"{name} drew no figure"
+    exploration = outputs["exploration.ipynb"]
+    assert "9 tracks, 3 pieces, 3 performers" in exploration
+    assert "mert-tiny (random-init)" in exploration  # the label reaches the notebook
+    assert "backbone: musicnn-mtt;" in exploration and "score" in exploration  # the aspect query ran
+    results = outputs["results.ipynb"]
+    assert "headline metric: ap" in results and "uniform_mean" in results

@@ -12,18 +12,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
-
-from mess_kedro.datasets import EmbeddingSet  # noqa: E402
-from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options  # noqa: E402
-from mess_kedro.metrics import clustering_scores, evaluate_queries, paired_bootstrap  # noqa: E402
-from mess_kedro.tracking import metric_key  # noqa: E402
+from mess_kedro.datasets import EmbeddingSet
+from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options
+from mess_kedro.metrics import clustering_scores, evaluate_queries, paired_bootstrap
+from mess_kedro.tracking import metric_key
 
 logger = logging.getLogger(__name__)
 

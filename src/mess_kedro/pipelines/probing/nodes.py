@@ -14,16 +14,13 @@ import logging
 import time
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # headless: figures are written, never shown
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from mess_kedro.datasets import EmbeddingSet  # noqa: E402
-from mess_kedro.probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe, summarise_folds  # noqa: E402
-from mess_kedro.targets import TARGETS  # noqa: E402
+from mess_kedro.datasets import EmbeddingSet
+from mess_kedro.probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe, summarise_folds
+from mess_kedro.targets import TARGETS
 
 logger = logging.getLogger(__name__)
 
