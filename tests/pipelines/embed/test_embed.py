@@ -204,3 +204,13 @@ def test_an_empty_cache_loads_as_empty(tmp_path):
     assert stores(tmp_path)().load() == {}
     with pytest.raises(Exception, match="No partitions"):
         PartitionedDataset(path=str(tmp_path / "nothing"), dataset="pickle.PickleDataset").load()
+
+
+def test_progress_bar_starts_with_the_first_track_computed(corpus, capsys):
+    """Planning shows no bar; the bar (and its audio-s/s clock) starts with the first compute."""
+    audio, manifest = corpus
+    loaders = {k: (lambda s=s: s) for k, s in audio.items()}
+    outputs, _, _ = extract_track_embeddings(loaders, manifest, {}, PARAMS)
+    assert "embed mert-tiny" not in capsys.readouterr().err
+    next(iter(outputs.values()))()
+    assert "embed mert-tiny" in capsys.readouterr().err

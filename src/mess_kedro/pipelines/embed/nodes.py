@@ -46,11 +46,21 @@ class _Progress:
     """One bar over the tracks being embedded, with audio-seconds per second."""
 
     def __init__(self, total: int, label: str) -> None:
-        self.bar = tqdm(total=total, desc=f"embed {label}", unit="track", disable=total == 0)
+        self.total, self.label = total, label
+        self.bar: tqdm | None = None
         self.audio_s = 0.0
-        self.started = time.perf_counter()
+        self.started = 0.0
+
+    def begin(self) -> None:
+        # Partitions are computed after the node returns, one backbone after another:
+        # start the bar and its clock with this backbone's first track, so the rate
+        # is this backbone's own, not diluted by the others' turns.
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, desc=f"embed {self.label}", unit="track")
+            self.started = time.perf_counter()
 
     def advance(self, seconds: float) -> None:
+        self.begin()
         self.audio_s += seconds
         elapsed = time.perf_counter() - self.started
         self.bar.set_postfix_str(f"{self.audio_s / max(elapsed, 1e-9):.1f} audio-s/s")
@@ -73,6 +83,7 @@ def _embed_lazily(
     progress: _Progress,
 ) -> Callable[[], dict[str, np.ndarray]]:
     def compute() -> dict[str, np.ndarray]:
+        progress.begin()
         signal, _ = prepare_audio(load_audio(), backbone.spec.sample_rate)
         result = embed_track(backbone, signal.samples, config, device).to_arrays()
         progress.advance(signal.duration_s)
