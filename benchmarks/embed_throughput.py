@@ -9,7 +9,10 @@ For each precision it times, in one process and on the same audio,
    (normalised segments already in memory), and
 2. the pipeline: extract_track_embeddings + saving through the partitioned
    cache (FLAC decode, checks, segmenting, forward, pooling, atomic .npz write),
-then prints audio-seconds per second for both, their ratio, and the peak RSS.
+then prints audio-seconds per second for both, their ratio, and the peak RSS. The
+pipeline's time includes building the backbone (the node loads its own, about a
+second): on a GPU, use enough audio (``--tracks 128 --seconds 60``) that this
+fixed cost does not hide the per-track rate.
 Target: pipeline >= 0.9 x raw.
 """
 

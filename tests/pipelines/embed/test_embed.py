@@ -214,3 +214,36 @@ def test_progress_bar_starts_with_the_first_track_computed(corpus, capsys):
     assert "embed mert-tiny" not in capsys.readouterr().err
     next(iter(outputs.values()))()
     assert "embed mert-tiny" in capsys.readouterr().err
+
+
+def test_prefetcher_decodes_each_track_once_ahead_of_use_and_tolerates_any_order():
+    calls = []
+
+    def loader(key):
+        def load():
+            calls.append(key)
+            return noise(1.0, seed=int(key[1:]), sr=SR)
+
+        return load
+
+    keys = [f"k{i}" for i in range(6)]
+    prefetcher = embed_nodes._AudioPrefetcher({k: loader(k) for k in reversed(keys)}, SR, depth=2)
+    first = prefetcher.get("k0")
+    np.testing.assert_array_equal(first.samples, noise(1.0, seed=0).samples)
+    for key in keys[1:4]:
+        assert prefetcher.get(key).samples[0] == noise(1.0, seed=int(key[1:])).samples[0]
+        assert len(prefetcher._pending) <= 2  # never more than `depth` tracks held ahead
+    prefetcher.get("k5")  # out of order: still the right track
+    prefetcher.get("k4")
+    assert sorted(calls) == keys and len(calls) == len(set(calls))  # every track decoded once
+    assert prefetcher._pool is None  # the last key shut the thread down
+
+
+def test_planning_checks_each_track_once_per_minimum_length(corpus):
+    audio, manifest = corpus
+    loads = []
+    loaders = {k: (lambda k=k, s=s: loads.append(k) or s) for k, s in audio.items()}
+    params = PARAMS | {"backbones": {"mert-tiny": {"seed": 0}, "mert-tiny-twin": {"backbone": "mert-tiny"}}}
+    outputs, rejects, _ = extract_track_embeddings(loaders, manifest, {}, params)
+    assert len(loads) == len(audio)  # the twin reuses the checks
+    assert len(outputs) == 2 * 4 and len(rejects) == 2 * 3

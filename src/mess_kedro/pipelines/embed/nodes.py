@@ -10,8 +10,10 @@ the current tracks into one versioned embedding set.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -69,14 +71,62 @@ class _Progress:
             self.bar.close()
 
 
+def _planning_problem(
+    load_audio: Callable[[], AudioSignal] | None, minimum_s: float, silence_dbfs: float
+) -> str | None:
+    if load_audio is None:
+        return "no prepared audio"
+    return _audio_problem(load_audio(), minimum_s, silence_dbfs)
+
+
 def _audio_problem(signal: AudioSignal, minimum_s: float, silence_dbfs: float) -> str | None:
     """Why a prepared track cannot be embedded (ingest's checks, with one segment as minimum)."""
     checks = AudioChecks(min_duration_s=minimum_s, min_sample_rate=1, silence_threshold_dbfs=silence_dbfs)
     return inspect_audio(signal, checks)
 
 
+class _AudioPrefetcher:
+    """Decodes (and resamples) the next tracks on a background thread while the
+    current one is embedded, so a GPU is not kept waiting on the CPU.
+
+    The catalog saves lazy partitions in sorted key order; ``order`` is that
+    order. At most ``depth`` decoded tracks wait in memory; a key asked for out
+    of order is simply decoded on the spot.
+    """
+
+    def __init__(
+        self, loaders: dict[str, Callable[[], AudioSignal]], sample_rate: int, depth: int = 2
+    ) -> None:
+        self._loaders, self._sample_rate, self._depth = loaders, sample_rate, depth
+        self._order = sorted(loaders)
+        self._position = {key: i for i, key in enumerate(self._order)}
+        self._pending: dict[str, Future] = {}
+        self._done: set[str] = set()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _prepare(self, key: str) -> AudioSignal:
+        return prepare_audio(self._loaders[key](), self._sample_rate)[0]
+
+    def get(self, key: str) -> AudioSignal:
+        self._done.add(key)
+        future = self._pending.pop(key, None)
+        upcoming = [k for k in self._order[self._position[key] + 1 :] if k not in self._done]
+        for next_key in upcoming[: self._depth]:
+            if next_key not in self._pending and len(self._pending) < self._depth:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-prefetch")
+                self._pending[next_key] = self._pool.submit(self._prepare, next_key)
+        signal = future.result() if future is not None else self._prepare(key)
+        if len(self._done) == len(self._order) and self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        return signal
+
+
 def _embed_lazily(
-    load_audio: Callable[[], AudioSignal],
+    key: str,
+    prefetcher: _AudioPrefetcher,
+    *,
     backbone: Backbone,
     config: EmbeddingConfig,
     device: torch.device,
@@ -84,7 +134,7 @@ def _embed_lazily(
 ) -> Callable[[], dict[str, np.ndarray]]:
     def compute() -> dict[str, np.ndarray]:
         progress.begin()
-        signal, _ = prepare_audio(load_audio(), backbone.spec.sample_rate)
+        signal = prefetcher.get(key)
         result = embed_track(backbone, signal.samples, config, device).to_arrays()
         progress.advance(signal.duration_s)
         return result
@@ -121,6 +171,7 @@ def extract_track_embeddings(
         torch.set_num_threads(int(params["num_threads"]))
     silence = float(params.get("silence_threshold_dbfs", -60.0))
     cached = set(embedded_tracks)
+    checked: dict[tuple[str, float], str | None] = {}  # (track, minimum length) -> problem
     outputs: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
     rejects, runs = [], {}
     track_ids = sorted(track_manifest["track_id"])
@@ -156,17 +207,20 @@ def extract_track_embeddings(
         missing = [
             t for t in track_ids if partition_key(name, backbone.weights_id, config_id, t) not in cached
         ]
+        minimum = minimum_segment_s(backbone, config)
+        unchecked = [t for t in missing if (t, minimum) not in checked]
+        # Decoding every missing track to check it is I/O and CPU work: spread it over
+        # threads, and only once per minimum length (a random-init twin shares its checks).
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            found = pool.map(lambda t: _planning_problem(prepared_audio.get(t), minimum, silence), unchecked)
+            checked.update(zip([(t, minimum) for t in unchecked], found, strict=True))
         plan = {}
         for track_id in missing:
-            load_audio = prepared_audio.get(track_id)
-            if load_audio is None:
-                rejects.append({"backbone": name, "track_id": track_id, "reason": "no prepared audio"})
-                continue
-            problem = _audio_problem(load_audio(), minimum_segment_s(backbone, config), silence)
+            problem = checked[(track_id, minimum)]
             if problem:
                 rejects.append({"backbone": name, "track_id": track_id, "reason": problem})
                 continue
-            plan[track_id] = load_audio
+            plan[track_id] = prepared_audio[track_id]
         logger.info(
             "embed %s [%s, %s on %s]: %d tracks cached, %d to compute, %d rejected",
             backbone.label,
@@ -178,9 +232,12 @@ def extract_track_embeddings(
             len(missing) - len(plan),
         )
         progress = _Progress(len(plan), backbone.label)
-        for track_id, load_audio in plan.items():
-            key = partition_key(name, backbone.weights_id, config_id, track_id)
-            outputs[key] = _embed_lazily(load_audio, backbone, config, device, progress)
+        loaders = {partition_key(name, backbone.weights_id, config_id, t): load for t, load in plan.items()}
+        prefetcher = _AudioPrefetcher(loaders, backbone.spec.sample_rate)
+        for key in loaders:
+            outputs[key] = _embed_lazily(
+                key, prefetcher, backbone=backbone, config=config, device=device, progress=progress
+            )
     for reject in rejects:
         logger.warning(
             "Not embedded: %s with %s: %s", reject["track_id"], reject["backbone"], reject["reason"]
