@@ -102,7 +102,11 @@ def test_ingest_runs_offline_mixing_demo_and_user_folder(project):
 
     # A second run adds versions; the first manifest is still there, untouched.
     first_bytes = (manifest_versions[0] / "track_manifest.parquet").read_bytes()
-    kedro_run(root, "ingest")
+    prepared_mtimes = {p.name: p.stat().st_mtime_ns for p in prepared}
+    log = kedro_run(root, "ingest")
+    # ...and prepares nothing again: the prepared audio is reused, not rewritten.
+    assert "9 already prepared, 0 to prepare" in log
+    assert {p.name: p.stat().st_mtime_ns for p in prepared} == prepared_mtimes
     manifest_versions = versions(root / "data" / "03_primary" / "track_manifest.parquet")
     assert len(manifest_versions) == 2
     assert (manifest_versions[0] / "track_manifest.parquet").read_bytes() == first_bytes

@@ -39,7 +39,19 @@ def messy_folder(tmp_path):
 
 
 def run_prepare(collection, **overrides):
-    return prepare_recordings(*NO_DEMO, collection, INGEST | overrides)
+    return prepare_recordings(*NO_DEMO, collection, {}, INGEST | overrides)
+
+
+def test_tracks_prepared_already_are_not_prepared_again(messy_folder):
+    collection = AudioCollectionDataset(kind="folder", path=str(messy_folder)).load()
+    tracks, _, prepared, _ = run_prepare(collection)
+    done = sorted(prepared)[:2]
+    again, rejects, prepared_again, _ = prepare_recordings(
+        *NO_DEMO, collection, {key: None for key in done}, INGEST
+    )
+    assert set(prepared_again) == set(prepared) - set(done)  # only the rest is prepared
+    pd.testing.assert_frame_equal(again, tracks)  # the manifest still lists every track
+    assert len(rejects) > 0
 
 
 def test_every_bad_input_gets_a_reject_line_and_good_files_go_on(messy_folder):
@@ -117,7 +129,7 @@ def test_demo_tracks_flow_through_with_ground_truth(tiny_demo, demo_params):
     loaders = {key: (lambda s=signal: s) for key, signal in audio.items()}
     midi_loaders = {key: (lambda m=m: m) for key, m in midi.items()}
     tracks, rejects, prepared, track_midi = prepare_recordings(
-        loaders, midi_loaders, records, AudioCollection(empty_records()), INGEST
+        loaders, midi_loaders, records, AudioCollection(empty_records()), {}, INGEST
     )
     assert rejects.empty and len(tracks) == 9 and len(track_midi) == 9
     manifest = assign_splits(tracks, project_parameters("ingest")["splits"])

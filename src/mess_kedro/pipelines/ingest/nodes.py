@@ -179,22 +179,27 @@ def _prepared_loader(
     return prepare
 
 
-def prepare_recordings(
+def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     demo_audio: Mapping[str, Callable[[], AudioSignal]],
     demo_midi: Mapping[str, Callable[[], Any]],
     demo_records: pd.DataFrame,
     source_collection: AudioCollection,
+    prepared_already: Mapping[str, Any],
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Callable[[], AudioSignal]], dict[str, Any]]:
     """Inspect every recording, reject the unusable, and prepare the rest.
 
     Each file is decoded once here to check and hash it; the prepared
     (mono, resampled, clip-safe) audio is produced again lazily while the
-    catalog saves it, so memory holds one recording at a time.
+    catalog saves it, so memory holds one recording at a time. Tracks whose
+    prepared audio already exists (same content hash, same folder, i.e. same
+    rate) are not prepared again: a rerun after a crash resumes, and nothing
+    already written is rewritten.
 
     Args:
         demo_audio, demo_midi, demo_records: the demo corpus as saved.
         source_collection: the user's collection (empty by default).
+        prepared_already: what the prepared-audio folder holds (keys only are used).
         params: ``ingest`` parameters: ``sample_rate``, ``peak_limit``,
             ``require_midi``, ``checks`` (min_duration_s, min_sample_rate,
             silence_threshold_dbfs).
@@ -203,7 +208,7 @@ def prepare_recordings(
         tracks: one row per accepted recording, with ``track_id`` (content hash)
             and the measured duration, rate, channels, level, ``has_midi``.
         rejects: one row per unusable file with the reason.
-        prepared_audio: ``{track_id: prepare()}`` for the catalog to save.
+        prepared_audio: ``{track_id: prepare()}`` for the tracks not yet prepared.
         track_midi: ``{track_id: PrettyMIDI}`` for tracks with MIDI.
     """
     checks = AudioChecks(**params.get("checks", {}))
@@ -234,9 +239,10 @@ def prepare_recordings(
                     rejects.append({col: record.get(col) for col in REJECT_COLUMNS[:-1]} | {"reason": reason})
                     continue
                 seen[track_id] = record["source_key"]
-                prepared[track_id] = _prepared_loader(
-                    audio_loaders[record["source_key"]], target_rate, peak_limit
-                )
+                if track_id not in prepared_already:
+                    prepared[track_id] = _prepared_loader(
+                        audio_loaders[record["source_key"]], target_rate, peak_limit
+                    )
                 if midi is not None:
                     track_midi[track_id] = midi
                 tracks.append(
@@ -254,6 +260,12 @@ def prepare_recordings(
                 )
     for reject in rejects:
         logger.warning("Rejected %s (%s): %s", reject["source_key"], reject["dataset"], reject["reason"])
+    logger.info(
+        "ingest: %d tracks accepted, %d already prepared, %d to prepare",
+        len(tracks),
+        len(tracks) - len(prepared),
+        len(prepared),
+    )
     track_table = pd.DataFrame(tracks)
     if track_table.empty:
         raise ValueError(

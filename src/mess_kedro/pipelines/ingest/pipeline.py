@@ -22,7 +22,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=prepare_recordings,
-                inputs=["demo_audio", "demo_midi", "demo_records", "source_collection", "params:ingest"],
+                inputs=[
+                    "demo_audio",
+                    "demo_midi",
+                    "demo_records",
+                    "source_collection",
+                    "prepared_audio_already",
+                    "params:ingest",
+                ],
                 outputs=["ingested_tracks", "ingest_rejects", "prepared_audio", "track_midi"],
                 name="prepare_recordings",
             ),
