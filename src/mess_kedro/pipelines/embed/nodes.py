@@ -62,7 +62,6 @@ class _Progress:
             self.started = time.perf_counter()
 
     def advance(self, seconds: float) -> None:
-        self.begin()
         self.audio_s += seconds
         elapsed = time.perf_counter() - self.started
         self.bar.set_postfix_str(f"{self.audio_s / max(elapsed, 1e-9):.1f} audio-s/s")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from mess_kedro.datasets import EmbeddingSet
@@ -190,7 +190,8 @@ def plot_metrics(metrics: pd.DataFrame, params: dict[str, Any]):
     headline = params.get("headline", "ap")
     data = metrics[metrics["metric"] == headline]
     labels = list(dict.fromkeys(data["label"]))
-    fig, axes = plt.subplots(len(labels), 1, figsize=(10, 3 * max(len(labels), 1)), squeeze=False)
+    fig = Figure(figsize=(10, 3 * max(len(labels), 1)))  # not pyplot: no global state, any thread
+    axes = fig.subplots(len(labels), 1, squeeze=False)
     for ax, label in zip(axes[:, 0], labels, strict=True):
         rows = data[data["label"] == label].sort_values("mean", ascending=False)
         ax.bar(
@@ -227,7 +228,8 @@ def compare_weights_with_probing(
                     "spearman_rho": None if np.isnan(rho) else round(float(rho), 3),
                 }
                 panels.append((entry, method, np.array(info["learned_weights"]), layer_r2, rho))
-    fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(8, 2.6 * max(len(panels), 1)), squeeze=False)
+    fig = Figure(figsize=(8, 2.6 * max(len(panels), 1)))
+    axes = fig.subplots(max(len(panels), 1), 1, squeeze=False)
     for ax, (entry, method, weights, r2, rho) in zip(axes[:, 0], panels, strict=False):
         x = np.arange(len(weights))
         ax.bar(x, weights, color="tab:orange", label="learned weight")

@@ -14,9 +14,9 @@ import logging
 import time
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe, summarise_folds
@@ -228,12 +228,11 @@ def plot_probing_heatmap(probing_results: dict[str, Any]):
     """Layer x target R² heatmaps, one panel per backbone (track level), labels saying random-init."""
     names = list(probing_results["backbones"])
     targets = probing_results["targets"]
-    fig, axes = plt.subplots(
-        len(names),
-        1,
-        figsize=(12, 2.2 + 0.35 * sum(len(probing_results["backbones"][n]["layers"]) for n in names)),
-        squeeze=False,
+    # A bare Figure, not pyplot: no global figure registry, no GUI backend, safe in any thread.
+    fig = Figure(
+        figsize=(12, 2.2 + 0.35 * sum(len(probing_results["backbones"][n]["layers"]) for n in names))
     )
+    axes = fig.subplots(len(names), 1, squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         entry = probing_results["backbones"][name]
         r2 = np.array(entry["levels"]["track"]["r2_mean"], dtype=float)
