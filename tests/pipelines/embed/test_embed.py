@@ -247,3 +247,17 @@ def test_planning_checks_each_track_once_per_minimum_length(corpus):
     outputs, rejects, _ = extract_track_embeddings(loaders, manifest, {}, params)
     assert len(loads) == len(audio)  # the twin reuses the checks
     assert len(outputs) == 2 * 4 and len(rejects) == 2 * 3
+
+
+def test_a_damaged_prepared_file_is_a_reject_not_a_crash(corpus, tmp_path):
+    from mess_kedro.datasets import AudioDataset
+
+    audio, manifest = corpus
+    damaged = tmp_path / "t0.flac"
+    damaged.write_bytes(b"fLaC" + bytes(100))  # what a disk error or an interrupted copy leaves
+    loaders = {k: (lambda s=s: s) for k, s in audio.items()}
+    loaders["t0"] = AudioDataset(filepath=str(damaged)).load  # as the partitioned catalog entry gives it
+    outputs, rejects, _ = extract_track_embeddings(loaders, manifest, {}, PARAMS)
+    reasons = rejects.set_index("track_id")["reason"]
+    assert reasons["t0"].startswith("unreadable prepared audio")
+    assert len(outputs) == 3  # the other good tracks go on

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from kedro.io import DatasetError
 from tqdm.auto import tqdm
 
-from mess_kedro.audio import AudioChecks, AudioSignal, inspect_audio, prepare_audio
+from mess_kedro.audio import AudioChecks, AudioReadError, AudioSignal, inspect_audio, prepare_audio
 from mess_kedro.backbones import Backbone, load_backbone
 from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.embedding import (
@@ -75,7 +76,13 @@ def _planning_problem(
 ) -> str | None:
     if load_audio is None:
         return "no prepared audio"
-    return _audio_problem(load_audio(), minimum_s, silence_dbfs)
+    try:
+        signal = load_audio()
+    except (AudioReadError, DatasetError, OSError, RuntimeError, ValueError) as exc:
+        # A damaged file in the prepared folder is one reject, not the end of the run.
+        cause = exc.__cause__ or exc
+        return f"unreadable prepared audio: {cause}"
+    return _audio_problem(signal, minimum_s, silence_dbfs)
 
 
 def _audio_problem(signal: AudioSignal, minimum_s: float, silence_dbfs: float) -> str | None:
