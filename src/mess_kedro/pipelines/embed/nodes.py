@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -20,7 +19,6 @@ import numpy as np
 import pandas as pd
 import torch
 from kedro.io import DatasetError
-from tqdm.auto import tqdm
 
 from mess_kedro.audio import AudioChecks, AudioReadError, AudioSignal, inspect_audio, prepare_audio
 from mess_kedro.backbones import Backbone, load_backbone
@@ -33,6 +31,7 @@ from mess_kedro.embedding import (
     resolve_precision,
     select_device,
 )
+from mess_kedro.progress import LazyProgress
 
 logger = logging.getLogger(__name__)
 
@@ -43,32 +42,6 @@ INDEX_COLUMNS = ["track_id", "split", "group", "dataset", "composer", "work", "t
 def partition_key(backbone: str, weights_id: str, config_id: str, track_id: str) -> str:
     """Cache key of one track's embeddings: everything that changes the numbers."""
     return f"{backbone}/{weights_id}/{config_id}/{track_id}"
-
-
-class _Progress:
-    """One bar over the tracks being embedded, with audio-seconds per second."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label = total, label
-        self.bar: tqdm | None = None
-        self.audio_s = 0.0
-        self.started = 0.0
-
-    def begin(self) -> None:
-        # Partitions are computed after the node returns, one backbone after another:
-        # start the bar and its clock with this backbone's first track, so the rate
-        # is this backbone's own, not diluted by the others' turns.
-        if self.bar is None:
-            self.bar = tqdm(total=self.total, desc=f"embed {self.label}", unit="track")
-            self.started = time.perf_counter()
-
-    def advance(self, seconds: float) -> None:
-        self.audio_s += seconds
-        elapsed = time.perf_counter() - self.started
-        self.bar.set_postfix_str(f"{self.audio_s / max(elapsed, 1e-9):.1f} audio-s/s")
-        self.bar.update(1)
-        if self.bar.n >= self.bar.total:
-            self.bar.close()
 
 
 def _planning_problem(
@@ -136,7 +109,7 @@ def _embed_lazily(
     backbone: Backbone,
     config: EmbeddingConfig,
     device: torch.device,
-    progress: _Progress,
+    progress: LazyProgress,
 ) -> Callable[[], dict[str, np.ndarray]]:
     def compute() -> dict[str, np.ndarray]:
         progress.begin()
@@ -237,7 +210,7 @@ def extract_track_embeddings(
             len(plan),
             len(missing) - len(plan),
         )
-        progress = _Progress(len(plan), backbone.label)
+        progress = LazyProgress(len(plan), f"embed {backbone.label}")
         loaders = {partition_key(name, backbone.weights_id, config_id, t): load for t, load in plan.items()}
         prefetcher = _AudioPrefetcher(loaders, backbone.spec.sample_rate)
         for key in loaders:

@@ -29,6 +29,7 @@ from mess_kedro.audio import (
 from mess_kedro.demo.performers import perform_excerpt, realised_expression, sample_performers
 from mess_kedro.demo.scores import load_excerpt
 from mess_kedro.demo.synth import apply_brightness, render_midi
+from mess_kedro.progress import LazyProgress
 from mess_kedro.sources import RECORD_COLUMNS, AudioCollection, empty_records
 from mess_kedro.splits import assign_group_splits, composition_group
 
@@ -129,6 +130,8 @@ def render_demo_corpus(
         len(performers),
         len(records),
     )
+    progress = LazyProgress(len(audio), "demo: rendering")
+    audio = {key: progress.wrap(render) for key, render in audio.items()}
     return audio, midi_files, pd.DataFrame(records, columns=RECORD_COLUMNS), pd.DataFrame(truth)
 
 
@@ -260,6 +263,8 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
                 )
     for reject in rejects:
         logger.warning("Rejected %s (%s): %s", reject["source_key"], reject["dataset"], reject["reason"])
+    progress = LazyProgress(len(prepared), f"ingest: preparing {target_rate} Hz audio")
+    prepared = {track_id: progress.wrap(prepare) for track_id, prepare in prepared.items()}
     logger.info(
         "ingest: %d tracks accepted, %d already prepared, %d to prepare",
         len(tracks),
