@@ -200,6 +200,13 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def _random_init_backbone(spec: BackboneSpec, seed: int) -> Backbone:
+    """``spec``'s architecture with seeded random weights, labelled as such."""
+    torch.manual_seed(seed)
+    model = HubertModel(HubertConfig(**spec.architecture))
+    return Backbone(spec, model, weights_id=f"random-init-s{seed}", random_init=True)
+
+
 def load_mert(
     spec: BackboneSpec,
     weights_path: str | None = None,
@@ -216,13 +223,7 @@ def load_mert(
     """
     if random_init:
         logger.info("%s: random-init twin (seed %d), a control, not MERT", spec.name, seed)
-        torch.manual_seed(seed)
-        return Backbone(
-            spec,
-            HubertModel(HubertConfig(**spec.architecture)),
-            weights_id=f"random-init-s{seed}",
-            random_init=True,
-        )
+        return _random_init_backbone(spec, seed)
     folder, looked = find_weights_dir(spec.hub_repo, weights_path)
     if folder is None:
         if weights_path or not allow_random_init:
@@ -240,9 +241,7 @@ def load_mert(
             spec.name,
             " or ".join(WEIGHT_FILES),
         )
-        torch.manual_seed(seed)
-        model = HubertModel(HubertConfig(**spec.architecture))
-        return Backbone(spec, model, weights_id=f"random-init-s{seed}", random_init=True)
+        return _random_init_backbone(spec, seed)
 
     weights_file = next(folder / f for f in WEIGHT_FILES if (folder / f).is_file())
     weights_id = f"sha256-{_file_digest(weights_file)}"
