@@ -34,21 +34,18 @@ MODELS = ("MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg")
 
 
 def make_clips(out: str) -> None:
-    from dataclasses import replace
-
     import librosa
 
-    from mess_kedro.demo.performers import perform_excerpt, sample_performers
+    from mess_kedro.demo.performers import RenditionSettings, perform_excerpt
     from mess_kedro.demo.scores import load_excerpt
     from mess_kedro.demo.synth import render_midi
 
-    ranges = {
-        "tempo_factor": [1.0, 1.0], "rubato_depth": [0.0, 0.0], "velocity_mean": [80, 80],
-        "dynamic_range": [0, 0], "velocity_jitter": [0, 0], "articulation": [0.9, 0.9],
-        "onset_jitter_ms": [0, 0], "brightness": [0, 0], "rubato_phrase_beats": [8],
-        "rubato_shapes": ["arch"], "dynamic_shapes": ["flat"], "programs": [0],
-    }  # fmt: skip
-    performer = replace(sample_performers(1, 0, ranges)[0], program=0)
+    # A plain rendition: steady tempo, one level, no noise, a grand piano.
+    performer = RenditionSettings(
+        performer_id="reference", tempo_factor=1.0, rubato_depth=0.0, rubato_shape="arch",
+        rubato_phrase_beats=8, velocity_mean=80, dynamic_range=0, dynamic_shape="flat",
+        velocity_jitter=0, articulation=0.9, onset_jitter_ms=0, program=0, brightness=0,
+    )  # fmt: skip
     excerpt = load_excerpt(
         "bach/bwv66.6", composer="J. S. Bach", title="BWV 66.6", reference_qpm=80, excerpt_seconds=7
     )

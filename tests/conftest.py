@@ -21,14 +21,30 @@ def project_parameters(name: str) -> dict:
         return yaml.safe_load(f)
 
 
-def tiny_demo_params(seed: int = 11) -> dict:
-    """The project's demo settings cut to 3 short pieces x 3 performers."""
+TINY_PIECES = (
+    "bach-bwv66.6",
+    "bach-bwv269",
+    "corelli-op3no1-grave",
+    "bach-bwv348",
+    "bach-bwv1.6",
+    "mozart-k80-1",
+)
+
+
+def tiny_demo_params(seed: int = 11, pieces: int = 3, performers: int = 3) -> dict:
+    """The project's demo settings cut to a few short pieces x a few performers.
+
+    Too small for the independence thresholds (nine renditions cannot hold nine
+    uncorrelated factors), so the check is off here; tests of the check use
+    the real design.
+    """
     params = copy.deepcopy(project_parameters("ingest")["demo_corpus"])
     by_id = {piece["id"]: piece for piece in params["pieces"]}
-    params["pieces"] = [by_id["bach-bwv66.6"], by_id["bach-bwv269"], by_id["corelli-op3no1-grave"]]
+    params["pieces"] = [by_id[name] for name in TINY_PIECES[:pieces]]
     params["excerpt_seconds"] = 4
     params["seed"] = seed
-    params["performers"]["count"] = 3
+    params["performers"]["count"] = performers
+    params["independence"] = None
     params["synth"]["sample_rate"] = 22050
     return params
 
@@ -53,11 +69,12 @@ def demo_params() -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_demo(demo_params):
-    """``render_demo_corpus`` output with the audio rendered: (audio, midi, records, settings)."""
+    """``render_demo_corpus`` output with the audio rendered: (audio, midi, records, settings, notes),
+    audio and MIDI keyed by render key."""
     from mess_kedro.pipelines.ingest.nodes import render_demo_corpus
 
-    audio, midi, records, settings = render_demo_corpus(demo_params)
-    return {key: render() for key, render in audio.items()}, midi, records, settings
+    audio, midi, records, settings, notes = render_demo_corpus(demo_params, {}, {})
+    return {key: render() for key, render in audio.items()}, midi, records, settings, notes
 
 
 def tone(

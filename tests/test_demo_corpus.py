@@ -1,22 +1,25 @@
-"""The demo corpus: deterministic, real synthesis, and ground truth that means what it says."""
+"""The demo corpus: deterministic, real synthesis, a render cache, and ground truth that means what it says."""
 
 from dataclasses import replace
 
 import librosa
 import numpy as np
 import pandas as pd
+import pretty_midi
 import pytest
 
+from mess_kedro.audio import content_hash
+from mess_kedro.datasets import AudioDataset, OptionalPartitionedDataset
 from mess_kedro.demo.performers import (
     DYNAMIC_SHAPES,
+    RenditionSettings,
     dynamic_curve,
     perform_excerpt,
     rubato_curve,
-    sample_performers,
     score_time_map,
 )
 from mess_kedro.demo.scores import load_excerpt
-from mess_kedro.demo.synth import apply_brightness, render_midi
+from mess_kedro.demo.synth import apply_brightness, apply_room, instrument_gain, render_midi, render_rendition
 from mess_kedro.pipelines.ingest.nodes import render_demo_corpus
 from tests.conftest import tiny_demo_params
 
@@ -31,26 +34,33 @@ def excerpt():
 
 
 @pytest.fixture(scope="module")
-def plain(demo_params):
-    """A performer with no rubato, noise or dynamics contour: changes are then attributable."""
-    base = sample_performers(1, 0, demo_params["performers"])[0]
-    return replace(
-        base,
+def plain():
+    """A rendition with no rubato, noise, dynamics contour or room: changes are then attributable."""
+    return RenditionSettings(
+        performer_id="p",
         tempo_factor=1.0,
         rubato_depth=0.0,
-        velocity_jitter=0.0,
-        onset_jitter_ms=0.0,
+        rubato_shape="arch",
+        rubato_phrase_beats=4,
+        velocity_mean=70.0,
+        dynamic_range=0.0,
         dynamic_shape="flat",
+        velocity_jitter=0.0,
         articulation=0.9,
+        onset_jitter_ms=0.0,
         program=0,
         brightness=0.0,
-        velocity_mean=70.0,
+        room=0.0,
     )
 
 
 def rendered(excerpt, settings, seed=0):
     midi, notes = perform_excerpt(excerpt, settings, seed)
     return midi, notes, apply_brightness(render_midi(midi, SR), settings.brightness)
+
+
+def level_db(signal) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(np.square(signal.samples, dtype=np.float64)))))
 
 
 def test_excerpt_is_real_music(excerpt):
@@ -61,36 +71,83 @@ def test_excerpt_is_real_music(excerpt):
     assert (notes["onset_ql"] < excerpt.length_ql).all()
 
 
+def test_onset_rate_gives_every_excerpt_the_same_number_of_events():
+    chorale = load_excerpt(
+        "bach/bwv66.6", composer="c", title="t", reference_qpm=80, excerpt_seconds=6, onset_rate=3.0
+    )
+    rag = load_excerpt(
+        "joplin/maple_leaf_rag", composer="c", title="t", reference_qpm=100, excerpt_seconds=6, onset_rate=3.0
+    )
+    for excerpt in (chorale, rag):
+        assert excerpt.notes["onset_ql"].nunique() == 18  # 6 s x 3 onsets per second
+        assert excerpt.length_ql * 60.0 / excerpt.reference_qpm == pytest.approx(6.0)
+    # Quarter-note chords versus sixteenths: the same event rate needs very different tempi.
+    assert chorale.reference_qpm > 2 * rag.reference_qpm
+
+
 def test_demo_corpus_is_deterministic_for_a_seed(tiny_demo, demo_params):
-    audio, midi, records, settings = tiny_demo
-    audio2, midi2, records2, settings2 = render_demo_corpus(demo_params)
+    audio, midi, records, settings, notes = tiny_demo
+    audio2, midi2, records2, settings2, notes2 = render_demo_corpus(demo_params, {}, {})
     assert sorted(audio) == sorted(audio2)
     for key, signal in audio.items():
         np.testing.assert_array_equal(signal.samples, audio2[key]().samples)
     pd.testing.assert_frame_equal(records, records2)
     pd.testing.assert_frame_equal(settings, settings2)
-    _, _, _, other = render_demo_corpus(tiny_demo_params(seed=12))
+    pd.testing.assert_frame_equal(notes, notes2)
+    _, _, _, other, _ = render_demo_corpus(tiny_demo_params(seed=12), {}, {})
     assert not np.allclose(other["tempo_factor"], settings["tempo_factor"])
 
 
-def test_every_track_has_ground_truth_and_performers_differ(tiny_demo, demo_params):
-    audio, midi, records, settings = tiny_demo
-    assert len(records) == 9 and set(records["source_key"]) == set(settings["source_key"]) == set(audio)
-    assert set(midi) == set(audio)
-    per_performer = settings.groupby("performer_id").first()
-    for column in ("tempo_factor", "velocity_mean", "articulation", "brightness", "rubato_depth"):
-        assert per_performer[column].nunique() == 3, column
-    low, high = demo_params["performers"]["tempo_factor"]
+def test_every_rendition_has_ground_truth_and_its_own_settings(tiny_demo, demo_params):
+    audio, midi, records, settings, notes = tiny_demo
+    assert len(records) == 9 and set(records["source_key"]) == set(settings["source_key"])
+    assert set(records["audio_key"]) == set(audio) == set(midi) == set(settings["render_key"])
+    assert set(notes["source_key"]) == set(settings["source_key"])
+    # Every performer plays every piece once; every rendition draws its own factors.
+    assert settings.groupby(["piece_id", "performer_id"]).size().eq(1).all()
+    for column in ("tempo_factor", "velocity_mean", "articulation", "brightness", "room"):
+        assert settings[column].nunique() == 9, column
+    low, high = demo_params["factors"]["tempo_factor"]["range"]
     assert settings["tempo_factor"].between(low, high).all()
+    assert (settings["instrument"] == settings["program"].map(pretty_midi.program_to_instrument_name)).all()
 
 
-def test_faster_performers_play_shorter_tracks(tiny_demo):
-    audio, _, _, settings = tiny_demo
-    settings = settings.assign(seconds=settings["source_key"].map(lambda k: audio[k].duration_s))
+def test_faster_renditions_play_shorter_tracks(tiny_demo):
+    audio, _, _, settings, _ = tiny_demo
+    settings = settings.assign(seconds=settings["render_key"].map(lambda k: audio[k].duration_s))
     for _, piece in settings.groupby("piece_id"):
         assert piece["tempo_factor"].corr(piece["seconds"], method="spearman") == pytest.approx(-1.0)
     # The tempo a listener would measure follows the set tempo.
     assert np.corrcoef(settings["tempo_qpm"], settings["realised_qpm"])[0, 1] > 0.95
+
+
+def test_render_cache_renders_nothing_twice_and_keeps_files_identical(tmp_path, demo_params):
+    store = OptionalPartitionedDataset(
+        path=str(tmp_path / "renders"), dataset=AudioDataset, filename_suffix=".flac"
+    )
+    audio, midi, records, _, _ = render_demo_corpus(demo_params, {}, {})
+    store.save(audio)
+    files = sorted((tmp_path / "renders").glob("*.flac"))
+    before = {f.name: f.read_bytes() for f in files}
+    assert len(files) == 9
+    again, again_midi, records_again, _, _ = render_demo_corpus(
+        demo_params, store.load(), {key: None for key in midi}
+    )
+    assert again == {} and again_midi == {}  # nothing to render, nothing to write
+    pd.testing.assert_frame_equal(records, records_again)  # the corpus still lists every rendition
+    store.save(again)
+    assert {f.name: f.read_bytes() for f in sorted((tmp_path / "renders").glob("*.flac"))} == before
+    # The same settings render the same content (the file is 16-bit: compare the quantised content).
+    key = records["audio_key"].iloc[0]
+    fresh, *_ = render_demo_corpus(demo_params, {}, {})
+    assert content_hash(fresh[key]()) == content_hash(store.load()[key]())
+    # A changed setting is a new file; the old ones stay.
+    louder = demo_params | {"factors": demo_params["factors"] | {"velocity_mean": [90, 110]}}
+    changed, *_ = render_demo_corpus(louder, store.load(), {})
+    old_keys = {f.stem for f in files}
+    assert len(changed) == 9 and not set(changed) & old_keys
+    store.save(changed)
+    assert old_keys < {f.stem for f in (tmp_path / "renders").glob("*.flac")}
 
 
 def test_tempo_factor_scales_duration(excerpt, plain):
@@ -163,12 +220,42 @@ def test_time_map_without_rubato_is_linear(plain):
     np.testing.assert_allclose(seconds, grid * 0.5, atol=1e-9)
 
 
-def test_performer_sampling_spans_ranges_and_uses_every_choice(demo_params):
-    performers = sample_performers(5, 3, demo_params["performers"])
-    tempos = sorted(p.tempo_factor for p in performers)
-    low, high = demo_params["performers"]["tempo_factor"]
-    width = (high - low) / 5
-    for i, value in enumerate(tempos):  # one per stratum
-        assert low + i * width <= value <= low + (i + 1) * width
-    assert {p.program for p in performers} == set(demo_params["performers"]["programs"])
-    assert sample_performers(5, 3, demo_params["performers"]) == performers
+def test_room_adds_a_reverberant_tail_without_changing_the_level_much(excerpt, plain):
+    midi, _, _ = rendered(excerpt, replace(plain, articulation=0.4))
+    dry = render_rendition(midi, program=0, brightness=0.0, room=0.0, sample_rate=SR)
+    hall = render_rendition(midi, program=0, brightness=0.0, room=1.0, sample_rate=SR)
+    assert apply_room(dry, 0.0) is dry  # room 0 is the dry signal itself
+    envelope = lambda s: librosa.feature.rms(y=s.samples)[0]  # noqa: E731
+    # Staccato notes leave gaps; reverb fills them: the quietest frames rise by far more than the level.
+    floor_gain = 20 * np.log10(np.percentile(envelope(hall), 10) / np.percentile(envelope(dry), 10))
+    assert floor_gain > 10.0
+    assert abs(level_db(hall) - level_db(dry)) < 3.0
+
+
+def test_instrument_gain_levels_instruments_at_the_same_velocity(excerpt, plain):
+    midi, _, _ = rendered(excerpt, plain)
+    raw = {p: level_db(render_midi(_with_program(midi, p), SR, gain=0.25)) for p in (0, 48, 73)}
+    assert max(raw.values()) - min(raw.values()) > 6.0  # the SoundFont's programs differ a lot
+    calibrated = {
+        p: level_db(
+            render_rendition(_with_program(midi, p), program=p, brightness=0.0, room=0.0, sample_rate=SR)
+        )
+        for p in raw
+    }
+    assert max(calibrated.values()) - min(calibrated.values()) < 3.0
+    assert instrument_gain(48, SR, None, 0.25) < instrument_gain(0, SR, None, 0.25)  # strings are louder raw
+
+
+def _with_program(midi, program: int):
+    copy = pretty_midi.PrettyMIDI(initial_tempo=120)
+    instrument = pretty_midi.Instrument(program=program)
+    instrument.notes = list(midi.instruments[0].notes)
+    copy.instruments.append(instrument)
+    return copy
+
+
+def test_settings_refuse_unknown_shapes(plain):
+    with pytest.raises(ValueError, match="rubato shape"):
+        replace(plain, rubato_shape="zigzag")
+    with pytest.raises(ValueError, match="dynamic shape"):
+        replace(plain, dynamic_shape="wobble")

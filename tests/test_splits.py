@@ -56,14 +56,23 @@ def manifest_rows():
 
 
 def test_assign_splits_groups_by_composer_and_work():
-    manifest = assign_splits(manifest_rows(), {"fractions": FRACTIONS, "seed": 1})
+    manifest, splits = assign_splits(
+        manifest_rows(), {"fractions": FRACTIONS, "seed": 1, "repeat_seeds": [2, 3]}
+    )
     assert manifest.groupby("group")["split"].nunique().max() == 1
+    # Each repeat seed deals the compositions again, still never splitting one.
+    assert list(dict.fromkeys(splits["split_seed"])) == [1, 2, 3]
+    with_group = splits.merge(manifest[["track_id", "group"]], on="track_id")
+    assert with_group.groupby(["split_seed", "group"])["split"].nunique().max() == 1
     assert manifest.loc[manifest["track_id"] == "t6", "group"].item() == "unknown::x"
     assert composition_group(pd.Series(["A"]), pd.Series(["w"])).item() == "A::w"
 
 
 def test_official_strategy_keeps_the_dataset_split():
-    manifest = assign_splits(manifest_rows(), {"strategy": "official", "fractions": FRACTIONS, "seed": 1})
+    manifest, splits = assign_splits(
+        manifest_rows(), {"strategy": "official", "fractions": FRACTIONS, "seed": 1, "repeat_seeds": [2]}
+    )
+    assert set(splits["split_seed"]) == {1}  # an official split cannot be re-drawn
     by_id = manifest.set_index("track_id")["split"]
     assert by_id["t0"] == "train" and by_id["t2"] == "validation" and by_id["t4"] == "test"
 

@@ -1,8 +1,10 @@
-"""Synthetic performers: expressive settings, and how they play a score excerpt.
+"""How a rendition plays a score excerpt: expressive settings -> performed MIDI.
 
-A performer is a :class:`PerformerSettings`. :func:`perform_excerpt` maps an
-excerpt's notes from score time (quarter notes) to performed seconds and MIDI
-velocities:
+A rendition's settings are a :class:`RenditionSettings` (drawn per rendition
+by :mod:`mess_kedro.demo.design`: a performer's style centre plus the
+rendition's own deviation, every factor independent of the others).
+:func:`perform_excerpt` maps an excerpt's notes from score time (quarter
+notes) to performed seconds and MIDI velocities:
 
 - **tempo**: ``reference_qpm * tempo_factor`` quarter notes per minute.
 - **rubato**: the local tempo is multiplied by ``1 + rubato_depth * s(phase)``,
@@ -15,15 +17,15 @@ velocities:
   ``p - 1/2`` (crescendo), ``1/2 - p`` (diminuendo), ``1/2 - |2p - 1|`` (arch:
   swell and fade) or 0 (flat).
 - **articulation**: each note sounds for ``articulation`` times its written
-  length (0.4 staccato ... 1.1 legato with overlap).
+  length (0.35 staccato ... 1.1 legato with overlap).
 - **timing noise**: onsets move by Gaussian noise of ``onset_jitter_ms``.
-- **timbre**: GM ``program`` and a spectral ``brightness`` tilt (see
-  :mod:`mess_kedro.demo.synth`).
+- **timbre and room** (applied to the audio by :mod:`mess_kedro.demo.synth`):
+  GM ``program``, a spectral ``brightness`` tilt and a ``room`` reverb.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -38,8 +40,8 @@ _MIN_NOTE_S = 0.03
 
 
 @dataclass(frozen=True)
-class PerformerSettings:
-    """The ground-truth expressive settings of one synthetic performer."""
+class RenditionSettings:
+    """The ground-truth settings of one rendition (who plays, and how)."""
 
     performer_id: str
     tempo_factor: float
@@ -54,79 +56,32 @@ class PerformerSettings:
     onset_jitter_ms: float
     program: int
     brightness: float
+    room: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rubato_shape not in RUBATO_SHAPES:
+            raise ValueError(f"unknown rubato shape '{self.rubato_shape}'; expected one of {RUBATO_SHAPES}")
+        if self.dynamic_shape not in DYNAMIC_SHAPES:
+            raise ValueError(
+                f"unknown dynamic shape '{self.dynamic_shape}'; expected one of {DYNAMIC_SHAPES}"
+            )
+        if self.tempo_factor <= 0 or self.rubato_phrase_beats <= 0 or self.articulation <= 0:
+            raise ValueError("tempo_factor, rubato_phrase_beats and articulation must be positive")
 
     def as_dict(self) -> dict:
         return asdict(self)
 
-
-def _stratified(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
-    """``n`` values spread over [low, high]: one per equal-width stratum, shuffled.
-
-    Stratifying (a one-dimensional Latin hypercube) guarantees a small set of
-    performers still spans each setting's range, which probing needs.
-    """
-    strata = (np.arange(n) + rng.uniform(0.0, 1.0, n)) / n
-    return low + (high - low) * rng.permutation(strata)
-
-
-def _cycled(rng: np.random.Generator, n: int, choices: list) -> list:
-    """``n`` picks that use every choice before repeating one, in a seeded order."""
-    order = [choices[i] for i in rng.permutation(len(choices))]
-    return [order[i % len(order)] for i in range(n)]
-
-
-def sample_performers(count: int, seed: int, ranges: dict) -> list[PerformerSettings]:
-    """Draw ``count`` performers from ``ranges`` (``[low, high]`` or a list of choices).
-
-    ``ranges`` keys: tempo_factor, rubato_depth, rubato_phrase_beats (choices),
-    rubato_shapes (choices), velocity_mean, dynamic_range, dynamic_shapes
-    (choices), velocity_jitter, articulation, onset_jitter_ms, programs
-    (choices), brightness. The same ``seed`` always gives the same performers.
-    """
-    if count < 1:
-        raise ValueError("at least one performer is needed")
-    rng = np.random.default_rng(seed)
-    cont = {
-        name: _stratified(rng, count, *ranges[name])
-        for name in (
-            "tempo_factor",
-            "rubato_depth",
-            "velocity_mean",
-            "dynamic_range",
-            "velocity_jitter",
-            "articulation",
-            "onset_jitter_ms",
-            "brightness",
-        )
-    }
-    phrase = _cycled(rng, count, list(ranges["rubato_phrase_beats"]))
-    rubato_shapes = _cycled(rng, count, list(ranges["rubato_shapes"]))
-    dynamic_shapes = _cycled(rng, count, list(ranges["dynamic_shapes"]))
-    programs = _cycled(rng, count, list(ranges["programs"]))
-    for shape in rubato_shapes:
-        if shape not in RUBATO_SHAPES:
-            raise ValueError(f"unknown rubato shape '{shape}'; expected one of {RUBATO_SHAPES}")
-    for shape in dynamic_shapes:
-        if shape not in DYNAMIC_SHAPES:
-            raise ValueError(f"unknown dynamic shape '{shape}'; expected one of {DYNAMIC_SHAPES}")
-    return [
-        PerformerSettings(
-            performer_id=f"performer-{i + 1:02d}",
-            tempo_factor=round(float(cont["tempo_factor"][i]), 4),
-            rubato_depth=round(float(cont["rubato_depth"][i]), 4),
-            rubato_shape=rubato_shapes[i],
-            rubato_phrase_beats=float(phrase[i]),
-            velocity_mean=round(float(cont["velocity_mean"][i]), 2),
-            dynamic_range=round(float(cont["dynamic_range"][i]), 2),
-            dynamic_shape=dynamic_shapes[i],
-            velocity_jitter=round(float(cont["velocity_jitter"][i]), 2),
-            articulation=round(float(cont["articulation"][i]), 4),
-            onset_jitter_ms=round(float(cont["onset_jitter_ms"][i]), 2),
-            program=int(programs[i]),
-            brightness=round(float(cont["brightness"][i]), 4),
-        )
-        for i in range(count)
-    ]
+    @classmethod
+    def from_row(cls, row: dict) -> RenditionSettings:
+        """Settings from a design row (extra columns are ignored; numbers rounded for readability)."""
+        kinds = {"program": int, "rubato_shape": str, "dynamic_shape": str, "performer_id": str}
+        values = {}
+        for field in fields(cls):
+            if field.name not in row:
+                continue
+            cast = kinds.get(field.name)
+            values[field.name] = cast(row[field.name]) if cast else round(float(row[field.name]), 4)
+        return cls(**values)
 
 
 def rubato_curve(phase: np.ndarray, shape: str) -> np.ndarray:
@@ -152,7 +107,7 @@ def dynamic_curve(progress: np.ndarray, shape: str) -> np.ndarray:
 
 
 def score_time_map(
-    length_ql: float, qpm: float, settings: PerformerSettings
+    length_ql: float, qpm: float, settings: RenditionSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """Performed seconds at each point of a fine score-time grid, rubato included.
 
@@ -170,7 +125,7 @@ def score_time_map(
 
 
 def perform_excerpt(
-    excerpt: ScoreExcerpt, settings: PerformerSettings, seed: int
+    excerpt: ScoreExcerpt, settings: RenditionSettings, seed: int
 ) -> tuple[pretty_midi.PrettyMIDI, pd.DataFrame]:
     """Play ``excerpt`` as ``settings`` say.
 
@@ -180,7 +135,8 @@ def perform_excerpt(
         One instrument (``settings.program``) holding the performed notes.
     notes : pandas.DataFrame
         Per note: score onset/duration, performed ``start_s``/``end_s``, the
-        rubato-only onset ``nominal_start_s`` and ``velocity``.
+        rubato-only onset and written end ``nominal_start_s``/``nominal_end_s``
+        (the note's written length in seconds at the local tempo) and ``velocity``.
     """
     rng = np.random.default_rng(seed)
     qpm = excerpt.reference_qpm * settings.tempo_factor
@@ -207,7 +163,9 @@ def perform_excerpt(
     for s, e, p, v in zip(start, end, pitches, velocity, strict=True):
         instrument.notes.append(pretty_midi.Note(velocity=int(v), pitch=int(p), start=float(s), end=float(e)))
     midi.instruments.append(instrument)
-    performed = notes.assign(nominal_start_s=nominal_start, start_s=start, end_s=end, velocity=velocity)
+    performed = notes.assign(
+        nominal_start_s=nominal_start, nominal_end_s=nominal_end, start_s=start, end_s=end, velocity=velocity
+    )
     return midi, performed
 
 

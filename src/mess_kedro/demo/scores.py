@@ -49,6 +49,18 @@ def cut_excerpt(notes: pd.DataFrame, length_ql: float) -> pd.DataFrame:
     return kept.reset_index(drop=True)
 
 
+def onset_rate_excerpt_length(notes: pd.DataFrame, n_onsets: int) -> float:
+    """Score length (quarter notes) that holds the first ``n_onsets`` distinct onsets.
+
+    The excerpt ends where the next onset would start (or at the end of the
+    score), so every excerpt cut this way holds the same number of note events.
+    """
+    onsets = np.unique(np.round(notes["onset_ql"].to_numpy(float), 6))
+    if len(onsets) > n_onsets:
+        return float(onsets[n_onsets])
+    return float(notes["onset_ql"].add(notes["duration_ql"]).max())
+
+
 def load_excerpt(
     corpus_path: str,
     *,
@@ -57,8 +69,17 @@ def load_excerpt(
     reference_qpm: float,
     excerpt_seconds: float,
     piece_id: str | None = None,
+    onset_rate: float | None = None,
 ) -> ScoreExcerpt:
-    """Parse ``corpus_path`` from music21's corpus and cut ``excerpt_seconds`` at ``reference_qpm``.
+    """Parse ``corpus_path`` from music21's corpus and cut an excerpt of ``excerpt_seconds``.
+
+    Without ``onset_rate`` the excerpt lasts ``excerpt_seconds`` at the piece's
+    ``reference_qpm``. With ``onset_rate`` (note onsets per second) the excerpt
+    holds ``round(excerpt_seconds * onset_rate)`` distinct onsets and its
+    reference tempo is set so they last ``excerpt_seconds``: every piece then
+    plays the same number of note events per second at tempo factor 1, so a
+    performer's tempo factor is the same audible change in a chorale (quarter
+    notes) as in a rag (sixteenths), and is not confounded with the piece.
 
     Raises
     ------
@@ -71,10 +92,18 @@ def load_excerpt(
         score = corpus.parse(corpus_path)
     except Exception as exc:  # music21 raises its own CorpusException types
         raise ValueError(f"music21 corpus has no work '{corpus_path}': {exc}") from exc
+    if not hasattr(score, "parts"):  # an Opus (a collection of scores) is not one piece
+        raise ValueError(f"music21 corpus entry '{corpus_path}' is a collection, not one score")
     notes = score_notes(score)
-    length_ql = min(
-        excerpt_seconds * reference_qpm / 60.0, float(notes["onset_ql"].add(notes["duration_ql"]).max())
-    )
+    if notes.empty:
+        raise ValueError(f"'{corpus_path}' holds no notes")
+    if onset_rate:
+        length_ql = onset_rate_excerpt_length(notes, max(2, int(round(excerpt_seconds * onset_rate))))
+        reference_qpm = 60.0 * length_ql / excerpt_seconds
+    else:
+        length_ql = min(
+            excerpt_seconds * reference_qpm / 60.0, float(notes["onset_ql"].add(notes["duration_ql"]).max())
+        )
     excerpt = cut_excerpt(notes, length_ql)
     if excerpt.empty:
         raise ValueError(f"excerpt of '{corpus_path}' holds no notes")

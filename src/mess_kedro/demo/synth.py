@@ -3,13 +3,33 @@
 FluidSynth is a sample-based SoundFont synthesizer, so pianos sound like
 sampled pianos, not like sine tones. The default SoundFont is TimGM6mb, the
 small GM bank that ships inside the ``pretty_midi`` wheel, so rendering needs no
-download. The synthesizer gain is fixed and no per-track normalisation is
-applied: a performer who plays louder produces louder audio.
+download. No per-track normalisation is applied: a performer who plays louder
+produces louder audio.
+
+Signal chain of one rendition (:func:`render_rendition`):
+
+1. FluidSynth renders the MIDI at a fixed synthesizer gain.
+2. :func:`instrument_gain` scales it so that every GM program plays a
+   reference phrase at velocity 80 at the same RMS level (GM programs differ
+   by up to 20 dB in TimGM6mb): loudness then follows velocity, not the
+   instrument drawn.
+3. :func:`apply_brightness`: a first-order high shelf of +-9 dB at 1.5 kHz.
+4. :func:`apply_room`: pedalboard's reverb (Freeverb), dry .. reverberant.
+
+:func:`render_fingerprint` hashes everything that changes the audio (the
+excerpt, the settings, the SoundFont's bytes, the versions of FluidSynth,
+pretty_midi and pedalboard, and :data:`RENDER_VERSION`), so a render cache
+keyed by it never serves a stale file.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pretty_midi
@@ -17,6 +37,9 @@ import pretty_midi
 from mess_kedro.audio import AudioSignal
 
 _INT16_FULL_SCALE = 32768.0
+# Bump when anything below changes the rendered audio for the same inputs.
+RENDER_VERSION = "2"
+REFERENCE_LEVEL_DBFS = -28.0  # RMS of the calibration phrase at velocity 80, after instrument_gain
 
 
 def default_soundfont() -> Path:
@@ -86,3 +109,112 @@ def apply_brightness(
     shelf_gain = 10.0 ** (brightness * max_db / 20.0)
     samples = signal.samples + (shelf_gain - 1.0) * sosfilt(sos, signal.samples)
     return AudioSignal(samples.astype(np.float32), signal.sample_rate)
+
+
+def apply_room(signal: AudioSignal, room: float) -> AudioSignal:
+    """Reverberation from dry (``room`` 0: unchanged) to a large hall (``room`` 1).
+
+    pedalboard's ``Reverb`` (JUCE's Freeverb) with room size ``0.5 + 0.45 room``,
+    wet level ``0.25 room`` and dry level ``0.5 (1 - 0.35 room)`` (0.5 is unity
+    gain in JUCE's scaling): the reverberant tail grows with ``room`` while the
+    overall level stays within about 2 dB.
+    """
+    if room <= 0 or signal.n_samples == 0:
+        return signal
+    from pedalboard import Pedalboard, Reverb
+
+    board = Pedalboard(
+        [
+            Reverb(
+                room_size=0.5 + 0.45 * room,
+                damping=0.4,
+                wet_level=0.25 * room,
+                dry_level=0.5 * (1.0 - 0.35 * room),
+                width=1.0,
+            )
+        ]
+    )
+    return AudioSignal(board(signal.samples, signal.sample_rate).astype(np.float32), signal.sample_rate)
+
+
+def _calibration_phrase(program: int) -> pretty_midi.PrettyMIDI:
+    """Twelve three-note chords at velocity 80 around middle C, half legato."""
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120)
+    instrument = pretty_midi.Instrument(program=program)
+    for k in range(12):
+        for pitch in (60, 64, 67):
+            start = 0.4 * k
+            instrument.notes.append(
+                pretty_midi.Note(velocity=80, pitch=pitch + 2 * (k % 3), start=start, end=start + 0.3)
+            )
+    midi.instruments.append(instrument)
+    return midi
+
+
+@functools.lru_cache(maxsize=256)
+def instrument_gain(program: int, sample_rate: int, soundfont: str | None, synth_gain: float) -> float:
+    """Linear gain that brings ``program``'s calibration phrase to :data:`REFERENCE_LEVEL_DBFS` RMS."""
+    samples = render_midi(_calibration_phrase(program), sample_rate, soundfont, synth_gain).samples
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    if rms <= 0:
+        raise RuntimeError(f"GM program {program} renders silence with this SoundFont; choose another")
+    return 10.0 ** (REFERENCE_LEVEL_DBFS / 20.0) / rms
+
+
+def render_rendition(
+    midi: pretty_midi.PrettyMIDI,
+    *,
+    program: int,
+    brightness: float,
+    room: float,
+    sample_rate: int,
+    soundfont: str | None = None,
+    synth_gain: float = 0.25,
+) -> AudioSignal:
+    """FluidSynth, level calibration per instrument, brightness, room: one rendition's audio."""
+    audio = render_midi(midi, sample_rate, soundfont, synth_gain)
+    gain = instrument_gain(int(program), int(sample_rate), soundfont, float(synth_gain))
+    audio = AudioSignal((audio.samples * gain).astype(np.float32), audio.sample_rate)
+    return apply_room(apply_brightness(audio, brightness), room)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def synth_versions() -> dict[str, str]:
+    """Versions of everything that shapes the rendered audio."""
+    from ctypes import c_int
+    from importlib.metadata import version
+
+    fluidsynth = _fluidsynth()
+    major, minor, micro = c_int(), c_int(), c_int()
+    fluidsynth.fluid_version(major, minor, micro)
+    return {
+        "fluidsynth": f"{major.value}.{minor.value}.{micro.value}",
+        "pyfluidsynth": version("pyfluidsynth"),
+        "pretty_midi": version("pretty_midi"),
+        "pedalboard": version("pedalboard"),
+        "render": RENDER_VERSION,
+    }
+
+
+def render_fingerprint(notes_table: Any, settings: Mapping[str, Any], synth: Mapping[str, Any]) -> str:
+    """A 16-hex-digit id of one rendition's audio: equal ids mean identical renders.
+
+    ``notes_table``: the excerpt's notes (score time); ``settings``: everything the
+    performance and the signal chain take (factors, seed, reference tempo);
+    ``synth``: ``sample_rate``, ``gain``, ``soundfont`` (its bytes are hashed).
+    """
+    soundfont = str(synth.get("soundfont") or default_soundfont())
+    payload = {
+        "notes": np.asarray(notes_table, dtype=float).round(6).tolist(),
+        "settings": {k: settings[k] for k in sorted(settings)},
+        "sample_rate": int(synth.get("sample_rate", 44100)),
+        "gain": float(synth.get("gain", 0.25)),
+        "soundfont": _file_digest(soundfont),
+        "versions": synth_versions(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

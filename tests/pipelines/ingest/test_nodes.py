@@ -125,27 +125,41 @@ def test_nothing_usable_is_a_clear_error(tmp_path):
 
 
 def test_demo_tracks_flow_through_with_ground_truth(tiny_demo, demo_params):
-    audio, midi, records, settings = tiny_demo
+    audio, midi, records, settings, notes = tiny_demo
     loaders = {key: (lambda s=signal: s) for key, signal in audio.items()}
     midi_loaders = {key: (lambda m=m: m) for key, m in midi.items()}
     tracks, rejects, prepared, track_midi = prepare_recordings(
         loaders, midi_loaders, records, AudioCollection(empty_records()), {}, INGEST
     )
     assert rejects.empty and len(tracks) == 9 and len(track_midi) == 9
-    manifest = assign_splits(tracks, project_parameters("ingest")["splits"])
-    truth = index_ground_truth(settings, manifest)
+    splits = project_parameters("ingest")["splits"]
+    manifest, track_splits = assign_splits(tracks, splits)
+    truth, performed = index_ground_truth(settings, notes, manifest)
     assert len(truth) == 9 and truth["track_id"].is_unique
+    assert set(performed["track_id"]) == set(truth["track_id"]) and len(performed) == len(notes)
     assert (truth.set_index("track_id")["split"] == manifest.set_index("track_id")["split"]).all()
     assert manifest.groupby("group")["split"].nunique().max() == 1
     assert manifest["split"].nunique() == 3  # three compositions -> one per split
+    # One split per seed, the primary first and equal to the manifest's.
+    seeds = [splits["seed"], *splits["repeat_seeds"]]
+    assert list(dict.fromkeys(track_splits["split_seed"])) == seeds
+    primary = track_splits[track_splits["split_seed"] == seeds[0]].set_index("track_id")["split"]
+    assert primary.equals(manifest.set_index("track_id")["split"])
     # Prepared audio keeps level differences: no per-track loudness normalisation.
     one = manifest.iloc[0]
-    original = audio[one["source_key"]]
+    original = audio[one["audio_key"]]
     assert prepared[one["track_id"]]().samples.std() == pytest.approx(original.samples.std(), rel=0.05)
 
-    summary = summarise_ingest(manifest, rejects)
+    summary = summarise_ingest(manifest, rejects, truth, demo_params)
     assert summary["tracks"] == 9 and summary["performers"] == 3 and summary["pieces"] == 3
     assert summary["minutes_of_audio"] == pytest.approx(manifest["duration_s"].sum() / 60, abs=0.01)
+    # The independence of the accepted renditions' factors is written into the summary.
+    check = summary["demo_independence"]
+    assert (
+        check["renditions"] == 9
+        and 0 <= check["max_abs_spearman"] <= 1
+        and "instrument_max_eta_squared" in check
+    )
 
 
 def test_prepared_audio_roundtrips_through_the_dataset(tmp_path):
@@ -170,7 +184,7 @@ def test_user_metadata_reaches_the_manifest(tmp_path):
     ).to_csv(tmp_path / "meta.csv", index=False)
     collection = AudioCollectionDataset(kind="folder", path=str(tmp_path), metadata_csv="meta.csv").load()
     tracks, _, _, _ = run_prepare(collection)
-    manifest = assign_splits(tracks, project_parameters("ingest")["splits"])
+    manifest, _ = assign_splits(tracks, project_parameters("ingest")["splits"])
     row = manifest.iloc[0]
     assert (row["composer"], row["work"], row["room"], row["group"]) == (
         "Satie",
@@ -191,3 +205,15 @@ def test_preparing_shows_progress_when_the_catalog_prepares(messy_folder, capsys
     assert signal.sample_rate == 24000 and signal.duration_s == pytest.approx(direct.duration_s, abs=1e-3)
     err = capsys.readouterr().err
     assert f"ingest: preparing 24000 Hz audio:   0%|          | 0/{len(prepared)}" in err
+
+
+def test_ground_truth_without_the_demo_is_empty_not_an_error(tmp_path):
+    write_audio(tmp_path / "take.wav", tone(freq=300))
+    collection = AudioCollectionDataset(kind="folder", path=str(tmp_path)).load()
+    tracks, rejects, _, _ = run_prepare(collection)
+    manifest, _ = assign_splits(tracks, project_parameters("ingest")["splits"])
+    empty = pd.DataFrame({"source_key": pd.Series(dtype="object")})  # what a disabled demo hands on
+    truth, notes = index_ground_truth(empty, empty, manifest)
+    assert truth.empty and notes.empty
+    summary = summarise_ingest(manifest, rejects, truth, project_parameters("ingest")["demo_corpus"])
+    assert "demo_independence" not in summary

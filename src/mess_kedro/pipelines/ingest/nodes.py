@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pretty_midi
 from tqdm.auto import tqdm
 
 from mess_kedro.audio import (
@@ -26,9 +27,10 @@ from mess_kedro.audio import (
     rms_dbfs,
     to_mono,
 )
-from mess_kedro.demo.performers import perform_excerpt, realised_expression, sample_performers
+from mess_kedro.demo.design import draw_design, independence_report, validate_independence
+from mess_kedro.demo.performers import RenditionSettings, perform_excerpt, realised_expression
 from mess_kedro.demo.scores import load_excerpt
-from mess_kedro.demo.synth import apply_brightness, render_midi
+from mess_kedro.demo.synth import render_fingerprint, render_rendition
 from mess_kedro.progress import LazyProgress
 from mess_kedro.sources import RECORD_COLUMNS, AudioCollection, empty_records
 from mess_kedro.splits import assign_group_splits, composition_group
@@ -38,101 +40,176 @@ logger = logging.getLogger(__name__)
 REJECT_COLUMNS = ["source_key", "source_path", "dataset", "reason"]
 
 
-def _render_track(
-    midi, brightness: float, sample_rate: int, soundfont: str | None, gain: float
-) -> AudioSignal:
-    audio = apply_brightness(render_midi(midi, sample_rate, soundfont, gain), brightness)
+def _render_track(midi, settings: RenditionSettings, synth: Mapping[str, Any]) -> AudioSignal:
+    audio = render_rendition(
+        midi,
+        program=settings.program,
+        brightness=settings.brightness,
+        room=settings.room,
+        sample_rate=int(synth.get("sample_rate", 44100)),
+        soundfont=synth.get("soundfont"),
+        synth_gain=float(synth.get("gain", 0.25)),
+    )
     peak = float(np.max(np.abs(audio.samples))) if audio.n_samples else 0.0
     if peak >= 0.999:
-        logger.warning("demo render reached full scale (peak %.3f); lower demo_corpus.synth.gain", peak)
+        logger.warning("demo render reached full scale (peak %.3f); its level is clipped", peak)
     return audio
+
+
+def _draw_renditions(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The corpus design (piece x performer) and its independence report; raises if not independent."""
+    performers = params["performers"]
+    factors, choices = dict(params["factors"]), dict(params["choices"])
+    style = list(performers.get("style", []))
+    design = draw_design(
+        len(params["pieces"]),
+        int(performers["count"]),
+        int(params["seed"]),
+        factors,
+        categorical=choices,
+        style=style,
+        performer_share=float(performers.get("share", 0.6)),
+    )
+    report = independence_report(design, list(factors), list(choices), style)
+    validate_independence(report, params.get("independence"))
+    return design, report
+
+
+def _load_excerpts(params: Mapping[str, Any]) -> list:
+    excerpts = []
+    for piece in tqdm(params["pieces"], desc="demo: reading scores", unit="piece"):
+        excerpts.append(
+            load_excerpt(
+                piece["corpus_path"],
+                composer=piece["composer"],
+                title=piece["title"],
+                reference_qpm=float(piece["reference_qpm"]),
+                excerpt_seconds=float(params["excerpt_seconds"]),
+                piece_id=piece.get("id"),
+                onset_rate=params.get("onset_rate"),
+            )
+        )
+    return excerpts
 
 
 def render_demo_corpus(
     params: dict[str, Any],
-) -> tuple[dict[str, Callable[[], AudioSignal]], dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """Perform each score excerpt by each synthetic performer.
+    demo_audio_cached: Mapping[str, Any],
+    demo_midi_cached: Mapping[str, Any],
+) -> tuple[dict[str, Callable[[], AudioSignal]], dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Play every score excerpt once by every synthetic performer, each rendition with its own settings.
+
+    The settings come from an independent-factor design
+    (:func:`mess_kedro.demo.design.draw_design`): the run stops with a clear
+    error if the factors are not independent enough (``independence``).
+    Audio and MIDI are cached by a fingerprint of everything that shapes them
+    (:func:`mess_kedro.demo.synth.render_fingerprint`): a rendition whose files
+    exist is not rendered again, and a changed setting gets a new file instead
+    of overwriting the old one.
 
     Args:
         params: ``demo_corpus`` parameters: ``enabled``, ``seed``,
-            ``excerpt_seconds``, ``pieces`` (corpus path, composer, title,
-            reference_qpm), ``performers`` (count and setting ranges), ``synth``.
+            ``excerpt_seconds``, ``onset_rate``, ``pieces``, ``performers``
+            (count, share, style), ``factors``, ``choices``, ``independence``, ``synth``.
+        demo_audio_cached, demo_midi_cached: what the render cache holds (keys only).
 
     Returns:
-        demo_audio: ``{key: render()}``, rendered lazily while being saved so
-            only one track is in memory at a time.
-        demo_midi: ``{key: PrettyMIDI}``, the performed MIDI.
-        demo_records: one row per track in the records layout of
-            :mod:`mess_kedro.sources`.
-        demo_settings: ground truth per track: the performer's settings and
-            what the performance realised (tempo, velocities, timing noise).
+        demo_audio: ``{render key: render()}`` for renditions not cached, rendered
+            lazily while saved (one track in memory at a time).
+        demo_midi: ``{render key: PrettyMIDI}`` for those without cached MIDI.
+        demo_records: one row per rendition in the records layout of
+            :mod:`mess_kedro.sources`, plus ``audio_key``.
+        demo_settings: ground truth per rendition: every factor, the piece's
+            reference tempo, and what the performance realised.
+        demo_notes: every performed note of every rendition (score position,
+            nominal and performed times, velocity): the source of local truths.
     """
     if not params.get("enabled", True):
         logger.info("Demo corpus disabled (demo_corpus.enabled=false)")
-        return {}, {}, empty_records(), pd.DataFrame({"source_key": pd.Series(dtype="object")})
-    seed = int(params["seed"])
-    performers = sample_performers(int(params["performers"]["count"]), seed, params["performers"])
-    synth = params.get("synth", {})
-    audio, midi_files, records, truth = {}, {}, [], []
-    for piece_index, piece in enumerate(params["pieces"]):
-        excerpt = load_excerpt(
-            piece["corpus_path"],
-            composer=piece["composer"],
-            title=piece["title"],
-            reference_qpm=float(piece["reference_qpm"]),
-            excerpt_seconds=float(params["excerpt_seconds"]),
-            piece_id=piece.get("id"),
-        )
-        for performer_index, performer in enumerate(performers):
-            key = f"{excerpt.piece_id}/{performer.performer_id}"
-            # A stable per-track seed: the same track renders the same way whatever
-            # else the corpus holds.
-            track_seed = int(
-                np.random.SeedSequence([seed, piece_index, performer_index]).generate_state(1)[0]
-            )
-            midi, performed = perform_excerpt(excerpt, performer, track_seed)
-            midi_files[key] = midi
-            audio[key] = partial(
-                _render_track,
-                midi,
-                performer.brightness,
-                int(synth.get("sample_rate", 44100)),
-                synth.get("soundfont"),
-                float(synth.get("gain", 0.8)),
-            )
-            records.append(
-                {
-                    "source_key": key,
-                    "source_path": f"demo_audio:{key}",
-                    "midi_key": key,
-                    "dataset": "demo",
-                    "composer": excerpt.composer,
-                    "work": excerpt.work,
-                    "title": excerpt.title,
-                    "performer": performer.performer_id,
-                    "official_split": None,
-                }
-            )
-            truth.append(
-                {
-                    "source_key": key,
-                    "piece_id": excerpt.piece_id,
-                    "reference_qpm": excerpt.reference_qpm,
-                    "tempo_qpm": excerpt.reference_qpm * performer.tempo_factor,
-                    "excerpt_ql": excerpt.length_ql,
-                    **performer.as_dict(),
-                    **realised_expression(performed),
-                }
-            )
+        empty = pd.DataFrame({"source_key": pd.Series(dtype="object")})
+        return {}, {}, empty_records(), empty, empty.copy()
+    design, report = _draw_renditions(params)
     logger.info(
-        "Demo corpus: %d pieces x %d performers = %d tracks to render",
-        len(params["pieces"]),
-        len(performers),
+        "Demo design: %d renditions, largest |Spearman| between factors %.3f (%s), instrument explains <= %.1f%%",
+        report["renditions"],
+        report["max_abs_spearman"],
+        " ~ ".join(report["spearman_pair"] or []),
+        100 * report.get("instrument_max_eta_squared", 0.0),
+    )
+    synth, seed = dict(params.get("synth", {})), int(params["seed"])
+    excerpts = _load_excerpts(params)
+    audio, midi_files, records, truth, notes = {}, {}, [], [], []
+    for row in design.to_dict("records"):
+        excerpt = excerpts[row["piece_index"]]
+        settings = RenditionSettings.from_row(
+            row | {"performer_id": f"performer-{row['performer_index'] + 1:02d}"}
+        )
+        # A stable per-rendition seed: the same rendition plays the same way whatever else the corpus holds.
+        track_seed = int(
+            np.random.SeedSequence([seed, row["piece_index"], row["performer_index"]]).generate_state(1)[0]
+        )
+        key = render_fingerprint(
+            excerpt.notes[["onset_ql", "duration_ql", "pitch", "part"]].to_numpy(),
+            settings.as_dict() | {"seed": track_seed, "reference_qpm": excerpt.reference_qpm},
+            synth,
+        )
+        midi, performed = perform_excerpt(excerpt, settings, track_seed)
+        source_key = f"{excerpt.piece_id}/{settings.performer_id}"
+        if key not in demo_midi_cached:
+            midi_files[key] = midi
+        if key not in demo_audio_cached:
+            audio[key] = partial(_render_track, midi, settings, synth)
+        records.append(
+            {
+                "source_key": source_key,
+                "source_path": f"demo_audio:{key}",
+                "midi_key": key,
+                "audio_key": key,
+                "dataset": "demo",
+                "composer": excerpt.composer,
+                "work": excerpt.work,
+                "title": excerpt.title,
+                "performer": settings.performer_id,
+                "official_split": None,
+            }
+        )
+        truth.append(
+            {
+                "source_key": source_key,
+                "render_key": key,
+                "piece_id": excerpt.piece_id,
+                "reference_qpm": excerpt.reference_qpm,
+                "tempo_qpm": excerpt.reference_qpm * settings.tempo_factor,
+                "excerpt_ql": excerpt.length_ql,
+                **settings.as_dict(),
+                "instrument": pretty_midi.program_to_instrument_name(settings.program),
+                **realised_expression(performed),
+            }
+        )
+        notes.append(performed.assign(source_key=source_key))
+    logger.info(
+        "Demo corpus: %d pieces x %d performers = %d renditions; %d to render, %d cached",
+        len(excerpts),
+        int(params["performers"]["count"]),
         len(records),
+        len(audio),
+        len(records) - len(audio),
     )
     progress = LazyProgress(len(audio), "demo: rendering")
     audio = {key: progress.wrap(render) for key, render in audio.items()}
-    return audio, midi_files, pd.DataFrame(records, columns=RECORD_COLUMNS), pd.DataFrame(truth)
+    return (
+        audio,
+        midi_files,
+        pd.DataFrame(records, columns=[*RECORD_COLUMNS, "audio_key"]),
+        pd.DataFrame(truth),
+        pd.concat(notes, ignore_index=True),
+    )
+
+
+def _audio_key(record: Mapping[str, Any]) -> str:
+    """Where a record's audio lives: ``audio_key`` (the demo's render cache) or its ``source_key``."""
+    key = record.get("audio_key")
+    return record["source_key"] if key is None or (isinstance(key, float) and np.isnan(key)) else key
 
 
 def _resolve(loaders: Mapping[str, Callable[[], Any]], key: str | None) -> Callable[[], Any] | None:
@@ -230,7 +307,8 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
         for records, audio_loaders, midi_loaders in sources:
             for record in records.to_dict("records"):
                 bar.update(1)
-                signal, reason = _load_checked_audio(_resolve(audio_loaders, record["source_key"]), checks)
+                audio_key = _audio_key(record)
+                signal, reason = _load_checked_audio(_resolve(audio_loaders, audio_key), checks)
                 midi = None
                 if reason is None:
                     load_midi = _resolve(midi_loaders, record.get("midi_key"))
@@ -243,9 +321,7 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
                     continue
                 seen[track_id] = record["source_key"]
                 if track_id not in prepared_already:
-                    prepared[track_id] = _prepared_loader(
-                        audio_loaders[record["source_key"]], target_rate, peak_limit
-                    )
+                    prepared[track_id] = _prepared_loader(audio_loaders[audio_key], target_rate, peak_limit)
                 if midi is not None:
                     track_midi[track_id] = midi
                 tracks.append(
@@ -279,39 +355,76 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
     return track_table, pd.DataFrame(rejects, columns=REJECT_COLUMNS), prepared, track_midi
 
 
-def assign_splits(tracks: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """Add ``group`` (composer::work) and ``split`` to the track table.
+def assign_splits(tracks: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Add ``group`` (composer::work) and ``split`` to the track table, and deal the repeat splits.
 
     Args:
         tracks: accepted recordings from :func:`prepare_recordings`.
         params: ``splits``: ``strategy`` (``grouped`` or ``official``, which
             keeps a dataset's own split such as MAESTRO's where it has one),
-            ``fractions`` and ``seed``.
+            ``fractions``, ``seed`` and ``repeat_seeds`` (further grouped splits
+            that evaluation repeats every measurement on).
 
     Returns:
-        The track manifest, sorted by ``track_id``.
+        track_manifest: sorted by ``track_id``, with the primary split (``seed``).
+        track_splits: ``track_id``, ``split_seed``, ``split`` for the primary
+            seed and every repeat seed (the official split, where kept, is the
+            primary one only: it cannot be re-drawn).
     """
     manifest = tracks.copy()
     manifest["group"] = composition_group(manifest["composer"], manifest["work"])
-    manifest["split"] = assign_group_splits(manifest["group"], params["fractions"], int(params["seed"]))
-    if params.get("strategy", "grouped") == "official":
-        official = manifest["official_split"].replace({"valid": "validation"})
-        manifest["split"] = official.where(official.notna(), manifest["split"])
+    seed = int(params["seed"])
+    manifest["split"] = assign_group_splits(manifest["group"], params["fractions"], seed)
+    official = params.get("strategy", "grouped") == "official"
+    if official:
+        kept = manifest["official_split"].replace({"valid": "validation"})
+        manifest["split"] = kept.where(kept.notna(), manifest["split"])
     crossing = manifest.groupby("group")["split"].nunique()
     if (crossing > 1).any():
         raise ValueError(f"compositions in more than one split: {sorted(crossing[crossing > 1].index)}")
-    return manifest.sort_values("track_id").reset_index(drop=True)
+    manifest = manifest.sort_values("track_id").reset_index(drop=True)
+    repeats = [] if official else [int(s) for s in params.get("repeat_seeds") or [] if int(s) != seed]
+    if official and params.get("repeat_seeds"):
+        logger.info("splits: the official split is kept, so repeat_seeds are not used")
+    tables = [manifest[["track_id", "split"]].assign(split_seed=seed)]
+    for repeat in repeats:
+        split = assign_group_splits(manifest["group"], params["fractions"], repeat)
+        tables.append(pd.DataFrame({"track_id": manifest["track_id"], "split": split, "split_seed": repeat}))
+    splits = pd.concat(tables, ignore_index=True)[["track_id", "split_seed", "split"]]
+    return manifest, splits
 
 
-def index_ground_truth(demo_settings: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
-    """Key the demo's ground-truth settings by ``track_id`` (only tracks that were accepted)."""
+def index_ground_truth(
+    demo_settings: pd.DataFrame, demo_notes: pd.DataFrame, manifest: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Key the demo's ground truth by ``track_id`` (only tracks that were accepted).
+
+    Returns:
+        performance_ground_truth: one row per demo track: every setting and what was realised.
+        performance_notes: every performed note of those tracks (the source of segment truths).
+    """
     ids = manifest.loc[manifest["dataset"] == "demo", ["track_id", "source_key", "split"]]
     truth = ids.merge(demo_settings, on="source_key", how="inner")
-    return truth.sort_values("track_id").reset_index(drop=True)
+    notes = ids[["track_id", "source_key"]].merge(demo_notes, on="source_key", how="inner")
+    order = [c for c in ("track_id", "start_s", "pitch") if c in notes.columns]  # no demo: no note columns
+    return (
+        truth.sort_values("track_id").reset_index(drop=True),
+        notes.sort_values(order, kind="stable").reset_index(drop=True),
+    )
 
 
-def summarise_ingest(manifest: pd.DataFrame, rejects: pd.DataFrame) -> dict[str, Any]:
-    """A short report of what ingest produced, logged and saved as JSON."""
+def summarise_ingest(
+    manifest: pd.DataFrame,
+    rejects: pd.DataFrame,
+    performance_ground_truth: pd.DataFrame,
+    demo_params: dict[str, Any],
+) -> dict[str, Any]:
+    """A short report of what ingest produced, logged and saved as JSON.
+
+    With demo tracks, ``demo_independence`` measures how independent the
+    factors of the accepted renditions are (see
+    :func:`mess_kedro.demo.design.independence_report`).
+    """
     summary = {
         "tracks": int(len(manifest)),
         "minutes_of_audio": round(float(manifest["duration_s"].sum()) / 60.0, 2),
@@ -325,6 +438,16 @@ def summarise_ingest(manifest: pd.DataFrame, rejects: pd.DataFrame) -> dict[str,
             k: int(v) for k, v in rejects["reason"].str.split(":").str[0].value_counts().items()
         },
     }
+    if len(performance_ground_truth) > 1 and demo_params.get("factors"):
+        design = performance_ground_truth.rename(
+            columns={"piece_id": "piece_index", "performer_id": "performer_index"}
+        )
+        summary["demo_independence"] = independence_report(
+            design,
+            [f for f in demo_params["factors"] if f in design],
+            [c for c in demo_params.get("choices", {}) if c in design],
+            demo_params.get("performers", {}).get("style", []),
+        ) | {"thresholds": demo_params.get("independence")}
     logger.info(
         "Ingest: %d tracks, %d performers, %d pieces, %.1f min of audio, splits %s, %d rejected",
         summary["tracks"],
@@ -334,4 +457,11 @@ def summarise_ingest(manifest: pd.DataFrame, rejects: pd.DataFrame) -> dict[str,
         summary["splits"],
         summary["rejects"],
     )
+    if "demo_independence" in summary:
+        check = summary["demo_independence"]
+        logger.info(
+            "Demo factors: largest |Spearman| %.3f, instrument explains <= %.1f%% of any factor",
+            check["max_abs_spearman"],
+            100 * check.get("instrument_max_eta_squared", 0.0),
+        )
     return summary

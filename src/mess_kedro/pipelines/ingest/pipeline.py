@@ -16,8 +16,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=render_demo_corpus,
-                inputs="params:demo_corpus",
-                outputs=["demo_audio", "demo_midi", "demo_records", "demo_settings"],
+                inputs=["params:demo_corpus", "demo_audio_cached", "demo_midi_cached"],
+                outputs=["demo_audio", "demo_midi", "demo_records", "demo_settings", "demo_notes"],
                 name="render_demo_corpus",
             ),
             Node(
@@ -36,18 +36,18 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 func=assign_splits,
                 inputs=["ingested_tracks", "params:splits"],
-                outputs="track_manifest",
+                outputs=["track_manifest", "track_splits"],
                 name="assign_splits",
             ),
             Node(
                 func=index_ground_truth,
-                inputs=["demo_settings", "track_manifest"],
-                outputs="performance_ground_truth",
+                inputs=["demo_settings", "demo_notes", "track_manifest"],
+                outputs=["performance_ground_truth", "performance_notes"],
                 name="index_ground_truth",
             ),
             Node(
                 func=summarise_ingest,
-                inputs=["track_manifest", "ingest_rejects"],
+                inputs=["track_manifest", "ingest_rejects", "performance_ground_truth", "params:demo_corpus"],
                 outputs="ingest_summary",
                 name="summarise_ingest",
             ),
