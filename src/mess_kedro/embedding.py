@@ -32,10 +32,29 @@ class EmbeddingConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     keep_frames: bool = False
 
-    def config_id(self, device: torch.device) -> str:
-        """Names what changes the numbers (not the batch size, which does not)."""
+    def config_id(self, device: torch.device, threads: int | None = None) -> str:
+        """Names what changes the numbers (not the batch size, which does not).
+
+        On a CPU in reduced precision the thread count changes the numbers too
+        (bf16 sums split differently: up to ~1e-3 between 1 and 2 threads, against
+        ~1e-6 in fp32), so it is part of the id there: a cache never mixes them.
+        """
+        precision = resolve_precision(self.precision, device)
         frames = "-frames" if self.keep_frames else ""
-        return f"seg{self.segment_s:g}s-min{self.min_segment_s:g}s-{resolve_precision(self.precision, device)}{frames}"
+        threaded = f"-t{threads}" if device.type == "cpu" and precision != "fp32" and threads else ""
+        return f"seg{self.segment_s:g}s-min{self.min_segment_s:g}s-{precision}{threaded}{frames}"
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run the block with ``count`` CPU threads for torch (``None``: leave it), then restore."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def select_device(preference: str = "auto") -> torch.device:

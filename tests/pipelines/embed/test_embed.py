@@ -261,3 +261,17 @@ def test_a_damaged_prepared_file_is_a_reject_not_a_crash(corpus, tmp_path):
     reasons = rejects.set_index("track_id")["reason"]
     assert reasons["t0"].startswith("unreadable prepared audio")
     assert len(outputs) == 3  # the other good tracks go on
+
+
+def test_the_cache_key_carries_the_thread_count_where_it_changes_the_numbers(corpus, tmp_path):
+    cpu = torch.device("cpu")
+    assert EmbeddingConfig(5.0, 1.0, precision="fp32").config_id(cpu, 2) == "seg5s-min1s-fp32"  # ~1e-6 apart
+    assert EmbeddingConfig(5.0, 1.0, precision="bf16").config_id(cpu, 2) == "seg5s-min1s-bf16-t2"
+    assert EmbeddingConfig(5.0, 1.0, precision="bf16").config_id(cpu, 1) == "seg5s-min1s-bf16-t1"
+    # The node keys bf16 embeddings by the threads it computes them with, and leaves torch's setting alone.
+    audio, manifest = corpus
+    before = torch.get_num_threads()
+    _, _, runs = run_embed(
+        audio, manifest, stores(tmp_path), PARAMS | {"precision": "bf16", "num_threads": 1}
+    )
+    assert runs["mert-tiny"]["config_id"].endswith("-bf16-t1") and torch.get_num_threads() == before

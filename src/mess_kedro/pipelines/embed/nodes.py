@@ -30,6 +30,7 @@ from mess_kedro.embedding import (
     minimum_segment_s,
     resolve_precision,
     select_device,
+    torch_threads,
 )
 from mess_kedro.progress import LazyProgress
 
@@ -110,11 +111,15 @@ def _embed_lazily(
     config: EmbeddingConfig,
     device: torch.device,
     progress: LazyProgress,
+    threads: int | None,
 ) -> Callable[[], dict[str, np.ndarray]]:
     def compute() -> dict[str, np.ndarray]:
         progress.begin()
         signal = prefetcher.get(key)
-        result = embed_track(backbone, signal.samples, config, device).to_arrays()
+        # Computed when the catalog saves it, after the node returned: the thread
+        # count (part of the cache key) is set here, around the computation only.
+        with torch_threads(threads):
+            result = embed_track(backbone, signal.samples, config, device).to_arrays()
         progress.advance(signal.duration_s)
         return result
 
@@ -146,8 +151,7 @@ def extract_track_embeddings(
             random-init flag, config id, device, precision, shapes).
     """
     device = select_device(str(params.get("device", "auto")))
-    if device.type == "cpu" and params.get("num_threads"):
-        torch.set_num_threads(int(params["num_threads"]))
+    threads = int(params.get("num_threads") or torch.get_num_threads()) if device.type == "cpu" else None
     silence = float(params.get("silence_threshold_dbfs", -60.0))
     cached = set(embedded_tracks)
     checked: dict[tuple[str, float], str | None] = {}  # (track, minimum length) -> problem
@@ -165,7 +169,7 @@ def extract_track_embeddings(
             precision=str(params.get("precision", "auto")),
             keep_frames=bool(params.get("keep_frames", False)),
         )
-        config_id = config.config_id(device)
+        config_id = config.config_id(device, threads)
         runs[name] = {
             "backbone": backbone.spec.name,
             "encoder": backbone.spec.encoder,
@@ -215,7 +219,13 @@ def extract_track_embeddings(
         prefetcher = _AudioPrefetcher(loaders, backbone.spec.sample_rate)
         for key in loaders:
             outputs[key] = _embed_lazily(
-                key, prefetcher, backbone=backbone, config=config, device=device, progress=progress
+                key,
+                prefetcher,
+                backbone=backbone,
+                config=config,
+                device=device,
+                progress=progress,
+                threads=threads,
             )
     for reject in rejects:
         logger.warning(
