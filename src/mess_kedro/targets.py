@@ -40,6 +40,8 @@ import warnings
 
 import numpy as np
 
+from .features import HOP, FrameAnalysis, analyse
+
 AUDIO_TARGETS = (
     "spectral_centroid",
     "spectral_rolloff",
@@ -76,42 +78,41 @@ TARGET_GROUPS = {
     "phrasing": ("phrase_regularity", "num_phrases"),
     "midi_expression": MIDI_TARGETS,
 }
-HOP = 512
 MIN_PHRASE_SECONDS = 8.0
 _CHORD_S = 0.05
 
 
-def _rms_db(samples: np.ndarray) -> np.ndarray:
-    import librosa
+def audio_targets(
+    samples: np.ndarray | None = None, sr: int | None = None, *, analysis: FrameAnalysis | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The 15 audio targets of one signal, and a reason for each that is NaN.
 
-    rms = librosa.feature.rms(y=samples, hop_length=HOP)[0]
-    return 20 * np.log10(np.maximum(rms, 1e-6))
-
-
-def audio_targets(samples: np.ndarray, sr: int) -> tuple[dict[str, float], dict[str, str]]:
-    """The 15 audio targets of one signal, and a reason for each that is NaN."""
+    Give ``samples`` and ``sr``, or a precomputed ``analysis`` of them (the
+    proxy-targets stage shares one with the classic descriptors).
+    """
     import librosa
 
     values: dict[str, float] = dict.fromkeys(AUDIO_TARGETS, float("nan"))
     reasons: dict[str, str] = {}
-    duration = len(samples) / sr
+    if analysis is None:
+        samples = np.asarray(samples, dtype=np.float32)
+        if len(samples) < 2 * 2048 or not np.any(samples):
+            return values, dict.fromkeys(AUDIO_TARGETS, "signal too short or silent")
+        analysis = analyse(samples, sr)
+    samples, sr = analysis.samples, analysis.sr
     if len(samples) < 2 * 2048 or not np.any(samples):
         return values, dict.fromkeys(AUDIO_TARGETS, "signal too short or silent")
+    duration = analysis.duration_s
+    S = analysis.magnitude
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # librosa warns on short inputs; NaNs carry the meaning
-        values["spectral_centroid"] = float(
-            np.mean(librosa.feature.spectral_centroid(y=samples, sr=sr, hop_length=HOP))
-        )
-        values["spectral_rolloff"] = float(
-            np.mean(librosa.feature.spectral_rolloff(y=samples, sr=sr, hop_length=HOP))
-        )
-        values["spectral_bandwidth"] = float(
-            np.mean(librosa.feature.spectral_bandwidth(y=samples, sr=sr, hop_length=HOP))
-        )
+        values["spectral_centroid"] = float(np.mean(librosa.feature.spectral_centroid(S=S, sr=sr)))
+        values["spectral_rolloff"] = float(np.mean(librosa.feature.spectral_rolloff(S=S, sr=sr)))
+        values["spectral_bandwidth"] = float(np.mean(librosa.feature.spectral_bandwidth(S=S, sr=sr)))
         values["zero_crossing_rate"] = float(
             np.mean(librosa.feature.zero_crossing_rate(samples, hop_length=HOP))
         )
-        envelope = librosa.onset.onset_strength(y=samples, sr=sr, hop_length=HOP)
+        envelope = analysis.onset_envelope
         values["tempo"] = float(librosa.feature.tempo(onset_envelope=envelope, sr=sr, hop_length=HOP)[0])
         onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=sr, hop_length=HOP)
         values["onset_density"] = len(onsets) / duration
@@ -121,7 +122,7 @@ def audio_targets(samples: np.ndarray, sr: int) -> tuple[dict[str, float], dict[
             values["attack_sharpness"] = float(np.mean(peaks) / max(np.mean(envelope), 1e-9))
         else:
             reasons["attack_slopes"] = reasons["attack_sharpness"] = "no onsets detected"
-        level = _rms_db(samples)
+        level = analysis.level_db
         audible = level[level > level.max() - 60]
         values["dynamic_range"] = float(np.percentile(audible, 95) - np.percentile(audible, 5))
         values["dynamic_variance"] = float(np.var(audible))
@@ -129,7 +130,7 @@ def audio_targets(samples: np.ndarray, sr: int) -> tuple[dict[str, float], dict[
         slope = float(np.polyfit(times, level, 1)[0]) if len(level) > 2 else float("nan")
         values["crescendo_strength"] = max(slope, 0.0)
         values["diminuendo_strength"] = max(-slope, 0.0)
-        chroma = librosa.feature.chroma_stft(y=samples, sr=sr, hop_length=HOP)
+        chroma = librosa.feature.chroma_stft(S=S**2, sr=sr)
         p = chroma / np.maximum(chroma.sum(axis=0, keepdims=True), 1e-12)
         entropy = -(p * np.log(np.maximum(p, 1e-12))).sum(axis=0) / np.log(12)
         values["harmonic_complexity"] = float(np.mean(entropy))

@@ -1,14 +1,23 @@
-"""Nodes of the ``proxy_targets`` pipeline: targets per track and per segment, and their check.
+"""Nodes of the ``proxy_targets`` pipeline: what each track and segment measurably is.
 
-Targets are defined in :mod:`mess_kedro.targets`. Segment-level targets are
-computed on exactly the spans each backbone embedded (from the embedding set's
-segment index), so a segment's targets and its embedding describe the same audio.
+- the 22 proxy targets (:mod:`mess_kedro.targets`) per track and per embedded
+  segment, and their check against the demo's known settings;
+- the classic descriptors (:mod:`mess_kedro.descriptors`), the handcrafted
+  baseline, on the same tracks and spans (one spectral analysis serves both);
+- the demo's ground-truth factors per segment (:mod:`mess_kedro.ground_truth`):
+  local tempo, velocity and articulation from the notes performed in each span.
+
+Segment-level values are computed on exactly the spans each backbone embedded
+(from the embedding set's segment index), so a segment's targets and its
+embedding describe the same audio.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -17,46 +26,72 @@ from tqdm.auto import tqdm
 
 from mess_kedro.audio import AudioSignal
 from mess_kedro.datasets import EmbeddingSet
+from mess_kedro.descriptors import DESCRIPTORS, classic_descriptors
+from mess_kedro.features import analyse
+from mess_kedro.ground_truth import segment_factors
 from mess_kedro.targets import TARGETS, audio_targets, midi_targets
 
 logger = logging.getLogger(__name__)
 
 
-def _targets_of(samples: np.ndarray, sr: int, midi, start_s: float, end_s: float | None) -> tuple[dict, dict]:
-    values, reasons = audio_targets(samples, sr)
+def _describe(
+    samples: np.ndarray, sr: int, midi, start_s: float, end_s: float | None
+) -> tuple[dict, dict, np.ndarray]:
+    """Targets, their NaN reasons, and the classic descriptors of one span (one analysis for both)."""
+    analysis = analyse(samples, sr)
+    values, reasons = audio_targets(analysis=analysis)
     midi_values, midi_reasons = midi_targets(midi, start_s, end_s)
-    return values | midi_values, reasons | midi_reasons
+    return values | midi_values, reasons | midi_reasons, classic_descriptors(analysis=analysis)
+
+
+def _in_threads(work: Callable[[Any], Any], items: list, description: str) -> Iterable:
+    """``work`` over ``items`` on a few threads (librosa's FFTs release the GIL: ~1.6x on 2 cores), in order."""
+    workers = max(1, min(len(items), os.cpu_count() or 1, 8))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="targets") as pool:
+        yield from tqdm(pool.map(work, items), total=len(items), desc=description, unit="track")
 
 
 def compute_track_targets(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     track_midi: Mapping[str, Callable[[], Any]],
     track_manifest: pd.DataFrame,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The 22 targets of every whole track.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The 22 targets and the classic descriptors of every whole track.
 
     Returns:
         track_targets: ``track_id`` + one column per target (NaN where not computable).
         target_gaps: one row per NaN: ``level``, ``track_id``, ``target``, ``reason``.
+        track_descriptors: ``track_id`` + one column per classic descriptor.
     """
-    rows, gaps = [], []
-    for track_id in tqdm(sorted(track_manifest["track_id"]), desc="proxy targets: tracks", unit="track"):
+
+    def describe_track(track_id: str):
         load = prepared_audio.get(track_id)
         if load is None:
+            return track_id, None
+        signal = load()
+        midi = track_midi[track_id]() if track_id in track_midi else None
+        return track_id, _describe(signal.samples, signal.sample_rate, midi, 0.0, None)
+
+    rows, gaps, described = [], [], []
+    for track_id, result in _in_threads(
+        describe_track, sorted(track_manifest["track_id"]), "proxy targets: tracks"
+    ):
+        if result is None:
             gaps.extend(
                 {"level": "track", "track_id": track_id, "target": t, "reason": "no prepared audio"}
                 for t in TARGETS
             )
             continue
-        signal = load()
-        midi = track_midi[track_id]() if track_id in track_midi else None
-        values, reasons = _targets_of(signal.samples, signal.sample_rate, midi, 0.0, None)
+        values, reasons, descriptors = result
         rows.append({"track_id": track_id, **values})
+        described.append({"track_id": track_id, **dict(zip(DESCRIPTORS, descriptors, strict=True))})
         gaps.extend(
             {"level": "track", "track_id": track_id, "target": t, "reason": r} for t, r in reasons.items()
         )
-    return pd.DataFrame(rows, columns=["track_id", *TARGETS]), pd.DataFrame(
-        gaps, columns=["level", "track_id", "target", "reason"]
+    return (
+        pd.DataFrame(rows, columns=["track_id", *TARGETS]),
+        pd.DataFrame(gaps, columns=["level", "track_id", "target", "reason"]),
+        pd.DataFrame(described, columns=["track_id", *DESCRIPTORS]),
     )
 
 
@@ -64,31 +99,64 @@ def compute_segment_targets(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     track_midi: Mapping[str, Callable[[], Any]],
     layer_embeddings: EmbeddingSet,
-) -> pd.DataFrame:
-    """The 22 targets of every embedded segment, aligned with the segment index.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The 22 targets and the classic descriptors of every embedded segment, aligned with the segment index.
 
     Spans shared by several backbones (a model and its random-init twin) are
     computed once.
 
     Returns:
-        ``backbone``, ``row`` (the segment's row in that backbone's segment
-        matrix), ``track_id``, ``start_s``, ``end_s`` + one column per target.
+        segment_targets: ``backbone``, ``row`` (the segment's row in that
+            backbone's segment matrix), ``track_id``, ``start_s``, ``end_s`` + one
+            column per target.
+        segment_descriptors: the same keys + one column per classic descriptor.
     """
     index = layer_embeddings.segment_index
     spans = index[["track_id", "start_s", "end_s"]].drop_duplicates().sort_values(["track_id", "start_s"])
-    computed = []
-    for track_id, track_spans in tqdm(
-        spans.groupby("track_id"), desc="proxy targets: segments", unit="track"
-    ):
+
+    def describe_spans(group: tuple[str, pd.DataFrame]) -> list[tuple[dict, dict]]:
+        track_id, track_spans = group
         signal = prepared_audio[track_id]()
         midi = track_midi[track_id]() if track_id in track_midi else None
-        sr = signal.sample_rate
+        sr, results = signal.sample_rate, []
         for start_s, end_s in track_spans[["start_s", "end_s"]].itertuples(index=False):
             chunk = signal.samples[int(round(start_s * sr)) : int(round(end_s * sr))]
-            values, _ = _targets_of(chunk, sr, midi, start_s, end_s)
-            computed.append({"track_id": track_id, "start_s": start_s, "end_s": end_s, **values})
-    table = index.merge(pd.DataFrame(computed), on=["track_id", "start_s", "end_s"], how="left")
-    logger.info("Segment targets: %d spans for %d segment rows", len(computed), len(table))
+            values, _, descriptors = _describe(chunk, sr, midi, start_s, end_s)
+            key = {"track_id": track_id, "start_s": start_s, "end_s": end_s}
+            results.append((key | values, key | dict(zip(DESCRIPTORS, descriptors, strict=True))))
+        return results
+
+    computed, described = [], []
+    for results in _in_threads(describe_spans, list(spans.groupby("track_id")), "proxy targets: segments"):
+        for values, descriptors in results:
+            computed.append(values)
+            described.append(descriptors)
+    keys = ["track_id", "start_s", "end_s"]
+    targets = index.merge(pd.DataFrame(computed), on=keys, how="left")
+    descriptors = index.merge(pd.DataFrame(described), on=keys, how="left")
+    logger.info("Segment targets and descriptors: %d spans for %d segment rows", len(computed), len(targets))
+    return (
+        targets.sort_values(["backbone", "row"]).reset_index(drop=True),
+        descriptors.sort_values(["backbone", "row"]).reset_index(drop=True),
+    )
+
+
+def compute_segment_truth(
+    performance_notes: pd.DataFrame, performance_ground_truth: pd.DataFrame, layer_embeddings: EmbeddingSet
+) -> pd.DataFrame:
+    """The demo's ground-truth factors of every embedded segment, aligned with the segment index.
+
+    Local tempo, velocity and articulation come from the notes performed in the
+    span; the other factors are the track's (see :mod:`mess_kedro.ground_truth`).
+    Tracks without ground truth (a user's recordings) have NaN rows.
+    """
+    index = layer_embeddings.segment_index
+    if performance_ground_truth.empty:
+        logger.info("No demo tracks: no segment ground truth")
+        return index.copy()
+    table = segment_factors(performance_notes, performance_ground_truth, index)
+    local = table.filter(like="truth:tempo_factor").notna().mean().mean() if len(table) else 0.0
+    logger.info("Segment ground truth: %d segment rows, %.0f%% with a local tempo", len(table), 100 * local)
     return table.sort_values(["backbone", "row"]).reset_index(drop=True)
 
 
