@@ -6,7 +6,15 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
-from mess_kedro.probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe, summarise_folds
+from mess_kedro.probes import (
+    CONSTANT_IN_TEST,
+    DEFAULT_ALPHAS,
+    SCORED,
+    TOO_FEW_ROWS,
+    grouped_folds,
+    ridge_probe,
+    summarise_folds,
+)
 
 
 def problem(n, d, t=5, seed=0, nan_rows=9):
@@ -97,3 +105,60 @@ def test_float32_gram_for_large_inputs_agrees_with_float64():
     fast = ridge_probe(X, Y, folds, float64_rows=1000)
     np.testing.assert_allclose(fast.r2, exact.r2, atol=1e-4)
     assert np.array_equal(fast.alpha, exact.alpha)
+
+
+def test_undefined_folds_say_why():
+    X, Y, groups = problem(100, 10, t=2, nan_rows=0)
+    folds = grouped_folds(groups, 5)
+    Y[folds[0][1], 1] = 7.0  # the second target is constant in the first test fold
+    scores = ridge_probe(X, Y, folds)
+    assert np.isnan(scores.r2[0, 1]) and scores.undefined[0, 1] == CONSTANT_IN_TEST
+    assert (scores.undefined[1:, 1] == SCORED).all() and (scores.undefined[:, 0] == SCORED).all()
+    Y[:, 0] = np.nan
+    assert (ridge_probe(X, Y, folds).undefined[:, 0] == TOO_FEW_ROWS).all()
+
+
+def test_probing_node_reports_folds_alphas_controls_and_the_classic_baseline():
+    import pandas as pd
+
+    from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.descriptors import DESCRIPTORS
+    from mess_kedro.pipelines.probing.nodes import probe_layers, summarise_factor_probing
+
+    rng = np.random.default_rng(5)
+    n = 120
+    ids = [f"t{i:03d}" for i in range(n)]
+    tempo = rng.uniform(0.7, 1.4, n)
+    layers = [
+        rng.normal(size=(n, 6)),
+        np.c_[np.log2(tempo), rng.normal(size=(n, 5))] + 0.05 * rng.normal(size=(n, 6)),
+    ]
+    index = pd.DataFrame(
+        {"backbone": "b", "row": range(n), "track_id": ids, "group": np.repeat(range(12), 10)}
+    )
+    info = {"label": "b", "layer_names": ["noise", "tempo"], "backbone": "b"}
+    embeddings = EmbeddingSet({"b": BackboneEmbeddings("b", layers, ids, info)}, index, pd.DataFrame())
+    targets = pd.DataFrame({"track_id": ids, "tempo": 120 * tempo + rng.normal(0, 2, n)})
+    descriptors = pd.DataFrame(rng.normal(size=(n, len(DESCRIPTORS))), columns=list(DESCRIPTORS)).assign(
+        track_id=ids
+    )
+    truth = pd.DataFrame({"track_id": ids, "tempo_factor": tempo})
+    params = {"levels": ["track"], "n_folds": 4, "seed": 0}
+    results = probe_layers(
+        embeddings, targets, pd.DataFrame(), descriptors, pd.DataFrame(), truth, pd.DataFrame(), params
+    )
+    assert results["targets"] == ["tempo", "truth:tempo_factor"] and results["factors"] == [
+        "truth:tempo_factor"
+    ]
+    track = results["backbones"]["b"]["levels"]["track"]
+    assert np.array(track["alpha_folds"]).shape == (2, 4, 2)  # layers x folds x targets, every fold's choice
+    assert np.array(track["r2_n_folds"]).tolist() == [[4, 4], [4, 4]]
+    assert track["undefined_folds"] == {} and set(track["alpha_at_edge"]) == {"low", "high", "n"}
+    r2 = np.array(track["r2_mean"])
+    assert r2[1, 1] > 0.9 and r2[0, 1] < 0.1  # the tempo layer knows tempo; the noise layer does not
+    table = summarise_factor_probing(results)
+    row = table.iloc[0]
+    assert (row["factor"], row["best_layer"], row["n_folds"]) == ("tempo_factor", "tempo", 4)
+    assert (
+        row["r2"] > 0.9 and row["classic_r2"] < 0.1 and row["shuffled_r2"] < 0.1
+    )  # random descriptors know nothing

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import GroupKFold
 
-DEFAULT_ALPHAS = tuple(10.0 ** np.arange(-2, 6))
+DEFAULT_ALPHAS = tuple(10.0 ** np.arange(-3, 8))
 
 
 def grouped_folds(groups: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -41,12 +41,24 @@ def grouped_folds(groups: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, n
     return list(splitter.split(np.zeros(len(groups)), groups=groups))
 
 
+# Why a fold's R² is undefined (``ProbeScores.undefined``).
+SCORED, TOO_FEW_ROWS, CONSTANT_IN_TEST = 0, 1, 2
+UNDEFINED_REASONS = {TOO_FEW_ROWS: "too few rows", CONSTANT_IN_TEST: "target constant in the test fold"}
+
+
 @dataclass
 class ProbeScores:
-    """Per fold and target: held-out R² and the chosen ridge strength (NaN where not computable)."""
+    """Per fold and target: held-out R², the chosen ridge strength, and why an R² is missing.
+
+    ``r2`` and ``alpha`` are NaN where a fold could not be scored; ``undefined``
+    says why: :data:`TOO_FEW_ROWS` (under ``min_train`` training or 2 test rows)
+    or :data:`CONSTANT_IN_TEST` (the target does not vary among the test rows,
+    so R² has no denominator), else :data:`SCORED`.
+    """
 
     r2: np.ndarray  # [K, T]
     alpha: np.ndarray  # [K, T]
+    undefined: np.ndarray  # [K, T] int codes
 
 
 def _scale(variance: np.ndarray) -> np.ndarray:
@@ -146,7 +158,7 @@ def ridge_probe(
     Returns
     -------
     ProbeScores
-        ``r2`` and ``alpha``, each ``[len(folds), T]``.
+        ``r2``, ``alpha`` and ``undefined``, each ``[len(folds), T]``.
     """
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim == 1:
@@ -154,6 +166,7 @@ def ridge_probe(
     n_folds, n_targets = len(folds), Y.shape[1]
     r2 = np.full((n_folds, n_targets), np.nan)
     chosen = np.full((n_folds, n_targets), np.nan)
+    undefined = np.full((n_folds, n_targets), TOO_FEW_ROWS)
     present = ~np.isnan(Y)
     patterns: dict[bytes, list[int]] = {}
     for t in range(n_targets):
@@ -199,7 +212,8 @@ def ridge_probe(
                 pred, alpha = _predict_primal(stats, Xt, alphas)
             r2[k, targets] = _r2(Yt, pred)
             chosen[k, targets] = alpha
-    return ProbeScores(r2=r2, alpha=chosen)
+            undefined[k, targets] = np.where(np.ptp(Yt, axis=0) > 0, SCORED, CONSTANT_IN_TEST)
+    return ProbeScores(r2=r2, alpha=chosen, undefined=undefined)
 
 
 def summarise_folds(r2: np.ndarray, confidence: float = 0.95) -> dict[str, np.ndarray]:

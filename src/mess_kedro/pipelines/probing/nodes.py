@@ -1,11 +1,20 @@
 """Nodes of the ``probing`` pipeline: grouped-CV ridge probes per backbone, layer and target.
 
 For every backbone of the embedding set and both levels (whole tracks; embedded
-segments), every layer is probed for all 22 targets at once
-(:func:`mess_kedro.probes.ridge_probe`), with folds grouped by composition. Beside
-each result: a shuffled-target control (targets permuted across rows, same
-folds: should be about 0 or below) and, for a pretrained backbone whose
-random-init twin was embedded, the twin's result.
+segments), every layer is probed for all 22 proxy targets and, on the demo
+corpus, every ground-truth factor (``truth:<factor>``) at once
+(:func:`mess_kedro.probes.ridge_probe`), with folds grouped by composition.
+Beside each result: a shuffled-target control (targets permuted across rows,
+same folds: should be about 0 or below), the classic-descriptor baseline
+(:mod:`mess_kedro.descriptors`, probed as a one-layer "backbone" on the same
+rows) and, for a pretrained backbone whose random-init twin was embedded, the
+twin's result.
+
+Every figure says what it averages: per-fold R² and ridge strengths are saved,
+``r2_n_folds`` counts the folds behind each mean, ``undefined_folds`` names
+the folds a target could not be scored on and why, and ``alpha_at_edge``
+gives the share of chosen strengths at either end of the grid (an edge share
+far above zero means the grid should be widened).
 """
 
 from __future__ import annotations
@@ -19,10 +28,20 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mess_kedro.datasets import EmbeddingSet
-from mess_kedro.probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe, summarise_folds
+from mess_kedro.descriptors import DESCRIPTORS, fill_missing
+from mess_kedro.ground_truth import PREFIX, track_factors
+from mess_kedro.probes import (
+    DEFAULT_ALPHAS,
+    SCORED,
+    UNDEFINED_REASONS,
+    grouped_folds,
+    ridge_probe,
+    summarise_folds,
+)
 from mess_kedro.targets import TARGETS
 
 logger = logging.getLogger(__name__)
+CLASSIC = "classic-descriptors"
 
 
 def _nan_to_none(values: np.ndarray) -> list:
@@ -51,24 +70,46 @@ def _twins(runs: dict[str, dict]) -> dict[str, str]:
     return twins
 
 
+def _edge_shares(alphas: np.ndarray, grid: tuple[float, ...]) -> dict[str, float | None]:
+    chosen = alphas[np.isfinite(alphas)]
+    if chosen.size == 0:
+        return {"low": None, "high": None, "n": 0}
+    return {
+        "low": round(float(np.mean(chosen <= min(grid))), 4),
+        "high": round(float(np.mean(chosen >= max(grid))), 4),
+        "n": int(chosen.size),
+    }
+
+
+def _undefined_folds(codes: np.ndarray, targets: list[str]) -> dict[str, list[dict]]:
+    """Per target, the folds it could not be scored on and why (the same for every layer)."""
+    flagged: dict[str, list[dict]] = {}
+    for t, target in enumerate(targets):
+        folds = [
+            {"fold": int(k), "reason": UNDEFINED_REASONS[int(code)]}
+            for k, code in enumerate(codes[:, t])
+            if code != SCORED
+        ]
+        if folds and len(folds) < len(codes):  # a target missing everywhere is a gap, not a fold problem
+            flagged[target] = folds
+    return flagged
+
+
 def _probe_level(
-    layers: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, params: dict[str, Any]
+    layers: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, targets: list[str], params: dict[str, Any]
 ) -> dict[str, Any]:
     folds = grouped_folds(groups, int(params.get("n_folds", 5)))
     alphas = tuple(float(a) for a in params.get("alphas", DEFAULT_ALPHAS))
     rng = np.random.default_rng(int(params.get("seed", 0)))
     shuffled = Y[rng.permutation(len(Y))]
-    real, control, chosen = [], [], []
+    real, control, chosen, codes = [], [], [], None
     for X in layers:
         scores = ridge_probe(X, Y, folds, alphas)
         real.append(scores.r2)
-        chosen.append(
-            np.nanmedian(np.where(np.isnan(scores.alpha), np.nan, scores.alpha), axis=0)
-            if np.isfinite(scores.alpha).any()
-            else np.full(Y.shape[1], np.nan)
-        )
+        chosen.append(scores.alpha)
+        codes = scores.undefined
         control.append(ridge_probe(X, shuffled, folds, alphas).r2)
-    real = np.stack(real)  # [L, K, T]
+    real, chosen = np.stack(real), np.stack(chosen)  # [L, K, T]
     summary = [summarise_folds(r) for r in real]
     shuffled_mean = np.stack([summarise_folds(c)["mean"] for c in control])
     return {
@@ -79,36 +120,73 @@ def _probe_level(
         "r2_std": _table(np.stack([s["std"] for s in summary])),
         "r2_ci_low": _table(np.stack([s["ci_low"] for s in summary])),
         "r2_ci_high": _table(np.stack([s["ci_high"] for s in summary])),
+        "r2_n_folds": _table(np.stack([s["n_folds"] for s in summary])),
         "r2_folds": _table(real),
-        "alpha_median": _table(np.stack(chosen)),
+        "alpha_folds": _table(chosen),
+        "alpha_median": _table(
+            np.stack([np.nanmedian(np.where(np.isfinite(a), a, np.nan), axis=0) for a in chosen])
+            if np.isfinite(chosen).any()
+            else np.full((len(layers), Y.shape[1]), np.nan)
+        ),
+        "alpha_at_edge": _edge_shares(chosen, alphas),
+        "undefined_folds": _undefined_folds(codes, targets),
         "shuffled_r2_mean": _table(shuffled_mean),
     }
 
 
-def probe_layers(
+def _target_matrix(
+    keys: pd.DataFrame, tables: list[pd.DataFrame], on: list[str], targets: list[str]
+) -> np.ndarray:
+    """Rows of ``keys`` x ``targets``, each column read from whichever table holds it."""
+    merged = keys[on].copy()
+    for table in tables:
+        columns = [c for c in targets if c in table.columns and c not in merged.columns]
+        if columns:
+            merged = merged.merge(table[on + columns].drop_duplicates(on), on=on, how="left")
+    return merged.reindex(columns=on + targets)[targets].to_numpy(float)
+
+
+def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     layer_embeddings: EmbeddingSet,
     track_targets: pd.DataFrame,
     segment_targets: pd.DataFrame,
+    track_descriptors: pd.DataFrame,
+    segment_descriptors: pd.DataFrame,
+    performance_ground_truth: pd.DataFrame,
+    segment_ground_truth: pd.DataFrame,
     params: dict[str, Any],
 ) -> dict[str, Any]:
-    """R² of every layer x target, per backbone and level, with controls.
+    """R² of every layer x target (proxy targets and ground-truth factors), per backbone and level.
 
     Args:
+        track_descriptors, segment_descriptors: the classic baseline's features.
+        performance_ground_truth, segment_ground_truth: the demo's factors
+            (empty without the demo: then only proxy targets are probed).
         params: ``probing`` parameters: ``n_folds`` (5), ``alphas``, ``seed``
             (for the shuffled control), ``levels`` (track, segment).
 
     Returns:
         The results document (see docs/probing.md): per backbone its label,
         weights id, random-init flag, twin, and per level the layer x target
-        tables of mean/std/CI of R² over folds, per-fold values, chosen
-        strengths and the shuffled-target control.
+        tables of mean/std/CI of R² over folds and how many folds each mean
+        covers, per-fold R² and ridge strengths, the shuffled-target control,
+        and ``classic``: the same for the classic descriptors on the same rows.
     """
     started = time.perf_counter()
     runs = {name: b.info for name, b in layer_embeddings.backbones.items()}
     twins = _twins(runs)
-    targets = [t for t in TARGETS if t in track_targets.columns]
-    document: dict[str, Any] = {"targets": targets, "backbones": {}}
+    truth = (
+        track_factors(performance_ground_truth)
+        if len(performance_ground_truth)
+        else pd.DataFrame({"track_id": pd.Series(dtype=str)})
+    )
+    factors = [c for c in truth.columns if c.startswith(PREFIX) and truth[c].notna().any()]
+    targets = [t for t in TARGETS if t in track_targets.columns] + factors
+    document: dict[str, Any] = {"targets": targets, "factors": factors, "backbones": {}}
+    levels = params.get("levels", ["track", "segment"])
     index = layer_embeddings.index
+    group_of = dict(zip(index["track_id"], index["group"], strict=False))
+    classic_cache: dict[tuple, dict] = {}
     for name, embeddings in layer_embeddings.backbones.items():
         entry = {
             "label": embeddings.label,
@@ -119,25 +197,55 @@ def probe_layers(
             "layers": embeddings.layer_names,
             "layer_dims": [int(t.shape[1]) for t in embeddings.tracks],
             "levels": {},
+            "classic": {"layers": ["descriptors"], "levels": {}},
         }
-        rows = index[index["backbone"] == name].sort_values("row")
-        group_of = dict(zip(index["track_id"], index["group"], strict=False))
-        if "track" in params.get("levels", ["track", "segment"]):
-            Y = rows[["track_id"]].merge(track_targets, on="track_id", how="left")[targets].to_numpy(float)
-            entry["levels"]["track"] = _probe_level(embeddings.tracks, Y, rows["group"].to_numpy(), params)
-        if "segment" in params.get("levels", ["track", "segment"]):
+        if "track" in levels:
+            rows = index[index["backbone"] == name].sort_values("row")[["track_id", "group"]]
+            Y = _target_matrix(rows, [track_targets, truth], ["track_id"], targets)
+            groups = rows["group"].to_numpy()
+            entry["levels"]["track"] = _probe_level(embeddings.tracks, Y, groups, targets, params)
+            key = ("track", tuple(rows["track_id"]))
+            if key not in classic_cache:
+                X = _target_matrix(rows, [track_descriptors], ["track_id"], list(DESCRIPTORS))
+                classic_cache[key] = _probe_level([fill_missing(X)], Y, groups, targets, params)
+            entry["classic"]["levels"]["track"] = classic_cache[key]
+        if "segment" in levels:
             seg = segment_targets[segment_targets["backbone"] == name].sort_values("row")
             if len(seg) != embeddings.segments[0].shape[0]:
                 raise ValueError(
                     f"{name}: {len(seg)} segment target rows for {embeddings.segments[0].shape[0]} segments"
                 )
+            keys = ["backbone", "row"]
+            Y = _target_matrix(seg, [segment_targets, segment_ground_truth], keys, targets)
             groups = seg["track_id"].map(group_of).to_numpy()
-            entry["levels"]["segment"] = _probe_level(
-                embeddings.segments, seg[targets].to_numpy(float), groups, params
-            )
+            entry["levels"]["segment"] = _probe_level(embeddings.segments, Y, groups, targets, params)
+            spans = tuple(zip(seg["track_id"], seg["start_s"], seg["end_s"], strict=True))
+            key = ("segment", spans)
+            if key not in classic_cache:
+                X = _target_matrix(seg, [segment_descriptors], keys, list(DESCRIPTORS))
+                classic_cache[key] = _probe_level([fill_missing(X)], Y, groups, targets, params)
+            entry["classic"]["levels"]["segment"] = classic_cache[key]
         document["backbones"][name] = entry
+    document["alpha_grid"] = [float(a) for a in params.get("alphas", DEFAULT_ALPHAS)]
+    chosen = [
+        np.array(level["alpha_folds"], dtype=float)
+        for entry in document["backbones"].values()
+        for level in entry["levels"].values()
+    ]
+    document["alpha_at_edge"] = _edge_shares(
+        np.concatenate([c.ravel() for c in chosen]) if chosen else np.array([]), tuple(document["alpha_grid"])
+    )
     document["seconds"] = round(time.perf_counter() - started, 2)
-    logger.info("Probed %d backbones in %.1f s", len(document["backbones"]), document["seconds"])
+    logger.info(
+        "Probed %d backbones (%d targets, %d ground-truth factors) in %.1f s; ridge strengths at the grid's "
+        "low/high edge: %s / %s",
+        len(document["backbones"]),
+        len(targets) - len(factors),
+        len(factors),
+        document["seconds"],
+        document["alpha_at_edge"]["low"],
+        document["alpha_at_edge"]["high"],
+    )
     return document
 
 
@@ -152,18 +260,35 @@ def _level_table(results: dict[str, Any], name: str, level: str, key: str) -> np
     return np.array(results["backbones"][name]["levels"][level][key], dtype=float)
 
 
+def _grade(r2: float, params: dict[str, Any]) -> str:
+    grades = params.get("confidence", {"high": 0.8, "medium": 0.5})
+    if r2 > grades["high"]:
+        return "high"
+    return "medium" if r2 > grades["medium"] else "low"
+
+
+def _level_table(results: dict[str, Any], name: str, level: str, key: str) -> np.ndarray:
+    return np.array(results["backbones"][name]["levels"][level][key], dtype=float)
+
+
+def aspect_targets(spec: Any) -> list[str]:
+    """An aspect's proxy targets, from ``{targets: [...], factor: ...}`` or a plain list."""
+    return list(spec.get("targets") or []) if isinstance(spec, dict) else list(spec or [])
+
+
 def map_aspects(
     probing_results: dict[str, Any], params: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Best layer per aspect and per target, per backbone, at track level.
 
-    An aspect's score for a layer is the mean R² of its targets (those that
-    could be probed); the best layer maximises it. Grades: R² > 0.8 high,
-    > 0.5 medium, else low.
+    An aspect's score for a layer is the mean R² of its proxy targets (those
+    that could be probed); the best layer maximises it. Grades: R² > 0.8 high,
+    > 0.5 medium, else low. An aspect with no probe-able target (``room`` on
+    audio without ground truth) is mapped to no layer.
 
     Returns:
         aspect_layer_map: ``{backbone: {aspect: {layer, layer_index, r2, confidence,
-            targets, shuffled_r2, twin_r2}}}`` plus labels.
+            targets, factor, shuffled_r2, twin_r2}}}`` plus labels.
         best_layers: one row per backbone x target with the best layer and its R².
     """
     targets = probing_results["targets"]
@@ -176,10 +301,12 @@ def map_aspects(
         twin = entry.get("twin")
         twin_r2 = _level_table(probing_results, twin, level, "r2_mean") if twin else None
         per_aspect = {}
-        for aspect, aspect_targets in params["aspects"].items():
+        for aspect, spec in params["aspects"].items():
+            wanted = aspect_targets(spec)
+            factor = spec.get("factor") if isinstance(spec, dict) else None
             cols = [
                 targets.index(t)
-                for t in aspect_targets
+                for t in wanted
                 if t in targets and np.isfinite(r2[:, targets.index(t)]).any()
             ]
             if not cols:
@@ -187,7 +314,8 @@ def map_aspects(
                     "layer": None,
                     "r2": None,
                     "confidence": "none",
-                    "targets": aspect_targets,
+                    "targets": wanted,
+                    "factor": factor,
                 }
                 continue
             score = np.nanmean(r2[:, cols], axis=1)
@@ -198,6 +326,7 @@ def map_aspects(
                 "r2": round(float(score[best]), 4),
                 "confidence": _grade(float(score[best]), params),
                 "targets": [targets[c] for c in cols],
+                "factor": factor,
                 "shuffled_r2": round(float(np.nanmean(shuffled[best, cols])), 4),
                 "twin_r2": round(float(np.nanmax(np.nanmean(twin_r2[:, cols], axis=1))), 4)
                 if twin_r2 is not None
@@ -224,25 +353,117 @@ def map_aspects(
     return {"level": level, "backbones": aspects}, pd.DataFrame(table)
 
 
+FACTOR_COLUMNS = [
+    "factor",
+    "level",
+    "backbone",
+    "label",
+    "random_init",
+    "best_layer",
+    "r2",
+    "ci_low",
+    "ci_high",
+    "n_folds",
+    "shuffled_r2",
+    "twin_best_r2",
+    "classic_r2",
+]
+
+
+def summarise_factor_probing(probing_results: dict[str, Any]) -> pd.DataFrame:
+    """Per ground-truth factor, level and backbone: the best layer's R² beside every control.
+
+    Columns: ``best_layer``, ``r2`` with its t-interval over folds and the
+    number of folds it averages, ``shuffled_r2`` (shuffled targets, that
+    layer), ``twin_best_r2`` (the random-init twin's best layer),
+    ``classic_r2`` (the classic descriptors, same rows and folds). Empty
+    without ground truth.
+    """
+    targets, rows = probing_results["targets"], []
+    for factor in probing_results.get("factors", []):
+        t = targets.index(factor)
+        for name, entry in probing_results["backbones"].items():
+            for level, result in entry["levels"].items():
+                r2 = np.array(result["r2_mean"], dtype=float)[:, t]
+                if not np.isfinite(r2).any():
+                    continue
+                best = int(np.nanargmax(r2))
+                twin = entry.get("twin")
+                twin_r2 = (
+                    np.array(probing_results["backbones"][twin]["levels"][level]["r2_mean"], dtype=float)[
+                        :, t
+                    ]
+                    if twin and level in probing_results["backbones"][twin]["levels"]
+                    else np.array([np.nan])
+                )
+                classic = entry.get("classic", {}).get("levels", {}).get(level)
+                rows.append(
+                    {
+                        "factor": factor.removeprefix(PREFIX),
+                        "level": level,
+                        "backbone": name,
+                        "label": entry["label"],
+                        "random_init": entry["random_init"],
+                        "best_layer": entry["layers"][best],
+                        "r2": float(r2[best]),
+                        "ci_low": float(np.array(result["r2_ci_low"], dtype=float)[best, t]),
+                        "ci_high": float(np.array(result["r2_ci_high"], dtype=float)[best, t]),
+                        "n_folds": int(np.nan_to_num(np.array(result["r2_n_folds"], dtype=float)[best, t])),
+                        "shuffled_r2": float(np.array(result["shuffled_r2_mean"], dtype=float)[best, t]),
+                        "twin_best_r2": float(np.nanmax(twin_r2)) if np.isfinite(twin_r2).any() else np.nan,
+                        "classic_r2": float(np.array(classic["r2_mean"], dtype=float)[0, t])
+                        if classic
+                        else np.nan,
+                    }
+                )
+    table = pd.DataFrame(rows, columns=FACTOR_COLUMNS)
+    for (factor, level), group in table.groupby(["factor", "level"], sort=False):
+        logger.info(
+            "truth %s (%s): %s; classic %.2f",
+            factor,
+            level,
+            ", ".join(f"{r.label} {r.best_layer} {r.r2:.2f}" for r in group.itertuples()),
+            group["classic_r2"].iloc[0],
+        )
+    return table
+
+
 def plot_probing_heatmap(probing_results: dict[str, Any]):
-    """Layer x target R² heatmaps, one panel per backbone (track level), labels saying random-init."""
+    """Layer x target R² heatmaps, one panel per backbone (track level), labels saying random-init.
+
+    Ground-truth factors (demo) sit right of the white line; cells below the
+    colour scale's floor (-0.5) are hatched, so a very negative R² is not
+    mistaken for a merely poor one.
+    """
     names = list(probing_results["backbones"])
     targets = probing_results["targets"]
+    n_proxy = len(targets) - len(probing_results.get("factors", []))
     # A bare Figure, not pyplot: no global figure registry, no GUI backend, safe in any thread.
     fig = Figure(
-        figsize=(12, 2.2 + 0.35 * sum(len(probing_results["backbones"][n]["layers"]) for n in names))
+        figsize=(14, 2.2 + 0.35 * sum(len(probing_results["backbones"][n]["layers"]) for n in names))
     )
     axes = fig.subplots(len(names), 1, squeeze=False)
     for ax, name in zip(axes[:, 0], names, strict=True):
         entry = probing_results["backbones"][name]
         r2 = np.array(entry["levels"]["track"]["r2_mean"], dtype=float)
         image = ax.imshow(np.clip(r2, -0.5, 1.0), vmin=-0.5, vmax=1.0, cmap="viridis", aspect="auto")
+        for y, x in zip(*np.nonzero(r2 < -0.5), strict=True):
+            ax.add_patch(_hatched_cell(x, y))
+        if n_proxy < len(targets):
+            ax.axvline(n_proxy - 0.5, color="white", linewidth=2)
         ax.set_yticks(range(len(entry["layers"])), entry["layers"], fontsize=7)
         ax.set_xticks(range(len(targets)), targets, rotation=60, ha="right", fontsize=7)
         ax.set_title(
-            f"{entry['label']}: held-out R² (grouped {entry['levels']['track']['n_folds']}-fold CV, track level)",
+            f"{entry['label']}: held-out R² (grouped {entry['levels']['track']['n_folds']}-fold CV, track level;"
+            " right of the line: ground-truth factors; hatched: R² < -0.5)",
             fontsize=9,
         )
         fig.colorbar(image, ax=ax, fraction=0.02)
     fig.tight_layout()
     return fig
+
+
+def _hatched_cell(x: int, y: int):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, hatch="xx", edgecolor="white", linewidth=0)

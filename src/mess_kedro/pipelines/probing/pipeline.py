@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import map_aspects, plot_probing_heatmap, probe_layers
+from .nodes import map_aspects, plot_probing_heatmap, probe_layers, summarise_factor_probing
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -10,7 +10,16 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=probe_layers,
-                inputs=["layer_embeddings", "track_targets", "segment_targets", "params:probing"],
+                inputs=[
+                    "layer_embeddings",
+                    "track_targets",
+                    "segment_targets",
+                    "track_descriptors",
+                    "segment_descriptors",
+                    "performance_ground_truth",
+                    "segment_ground_truth",
+                    "params:probing",
+                ],
                 outputs="probing_results",
                 name="probe_layers",
             ),
@@ -19,6 +28,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["probing_results", "params:probing"],
                 outputs=["aspect_layer_map", "best_layer_per_target"],
                 name="map_aspects",
+            ),
+            Node(
+                func=summarise_factor_probing,
+                inputs="probing_results",
+                outputs="ground_truth_probing",
+                name="summarise_factor_probing",
             ),
             Node(
                 func=plot_probing_heatmap,
