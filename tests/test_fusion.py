@@ -129,7 +129,9 @@ def test_training_never_sees_a_test_track():
         "projection": {"layer": "z", "labels": ["performer"]},
     }
     targets = pd.DataFrame({"track_id": index["track_id"], "tempo": np.arange(len(index), dtype=float)})
-    models, report = train_fusion_models(embeddings, {"backbones": {}}, targets, params)
+    splits = index[["track_id", "split"]].assign(split_seed=1)[["track_id", "split_seed", "split"]]
+    models, repeats, report = train_fusion_models(embeddings, {"backbones": {}}, targets, splits, params)
+    assert repeats == {} and report["primary_seed"] == 1
     train_layers = [x[split == "train"] for x in layers]
     for state in models["b"].values():
         assert np.isfinite(restore(state).transform(train_layers)).all()
@@ -167,7 +169,7 @@ def test_projection_network_trains_on_m_per_class_batches_of_one_layer():
     assert ap > chance + 0.3  # layer 4 carries the performer
     again = restore(method.state())
     np.testing.assert_allclose(again.transform([x[test] for x in layers]), vectors, atol=1e-6)
-    assert len(method.config.history) > 0
+    assert len(method.history) > 0 and method.left_init
 
 
 def test_multitask_probe_predicts_targets_and_its_embedding_carries_them():
@@ -205,3 +207,54 @@ def test_teacher_clusters_follow_the_targets_and_ignore_test_tracks():
     assert (teacher_labels(index, shifted, ["loud"], n_clusters=3)[train] == labels[train]).all()
     with pytest.raises(ValueError, match="teacher"):
         relation_labels(index, "teacher", targets, {"targets": []})
+
+
+def test_training_is_the_same_whatever_the_thread_count_and_leaves_global_rngs_alone():
+    """Every random draw comes from the method's seed, and training runs on one thread."""
+    layers, perf, piece, split = synthetic(dims=(16, 12, 8))
+    train, val = split == "train", split == "validation"
+
+    def fit(method):
+        return method.fit([x[train] for x in layers], perf[train], [x[val] for x in layers], perf[val])
+
+    def configs():
+        return (
+            LayerFusionNetwork(TrainingConfig(epochs=40, seed=3)),
+            ProjectionNetwork(
+                1, "y", TrainingConfig(epochs=25, batch_size=16, m_per_class=2, out_dim=16, seed=3)
+            ),
+        )
+
+    previous = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            np.random.seed(123)
+            torch.manual_seed(123)
+            fitted = [fit(m) for m in configs()]
+            # The global numpy and torch generators are where the caller left them.
+            assert np.random.randint(1 << 30) == np.random.RandomState(123).randint(1 << 30)
+            untouched = torch.rand(1, generator=torch.Generator().manual_seed(123)).item()
+            assert torch.rand(1).item() == untouched
+            assert torch.get_num_threads() == threads  # restored after training
+            results.append([m.transform(layers) for m in fitted])
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_method_that_never_leaves_its_start_is_flagged():
+    layers, perf, piece, split = synthetic(dims=(8, 8))
+    train, val = split == "train", split == "validation"
+    # A zero learning rate cannot improve on the first epoch's validation score.
+    method = DiagonalWeighting(TrainingConfig(epochs=50, patience=5, lr=0.0))
+    method.fit([x[train] for x in layers], perf[train], [x[val] for x in layers], perf[val])
+    assert method.best_epoch == 0 and method.left_init is False
+    np.testing.assert_allclose(method.learned_weights, [0.5, 0.5])
+    state = restore(method.state())
+    assert state.left_init is False and state.best_epoch == 0
+    trained = DiagonalWeighting(TrainingConfig(epochs=60, seed=0))
+    trained.fit([x[train] for x in layers], perf[train], [x[val] for x in layers], perf[val])
+    assert trained.left_init == (trained.best_epoch > 0)

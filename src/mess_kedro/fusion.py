@@ -24,20 +24,30 @@ What counts as "positive" (``relation_labels``): same performer, piece or
 composer, or the proxy-target teacher (k-means clusters of standardised
 targets, optionally one aspect's).
 
-Training (the two learned methods) uses pytorch-metric-learning's losses and
-miners, full batches of the training tracks, early stopping on the validation
-tracks' mean average precision, a fixed seed, and CPU-deterministic ops.
+Training (the learned methods) uses pytorch-metric-learning's losses and
+miners, full batches of the training tracks (or m-per-class batches), early
+stopping on the validation tracks' mean average precision (the multi-task probe:
+validation MSE). Results do not depend on the machine's thread count or on any
+global random state: every random draw comes from the method's seed (torch's
+generator is forked and seeded for the fit; the m-per-class sampler's numpy
+draws come from a seeded ``RandomState``), and training runs on one CPU thread
+(reductions split over threads round differently, which moved early stopping
+by whole epochs). A method whose best validation score is its first epoch is
+marked ``left_init = False``: it never left its starting point, and reports
+say so instead of presenting it as a result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from .embedding import torch_threads
 from .metrics import evaluate_queries
 
 RELATIONS = {"performer": "performer", "piece": "group", "composer": "composer"}
@@ -183,7 +193,27 @@ class TrainingConfig:
     hidden_dim: int = 256
     batch_size: int | None = None  # None: full batches; else m-per-class batches of this size
     m_per_class: int = 2
-    history: list = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def seeded_training(seed: int):
+    """One CPU thread and torch's generator seeded with ``seed`` for the block; global state restored after."""
+    with torch_threads(1), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _sampler_random_state(seed: int):
+    """pytorch-metric-learning's samplers draw from its module-level numpy random source: seed it, then restore."""
+    from pytorch_metric_learning.utils import common_functions
+
+    previous = common_functions.NUMPY_RANDOM
+    common_functions.NUMPY_RANDOM = np.random.RandomState(seed)
+    try:
+        yield
+    finally:
+        common_functions.NUMPY_RANDOM = previous
 
 
 def _loss_and_miner(config: TrainingConfig):
@@ -212,10 +242,13 @@ class _EarlyStopping:
     def __init__(self, patience: int, module: nn.Module) -> None:
         self.patience, self.best, self.since_best = patience, -np.inf, 0
         self.best_state = copy.deepcopy(module.state_dict())
+        self.best_epoch, self.epoch = -1, -1
 
     def should_stop(self, score: float, module: nn.Module) -> bool:
+        self.epoch += 1
         if score > self.best + 1e-6:
             self.best, self.best_state, self.since_best = score, copy.deepcopy(module.state_dict()), 0
+            self.best_epoch = self.epoch
             return False
         self.since_best += 1
         return self.since_best >= self.patience
@@ -244,11 +277,11 @@ class _Trained(FusionMethod):
             return [torch.arange(len(codes))]
         from pytorch_metric_learning.samplers import MPerClassSampler
 
-        torch.manual_seed(config.seed + epoch)  # the sampler draws from torch's global generator
         sampler = MPerClassSampler(
             codes, m=config.m_per_class, batch_size=config.batch_size, length_before_new_iter=len(codes)
         )
-        order = torch.as_tensor(list(iter(sampler)))
+        with _sampler_random_state(config.seed * 100_003 + epoch):
+            order = torch.as_tensor(list(iter(sampler)))
         return [
             order[i : i + config.batch_size]
             for i in range(0, len(order) - config.batch_size + 1, config.batch_size)
@@ -256,8 +289,13 @@ class _Trained(FusionMethod):
 
     def fit(self, layers, labels, val_layers=None, val_labels=None) -> _Trained:
         super().fit(layers, labels)
+        with seeded_training(self.config.seed):
+            self._train(layers, labels, val_layers, val_labels)
+        self.learned_weights = self.layer_weights(layers)
+        return self
+
+    def _train(self, layers, labels, val_layers, val_labels) -> None:
         config = self.config
-        torch.manual_seed(config.seed)
         self.dims = [int(np.asarray(x).shape[1]) for x in layers]
         self.module = self._build(self.dims)
         optimiser = torch.optim.Adam(self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -265,7 +303,7 @@ class _Trained(FusionMethod):
         inputs = self._tensors(layers)
         codes = torch.as_tensor(np.unique(np.asarray(labels), return_inverse=True)[1])
         stopper = _EarlyStopping(config.patience, self.module)
-        config.history = []
+        self.history = []
         for epoch in range(config.epochs):
             self.module.train()
             for batch in self._batches(codes, epoch):
@@ -279,15 +317,22 @@ class _Trained(FusionMethod):
                 )
                 loss.backward()
                 optimiser.step()
-            score = _val_map(self.transform, val_layers, val_labels)
-            if np.isnan(score):  # no validation split: keep the last epoch
-                score = -float(loss.item())
-            config.history.append({"epoch": epoch, "loss": float(loss.item()), "val_map": score})
+            val_map = _val_map(self.transform, val_layers, val_labels)
+            # No usable validation relevance (no split, or labels that never repeat there):
+            # stop on the training loss, and do not call it a validation mAP.
+            score = val_map if np.isfinite(val_map) else -float(loss.item())
+            self.history.append(
+                {
+                    "epoch": epoch,
+                    "loss": float(loss.item()),
+                    "val_map": val_map if np.isfinite(val_map) else None,
+                }
+            )
             if stopper.should_stop(score, self.module):
                 break
         stopper.restore_best(self.module)
-        self.learned_weights = self.layer_weights(layers)
-        return self
+        self.best_epoch = stopper.best_epoch
+        self.left_init = stopper.best_epoch > 0
 
     def transform(self, layers) -> np.ndarray:
         self.module.eval()
@@ -300,8 +345,10 @@ class _Trained(FusionMethod):
             "name": self.name,
             "dims": self.dims,
             "means": self.means,
-            "config": {k: v for k, v in self.config.__dict__.items() if k != "history"},
-            "history": self.config.history,
+            "config": dict(self.config.__dict__),
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "left_init": self.left_init,
             "state_dict": {k: v.clone() for k, v in self.module.state_dict().items()},
             "learned_weights": self.learned_weights,
         }
@@ -424,13 +471,18 @@ class MultiTaskProbe(_Trained):
 
     def fit(self, layers, labels, val_layers=None, val_labels=None) -> MultiTaskProbe:
         FusionMethod.fit(self, layers, labels)
-        config = self.config
-        torch.manual_seed(config.seed)
         Y = np.asarray(labels, float)
         self.n_targets = Y.shape[1]
         self.y_mean, self.y_std = np.nanmean(Y, 0), np.nanstd(Y, 0)
         self.y_std = np.where(np.isfinite(self.y_std) & (self.y_std > 0), self.y_std, 1.0)
         self.y_mean = np.where(np.isfinite(self.y_mean), self.y_mean, 0.0)
+        with seeded_training(self.config.seed):
+            self._train_multitask(layers, Y, val_layers, val_labels)
+        self.learned_weights = None
+        return self
+
+    def _train_multitask(self, layers, Y, val_layers, val_labels) -> None:
+        config = self.config
         self.dims = [int(np.asarray(x).shape[1]) for x in layers]
         self.module = self._build(self.dims)
         optimiser = torch.optim.Adam(self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -442,7 +494,7 @@ class MultiTaskProbe(_Trained):
             else None
         )
         stopper = _EarlyStopping(config.patience, self.module)
-        config.history = []
+        self.history = []
         for epoch in range(config.epochs):
             self.module.train()
             optimiser.zero_grad()
@@ -455,12 +507,12 @@ class MultiTaskProbe(_Trained):
                     if val is not None and val[2].any()
                     else float(loss.detach())
                 )
-            config.history.append({"epoch": epoch, "loss": float(loss.detach()), "val_mse": score})
+            self.history.append({"epoch": epoch, "loss": float(loss.detach()), "val_mse": score})
             if stopper.should_stop(-score, self.module):  # lower MSE is better
                 break
         stopper.restore_best(self.module)
-        self.learned_weights = None
-        return self
+        self.best_epoch = stopper.best_epoch
+        self.left_init = stopper.best_epoch > 0
 
     def _standardised(self, Y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         mask = np.isfinite(Y)
@@ -496,6 +548,9 @@ def restore(state: dict) -> FusionMethod:
         ProjectionNetwork,
         MultiTaskProbe,
     )
+    from .aspect_search import AspectSubspace
+
+    methods = (*methods, AspectSubspace)
     cls = {c.__name__: c for c in methods}[state["class"]]
     if issubclass(cls, _Trained):
         if cls is ProjectionNetwork:
@@ -514,8 +569,12 @@ def restore(state: dict) -> FusionMethod:
         method.module.load_state_dict(state["state_dict"])
         method.module.eval()
         method.learned_weights = state["learned_weights"]
-        method.config.history = state["history"]
+        method.history = state["history"]
+        method.best_epoch = state.get("best_epoch", -1)
+        method.left_init = state.get("left_init", True)
         return method
+    if cls is AspectSubspace:
+        return cls.from_state(state)
     method = cls.__new__(cls)
     method.__dict__.update(copy.deepcopy(state["params"]))
     return method

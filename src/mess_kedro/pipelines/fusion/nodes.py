@@ -1,7 +1,10 @@
-"""Nodes of the ``fusion`` pipeline: fit every fusion method for every backbone.
+"""Nodes of the ``fusion`` pipeline: fit every fusion method and every aspect subspace, per split.
 
 Only training-split tracks train; the validation split drives early stopping;
-the test split is never touched here (evaluation uses it).
+the test split is never touched here (evaluation uses it). Everything is fitted
+once per split seed (``track_splits``): the primary split's models are served,
+the repeat splits' models exist so that evaluation can say whether a result
+holds on other splits.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mess_kedro.aspect_search import aspect_supervision, fit_subspaces
 from mess_kedro.datasets import EmbeddingSet
+from mess_kedro.descriptors import DESCRIPTORS, fill_missing
 from mess_kedro.fusion import (
     ConcatPCA,
     DiagonalWeighting,
@@ -27,9 +32,25 @@ from mess_kedro.fusion import (
     relation_labels,
     teacher_options,
 )
+from mess_kedro.ground_truth import track_factors
 from mess_kedro.tracking import history_metrics
 
 logger = logging.getLogger(__name__)
+CLASSIC = "classic-descriptors"
+
+
+def split_seeds(track_splits: pd.DataFrame) -> tuple[int, list[int]]:
+    """``(primary seed, every seed)``: the primary split is the manifest's (listed first by ingest)."""
+    seeds = list(dict.fromkeys(int(s) for s in track_splits["split_seed"]))
+    if not seeds:
+        raise ValueError("track_splits is empty: run ingest first")
+    return seeds[0], seeds
+
+
+def split_of(track_splits: pd.DataFrame, seed: int, track_ids) -> np.ndarray:
+    """Split name of each of ``track_ids`` under ``seed`` (``unassigned`` where none)."""
+    table = track_splits[track_splits["split_seed"] == seed].set_index("track_id")["split"]
+    return pd.Series(list(track_ids)).map(table).fillna("unassigned").to_numpy()
 
 
 def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[FusionMethod]:
@@ -81,97 +102,219 @@ def _composite(index, columns: list[str]) -> np.ndarray:
     return index[columns].fillna("unknown").astype(str).agg(" x ".join, axis=1).to_numpy()
 
 
-def train_fusion_models(
+def _fit_backbone(
+    embeddings, index: pd.DataFrame, split: np.ndarray, *, aspect_layer_map, track_targets, params
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every method fitted on one backbone's training tracks of one split: ``(states, report entry)``."""
+    relation = params.get("relation", "performer")
+    teacher = teacher_options(params, track_targets)
+    index = index.assign(split=split)
+    labels = relation_labels(index, relation, track_targets, teacher)
+    train, val = split == "train", split == "validation"
+    composite = _composite(index, params.get("projection", {}).get("labels", ["performer", "composer"]))
+    target_matrix = (
+        index[["track_id"]]
+        .merge(track_targets, on="track_id", how="left")[teacher["targets"]]
+        .to_numpy(float)
+    )
+    layers = embeddings.tracks
+    states: dict[str, Any] = {}
+    entry = {
+        "label": embeddings.label,
+        "random_init": bool(embeddings.info.get("random_init")),
+        "layers": embeddings.layer_names,
+        "methods": {},
+    }
+    for method in _methods(embeddings, aspect_layer_map, params):
+        learned = hasattr(method, "config")
+        if isinstance(method, MultiTaskProbe):
+            method_labels = target_matrix
+        elif isinstance(method, ProjectionNetwork):
+            method_labels = composite
+        else:
+            method_labels = labels
+        if learned and not isinstance(method, MultiTaskProbe) and len(np.unique(method_labels[train])) < 2:
+            logger.warning(
+                "%s: fewer than 2 labels in the training split; %s skipped", embeddings.name, method.name
+            )
+            continue
+        started = time.perf_counter()
+        method.fit(
+            [x[train] for x in layers], method_labels[train], [x[val] for x in layers], method_labels[val]
+        )
+        seconds = time.perf_counter() - started
+        states[method.name] = method.state()
+        history = method.history if learned else []
+        entry["methods"][method.name] = {
+            "seconds": round(seconds, 3),
+            "epochs": len(history),
+            "best_epoch": getattr(method, "best_epoch", None),
+            # False: the best validation score came at the first epoch; the method never left its start.
+            "left_init": getattr(method, "left_init", None),
+            # Ranking methods stop on validation mAP, the multi-task probe on validation MSE.
+            "best_val_map": max(
+                (h["val_map"] for h in history if h.get("val_map") is not None), default=None
+            ),
+            "best_val_mse": min(
+                (h["val_mse"] for h in history if h.get("val_mse") is not None), default=None
+            ),
+            "learned_weights": None
+            if method.learned_weights is None
+            else [round(float(w), 4) for w in method.learned_weights],
+        }
+        if learned:
+            weights = (
+                ""
+                if method.learned_weights is None
+                else f", layer weights {np.round(method.learned_weights, 2)}"
+            )
+            stuck = "" if method.left_init else " (never left its initial point)"
+            logger.info(
+                "%s %s: %d epochs in %.1f s%s%s",
+                embeddings.label,
+                method.name,
+                len(history),
+                seconds,
+                weights,
+                stuck,
+            )
+    return states, entry
+
+
+def train_fusion_models(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     layer_embeddings: EmbeddingSet,
     aspect_layer_map: dict[str, Any],
     track_targets: pd.DataFrame,
+    track_splits: pd.DataFrame,
     params: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fit every method on each backbone's training tracks.
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Fit every method on each backbone's training tracks, once per split seed.
 
     Args:
         track_targets: the proxy targets (for the multi-task probe and the teacher).
+        track_splits: the split of every track per split seed (ingest).
         params: ``fusion`` parameters: ``relation`` (performer | piece | composer |
             teacher), ``teacher`` (targets, clusters), ``methods``, ``aspect`` (for
             the probing-selected layer), ``pca_components``, ``projection``,
             ``training`` (loss, margin, epochs, patience, lr, seed, ...).
 
     Returns:
-        fusion_models: ``{backbone: {method: checkpoint}}`` (versioned in the catalog).
-        fusion_report: per backbone and method: seconds, epochs, best validation
-            score and the learned layer weights.
+        fusion_models: the primary split's ``{backbone: {method: checkpoint}}`` (served).
+        fusion_models_repeats: ``{split seed: {backbone: {method: checkpoint}}}`` for the repeat splits.
+        fusion_report: per split seed, backbone and method: seconds, epochs, best
+            epoch and whether the method left its initial point, best validation
+            score and the learned layer weights; ``backbones`` is the primary split's.
     """
-    relation = params.get("relation", "performer")
-    teacher = teacher_options(params, track_targets)
-    models: dict[str, Any] = {}
-    report: dict[str, Any] = {"relation": relation, "backbones": {}}
-    for name, embeddings in layer_embeddings.backbones.items():
-        index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
-        labels = relation_labels(index, relation, track_targets, teacher)
-        split = index["split"].to_numpy()
-        train, val = split == "train", split == "validation"
-        composite = _composite(index, params.get("projection", {}).get("labels", ["performer", "composer"]))
-        target_matrix = (
-            index[["track_id"]]
-            .merge(track_targets, on="track_id", how="left")[teacher["targets"]]
-            .to_numpy(float)
-        )
-        layers = embeddings.tracks
-        models[name] = {}
-        entry = {
-            "label": embeddings.label,
-            "random_init": bool(embeddings.info.get("random_init")),
-            "layers": embeddings.layer_names,
-            "methods": {},
-        }
-        for method in _methods(embeddings, aspect_layer_map, params):
-            learned = hasattr(method, "config")
-            if isinstance(method, MultiTaskProbe):
-                method_labels = target_matrix
-            elif isinstance(method, ProjectionNetwork):
-                method_labels = composite
-            else:
-                method_labels = labels
-            if (
-                learned
-                and not isinstance(method, MultiTaskProbe)
-                and len(np.unique(method_labels[train])) < 2
-            ):
-                logger.warning("%s: fewer than 2 labels in the training split; %s skipped", name, method.name)
-                continue
-            started = time.perf_counter()
-            method.fit(
-                [x[train] for x in layers], method_labels[train], [x[val] for x in layers], method_labels[val]
+    primary, seeds = split_seeds(track_splits)
+    report: dict[str, Any] = {
+        "relation": params.get("relation", "performer"),
+        "primary_seed": primary,
+        "seeds": {},
+    }
+    by_seed: dict[str, dict[str, Any]] = {}
+    for seed in seeds:
+        by_seed[str(seed)], entries = {}, {}
+        for name, embeddings in layer_embeddings.backbones.items():
+            index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+            split = split_of(track_splits, seed, index["track_id"])
+            by_seed[str(seed)][name], entries[name] = _fit_backbone(
+                embeddings,
+                index,
+                split,
+                aspect_layer_map=aspect_layer_map,
+                track_targets=track_targets,
+                params=params,
             )
-            seconds = time.perf_counter() - started
-            models[name][method.name] = method.state()
-            history = method.config.history if learned else []
-            entry["methods"][method.name] = {
-                "seconds": round(seconds, 3),
-                "epochs": len(history),
-                # Ranking methods stop on validation mAP, the multi-task probe on validation MSE.
-                "best_val_map": max((h["val_map"] for h in history if "val_map" in h), default=None),
-                "best_val_mse": min((h["val_mse"] for h in history if "val_mse" in h), default=None),
-                "learned_weights": None
-                if method.learned_weights is None
-                else [round(float(w), 4) for w in method.learned_weights],
-            }
-            if learned:
-                weights = (
-                    ""
-                    if method.learned_weights is None
-                    else f", layer weights {np.round(method.learned_weights, 2)}"
+        report["seeds"][str(seed)] = {"backbones": entries}
+    report["backbones"] = report["seeds"][str(primary)]["backbones"]
+    primary_models = by_seed.pop(str(primary))
+    return primary_models, by_seed, report
+
+
+def _supervision_table(index: pd.DataFrame, track_targets: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    table = index[["track_id"]].merge(track_targets, on="track_id", how="left")
+    return table.merge(truth, on="track_id", how="left") if len(truth) else table
+
+
+def fit_aspect_subspaces(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+    layer_embeddings: EmbeddingSet,
+    track_targets: pd.DataFrame,
+    track_descriptors: pd.DataFrame,
+    performance_ground_truth: pd.DataFrame,
+    track_splits: pd.DataFrame,
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """An aspect-selective subspace per backbone x aspect (and over the classic descriptors), per split seed.
+
+    Supervised by the demo's ground-truth factor where the training tracks
+    have it, else by the aspect's proxy targets (:mod:`mess_kedro.aspect_search`).
+
+    Args:
+        params: ``fusion.aspect_search``: ``aspects`` (the shared definition),
+            ``supervision`` (auto | truth | proxies), ``n_layers``, ``n_folds``.
+
+    Returns:
+        aspect_subspaces: the primary split's ``{backbone: {aspect: state}}`` (served;
+            the classic descriptors under ``classic-descriptors``).
+        aspect_subspaces_repeats: ``{split seed: {backbone: {aspect: state}}}``.
+        aspect_search_report: per seed, backbone and aspect: supervision, chosen
+            layers and their training-split CV R², dimension, training rows.
+    """
+    options = params.get("aspect_search", {})
+    primary, seeds = split_seeds(track_splits)
+    truth = track_factors(performance_ground_truth) if len(performance_ground_truth) else pd.DataFrame()
+    sources = {name: (b.tracks, b.layer_names) for name, b in layer_embeddings.backbones.items()}
+    report: dict[str, Any] = {"primary_seed": primary, "seeds": {}}
+    by_seed: dict[str, dict[str, Any]] = {}
+    for seed in seeds:
+        by_seed[str(seed)], report["seeds"][str(seed)] = {}, {}
+        for name, (layers, layer_names) in sources.items():
+            index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+            table = _supervision_table(index, track_targets, truth)
+            train = split_of(track_splits, seed, index["track_id"]) == "train"
+            supervision = aspect_supervision(
+                options["aspects"], table, train, options.get("supervision", "auto")
+            )
+            fitted, entry = fit_aspect_subspaces_of(
+                layers, layer_names, table, supervision, index=index, train=train, options=options
+            )
+            by_seed[str(seed)][name], report["seeds"][str(seed)][name] = fitted, entry
+            if CLASSIC not in by_seed[str(seed)]:  # the same tracks for every backbone: fit the baseline once
+                descriptors = index[["track_id"]].merge(track_descriptors, on="track_id", how="left")
+                classic = [fill_missing(descriptors[list(DESCRIPTORS)].to_numpy(float))]
+                fitted, entry = fit_aspect_subspaces_of(
+                    classic, ["descriptors"], table, supervision, index=index, train=train, options=options
                 )
-                logger.info(
-                    "%s %s: %d epochs in %.1f s%s",
-                    embeddings.label,
-                    method.name,
-                    len(history),
-                    seconds,
-                    weights,
-                )
-        report["backbones"][name] = entry
-    return models, report
+                by_seed[str(seed)][CLASSIC], report["seeds"][str(seed)][CLASSIC] = fitted, entry
+    for name, entry in report["seeds"][str(primary)].items():
+        logger.info(
+            "aspect subspaces %s: %s",
+            name,
+            ", ".join(
+                f"{a} {'+'.join(v['layers'])} (CV R² {v['train_cv_r2'][0]:.2f})"
+                for a, v in entry.items()
+                if "layers" in v
+            ),
+        )
+    primary_subspaces = by_seed.pop(str(primary))
+    return primary_subspaces, by_seed, report
+
+
+def fit_aspect_subspaces_of(
+    layers, layer_names, table, supervision, *, index: pd.DataFrame, train: np.ndarray, options: dict
+) -> tuple[dict, dict]:
+    """One backbone's subspaces as plain-data states, and their report."""
+    subspaces, report = fit_subspaces(
+        layers,
+        layer_names,
+        table,
+        supervision,
+        groups=index["group"].astype(str).to_numpy(),
+        train=train,
+        n_layers=int(options.get("n_layers", 1)),
+        n_folds=int(options.get("n_folds", 5)),
+    )
+    return {aspect: method.state() for aspect, method in subspaces.items()}, report
 
 
 def training_curves(fusion_models: dict[str, Any]) -> dict[str, list[dict[str, float]]]:

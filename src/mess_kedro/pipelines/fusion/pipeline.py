@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import train_fusion_models, training_curves
+from .nodes import fit_aspect_subspaces, train_fusion_models, training_curves
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -10,9 +10,28 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=train_fusion_models,
-                inputs=["layer_embeddings", "aspect_layer_map", "track_targets", "params:fusion"],
-                outputs=["fusion_models", "fusion_report"],
+                inputs=[
+                    "layer_embeddings",
+                    "aspect_layer_map",
+                    "track_targets",
+                    "track_splits",
+                    "params:fusion",
+                ],
+                outputs=["fusion_models", "fusion_models_repeats", "fusion_report"],
                 name="train_fusion_models",
+            ),
+            Node(
+                func=fit_aspect_subspaces,
+                inputs=[
+                    "layer_embeddings",
+                    "track_targets",
+                    "track_descriptors",
+                    "performance_ground_truth",
+                    "track_splits",
+                    "params:fusion",
+                ],
+                outputs=["aspect_subspaces", "aspect_subspaces_repeats", "aspect_search_report"],
+                name="fit_aspect_subspaces",
             ),
             Node(
                 func=training_curves,

@@ -1,0 +1,273 @@
+"""Aspect-selective search: a low-dimensional subspace per aspect, learned from training tracks only.
+
+"Similar in dynamics" must rank by dynamics. The cosine over a whole layer
+ranks by whatever dominates that layer (often the instrument); an aspect
+subspace keeps only the directions that predict the aspect.
+
+For one backbone (or the classic descriptors) and one aspect:
+
+1. **Supervision** ``Y`` ``[N, T]``: the aspect's ground-truth factor where the
+   training tracks have it (the demo corpus; ``T = 1``), else its proxy targets
+   (any audio; ``T`` = 1-3). Standardised on the training tracks.
+2. **Layer choice**, on the training tracks only: every layer's grouped-CV R²
+   for ``Y`` (:func:`mess_kedro.probes.ridge_probe`, folds by composition);
+   the ``n_layers`` best layers (by mean R² over ``Y``'s columns) are kept.
+3. **Map**: ridge regression from the standardised, concatenated kept layers to
+   ``Y`` (scikit-learn ``RidgeCV``, a strength per target by efficient
+   leave-one-out over the grid).
+4. **Coordinates**: the map's predictions, projected on the principal axes of
+   their training covariance (axes with under 5 % of the largest variance are
+   dropped: near-collinear proxies add noise, not information) and scaled to
+   unit variance on the training tracks.
+
+Similarity in the subspace is ``1 - ||a - b||^2 / (2 k)`` for ``k`` coordinates:
+an identical pair scores 1, a random pair of training tracks about 0 (like the
+cosine of centred layer vectors, so weighted mixes of aspects add up
+sensibly), a distant pair below 0. It is served from an L2 FAISS index.
+
+Functions and classes
+---------------------
+- :func:`aspect_supervision` picks, per aspect, the columns that supervise it.
+- :func:`rank_layers` scores every layer for every supervised column at once.
+- :class:`AspectSubspace` holds one fitted subspace (a :class:`~mess_kedro.fusion.FusionMethod`).
+- :func:`fit_subspaces` fits every aspect of one backbone.
+- :func:`subspace_similarity` turns squared L2 distances into the similarity above;
+  :func:`pairwise_similarity` scores every pair of a set of vectors by a method's metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .fusion import FusionMethod
+from .ground_truth import PREFIX
+from .probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe
+
+logger = logging.getLogger(__name__)
+MIN_TRAIN_ROWS = 12
+MIN_TRAIN_GROUPS = 3
+AXIS_FLOOR = 0.05
+
+
+def subspace_similarity(squared_distance: np.ndarray, dim: int) -> np.ndarray:
+    """``1 - d^2 / (2 dim)``: 1 for identical coordinates, about 0 for a random training pair."""
+    return 1.0 - np.asarray(squared_distance, dtype=np.float64) / (2.0 * max(int(dim), 1))
+
+
+def pairwise_similarity(vectors: np.ndarray, metric: str = "ip") -> np.ndarray:
+    """``[N, N]`` scores: inner product (unit vectors: cosine) or, for ``l2`` coordinates, :func:`subspace_similarity`."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if metric == "ip":
+        return vectors @ vectors.T
+    if metric == "l2":
+        squared = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=-1)
+        return subspace_similarity(squared, vectors.shape[1])
+    raise ValueError(f"unknown metric '{metric}'; expected ip or l2")
+
+
+def aspect_supervision(
+    aspects: Mapping[str, Any],
+    available: pd.DataFrame,
+    train: np.ndarray,
+    mode: str = "auto",
+    min_share: float = 0.5,
+) -> dict[str, list[str]]:
+    """Per aspect, the columns of ``available`` that supervise its subspace.
+
+    ``auto``: the ground-truth factor (``truth:<factor>``) when at least
+    ``min_share`` of the training rows have it, else the proxy targets the
+    training rows have; ``truth`` / ``proxies``: only that kind. Aspects with
+    neither are left out.
+    """
+    if mode not in ("auto", "truth", "proxies"):
+        raise ValueError(f"aspect supervision must be auto, truth or proxies, got '{mode}'")
+    chosen: dict[str, list[str]] = {}
+    for aspect, spec in aspects.items():
+        factor = spec.get("factor") if isinstance(spec, Mapping) else None
+        truth = PREFIX + factor if factor else None
+        if mode != "proxies" and truth in available.columns:
+            share = float(available.loc[train, truth].notna().mean()) if train.any() else 0.0
+            if share >= min_share or (mode == "truth" and share > 0):
+                chosen[aspect] = [truth]
+                continue
+        if mode == "truth":
+            continue
+        targets = spec.get("targets") if isinstance(spec, Mapping) else spec
+        proxies = [
+            t for t in targets or [] if t in available.columns and available.loc[train, t].notna().any()
+        ]
+        if proxies:
+            chosen[aspect] = proxies
+    return chosen
+
+
+def rank_layers(
+    layers: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, n_folds: int = 5, alphas=DEFAULT_ALPHAS
+) -> np.ndarray:
+    """Mean grouped-CV R² ``[L, T]`` of each layer for each column of ``Y`` (rows: training tracks only)."""
+    folds = grouped_folds(groups, n_folds)
+    scores = []
+    for X in layers:
+        r2 = ridge_probe(X, Y, folds, tuple(alphas)).r2
+        with warnings.catch_warnings():  # a column no fold could score stays NaN: expected, not a problem
+            warnings.simplefilter("ignore", RuntimeWarning)
+            scores.append(np.nanmean(r2, axis=0))
+    return np.stack(scores)
+
+
+class AspectSubspace(FusionMethod):
+    """One aspect's subspace over one backbone's layers (see the module docstring).
+
+    ``transform(layers) -> [N, k]`` coordinates (not unit vectors: compare them
+    by L2 distance, :func:`subspace_similarity`). Everything it keeps is a
+    number or a list, so its state is plain data.
+    """
+
+    metric = "l2"
+
+    def __init__(
+        self, aspect: str, supervision: list[str], layer_indices: list[int], layer_names: list[str]
+    ) -> None:
+        self.aspect, self.supervision = aspect, list(supervision)
+        self.layer_indices, self.layer_names = [int(i) for i in layer_indices], list(layer_names)
+        self.name = f"selective:{aspect}"
+
+    def _stack(self, layers) -> np.ndarray:
+        return np.concatenate([np.asarray(layers[i], dtype=np.float64) for i in self.layer_indices], axis=1)
+
+    def fit(self, layers, labels, val_layers=None, val_labels=None) -> AspectSubspace:
+        """Fit on training tracks: ``labels`` is ``Y`` ``[N, T]`` without NaN."""
+        from sklearn.linear_model import RidgeCV
+
+        X = self._stack(layers)
+        Y = np.asarray(labels, dtype=np.float64).reshape(len(X), -1)
+        self.x_mean, self.x_scale = X.mean(0), X.std(0)
+        self.x_scale = np.where(self.x_scale > 1e-12, self.x_scale, 1.0)
+        self.y_mean, self.y_scale = Y.mean(0), Y.std(0)
+        self.y_scale = np.where(self.y_scale > 1e-12, self.y_scale, 1.0)
+        model = RidgeCV(alphas=np.asarray(DEFAULT_ALPHAS), alpha_per_target=True)
+        model.fit((X - self.x_mean) / self.x_scale, (Y - self.y_mean) / self.y_scale)
+        self.coef = np.atleast_2d(model.coef_).T  # [D, T]
+        self.intercept = np.atleast_1d(model.intercept_)
+        self.alpha = np.atleast_1d(model.alpha_).astype(float)
+        predictions = self._predict(layers)
+        covariance = np.atleast_2d(np.cov(predictions, rowvar=False))
+        eigvals, eigvecs = np.linalg.eigh(covariance)
+        keep = eigvals >= AXIS_FLOOR * max(float(eigvals.max()), 1e-12)
+        self.axes = eigvecs[:, keep][:, ::-1] / np.sqrt(np.maximum(eigvals[keep][::-1], 1e-12))
+        self.centre = predictions.mean(0)
+        self.dim = int(self.axes.shape[1])
+        fitted = self.transform(layers)
+        # Training fit of each supervised column, read back from the coordinates' source.
+        self.train_r2 = [
+            float(np.corrcoef(predictions[:, t], Y[:, t])[0, 1] ** 2) if np.ptp(Y[:, t]) > 0 else float("nan")
+            for t in range(Y.shape[1])
+        ]
+        self.means = [fitted.mean(0)]
+        return self
+
+    def _predict(self, layers) -> np.ndarray:
+        return ((self._stack(layers) - self.x_mean) / self.x_scale) @ self.coef + self.intercept
+
+    def transform(self, layers) -> np.ndarray:
+        return (self._predict(layers) - self.centre) @ self.axes
+
+    def predict_targets(self, layers) -> np.ndarray:
+        """The supervised columns, back in their own units ``[N, T]``."""
+        return self._predict(layers) * self.y_scale + self.y_mean
+
+    def state(self) -> dict:
+        """Plain data: numbers and nested lists (JSON-safe); :meth:`from_state` rebuilds it."""
+        data = {
+            key: (value.tolist() if isinstance(value, np.ndarray) else value)
+            for key, value in self.__dict__.items()
+            if key != "means"
+        }
+        return {"class": type(self).__name__, "name": self.name, "params": data}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> AspectSubspace:
+        params = dict(state["params"])
+        method = cls(params["aspect"], params["supervision"], params["layer_indices"], params["layer_names"])
+        arrays = ("x_mean", "x_scale", "y_mean", "y_scale", "coef", "intercept", "alpha", "axes", "centre")
+        for key, value in params.items():
+            setattr(method, key, np.asarray(value, dtype=np.float64) if key in arrays else value)
+        method.means = [np.zeros(method.dim)]
+        return method
+
+
+def fit_subspaces(
+    layers: list[np.ndarray],
+    layer_names: list[str],
+    table: pd.DataFrame,
+    supervision: Mapping[str, list[str]],
+    *,
+    groups: np.ndarray,
+    train: np.ndarray,
+    n_layers: int = 1,
+    n_folds: int = 5,
+) -> tuple[dict[str, AspectSubspace], dict[str, Any]]:
+    """Fit every supervised aspect's subspace on the ``train`` rows.
+
+    Parameters
+    ----------
+    layers : list of ``[N, D_l]`` arrays
+        One backbone's track embeddings (or ``[descriptors]``), rows as ``table``.
+    table : DataFrame
+        The supervising columns per row (NaN where unknown).
+    supervision : mapping
+        Aspect -> columns of ``table`` (:func:`aspect_supervision`).
+    groups : array ``[N]``
+        Composition of each row (folds never split one).
+    train : bool array ``[N]``
+        The training rows; nothing else is read.
+    n_layers : int
+        How many of the best layers (by training-split CV R²) the map reads.
+
+    Returns
+    -------
+    subspaces : dict
+        Aspect -> fitted :class:`AspectSubspace`.
+    report : dict
+        Per aspect: supervision, chosen layers with their CV R², ridge
+        strengths, dimension, training rows; or why it was skipped.
+    """
+    columns = sorted({c for cols in supervision.values() for c in cols})
+    report: dict[str, Any] = {}
+    if not columns:
+        return {}, report
+    values = table[columns].to_numpy(float)
+    scores = rank_layers([np.asarray(x)[train] for x in layers], values[train], groups[train], n_folds)
+    subspaces: dict[str, AspectSubspace] = {}
+    for aspect, cols in supervision.items():
+        idx = [columns.index(c) for c in cols]
+        rows = train & np.isfinite(values[:, idx]).all(axis=1)
+        if rows.sum() < MIN_TRAIN_ROWS or len(np.unique(groups[rows])) < MIN_TRAIN_GROUPS:
+            report[aspect] = {
+                "skipped": f"{int(rows.sum())} training rows in {len(np.unique(groups[rows]))} compositions"
+            }
+            continue
+        layer_score = np.nanmean(scores[:, idx], axis=1)
+        if not np.isfinite(layer_score).any():
+            report[aspect] = {"skipped": "no layer could be scored on the training split"}
+            continue
+        order = np.argsort(-np.nan_to_num(layer_score, nan=-np.inf), kind="stable")[: max(1, int(n_layers))]
+        method = AspectSubspace(aspect, cols, order.tolist(), [layer_names[i] for i in order])
+        method.fit([np.asarray(x)[rows] for x in layers], values[rows][:, idx])
+        method.train_cv_r2 = [round(float(layer_score[i]), 4) for i in order]
+        subspaces[aspect] = method
+        report[aspect] = {
+            "supervision": cols,
+            "layers": method.layer_names,
+            "train_cv_r2": method.train_cv_r2,
+            "alpha": [float(a) for a in method.alpha],
+            "dim": method.dim,
+            "train_rows": int(rows.sum()),
+        }
+    return subspaces, report
