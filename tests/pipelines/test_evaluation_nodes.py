@@ -49,3 +49,145 @@ def test_example_triplets_follow_the_settings():
     first = triplets.set_index("anchor").loc["a"]
     assert (first["positive"], first["negative"]) == ("f", "d")  # 1.05 is closest to 1.0, 1.2 furthest
     assert (triplets["annotator"] == "demo-ground-truth").all()
+
+
+def synthetic_corpus(n_pieces: int = 12, n_performers: int = 8, seed: int = 0):
+    """Tempo lives in dims 0-3 of layer 1, the instrument dominates everything; room is invisible."""
+    from mess_kedro.descriptors import DESCRIPTORS
+
+    rng = np.random.default_rng(seed)
+    pieces = np.repeat(np.arange(n_pieces), n_performers)
+    performers = np.tile(np.arange(n_performers), n_pieces)
+    n = len(pieces)
+    ids = [f"t{i:03d}" for i in range(n)]
+    tempo, room = np.exp(rng.uniform(np.log(0.7), np.log(1.4), n)), rng.uniform(0, 1, n)
+    program = rng.integers(0, 3, n)
+    instrument = rng.normal(size=(3, 12))[program] * 4
+    layers = [
+        instrument + rng.normal(size=(n, 12)),
+        np.c_[np.log2(tempo)[:, None] * rng.normal(size=4), instrument[:, :8]]
+        + 0.05 * rng.normal(size=(n, 12)),
+    ]
+    index = pd.DataFrame(
+        {
+            "backbone": "b",
+            "row": range(n),
+            "track_id": ids,
+            "group": [f"piece{p}" for p in pieces],
+            "performer": [f"p{p}" for p in performers],
+            "composer": "c",
+        }
+    )
+    info = {"label": "b", "layer_names": ["l0", "l1"], "backbone": "b"}
+    embeddings = EmbeddingSet({"b": BackboneEmbeddings("b", layers, ids, info)}, index, pd.DataFrame())
+    truth = pd.DataFrame(
+        {
+            "track_id": ids,
+            "tempo_factor": tempo,
+            "room": room,
+            "program": program,
+            "performer": index["performer"],
+        }
+    )
+    descriptors = pd.DataFrame(rng.normal(size=(n, len(DESCRIPTORS))), columns=list(DESCRIPTORS)).assign(
+        track_id=ids
+    )
+    from mess_kedro.splits import assign_group_splits
+
+    splits = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "track_id": ids,
+                    "split_seed": s,
+                    "split": assign_group_splits(
+                        index["group"], {"train": 0.6, "validation": 0.15, "test": 0.25}, s
+                    ),
+                }
+            )
+            for s in (5, 6)
+        ],
+        ignore_index=True,
+    )
+    return embeddings, truth, descriptors, splits
+
+
+def test_selectivity_end_to_end_on_a_known_world():
+    from mess_kedro.fusion import UniformMean
+    from mess_kedro.pipelines.evaluation.nodes import metrics_for_tracking, write_report
+    from mess_kedro.pipelines.evaluation.selectivity_nodes import (
+        compare_selectivity,
+        evaluate_selectivity,
+        plot_selectivity,
+    )
+    from mess_kedro.pipelines.fusion.nodes import fit_aspect_subspaces
+
+    embeddings, truth, descriptors, splits = synthetic_corpus()
+    aspects = {"tempo": {"targets": [], "factor": "tempo_factor"}, "room": {"targets": [], "factor": "room"}}
+    params = {"aspect_search": {"aspects": aspects, "n_layers": 1}}
+    targets = pd.DataFrame({"track_id": truth["track_id"]})
+    subspaces, repeats, report = fit_aspect_subspaces(embeddings, targets, descriptors, truth, splits, params)
+    assert (
+        report["primary_seed"] == 5
+        and set(repeats) == {"6"}
+        and set(subspaces) == {"b", "classic-descriptors"}
+    )
+    assert report["seeds"]["5"]["b"]["tempo"]["layers"] == ["l1"]  # chosen on the training split
+    uniform = {}
+    for seed in (5, 6):
+        train = splits[(splits["split_seed"] == seed) & (splits["split"] == "train")]["track_id"]
+        rows = embeddings.index["track_id"].isin(train).to_numpy()
+        uniform[seed] = {
+            "b": {
+                "uniform_mean": UniformMean()
+                .fit([x[rows] for x in embeddings.backbones["b"].tracks], None)
+                .state()
+            }
+        }
+    options = {"selectivity": {"aspects": aspects, "fused": [], "ndcg_k": 5}, "n_resamples": 200, "seed": 0}
+    matrix, summary, per_query = evaluate_selectivity(
+        embeddings, subspaces, repeats, uniform[5], {"6": uniform[6]}, descriptors, truth, splits, options
+    )
+    cell = matrix.set_index(["split_seed", "source", "method", "aspect", "factor"])["mean"]
+    for seed in (5, 6):
+        assert cell[(seed, "ground-truth", "oracle", "tempo", "tempo_factor")] == pytest.approx(1.0)
+        assert cell[(seed, "b", "selective", "tempo", "tempo_factor")] > 0.8
+        assert cell[(seed, "b", "layer", "tempo", "instrument")] > 0.3  # the whole layer ranks by instrument
+        assert abs(cell[(seed, "b", "selective", "tempo", "instrument")]) < 0.15
+    assert set(matrix["relation"]) >= {"own", "independent"}
+    assert set(matrix["factor"]) >= {"instrument", "piece", "performer"}  # the binary factors
+    across = summary[summary["split_seed"] == "all"].set_index(["source", "method", "aspect"])
+    assert across.loc[("b", "selective", "tempo"), "seeds"] == 2
+    assert (
+        across.loc[("b", "selective", "tempo"), "leakage"]
+        < 0.15
+        < across.loc[("b", "layer", "tempo"), "leakage"]
+    )
+    assert across.loc[("b", "selective", "tempo"), "ndcg@5"] > across.loc[("b", "layer", "tempo"), "ndcg@5"]
+    comparisons = compare_selectivity(per_query, options)
+    held = comparisons[
+        (comparisons["split_seed"] == "all") & (comparisons["metric"] == "selectivity")
+    ].set_index(["aspect", "reference"])
+    assert held.loc[("tempo", "layer"), "wins"] and held.loc[("tempo", "classic"), "wins"]
+    assert set(plot_selectivity(matrix)) == {"b.png", "classic-descriptors.png"}
+    tracked = metrics_for_tracking(pd.DataFrame(), summary, {"backbones": {}}, {})
+    assert 0.8 < tracked["b.selective.tempo.selectivity"]["value"] <= 1.0
+    text = write_report(pd.DataFrame(), pd.DataFrame(), {"backbones": {}}, summary, comparisons, {})
+    assert "# Aspect selectivity" in text and "| tempo (tempo_factor) | selective |" in text
+    assert "Selective search beats, on every seed: " in text
+
+
+def test_selectivity_without_ground_truth_is_empty_and_said():
+    from mess_kedro.pipelines.evaluation.nodes import write_report
+    from mess_kedro.pipelines.evaluation.selectivity_nodes import evaluate_selectivity, plot_selectivity
+
+    embeddings, truth, descriptors, splits = synthetic_corpus(n_pieces=4, n_performers=3)
+    options = {"selectivity": {"aspects": {"tempo": {"targets": [], "factor": "tempo_factor"}}}}
+    matrix, summary, per_query = evaluate_selectivity(
+        embeddings, {}, {}, {}, {}, descriptors, truth.iloc[:0], splits, options
+    )
+    assert matrix.empty and summary.empty and per_query.empty
+    assert list(plot_selectivity(matrix)) == ["no_ground_truth.png"]
+    assert "cannot be measured" in write_report(
+        pd.DataFrame(), pd.DataFrame(), {"backbones": {}}, summary, pd.DataFrame(), {}
+    )

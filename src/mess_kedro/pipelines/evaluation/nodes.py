@@ -1,10 +1,14 @@
-"""Nodes of the ``evaluation`` pipeline: every fitted method on the test split's queries.
+"""Nodes of the ``evaluation`` pipeline: every fitted method on the test split's queries, per split seed.
 
 Queries are the test-split tracks; a candidate is relevant when it shares the
 query's label for the configured relation (performer by default) and is a
 different piece. Each metric's mean over queries gets a bootstrap CI, and
 every method is compared with the reference baseline by a paired bootstrap
-over queries: it wins only if the CI of the difference excludes 0.
+over queries: it wins only if the CI of the difference excludes 0. All of it
+is repeated on every split seed (the primary split's models and the repeat
+splits' models, each on its own test split); a method "wins" in the report
+only if it wins on every seed. Aspect selectivity lives in
+:mod:`.selectivity_nodes`.
 """
 
 from __future__ import annotations
@@ -25,152 +29,242 @@ from mess_kedro.tracking import metric_key
 logger = logging.getLogger(__name__)
 
 
-def evaluate_methods(
+def _ranked_metrics(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if "@" in c or c == "ap"]
+
+
+def _score_method(vectors: np.ndarray, relevance, ks, *, query_ids, index_test, seed: int, n_resamples: int):
+    """Per-query table and summary rows (bootstrap CI per ranked metric; clustering scores)."""
+    table = evaluate_queries(vectors, relevance, ks, query_ids)
+    rows = []
+    for metric in _ranked_metrics(table):
+        values = table[metric].to_numpy(float)
+        ci = paired_bootstrap(values, np.zeros_like(values), n_resamples, seed)
+        rows.append(
+            {
+                "metric": metric,
+                "mean": ci["mean_diff"],
+                "ci_low": ci["ci_low"],
+                "ci_high": ci["ci_high"],
+                "queries": ci["n"],
+            }
+        )
+    for label in ("performer", "composer"):
+        for key, value in clustering_scores(vectors, index_test[label].fillna("?").to_numpy(), seed).items():
+            rows.append(
+                {
+                    "metric": f"{key}_{label}",
+                    "mean": value,
+                    "ci_low": np.nan,
+                    "ci_high": np.nan,
+                    "queries": len(vectors),
+                }
+            )
+    return table, rows
+
+
+def _compare_with_reference(
+    tables: dict[str, pd.DataFrame], reference: str, n_resamples: int, seed: int
+) -> list[dict]:
+    rows = []
+    if reference not in tables:
+        return rows
+    for method_name, table in tables.items():
+        if method_name == reference:
+            continue
+        for metric in _ranked_metrics(table):
+            result = paired_bootstrap(
+                table[metric].to_numpy(float), tables[reference][metric].to_numpy(float), n_resamples, seed
+            )
+            rows.append({"method": method_name, "reference": reference, "metric": metric, **result})
+    return rows
+
+
+def _evaluate_backbone(
+    embeddings, index: pd.DataFrame, split: np.ndarray, *, methods: dict, track_targets, params
+):
+    """One backbone on one split's test queries: ``(metric rows, per-query tables, comparison rows)``."""
+    relation, ks = params.get("relation", "performer"), [int(k) for k in params.get("ks", [1, 5, 10])]
+    n_resamples, seed = int(params.get("n_resamples", 2000)), int(params.get("seed", 0))
+    index = index.assign(split=split)
+    test = split == "test"
+    labels = relation_labels(index, relation, track_targets, teacher_options(params, track_targets))[test]
+    pieces = index["group"].astype(str).to_numpy()[test]
+    relevance = relevance_matrix(labels, pieces if relation != "piece" else labels)
+    if test.sum() < 3 or not relevance.any():
+        logger.warning(
+            "%s: too few test queries with a relevant item for relation %s", embeddings.name, relation
+        )
+        return [], [], []
+    layers = [x[test] for x in embeddings.tracks]
+    query_ids = index["track_id"].to_numpy()[test].tolist()
+    metric_rows, tables = [], {}
+    for method_name, state in methods.items():
+        table, rows = _score_method(
+            restore(state).transform(layers),
+            relevance,
+            ks,
+            query_ids=query_ids,
+            index_test=index[test],
+            seed=seed,
+            n_resamples=n_resamples,
+        )
+        tables[method_name] = table.assign(method=method_name)
+        metric_rows += [row | {"method": method_name} for row in rows]
+    comparisons = _compare_with_reference(tables, params.get("reference", "uniform_mean"), n_resamples, seed)
+    return metric_rows, list(tables.values()), comparisons
+
+
+def evaluate_methods(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     layer_embeddings: EmbeddingSet,
     fusion_models: dict[str, Any],
+    fusion_models_repeats: dict[str, Any],
     track_targets: pd.DataFrame,
+    track_splits: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Score every backbone x method on the test split.
+    """Score every backbone x method on the test split of every split seed.
 
     Args:
+        fusion_models, fusion_models_repeats: the primary split's and the repeat splits' models.
+        track_splits: every track's split per seed.
         params: ``evaluation``: ``relation``, ``ks``, ``reference`` (baseline
             method for the paired comparison), ``n_resamples``, ``seed``, ``headline`` metric.
 
     Returns:
-        metrics: one row per backbone x method x metric: mean, CI, queries.
-        per_query: every query's metrics per backbone x method.
-        comparisons: paired bootstrap of each method against the reference, per metric.
+        metrics: one row per split seed x backbone x method x metric: mean, CI, queries.
+        per_query: every query's metrics per split seed x backbone x method.
+        comparisons: paired bootstrap of each method against the reference, per split seed and metric.
     """
-    relation, ks = params.get("relation", "performer"), [int(k) for k in params.get("ks", [1, 5, 10])]
-    reference, n_resamples, seed = (
-        params.get("reference", "uniform_mean"),
-        int(params.get("n_resamples", 2000)),
-        int(params.get("seed", 0)),
-    )
+    primary = int(track_splits["split_seed"].iloc[0])
     metric_rows, per_query, comparisons = [], [], []
-    for name, methods in fusion_models.items():
-        embeddings = layer_embeddings.backbones[name]
-        index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
-        test = index["split"].to_numpy() == "test"
-        labels = relation_labels(index, relation, track_targets, teacher_options(params, track_targets))[test]
-        pieces = index["group"].astype(str).to_numpy()[test]
-        relevance = relevance_matrix(labels, pieces if relation != "piece" else labels)
-        if test.sum() < 3 or not relevance.any():
-            logger.warning("%s: too few test queries with a relevant item for relation %s", name, relation)
-            continue
-        layers = [x[test] for x in embeddings.tracks]
-        query_ids = index["track_id"].to_numpy()[test].tolist()
-        tables = {}
-        for method_name, state in methods.items():
-            vectors = restore(state).transform(layers)
-            table = evaluate_queries(vectors, relevance, ks, query_ids)
-            table.insert(0, "method", method_name)
-            table.insert(0, "backbone", name)
-            tables[method_name] = table
-            per_query.append(table)
-            clusters = {
-                f"{k}_{label}": v
-                for label in ("performer", "composer")
-                for k, v in clustering_scores(
-                    vectors, index[label].fillna("?").to_numpy()[test], seed
-                ).items()
-            }
-            for metric in [c for c in table.columns if "@" in c or c == "ap"]:
-                values = table[metric].to_numpy(float)
-                ci = paired_bootstrap(values, np.zeros_like(values), n_resamples, seed)
-                metric_rows.append(
-                    {
-                        "backbone": name,
-                        "label": embeddings.label,
-                        "method": method_name,
-                        "metric": metric,
-                        "mean": ci["mean_diff"],
-                        "ci_low": ci["ci_low"],
-                        "ci_high": ci["ci_high"],
-                        "queries": ci["n"],
-                    }
-                )
-            for key, value in clusters.items():
-                metric_rows.append(
-                    {
-                        "backbone": name,
-                        "label": embeddings.label,
-                        "method": method_name,
-                        "metric": key,
-                        "mean": value,
-                        "ci_low": np.nan,
-                        "ci_high": np.nan,
-                        "queries": int(test.sum()),
-                    }
-                )
-        if reference in tables:
-            for method_name, table in tables.items():
-                if method_name == reference:
-                    continue
-                for metric in [c for c in table.columns if "@" in c or c == "ap"]:
-                    result = paired_bootstrap(
-                        table[metric].to_numpy(float),
-                        tables[reference][metric].to_numpy(float),
-                        n_resamples,
-                        seed,
-                    )
-                    comparisons.append(
-                        {
-                            "backbone": name,
-                            "label": embeddings.label,
-                            "method": method_name,
-                            "reference": reference,
-                            "metric": metric,
-                            **result,
-                        }
-                    )
-    return (
-        pd.DataFrame(metric_rows),
-        pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame(),
-        pd.DataFrame(comparisons),
+    for split_seed in dict.fromkeys(int(s) for s in track_splits["split_seed"]):
+        models = fusion_models if split_seed == primary else fusion_models_repeats.get(str(split_seed), {})
+        splits = track_splits[track_splits["split_seed"] == split_seed].set_index("track_id")["split"]
+        for name, methods in models.items():
+            embeddings = layer_embeddings.backbones[name]
+            index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+            split = index["track_id"].map(splits).fillna("unassigned").to_numpy()
+            rows, tables, compared = _evaluate_backbone(
+                embeddings, index, split, methods=methods, track_targets=track_targets, params=params
+            )
+            keys = {"split_seed": split_seed, "backbone": name, "label": embeddings.label}
+            metric_rows += [keys | row for row in rows]
+            per_query += [table.assign(**keys) for table in tables]
+            comparisons += [keys | row for row in compared]
+    front = ["split_seed", "backbone", "label", "method"]
+    metrics = pd.DataFrame(metric_rows)
+    per_query_table = pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame()
+    ordered = lambda t: t[front + [c for c in t.columns if c not in front]] if len(t) else t  # noqa: E731
+    return ordered(metrics), ordered(per_query_table), ordered(pd.DataFrame(comparisons))
+
+
+def across_seeds(metrics: pd.DataFrame, comparisons: pd.DataFrame, headline: str) -> pd.DataFrame:
+    """Per backbone x method: the headline metric's mean, sd and min over split seeds, and whether it beats
+    the reference on every seed (``wins_every_seed``) or loses on every one."""
+    if metrics.empty:
+        return pd.DataFrame()
+    scores = metrics[metrics["metric"] == headline]
+    table = scores.groupby(["backbone", "label", "method"], sort=False)["mean"].agg(
+        ["mean", "std", "min", "count"]
     )
+    table = table.rename(columns={"count": "seeds"}).reset_index()
+    if comparisons.empty:
+        return table.assign(wins_every_seed=False, loses_every_seed=False)
+    verdicts = (
+        comparisons[comparisons["metric"] == headline]
+        .groupby(["backbone", "method"])[["wins", "loses"]]
+        .all()
+    )
+    verdicts = verdicts.rename(columns={"wins": "wins_every_seed", "loses": "loses_every_seed"}).reset_index()
+    table = table.merge(verdicts, on=["backbone", "method"], how="left")
+    return table.fillna({"wins_every_seed": False, "loses_every_seed": False})
 
 
-def write_report(
-    metrics: pd.DataFrame, comparisons: pd.DataFrame, fusion_report: dict[str, Any], params: dict[str, Any]
+def _stuck_methods(fusion_report: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    """(backbone, method) -> the split seeds on which the method never left its initial point."""
+    stuck: dict[tuple[str, str], list[str]] = {}
+    for seed, entry in fusion_report.get("seeds", {"primary": fusion_report}).items():
+        for backbone, info in entry["backbones"].items():
+            for method, details in info["methods"].items():
+                if details.get("left_init") is False:
+                    stuck.setdefault((backbone, method), []).append(str(seed))
+    return stuck
+
+
+def write_report(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+    metrics: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    fusion_report: dict[str, Any],
+    selectivity_summary: pd.DataFrame,
+    selectivity_comparisons: pd.DataFrame,
+    params: dict[str, Any],
 ) -> str:
-    """A markdown report: the headline metric per backbone x method with CIs, and the wins."""
-    headline = params.get("headline", "ap")
+    """A markdown report: retrieval per backbone x method over split seeds, then aspect selectivity."""
+    lines = _retrieval_section(metrics, comparisons, fusion_report, params)
+    lines += _weights_section(fusion_report)
+    lines += _selectivity_section(selectivity_summary, selectivity_comparisons)
+    text = "\n".join(lines) + "\n"
+    logger.info("\n%s", text)
+    return text
+
+
+def _retrieval_section(metrics, comparisons, fusion_report, params) -> list[str]:
+    headline, reference = params.get("headline", "ap"), params.get("reference", "uniform_mean")
+    seeds = sorted(metrics["split_seed"].unique()) if len(metrics) else []
     lines = [
         f"# Evaluation: retrieval of the same {params.get('relation', 'performer')} (other pieces), test split",
         "",
+        f"Each split seed ({', '.join(map(str, seeds))}) has its own test split and its own fitted models; "
+        f"'wins' means the paired-bootstrap CI against {reference} is above 0 on **every** seed.",
+        "",
     ]
-    for label, group in metrics[metrics["metric"] == headline].groupby("label", sort=False):
+    if metrics.empty:
+        return [*lines, "No test queries with a relevant item: nothing to report.", ""]
+    summary = across_seeds(metrics, comparisons, headline)
+    primary = metrics[(metrics["split_seed"] == seeds[0]) & (metrics["metric"] == headline)].set_index(
+        ["backbone", "method"]
+    )
+    stuck = _stuck_methods(fusion_report)
+    for label, group in summary.groupby("label", sort=False):
         note = " — **random-init weights: a control, not the real model**" if "random-init" in label else ""
         lines += [
             f"## {label}{note}",
             "",
-            f"| method | {headline} | 95% CI | vs {params.get('reference', 'uniform_mean')} |",
+            f"| method | {headline} mean over seeds (sd, min) | primary split, 95% CI | vs {reference} on every seed |",
             "| --- | --- | --- | --- |",
         ]
         for row in group.sort_values("mean", ascending=False).itertuples():
-            match = (
-                comparisons[
-                    (comparisons["label"] == label)
-                    & (comparisons["method"] == row.method)
-                    & (comparisons["metric"] == headline)
-                ]
-                if not comparisons.empty
-                else comparisons
+            first = (
+                primary.loc[(row.backbone, row.method)]
+                if (row.backbone, row.method) in primary.index
+                else None
             )
-            verdict = "reference"
-            if len(match):
-                c = match.iloc[0]
-                verdict = f"{c['mean_diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" + (
-                    " **wins**" if c["wins"] else " loses" if c["loses"] else " n.s."
-                )
+            ci = (
+                f"{first['mean']:.3f} [{first['ci_low']:.3f}, {first['ci_high']:.3f}]"
+                if first is not None
+                else "–"
+            )
+            verdict = (
+                "reference"
+                if row.method == reference
+                else ("**wins**" if row.wins_every_seed else "loses" if row.loses_every_seed else "n.s.")
+            )
+            flag = (
+                f" (never left its initial point on seed {', '.join(stuck[(row.backbone, row.method)])})"
+                if (row.backbone, row.method) in stuck
+                else ""
+            )
             lines.append(
-                f"| {row.method} | {row.mean:.3f} | [{row.ci_low:.3f}, {row.ci_high:.3f}] | {verdict} |"
+                f"| {row.method}{flag} | {row.mean:.3f} ({row.std:.3f}, {row.min:.3f}) | {ci} | {verdict} |"
             )
         lines.append("")
-    lines += ["## Learned layer weights", ""]
-    for name, entry in fusion_report["backbones"].items():
+    return lines
+
+
+def _weights_section(fusion_report: dict[str, Any]) -> list[str]:
+    lines = ["## Learned layer weights (primary split)", ""]
+    for entry in fusion_report["backbones"].values():
         for method, info in entry["methods"].items():
             if info["learned_weights"]:
                 weights = ", ".join(
@@ -180,30 +274,87 @@ def write_report(
                 lines.append(
                     f"- {entry['label']} {method} ({info['epochs']} epochs, {info['seconds']:.1f} s): {weights}"
                 )
-    text = "\n".join(lines) + "\n"
-    logger.info("\n%s", text)
-    return text
+    return [*lines, ""]
+
+
+def _selectivity_section(summary: pd.DataFrame, comparisons: pd.DataFrame) -> list[str]:
+    lines = [
+        "# Aspect selectivity (demo ground truth)",
+        "",
+    ]
+    if summary.empty:
+        return [
+            *lines,
+            "No ground truth in this corpus (no demo tracks): selectivity cannot be measured.",
+            "",
+        ]
+    across = summary[summary["split_seed"] == "all"]
+    seeds = int(across["seeds"].max())
+    lines += [
+        f"Per test query, Spearman's rho between a search's similarity and closeness in a ground-truth factor; "
+        f"mean over queries, then over {seeds} split seeds (sd, min). **Selectivity**: the searched aspect's own factor. "
+        "**Leakage**: the largest |rho| for a factor the ground truth does not link to the aspect. "
+        "The oracle ranks by the true factor (selectivity 1 by construction; its leakage shows how independent the corpus is).",
+        "",
+    ]
+    wins = (
+        comparisons[(comparisons["split_seed"] == "all") & (comparisons["metric"] == "selectivity")]
+        if len(comparisons)
+        else comparisons
+    )
+    ndcg = next(c for c in across.columns if c.startswith("ndcg@") and c.count("_") == 0)
+    for label, group in across.groupby("label", sort=False):
+        lines += [
+            f"## {label}",
+            "",
+            f"| aspect (factor) | method | selectivity (sd, min) | leakage (max) | {ndcg} |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in group.sort_values(["aspect", "method"]).to_dict("records"):
+            lines.append(
+                f"| {row['aspect']} ({row['factor']}) | {row['method']} | {row['selectivity']:.2f} "
+                f"({row['selectivity_sd']:.2f}, {row['selectivity_min']:.2f}) | {row['leakage']:.2f} "
+                f"({row['leakage_max']:.2f}) | {row[ndcg]:.2f} |"
+            )
+        lines.append("")
+        held = [
+            f"{r.aspect} vs {r.reference}"
+            for r in wins[wins["source"] == group["source"].iloc[0]].itertuples()
+            if r.wins
+        ]
+        if held:
+            lines += [f"Selective search beats, on every seed: {', '.join(held)}.", ""]
+    return lines
 
 
 def plot_metrics(metrics: pd.DataFrame, params: dict[str, Any]):
-    """Bar chart of the headline metric with 95% CIs, one panel per backbone."""
+    """Bar chart of the headline metric, one panel per backbone: the primary split's mean with its 95 % CI,
+    and a dot per repeat split seed."""
     headline = params.get("headline", "ap")
-    data = metrics[metrics["metric"] == headline]
-    labels = list(dict.fromkeys(data["label"]))
+    data = metrics[metrics["metric"] == headline] if len(metrics) else metrics
+    labels = list(dict.fromkeys(data["label"])) if len(data) else []
     fig = Figure(figsize=(10, 3 * max(len(labels), 1)))  # not pyplot: no global state, any thread
-    axes = fig.subplots(len(labels), 1, squeeze=False)
-    for ax, label in zip(axes[:, 0], labels, strict=True):
-        rows = data[data["label"] == label].sort_values("mean", ascending=False)
+    axes = fig.subplots(max(len(labels), 1), 1, squeeze=False)
+    seeds = list(dict.fromkeys(data["split_seed"])) if len(data) else []
+    for ax, label in zip(axes[:, 0], labels, strict=False):
+        mine = data[data["label"] == label]
+        first = mine[mine["split_seed"] == seeds[0]].sort_values("mean", ascending=False)
+        order = {m: i for i, m in enumerate(first["method"])}
         ax.bar(
-            range(len(rows)),
-            rows["mean"],
-            yerr=[rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]],
+            range(len(first)),
+            first["mean"],
+            yerr=[first["mean"] - first["ci_low"], first["ci_high"] - first["mean"]],
             capsize=3,
             color="tab:blue",
+            label=f"split seed {seeds[0]} (95% CI)",
         )
-        ax.set_xticks(range(len(rows)), rows["method"], rotation=45, ha="right", fontsize=7)
+        for seed in seeds[1:]:
+            other = mine[(mine["split_seed"] == seed) & mine["method"].isin(order)]
+            ax.plot(other["method"].map(order), other["mean"], "o", markersize=4, label=f"split seed {seed}")
+        ax.set_xticks(range(len(first)), first["method"], rotation=45, ha="right", fontsize=7)
         ax.set_ylabel(headline)
-        ax.set_title(f"{label}: {headline} on test queries (95% bootstrap CI)", fontsize=9)
+        ax.set_title(f"{label}: {headline} on test queries", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -327,18 +478,39 @@ def triplet_agreement(
 
 
 def metrics_for_tracking(
-    evaluation_metrics: pd.DataFrame, aspect_layer_map: dict[str, Any], params: dict[str, Any]
+    evaluation_metrics: pd.DataFrame,
+    selectivity_summary: pd.DataFrame,
+    aspect_layer_map: dict[str, Any],
+    params: dict[str, Any],
 ) -> dict[str, dict]:
     """Headline numbers for the experiment tracker (kedro-mlflow's metrics format).
 
-    Per backbone and method, the headline metric's mean over test queries; per
-    backbone and aspect, the best layer's probing R².
+    Per backbone and method, the headline metric's mean over test queries and
+    split seeds; per source, method and aspect, selectivity and leakage (mean
+    over split seeds); per backbone and aspect, the best layer's probing R².
     """
-
     headline = params.get("headline", "ap")
     tracked = {}
-    for row in evaluation_metrics[evaluation_metrics["metric"] == headline].itertuples():
-        tracked[metric_key(row.backbone, row.method, headline)] = {"value": float(row.mean), "step": 0}
+    scores = (
+        evaluation_metrics[evaluation_metrics["metric"] == headline]
+        if len(evaluation_metrics)
+        else evaluation_metrics
+    )
+    for (backbone, method), group in scores.groupby(["backbone", "method"]) if len(scores) else []:
+        tracked[metric_key(backbone, method, headline)] = {"value": float(group["mean"].mean()), "step": 0}
+    across = (
+        selectivity_summary[selectivity_summary["split_seed"] == "all"]
+        if len(selectivity_summary)
+        else selectivity_summary
+    )
+    for row in across.itertuples() if len(across) else []:
+        for quantity in ("selectivity", "leakage"):
+            value = getattr(row, quantity)
+            if np.isfinite(value):
+                tracked[metric_key(row.source, row.method, row.aspect, quantity)] = {
+                    "value": float(value),
+                    "step": 0,
+                }
     for backbone, entry in aspect_layer_map["backbones"].items():
         for aspect, info in entry["aspects"].items():
             if info.get("r2") is not None:

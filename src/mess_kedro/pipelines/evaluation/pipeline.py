@@ -1,4 +1,4 @@
-"""The ``evaluation`` pipeline."""
+"""The ``evaluation`` pipeline: retrieval metrics and aspect selectivity, per split seed."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -11,6 +11,7 @@ from .nodes import (
     triplet_agreement,
     write_report,
 )
+from .selectivity_nodes import compare_selectivity, evaluate_selectivity, plot_selectivity
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -18,13 +19,55 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=evaluate_methods,
-                inputs=["layer_embeddings", "fusion_models", "track_targets", "params:evaluation"],
+                inputs=[
+                    "layer_embeddings",
+                    "fusion_models",
+                    "fusion_models_repeats",
+                    "track_targets",
+                    "track_splits",
+                    "params:evaluation",
+                ],
                 outputs=["evaluation_metrics", "evaluation_per_query", "evaluation_comparisons"],
                 name="evaluate_methods",
             ),
             Node(
+                func=evaluate_selectivity,
+                inputs=[
+                    "layer_embeddings",
+                    "aspect_subspaces",
+                    "aspect_subspaces_repeats",
+                    "fusion_models",
+                    "fusion_models_repeats",
+                    "track_descriptors",
+                    "performance_ground_truth",
+                    "track_splits",
+                    "params:evaluation",
+                ],
+                outputs=["selectivity_matrix", "selectivity_summary", "selectivity_per_query"],
+                name="evaluate_selectivity",
+            ),
+            Node(
+                func=compare_selectivity,
+                inputs=["selectivity_per_query", "params:evaluation"],
+                outputs="selectivity_comparisons",
+                name="compare_selectivity",
+            ),
+            Node(
+                func=plot_selectivity,
+                inputs="selectivity_matrix",
+                outputs="selectivity_heatmaps",
+                name="plot_selectivity",
+            ),
+            Node(
                 func=write_report,
-                inputs=["evaluation_metrics", "evaluation_comparisons", "fusion_report", "params:evaluation"],
+                inputs=[
+                    "evaluation_metrics",
+                    "evaluation_comparisons",
+                    "fusion_report",
+                    "selectivity_summary",
+                    "selectivity_comparisons",
+                    "params:evaluation",
+                ],
                 outputs="evaluation_report",
                 name="write_evaluation_report",
             ),
@@ -36,7 +79,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=metrics_for_tracking,
-                inputs=["evaluation_metrics", "aspect_layer_map", "params:evaluation"],
+                inputs=["evaluation_metrics", "selectivity_summary", "aspect_layer_map", "params:evaluation"],
                 outputs="tracked_metrics",
                 name="metrics_for_tracking",
             ),
