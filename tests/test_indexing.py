@@ -143,3 +143,72 @@ def test_clusters_are_named_by_dominant_metadata(search):
     assert clusters["size"].sum() == 12 and sorted(clusters["size"]) == [6, 6]  # slow and fast tracks
     assert set(clusters.columns) >= {"cluster", "size", "performer", "composer", "name"}
     assert (clusters["performer"] == "p (100%)").all()
+
+
+def subspace_bundle(coordinates, ids, groups, name):
+    from mess_kedro.aspect_search import AspectSubspace
+
+    method = AspectSubspace("a", ["truth:a"], [0], ["x"])
+    method.fit([coordinates], coordinates[:, :1])
+    vectors = method.transform([coordinates]).astype(np.float32)
+    metadata = pd.DataFrame(
+        {"track_id": ids, "title": ids, "composer": "c", "performer": "p", "group": groups}
+    )
+    manifest = {
+        "name": name,
+        "label": "b",
+        "random_init": False,
+        "metric": "l2",
+        "dim": vectors.shape[1],
+        "count": len(ids),
+        "checksum": checksum(vectors),
+    }
+    return IndexBundle(build_index(vectors, "hnsw", metric="l2"), metadata, vectors, method.state(), manifest)
+
+
+def test_l2_subspace_bundles_score_on_the_common_scale_and_survive_a_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    coordinates = rng.normal(size=(40, 3))
+    ids, groups = [f"t{i}" for i in range(40)], [f"g{i}" for i in range(40)]
+    selective = subspace_bundle(coordinates, ids, groups, "b/aspect-a")
+    assert selective.index.metric_type == 1  # faiss.METRIC_L2, exact, whatever kind was asked for
+    similarity, rows = selective.search(selective.vectors[:1], 5)
+    # Nearest first; the scores are 1 - d²/(2 dim) and equal an exact re-score of the same rows.
+    assert rows[0, 0] == 0 and similarity[0, 0] == pytest.approx(1.0)
+    assert np.all(np.diff(similarity[0]) <= 1e-6)
+    np.testing.assert_allclose(similarity[0], selective.score(rows[0], selective.vectors[0]), atol=1e-5)
+    distances = ((selective.vectors - selective.vectors[0]) ** 2).sum(axis=1)
+    np.testing.assert_array_equal(np.sort(rows[0]), np.sort(np.argsort(distances, kind="stable")[:5]))
+    dataset = FaissIndexSetDataset(filepath=str(tmp_path / "indices"))
+    dataset.save({"b/aspect-a": selective})
+    loaded = dataset.load()["b/aspect-a"]
+    assert loaded.metric == "l2"
+    np.testing.assert_allclose(loaded.search(loaded.vectors[:1], 5)[0], similarity)
+
+
+def test_an_aspect_searches_its_selective_subspace_unless_the_layer_is_asked_for():
+    rng = np.random.default_rng(5)
+    ids, groups = [f"t{i}" for i in range(30)], [f"g{i}" for i in range(30)]
+    loud = rng.normal(size=30)
+    selective = subspace_bundle(
+        np.c_[loud, rng.normal(size=(30, 2)) * 0.01], ids, groups, "b/aspect-dynamics"
+    )
+    # The whole layer is dominated by something else: its nearest neighbours differ.
+    layer = bundle(np.c_[loud * 0.01, rng.normal(size=(30, 4)) * 5], ids, groups, "b/layer-dynamics")
+    s = SimilaritySearch({"b/aspect-dynamics": selective, "b/layer-dynamics": layer}, candidates=29)
+    assert s.aspects() == ["dynamics"]
+    nearest = s.similar("t0", aspect="dynamics", n=3)["track_id"].map(lambda t: int(t[1:]))
+    assert set(nearest) == set(np.argsort(np.abs(loud - loud[0]))[1:4])
+    baseline = s.similar("t0", aspect="dynamics", method="layer", n=3)
+    assert set(baseline["track_id"]) != set(nearest.map(lambda i: f"t{i}"))
+    with pytest.raises(ValueError, match="aspect method"):
+        s.similar("t0", aspect="dynamics", method="whole")
+    with pytest.raises(ValueError, match="finite"):
+        s.similar("t0", weights={"dynamics": float("nan")})
+    blended = interpolate(
+        s, "t0", "t1", mix=0.5, aspect="dynamics", n=2
+    )  # a point between them in the subspace
+    middle = (loud[0] + loud[1]) / 2
+    assert all(
+        abs(loud[int(t[1:])] - middle) <= np.sort(np.abs(loud - middle))[4] for t in blended["track_id"]
+    )

@@ -28,9 +28,13 @@ def project(tmp_path_factory):
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT_ROOT / name, root / name)
     (root / "src").mkdir()  # kedro checks it exists; the package itself is installed
-    # conf/local overrides the whole demo_corpus block (Kedro merges top-level keys).
+    # conf/local overrides whole top-level blocks (Kedro merges top-level keys): six short
+    # pieces x three performers, enough training tracks for aspect subspaces; one repeat split.
+    splits = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_ingest.yml").read_text())["splits"]
     with open(root / "conf" / "local" / "parameters_ingest.yml", "w") as f:
-        yaml.safe_dump({"demo_corpus": tiny_demo_params()}, f)
+        yaml.safe_dump(
+            {"demo_corpus": tiny_demo_params(pieces=6), "splits": splits | {"repeat_seeds": [2027]}}, f
+        )
     embed = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_embed.yml").read_text())["embed"]
     embed["backbones"] = {
         "mert-tiny": {"seed": 0},
@@ -76,15 +80,16 @@ def versions(path: Path) -> list[Path]:
 def test_ingest_runs_offline_mixing_demo_and_user_folder(project):
     root, user = project
     log = kedro_run(root, "ingest", "--params", f"source.kind=folder,source.path={user}")
-    assert "Ingest: 10 tracks" in log  # the summary is printed
+    assert "Ingest: 19 tracks" in log  # the summary is printed
     summary_path = versions(root / "data" / "08_reporting" / "ingest_summary.json")[0] / "ingest_summary.json"
     summary = json.loads(summary_path.read_text())
-    assert (summary["tracks"], summary["performers"], summary["pieces"], summary["rejects"]) == (10, 3, 4, 1)
+    assert (summary["tracks"], summary["performers"], summary["pieces"], summary["rejects"]) == (19, 3, 7, 1)
+    assert summary["demo_independence"]["renditions"] == 18
 
     manifest_versions = versions(root / "data" / "03_primary" / "track_manifest.parquet")
     assert len(manifest_versions) == 1
     manifest = pd.read_parquet(manifest_versions[0] / "track_manifest.parquet")
-    assert manifest["dataset"].value_counts().to_dict() == {"demo": 9, "folder": 1}
+    assert manifest["dataset"].value_counts().to_dict() == {"demo": 18, "folder": 1}
     assert manifest.groupby("group")["split"].nunique().max() == 1
     prepared = sorted((root / "data" / "02_intermediate" / "prepared_audio_24000hz").glob("*.flac"))
     assert {p.stem for p in prepared} == set(manifest["track_id"])
@@ -103,9 +108,13 @@ def test_ingest_runs_offline_mixing_demo_and_user_folder(project):
     # A second run adds versions; the first manifest is still there, untouched.
     first_bytes = (manifest_versions[0] / "track_manifest.parquet").read_bytes()
     prepared_mtimes = {p.name: p.stat().st_mtime_ns for p in prepared}
+    renders = sorted((root / "data" / "01_raw" / "demo_corpus" / "renders").glob("*.flac"))
+    render_mtimes = {p.name: p.stat().st_mtime_ns for p in renders}
     log = kedro_run(root, "ingest")
-    # ...and prepares nothing again: the prepared audio is reused, not rewritten.
-    assert "9 already prepared, 0 to prepare" in log
+    # ...and renders and prepares nothing again: the render cache and prepared audio are reused, not rewritten.
+    assert "0 to render, 18 cached" in " ".join(log.split()) and len(renders) == 18
+    assert {p.name: p.stat().st_mtime_ns for p in renders} == render_mtimes
+    assert "18 already prepared, 0 to prepare" in " ".join(log.split())
     assert {p.name: p.stat().st_mtime_ns for p in prepared} == prepared_mtimes
     manifest_versions = versions(root / "data" / "03_primary" / "track_manifest.parquet")
     assert len(manifest_versions) == 2
@@ -155,9 +164,14 @@ def test_embed_runs_after_ingest_and_resumes(project):
     assert set(tags["label"]) == {"musicnn-mtt", "musicnn-mtt (random-init)"}
     tags = tags[tags["backbone"] == "musicnn-mtt"]
     assert len(tags) == (index["backbone"] == "musicnn-mtt").sum()
-    # The demo is keyboard music: "piano" or "harpsichord" leads musicnn's tags on most tracks.
-    leading = tags["top_tags"].str.split(" ").str[0]
-    assert leading.isin(["piano", "harpsichord"]).mean() >= 0.5
+    # musicnn hears the instrument each rendition was given: its top tags name it on most tracks.
+    truth = pd.read_parquet(
+        versions(root / "data" / "03_primary" / "performance_ground_truth.parquet")[-1]
+        / "performance_ground_truth.parquet"
+    ).set_index("track_id")
+    names = {0: "piano", 4: "piano", 6: "harpsichord", 24: "guitar", 48: "strings", 73: "flute"}
+    heard = [names[truth.loc[t, "program"]] in top for t, top in zip(tags["track_id"], tags["top_tags"], strict=True)]
+    assert np.mean(heard) >= 0.5
     cache = sorted((root / "data" / "04_feature" / "track_embeddings").rglob("*.npz"))
     mtimes = [p.stat().st_mtime_ns for p in cache]
     kedro_run(root, "embed")  # everything cached: nothing recomputed or rewritten
@@ -190,10 +204,17 @@ def test_proxy_targets_and_probing_after_embed(project):
     assert results["backbones"]["musicnn-mtt"]["twin"] == "musicnn-mtt-random"
     assert results["backbones"]["mert-tiny"]["random_init"] is True
     track = results["backbones"]["musicnn-mtt"]["levels"]["track"]
-    assert len(track["r2_mean"]) == 9 and len(track["r2_mean"][0]) == 22  # layers x targets
-    assert track["n_folds"] == 3  # three compositions in the tiny demo
+    assert len(results["factors"]) == 9  # the demo's ground-truth factors, probed beside the proxies
+    assert len(track["r2_mean"]) == 9 and len(track["r2_mean"][0]) == 22 + 9  # layers x (targets + factors)
+    assert track["n_folds"] == 5  # six compositions in the tiny demo
+    assert results["backbones"]["musicnn-mtt"]["classic"]["levels"]["track"]["n_rows"] == 18
     aspects = json.loads(latest("07_model_output/aspect_layer_map.json").read_text())
-    assert len(aspects["backbones"]["musicnn-mtt"]["aspects"]) == 13
+    assert len(aspects["backbones"]["musicnn-mtt"]["aspects"]) == 16
+    factors = pd.read_csv(latest("08_reporting/ground_truth_probing.csv"))
+    assert (
+        set(factors["factor"]) >= {"tempo_factor", "velocity_mean", "brightness"}
+        and factors["classic_r2"].notna().all()
+    )
     assert latest("08_reporting/probing_heatmap.png").read_bytes()[:4] == b"\x89PNG"
     # The aspect recommender reads the same outputs through the project's catalog.
     from mess_kedro.recommend import load_recommender
@@ -210,12 +231,21 @@ def test_proxy_targets_and_probing_after_embed(project):
     metrics = pd.read_parquet(latest("08_reporting/evaluation_metrics.parquet"))
     assert {"uniform_mean", "concat_pca"} <= set(metrics["method"])
     assert set(metrics["label"]) == {"mert-tiny (random-init)", "musicnn-mtt", "musicnn-mtt (random-init)"}
+    assert set(metrics["split_seed"]) == {2026, 2027}  # every measurement repeated on the repeat split
     report = latest("08_reporting/evaluation_report.md").read_text()
     assert "random-init weights: a control" in report and "| uniform_mean |" in report
+    assert "# Aspect selectivity" in report
+    selectivity = pd.read_parquet(latest("08_reporting/selectivity_summary.parquet"))
+    oracle = selectivity[(selectivity["method"] == "oracle") & (selectivity["split_seed"] == "all")]
+    assert len(oracle) and (oracle["selectivity"] > 0.99).all()
+    assert {"selective", "layer", "uniform_mean"} <= set(selectivity["method"])
+    heatmaps = {p.name for p in latest("08_reporting/selectivity_heatmaps").iterdir()}
+    assert {"musicnn-mtt.png", "classic-descriptors.png"} <= heatmaps
     # Serving: indices, then the CLI by track id, by one of the corpus's own files, and its errors.
     kedro_run(root, "serving_index")
     summary = latest("08_reporting/run_summary.md").read_text()
     assert "# mess-kedro run summary" in summary and "## Example query (musicnn-mtt)" in summary
+    assert "## Aspect selectivity" in summary and "oracle (ground-truth factors)" in summary
     manifest = pd.read_parquet(latest("03_primary/track_manifest.parquet"))
     own = manifest[manifest["dataset"] == "demo"].iloc[0]
     cli = str(Path(sys.executable).parent / "mess-kedro")
@@ -233,11 +263,17 @@ def test_proxy_targets_and_probing_after_embed(project):
     assert by_id.returncode == 0, by_id.stderr[-2000:]
     assert by_id.stdout.startswith("musicnn-mtt: recordings like")  # nothing else on stdout
     assert len(by_id.stdout.strip().splitlines()) == 5  # title, header, three results
-    audio_file = root / "data" / "01_raw" / "demo_corpus" / "audio" / f"{own['source_key']}.flac"
+    audio_file = root / "data" / "01_raw" / "demo_corpus" / "renders" / f"{own['audio_key']}.flac"
     by_audio = similar(str(audio_file), "--aspect", "brightness", "--include-self", "-n", "2")
     assert by_audio.returncode == 0, by_audio.stderr[-2000:]
     assert by_audio.stdout.splitlines()[2].split()[0] == own["track_id"]  # its own recording first
-    for bad in (["no-such-track", "--aspect", "brightness"], [own["track_id"], "--aspect", "sparkle"]):
+    baseline = similar(own["track_id"], "--aspect", "brightness", "--method", "layer", "-n", "3")
+    assert baseline.returncode == 0 and "brightness (layer)" in baseline.stdout.splitlines()[0]
+    for bad in (
+        ["no-such-track", "--aspect", "brightness"],
+        [own["track_id"], "--aspect", "sparkle"],
+        [own["track_id"], "--aspect", "brightness", "--weights", "tempo=1"],
+    ):
         failed = similar(*bad)
         assert (
             failed.returncode == 1
@@ -396,8 +432,9 @@ def test_notebooks_run_against_the_tiny_run(project):
         ]
         assert images, f"{name} drew no figure"
     exploration = outputs["exploration.ipynb"]
-    assert "9 tracks, 3 pieces, 3 performers" in exploration
+    assert "18 tracks, 6 pieces, 3 performers" in exploration
     assert "mert-tiny (random-init)" in exploration  # the label reaches the notebook
     assert "backbone: musicnn-mtt;" in exploration and "score" in exploration  # the aspect query ran
     results = outputs["results.ipynb"]
     assert "headline metric: ap" in results and "uniform_mean" in results
+    assert "selectivity (mean over 2 split seeds)" in results

@@ -3,7 +3,7 @@
 (Not named ``cli.py``: Kedro reserves ``<package>.cli`` for overriding its own commands.)
 
     mess-kedro run [kedro run options]          # the pipelines (same as `kedro run`)
-    mess-kedro similar QUERY [--aspect A | --weights a=0.7,b=0.3 | --fused lfn] [-n 10]
+    mess-kedro similar QUERY [--aspect A | --weights a=0.7,b=0.3 | --fused lfn] [--method selective|layer] [-n 10]
                        [--exclude-same-piece] [--include-self] [--where composer=X] [--backbone B]
     mess-kedro blend TRACK_A TRACK_B [--mix 0.5] [--aspect A]   # style interpolation
     mess-kedro clusters [-k 5] [--aspect A]                     # clusters named by metadata
@@ -80,11 +80,18 @@ def _answer(project: str, backbone: str | None, ask) -> None:
         sys.exit(1)
     click.echo(f"{search.label}: {title}")
     click.echo(
-        table.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(table) else "(no results)"
+        table.to_string(index=False, float_format=lambda x: f"{x:.4f}") if len(table) else "(no results)"
     )
 
 
 _backbone = click.option("--backbone", default=None, help="Indexed backbone (default: a pretrained one).")
+_method = click.option(
+    "--method",
+    type=click.Choice(["selective", "layer"]),
+    default="selective",
+    show_default=True,
+    help="For aspects: the selective subspace, or the whole layer it reads (the baseline).",
+)
 _project = click.option("--project", default=".", show_default=True, help="Kedro project folder.")
 
 
@@ -93,6 +100,7 @@ _project = click.option("--project", default=".", show_default=True, help="Kedro
 @click.option("--aspect", default=None, help="One aspect, e.g. dynamics.")
 @click.option("--weights", default=None, help="Weighted aspects, e.g. dynamics=0.7,tempo=0.3.")
 @click.option("--fused", default=None, help="A fused embedding, e.g. lfn (the default).")
+@_method
 @click.option("-n", "--top", default=10, show_default=True, help="Number of results.")
 @click.option("--exclude-same-piece", is_flag=True, help="Only other works (find other pieces played alike).")
 @click.option("--include-self", is_flag=True, help="Keep the query recording in the results.")
@@ -100,7 +108,7 @@ _project = click.option("--project", default=".", show_default=True, help="Kedro
 @_backbone
 @_project
 def similar(  # noqa: PLR0917 - click passes every option positionally
-    query, aspect, weights, fused, top, exclude_same_piece, include_self, where, backbone, project
+    query, aspect, weights, fused, method, top, exclude_same_piece, include_self, where, backbone, project
 ) -> None:
     """Recordings similar to QUERY (a track id or an audio file), in one respect."""
 
@@ -110,12 +118,13 @@ def similar(  # noqa: PLR0917 - click passes every option positionally
             aspect=aspect,
             weights=_pairs(weights, float) or None,
             fused=fused,
+            method=method,
             n=top,
             exclude_same_recording=not include_self,
             exclude_same_piece=exclude_same_piece,
             where=_pairs(where),
         )
-        respect = aspect or weights or f"fused {fused or 'default'}"
+        respect = f"{aspect or weights} ({method})" if (aspect or weights) else f"fused {fused or 'default'}"
         return f"recordings like {query} in {respect}", table
 
     _answer(project, backbone, ask)
@@ -127,10 +136,11 @@ def similar(  # noqa: PLR0917 - click passes every option positionally
 @click.option("--mix", default=0.5, show_default=True, help="0 = FIRST, 1 = SECOND.")
 @click.option("--aspect", default=None)
 @click.option("--fused", default=None)
+@_method
 @click.option("-n", "--top", default=10, show_default=True)
 @_backbone
 @_project
-def blend(first, second, mix, aspect, fused, top, backbone, project) -> None:  # noqa: PLR0917
+def blend(first, second, mix, aspect, fused, method, top, backbone, project) -> None:  # noqa: PLR0917
     """Style interpolation: recordings near the blend of FIRST and SECOND."""
     from mess_kedro.serving import interpolate
 
@@ -139,7 +149,7 @@ def blend(first, second, mix, aspect, fused, top, backbone, project) -> None:  #
         backbone,
         lambda s: (
             f"blend of {first} and {second} at {mix}",
-            interpolate(s, first, second, mix=mix, aspect=aspect, fused=fused, n=top),
+            interpolate(s, first, second, mix=mix, aspect=aspect, fused=fused, method=method, n=top),
         ),
     )
 
@@ -148,16 +158,20 @@ def blend(first, second, mix, aspect, fused, top, backbone, project) -> None:  #
 @click.option("-k", "--clusters", default=5, show_default=True)
 @click.option("--aspect", default=None)
 @click.option("--fused", default=None)
+@_method
 @_backbone
 @_project
-def clusters(clusters, aspect, fused, backbone, project) -> None:  # noqa: PLR0917
+def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noqa: PLR0917
     """Cluster the collection and name each cluster by its dominant metadata."""
     from mess_kedro.serving import name_clusters
 
     _answer(
         project,
         backbone,
-        lambda s: (f"{clusters} clusters", name_clusters(s, clusters, aspect=aspect, fused=fused)),
+        lambda s: (
+            f"{clusters} clusters",
+            name_clusters(s, clusters, aspect=aspect, fused=fused, method=method),
+        ),
     )
 
 

@@ -1,11 +1,20 @@
-"""FAISS indices over L2-normalised vectors, bundled with what is needed to trust them.
+"""FAISS indices, bundled with what is needed to trust them.
 
 An :class:`IndexBundle` is one searchable index: the FAISS index, its metadata
 table (row -> track_id, title, composer, performer, group), the vectors it
 indexes (for exact re-scoring), the fitted transform that turns a track's
 layer embeddings into those vectors (a :mod:`mess_kedro.fusion` method state),
-and a manifest: backbone, weights id, source, kind, dim, count, normalisation
-and a checksum of the vectors. Inner product on unit vectors is cosine.
+and a manifest: backbone, weights id, source, kind, metric, dim, count,
+normalisation and a checksum of the vectors.
+
+Two metrics, one similarity scale (1 = identical, about 0 = unrelated):
+
+- ``ip``: L2-normalised vectors, inner product = cosine (whole layers, fused embeddings);
+- ``l2``: low-dimensional aspect-subspace coordinates, similarity
+  ``1 - d^2 / (2 dim)`` from the squared distance ``d^2``
+  (:func:`mess_kedro.aspect_search.subspace_similarity`). These are always
+  indexed exactly (flat): with a handful of dimensions an exact search is as
+  fast as any approximate one.
 
 Index kinds: ``flat`` (exact), ``hnsw`` (graph; ``M``, ``ef_construction``,
 ``ef_search``), ``ivfpq`` (inverted lists with product quantisation, for
@@ -21,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 INDEX_KINDS = ("flat", "hnsw", "ivfpq")
+METRICS = ("ip", "l2")
 
 
 class IndexMismatchError(ValueError):
@@ -33,14 +43,18 @@ def checksum(vectors: np.ndarray) -> str:
     return hashlib.sha256(f"{data.shape}".encode() + data.tobytes()).hexdigest()[:16]
 
 
-def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = None):
-    """A FAISS inner-product index over ``vectors`` ``[N, D]`` (float32, unit rows)."""
+def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = None, metric: str = "ip"):
+    """A FAISS index over ``vectors`` ``[N, D]`` float32: inner product (unit rows) or exact L2 (``metric="l2"``)."""
     import faiss
 
     options = options or {}
     data = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = data.shape
-    if kind == "flat":
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric '{metric}'; expected one of {METRICS}")
+    if metric == "l2":
+        index = faiss.IndexFlatL2(dim)
+    elif kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, int(options.get("M", 32)), faiss.METRIC_INNER_PRODUCT)
@@ -90,11 +104,34 @@ class IndexBundle:
         if problems:
             raise IndexMismatchError(f"index '{m.get('name')}' refused: " + "; ".join(problems))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, rows)`` of the ``k`` nearest rows per query (rows -1 where fewer exist)."""
-        data = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    @property
+    def metric(self) -> str:
+        return self.manifest.get("metric", "ip")
+
+    def _check_dim(self, data: np.ndarray) -> None:
         if data.shape[1] != self.index.d:
             raise IndexMismatchError(
                 f"query has dim {data.shape[1]}, index '{self.manifest.get('name')}' has {self.index.d}"
             )
-        return self.index.search(data, min(k, self.index.ntotal))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(similarities, rows)`` of the ``k`` most similar rows per query (rows -1 where fewer exist)."""
+        data = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        self._check_dim(data)
+        found, rows = self.index.search(data, min(k, self.index.ntotal))
+        if self.metric == "l2":
+            from .aspect_search import subspace_similarity
+
+            found = subspace_similarity(found, self.index.d)
+        return found, rows
+
+    def score(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Exact similarity of ``query`` ``[D]`` to the indexed vectors at ``rows``, on the common scale."""
+        query = np.asarray(query, dtype=np.float64)
+        self._check_dim(query[None, :])
+        vectors = np.asarray(self.vectors[rows], dtype=np.float64)
+        if self.metric == "l2":
+            from .aspect_search import subspace_similarity
+
+            return subspace_similarity(((vectors - query) ** 2).sum(axis=1), self.index.d)
+        return vectors @ query

@@ -1,12 +1,16 @@
 """Similarity search over the serving indices: by track id or by a new audio file, in one respect.
 
-A query names what "similar" means: an aspect (``aspect="dynamics"``: the index
-of the layer probing mapped to it), a weighted mix of aspects
+A query names what "similar" means: an aspect (``aspect="dynamics"``: by
+default its *selective* subspace, a few dimensions learned on training tracks
+to predict that aspect and nothing else; ``method="layer"`` searches the whole
+layer that subspace reads instead, the baseline), a weighted mix of aspects
 (``weights={"dynamics": 0.7, "tempo": 0.3}``), or a fused embedding
 (``fused="lfn"``; the default when nothing is named). Search is two-stage:
-each involved index returns ``candidates`` approximate neighbours, and their
-union is re-scored exactly: the combined score is ``sum_a w_a * cos_a`` with the
-weights normalised to sum to 1 (a single aspect or fused index has weight 1).
+each involved index returns ``candidates`` neighbours, and their union is
+re-scored exactly: the combined score is ``sum_a w_a * s_a`` with the weights
+normalised to sum to 1, where ``s_a`` is each index's similarity on one scale
+(1 identical, about 0 unrelated: cosine for whole layers and fused embeddings,
+``1 - d^2 / (2 dim)`` for aspect subspaces; :mod:`mess_kedro.indexing`).
 
 Query audio is read, prepared and embedded on the fly with the same backbone,
 weights and segment configuration as the index; a mismatch (other weights, other
@@ -16,6 +20,7 @@ recognised by its content hash, so "exclude the same recording" applies to it to
     from mess_kedro.serving import load_search
     search = load_search()                       # this project's latest indices
     search.similar("060b52fa1bb4c535", aspect="dynamics", n=5)
+    search.similar("060b52fa1bb4c535", aspect="dynamics", method="layer")  # the whole-layer baseline
     search.similar("my_take.wav", weights={"dynamics": .7, "tempo": .3}, exclude_same_piece=True)
 """
 
@@ -34,6 +39,7 @@ from .indexing import IndexBundle, IndexMismatchError
 
 logger = logging.getLogger(__name__)
 SHOWN = ["track_id", "title", "composer", "performer"]
+ASPECT_METHODS = {"selective": "aspect-", "layer": "layer-"}
 
 
 class SimilaritySearch:
@@ -82,20 +88,33 @@ class SimilaritySearch:
         return sorted(k.removeprefix("fused-") for k in self.indices if k.startswith("fused-"))
 
     def _sources(
-        self, aspect: str | None, weights: dict[str, float] | None, fused: str | None
+        self,
+        aspect: str | None,
+        weights: dict[str, float] | None,
+        fused: str | None,
+        method: str = "selective",
     ) -> dict[str, float]:
         if sum(x is not None for x in (aspect, weights, fused)) > 1:
             raise ValueError("give one of aspect, weights or fused")
+        if method not in ASPECT_METHODS:
+            raise ValueError(f"unknown aspect method '{method}'; expected one of {sorted(ASPECT_METHODS)}")
         if aspect is not None:
             weights = {aspect: 1.0}
         if weights:
-            unknown = [a for a in weights if f"aspect-{a}" not in self.indices]
+            prefix = ASPECT_METHODS[method]
+            unknown = [a for a in weights if f"{prefix}{a}" not in self.indices]
             if unknown:
                 raise KeyError(f"unknown aspect(s) {unknown}; available: {self.aspects()}")
             total = float(sum(weights.values()))
-            if total <= 0 or any(w < 0 for w in weights.values()):
-                raise ValueError(f"aspect weights must be non-negative and not all zero, got {weights}")
-            return {f"aspect-{a}": w / total for a, w in weights.items()}
+            if (
+                not np.isfinite(total)
+                or total <= 0
+                or any(not np.isfinite(w) or w < 0 for w in weights.values())
+            ):
+                raise ValueError(
+                    f"aspect weights must be finite, non-negative and not all zero, got {weights}"
+                )
+            return {f"{prefix}{a}": w / total for a, w in weights.items()}
         fused = fused or ("lfn" if "fused-lfn" in self.indices else (self.fused() or [None])[0])
         if fused is None or f"fused-{fused}" not in self.indices:
             raise KeyError(f"unknown fused embedding '{fused}'; available: {self.fused()}")
@@ -106,7 +125,7 @@ class SimilaritySearch:
         import torch
 
         from .backbones import load_backbone
-        from .embedding import EmbeddingConfig, embed_track
+        from .embedding import EmbeddingConfig, embed_track, torch_threads
 
         signal = read_audio(path)
         problem = inspect_audio(signal, AudioChecks())
@@ -129,12 +148,15 @@ class SimilaritySearch:
             precision=str(self._embed_params.get("precision", "auto")),
         )
         device = torch.device("cpu")
-        if config.config_id(device) != manifest.get("embed_config_id"):
+        threads = int(self._embed_params.get("num_threads") or torch.get_num_threads())
+        if config.config_id(device, threads) != manifest.get("embed_config_id"):
             raise IndexMismatchError(
-                f"index embedded with {manifest.get('embed_config_id')}, a query now would use {config.config_id(device)}"
+                f"index embedded with {manifest.get('embed_config_id')}, a query now would use "
+                f"{config.config_id(device, threads)} (set embed.num_threads to match)"
             )
         prepared, _ = prepare_audio(signal, model.spec.sample_rate)
-        result = embed_track(model, prepared.samples, config, device)
+        with torch_threads(threads):
+            result = embed_track(model, prepared.samples, config, device)
         return [t[None] for t in result.track], content_hash(signal)
 
     def _query_vectors(self, query: str) -> tuple[dict[str, np.ndarray], str | None]:
@@ -162,20 +184,25 @@ class SimilaritySearch:
         aspect: str | None = None,
         weights: dict[str, float] | None = None,
         fused: str | None = None,
+        method: str = "selective",
         n: int = 10,
         exclude_same_recording: bool = True,
         exclude_same_piece: bool = False,
         where: dict[str, str] | None = None,
     ) -> pd.DataFrame:
-        """The ``n`` most similar recordings to ``query`` (a track id or an audio file path)."""
-        sources = self._sources(aspect, weights, fused)
+        """The ``n`` most similar recordings to ``query`` (a track id or an audio file path).
+
+        ``method`` applies to aspects: ``selective`` (the aspect subspace) or
+        ``layer`` (the whole layer it reads: the baseline).
+        """
+        sources = self._sources(aspect, weights, fused, method)
         vectors, own_id = self._query_vectors(query)
         candidates: set[int] = set()
         for key in sources:
             _, rows = self.indices[key].search(vectors[key], self._candidates + 1)
             candidates.update(int(r) for r in rows[0] if r >= 0)
         rows = np.array(sorted(candidates))
-        scores = sum(w * (self.indices[key].vectors[rows] @ vectors[key]) for key, w in sources.items())
+        scores = sum(w * self.indices[key].score(rows, vectors[key]) for key, w in sources.items())
         table = self.metadata.iloc[rows].assign(score=scores)
         if exclude_same_recording and own_id is not None:
             table = table[table["track_id"] != own_id]
@@ -189,8 +216,10 @@ class SimilaritySearch:
         return table[[c for c in SHOWN if c in table.columns] + ["score"]].reset_index(drop=True)
 
 
-def _index_key(search: SimilaritySearch, aspect: str | None, fused: str | None) -> str:
-    return next(iter(search._sources(aspect, None, fused)))
+def _index_key(
+    search: SimilaritySearch, aspect: str | None, fused: str | None, method: str = "selective"
+) -> str:
+    return next(iter(search._sources(aspect, None, fused, method)))
 
 
 def interpolate(
@@ -201,15 +230,17 @@ def interpolate(
     mix: float = 0.5,
     aspect: str | None = None,
     fused: str | None = None,
+    method: str = "selective",
     n: int = 10,
 ) -> pd.DataFrame:
-    """Style interpolation: neighbours of the normalised blend ``(1 - mix) * a + mix * b``.
+    """Style interpolation: neighbours of the blend ``(1 - mix) * a + mix * b``
+    (normalised to unit length on a cosine index; a point on the segment in an aspect subspace).
 
     Both tracks are excluded from the results.
     """
     if not 0.0 <= mix <= 1.0:
         raise ValueError(f"mix must be in [0, 1], got {mix}")
-    key = _index_key(search, aspect, fused)
+    key = _index_key(search, aspect, fused, method)
     bundle = search.indices[key]
     rows = []
     for track in (first, second):
@@ -217,7 +248,8 @@ def interpolate(
             raise KeyError(f"unknown track '{track}'")
         rows.append(search._row[track])
     blend = (1 - mix) * bundle.vectors[rows[0]] + mix * bundle.vectors[rows[1]]
-    blend /= max(float(np.linalg.norm(blend)), 1e-12)
+    if bundle.metric == "ip":
+        blend /= max(float(np.linalg.norm(blend)), 1e-12)
     scores, found = bundle.search(blend, n + 2)
     table = search.metadata.iloc[found[0]].assign(score=scores[0])
     table = table[~table["track_id"].isin([first, second])].head(n)
@@ -230,13 +262,14 @@ def name_clusters(
     *,
     aspect: str | None = None,
     fused: str | None = None,
+    method: str = "selective",
     seed: int = 0,
 ) -> pd.DataFrame:
     """Cluster the collection (k-means on the chosen index's vectors) and name each cluster
     by its dominant metadata: the most common performer, composer and piece, with their shares."""
     from sklearn.cluster import KMeans
 
-    bundle = search.indices[_index_key(search, aspect, fused)]
+    bundle = search.indices[_index_key(search, aspect, fused, method)]
     k = min(n_clusters, len(bundle.vectors))
     labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(bundle.vectors)
     rows = []

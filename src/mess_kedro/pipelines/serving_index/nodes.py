@@ -1,4 +1,11 @@
-"""Nodes of the ``serving_index`` pipeline: one index per backbone x aspect and per fused embedding."""
+"""Nodes of the ``serving_index`` pipeline: per backbone, two indices per aspect and one per fused embedding.
+
+- ``aspect-<aspect>``: the aspect-selective subspace (a few dimensions, exact
+  L2: see :mod:`mess_kedro.aspect_search`), the default search "in this respect";
+- ``layer-<aspect>``: the whole layer that subspace reads, centred cosine
+  (the search served before aspect subspaces: the baseline ``layer`` method);
+- ``fused-<method>``: a fusion method's embedding.
+"""
 
 from __future__ import annotations
 
@@ -16,22 +23,74 @@ logger = logging.getLogger(__name__)
 METADATA_COLUMNS = ["track_id", "title", "composer", "performer", "group", "split", "dataset"]
 
 
+def _aspect_sources(embeddings, subspaces: dict[str, Any]) -> dict[str, tuple[dict, str, str]]:
+    """``{key: (transform state, description, metric)}`` for every aspect subspace and its whole layer."""
+    sources: dict[str, tuple[dict, str, str]] = {}
+    for aspect, state in subspaces.items():
+        method = restore(state)
+        cv = ", ".join(
+            f"{layer} {r2:.2f}"
+            for layer, r2 in zip(method.layer_names, getattr(method, "train_cv_r2", []), strict=False)
+        )
+        sources[f"aspect-{aspect}"] = (
+            state,
+            f"aspect {aspect}: {method.dim}-dimensional selective subspace of {'+'.join(method.layer_names)}, "
+            f"supervised by {', '.join(method.supervision)} on the training split{f' (CV R² {cv})' if cv else ''}",
+            "l2",
+        )
+        whole = SingleLayer(method.layer_indices[0], method.layer_names[0]).fit(embeddings.tracks, None)
+        sources[f"layer-{aspect}"] = (
+            whole.state(),
+            f"aspect {aspect}, baseline: the whole layer {method.layer_names[0]} (centred cosine)",
+            "ip",
+        )
+    return sources
+
+
+def _manifest(
+    name: str, key: str, embeddings, *, source: str, metric: str, kind: str, options: dict, vectors
+) -> dict:
+    low_dimensional = metric == "l2"
+    return {
+        "name": f"{name}/{key}",
+        "backbone": name,
+        "registry_backbone": embeddings.info.get("backbone", name),
+        "label": embeddings.label,
+        "weights_id": embeddings.info.get("weights_id"),
+        "random_init": bool(embeddings.info.get("random_init")),
+        "embed_config_id": embeddings.info.get("config_id"),
+        "segment_s": embeddings.info.get("segment_s"),
+        "source": source,
+        "kind": "flat" if low_dimensional else kind,
+        "options": {} if low_dimensional else options,
+        "metric": metric,
+        "dim": int(vectors.shape[1]),
+        "low_dimensional": low_dimensional,
+        "count": int(vectors.shape[0]),
+        "normalisation": "aspect-subspace coordinates, unit variance on training tracks; similarity 1 - d²/(2·dim)"
+        if low_dimensional
+        else "L2 (inner product = cosine)",
+        "checksum": checksum(vectors),
+    }
+
+
 def build_serving_indices(
     layer_embeddings: EmbeddingSet,
-    aspect_layer_map: dict[str, Any],
+    aspect_subspaces: dict[str, Any],
     fusion_models: dict[str, Any],
     track_manifest: pd.DataFrame,
     params: dict[str, Any],
 ) -> dict[str, IndexBundle]:
-    """Index every track of every backbone, per aspect (its probing layer) and per fused method.
+    """Index every track of every backbone, per aspect (selective subspace and whole layer) and per fused method.
 
     Args:
-        params: ``serving_index``: ``kind`` (flat | hnsw | ivfpq), ``options``
-            (per kind), ``fused_methods`` (fusion methods to index), ``backbones``
-            (null: all).
+        aspect_subspaces: the primary split's aspect subspaces per backbone (fusion).
+        params: ``serving_index``: ``kind`` (flat | hnsw | ivfpq, for the
+            full-width indices), ``options`` (per kind), ``fused_methods``
+            (fusion methods to index), ``backbones`` (null: all).
 
     Returns:
-        ``{"<backbone>/aspect-<aspect>" | "<backbone>/fused-<method>": IndexBundle}``.
+        ``{"<backbone>/aspect-<aspect>" | "<backbone>/layer-<aspect>" | "<backbone>/fused-<method>": IndexBundle}``.
     """
     kind, options = params.get("kind", "flat"), params.get("options", {}).get(params.get("kind", "flat"), {})
     wanted = params.get("backbones") or list(layer_embeddings.backbones)
@@ -41,48 +100,34 @@ def build_serving_indices(
         embeddings = layer_embeddings.backbones[name]
         metadata = manifest.reindex(embeddings.track_ids).reset_index()
         metadata = metadata[[c for c in METADATA_COLUMNS if c in metadata.columns]]
-        sources: dict[str, tuple[dict, str]] = {}
-        for aspect, info in aspect_layer_map["backbones"].get(name, {}).get("aspects", {}).items():
-            if info.get("layer_index") is None:
-                continue
-            method = SingleLayer(info["layer_index"], info["layer"]).fit(embeddings.tracks, None)
-            sources[f"aspect-{aspect}"] = (
-                method.state(),
-                f"aspect {aspect}: layer {info['layer']} (probing R² {info['r2']}, {info['confidence']})",
-            )
+        sources = _aspect_sources(embeddings, aspect_subspaces.get(name, {}))
         for method_name in params.get("fused_methods", []):
             if method_name in fusion_models.get(name, {}):
                 sources[f"fused-{method_name}"] = (
                     fusion_models[name][method_name],
                     f"fusion checkpoint {method_name}",
+                    "ip",
                 )
-        for key, (state, source) in sources.items():
+        for key, (state, source, metric) in sources.items():
             vectors = restore(state).transform(embeddings.tracks).astype("float32")
             bundles[f"{name}/{key}"] = IndexBundle(
-                index=build_index(vectors, kind, options),
+                index=build_index(vectors, kind, options, metric),
                 metadata=metadata,
                 vectors=vectors,
                 transform=state,
-                manifest={
-                    "name": f"{name}/{key}",
-                    "backbone": name,
-                    "registry_backbone": embeddings.info.get("backbone", name),
-                    "label": embeddings.label,
-                    "weights_id": embeddings.info.get("weights_id"),
-                    "random_init": bool(embeddings.info.get("random_init")),
-                    "embed_config_id": embeddings.info.get("config_id"),
-                    "segment_s": embeddings.info.get("segment_s"),
-                    "source": source,
-                    "kind": kind,
-                    "options": options,
-                    "dim": int(vectors.shape[1]),
-                    "count": int(vectors.shape[0]),
-                    "normalisation": "L2 (inner product = cosine)",
-                    "checksum": checksum(vectors),
-                },
+                manifest=_manifest(
+                    name,
+                    key,
+                    embeddings,
+                    source=source,
+                    metric=metric,
+                    kind=kind,
+                    options=options,
+                    vectors=vectors,
+                ),
             )
         logger.info(
-            "%s: %d indices (%s) over %d tracks",
+            "%s: %d indices (%s; aspect subspaces exact L2) over %d tracks",
             embeddings.label,
             len(sources),
             kind,
@@ -91,55 +136,132 @@ def build_serving_indices(
     return bundles
 
 
-def summarise_run(
-    ingest_summary: dict[str, Any],
-    aspect_layer_map: dict[str, Any],
-    evaluation_metrics: pd.DataFrame,
-    serving_indices: dict[str, IndexBundle],
-    params: dict[str, Any],
-) -> str:
-    """The main job's closing summary: corpus, backbones, top layer per aspect, evaluation
-    headline, and one example similarity query on the served indices."""
-    from mess_kedro.serving import SimilaritySearch
-
+def _corpus_lines(ingest_summary: dict[str, Any]) -> list[str]:
     lines = [
-        "# mess-kedro run summary",
-        "",
         f"Corpus: {ingest_summary['tracks']} tracks, {ingest_summary['minutes_of_audio']} min of audio, "
         f"{ingest_summary['performers']} performers, {ingest_summary['pieces']} pieces, "
         f"splits {ingest_summary['splits']}, {ingest_summary['rejects']} rejected.",
+    ]
+    check = ingest_summary.get("demo_independence")
+    if check:
+        lines.append(
+            f"Demo factors independent by design: largest |Spearman| between two factors {check['max_abs_spearman']:.3f}, "
+            f"the instrument explains at most {100 * check.get('instrument_max_eta_squared', 0):.1f}% of a factor's variance."
+        )
+    return lines
+
+
+def _truth_lines(ground_truth_probing: pd.DataFrame) -> list[str]:
+    if ground_truth_probing.empty:
+        return []
+    lines = [
         "",
-        "## Top layer per aspect (probing R², track level)",
+        "## Ground-truth factors: best layer R² (track level; classic descriptors, shuffled control)",
         "",
     ]
-    for entry in aspect_layer_map["backbones"].values():
-        tops = [f"{a} {v['layer']} ({v['r2']:.2f})" for a, v in entry["aspects"].items() if v.get("layer")]
-        lines.append(f"- {entry['label']}: " + ", ".join(tops))
-    headline = params.get("headline_metric", "ap")
-    lines += ["", f"## Evaluation ({headline}, best method per backbone, 95% CI)", ""]
-    scores = evaluation_metrics[evaluation_metrics["metric"] == headline]
-    for label, group in scores.groupby("label", sort=False):
-        best = group.sort_values("mean", ascending=False).iloc[0]
-        reference = group[group["method"] == "uniform_mean"]
-        ref = f"; uniform_mean {reference['mean'].iloc[0]:.3f}" if len(reference) else ""
+    track = ground_truth_probing[ground_truth_probing["level"] == "track"]
+    for factor, group in track.groupby("factor", sort=False):
+        models = ", ".join(f"{r.label} {r.best_layer} {r.r2:.2f}" for r in group.itertuples())
+        first = group.iloc[0]
         lines.append(
-            f"- {label}: {best['method']} {best['mean']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}]{ref}"
+            f"- {factor}: {models}; classic {first['classic_r2']:.2f}; shuffled {group['shuffled_r2'].max():.2f}"
         )
+    return lines
+
+
+def _evaluation_lines(
+    metrics: pd.DataFrame, comparisons: pd.DataFrame, headline: str, reference: str
+) -> list[str]:
+    lines = ["", f"## Retrieval ({headline}, same performer in other pieces; mean over split seeds, min)", ""]
+    if metrics.empty:
+        return [*lines, "No test queries with a relevant item."]
+    scores = metrics[metrics["metric"] == headline]
+    verdicts = (
+        comparisons[comparisons["metric"] == headline].groupby(["backbone", "method"])["wins"].all()
+        if len(comparisons)
+        else {}
+    )
+    for label, group in scores.groupby("label", sort=False):
+        means = (
+            group.groupby("method")["mean"].agg(["mean", "min", "count"]).sort_values("mean", ascending=False)
+        )
+        best = means.index[0]
+        ref = f"; {reference} {means.loc[reference, 'mean']:.3f}" if reference in means.index else ""
+        backbone = group["backbone"].iloc[0]
+        held = bool(verdicts.get((backbone, best), False)) if len(verdicts) else False
+        claim = f"beats {reference} on every seed" if held else f"not better than {reference} on every seed"
+        lines.append(
+            f"- {label}: {best} {means.loc[best, 'mean']:.3f} (min {means.loc[best, 'min']:.3f}, "
+            f"{int(means.loc[best, 'count'])} seeds; {claim}){ref}"
+        )
+    return lines
+
+
+def _selectivity_lines(selectivity_summary: pd.DataFrame) -> list[str]:
+    if selectivity_summary.empty:
+        return []
+    across = selectivity_summary[
+        (selectivity_summary["split_seed"] == "all")
+        & selectivity_summary["method"].isin(["selective", "oracle"])
+    ]
+    lines = [
+        "",
+        f"## Aspect selectivity (mean over {int(across['seeds'].max())} split seeds): diagonal rho / leakage",
+        "",
+    ]
+    for label, group in across.groupby("label", sort=False):
+        cells = ", ".join(f"{r.aspect} {r.selectivity:.2f}/{r.leakage:.2f}" for r in group.itertuples())
+        lines.append(f"- {label}: {cells}")
+    return lines
+
+
+def _with_truth(table: pd.DataFrame, truth: pd.DataFrame, factor: str | None) -> pd.DataFrame:
+    """Results with the demo's true value of the searched aspect's factor beside each (when known)."""
+    if not factor or truth.empty or factor not in truth.columns:
+        return table
+    values = truth.set_index("track_id")[factor]
+    return table.assign(**{f"true {factor}": table["track_id"].map(values)})
+
+
+def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+    ingest_summary: dict[str, Any],
+    ground_truth_probing: pd.DataFrame,
+    evaluation_metrics: pd.DataFrame,
+    evaluation_comparisons: pd.DataFrame,
+    selectivity_summary: pd.DataFrame,
+    serving_indices: dict[str, IndexBundle],
+    performance_ground_truth: pd.DataFrame,
+    params: dict[str, Any],
+) -> str:
+    """The main job's closing summary: corpus, what probing found for each ground-truth factor,
+    retrieval over split seeds, aspect selectivity, and one example query on the served indices."""
+    from mess_kedro.serving import SimilaritySearch
+
+    headline = params.get("headline_metric", "ap")
+    lines = ["# mess-kedro run summary", "", *_corpus_lines(ingest_summary)]
+    lines += _truth_lines(ground_truth_probing)
+    lines += _evaluation_lines(
+        evaluation_metrics, evaluation_comparisons, headline, params.get("reference", "uniform_mean")
+    )
+    lines += _selectivity_lines(selectivity_summary)
     search = SimilaritySearch(serving_indices)
     query = search.metadata.iloc[0]
     aspect = params.get("example_aspect", "dynamics")
     respect = {"aspect": aspect} if aspect in search.aspects() else {}
-    table = search.similar(query["track_id"], n=5, **respect)
+    factor = params.get("aspects", {}).get(aspect, {}).get("factor") if respect else None
+    table = _with_truth(search.similar(query["track_id"], n=5, **respect), performance_ground_truth, factor)
+    own = _with_truth(pd.DataFrame({"track_id": [query["track_id"]]}), performance_ground_truth, factor)
+    truth_note = f" (its true {factor}: {own.iloc[0, -1]:.3g})" if factor and own.shape[1] > 1 else ""
     lines += [
         "",
         f"## Example query ({search.label}): like '{query.get('title', query['track_id'])}' by {query.get('performer')}, "
-        f"in {aspect if respect else 'the default fused embedding'}",
+        f"in {aspect + ' (selective subspace)' if respect else 'the default fused embedding'}{truth_note}",
         "",
         "```",
-        table.to_string(index=False, float_format=lambda x: f"{x:.3f}"),
+        table.to_string(index=False, float_format=lambda x: f"{x:.4f}"),
         "```",
         "",
-        f"Try: mess-kedro similar {query['track_id']} --aspect {aspect} -n 5",
+        f"Try: mess-kedro similar {query['track_id']} --aspect {aspect} -n 5   (--method layer: the whole-layer baseline)",
     ]
     text = "\n".join(lines) + "\n"
     logger.info("\n%s", text)

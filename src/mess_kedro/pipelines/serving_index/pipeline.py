@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=build_serving_indices,
                 inputs=[
                     "layer_embeddings",
-                    "aspect_layer_map",
+                    "aspect_subspaces",
                     "fusion_models",
                     "track_manifest",
                     "params:serving_index",
@@ -24,9 +24,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=summarise_run,
                 inputs=[
                     "ingest_summary",
-                    "aspect_layer_map",
+                    "ground_truth_probing",
                     "evaluation_metrics",
+                    "evaluation_comparisons",
+                    "selectivity_summary",
                     "serving_indices",
+                    "performance_ground_truth",
                     "params:serving_index",
                 ],
                 outputs="run_summary",
