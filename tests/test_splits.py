@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from mess_kedro.pipelines.ingest.nodes import assign_splits
-from mess_kedro.splits import assign_group_splits, composition_group
+from mess_kedro.splits import assign_group_splits, composition_group, split_of, split_seeds
 
 FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
 
@@ -82,3 +82,18 @@ def test_official_split_that_leaks_a_composition_is_refused():
     rows.loc[1, "official_split"] = "test"  # the same ballade on both sides
     with pytest.raises(ValueError, match="more than one split"):
         assign_splits(rows, {"strategy": "official", "fractions": FRACTIONS, "seed": 1})
+
+
+def test_split_seeds_put_the_primary_first_and_split_of_reads_one_seed():
+    manifest, table = assign_splits(
+        manifest_rows(), {"fractions": FRACTIONS, "seed": 7, "repeat_seeds": [3, 7, 5, 3]}
+    )
+    assert split_seeds(table) == (7, [7, 3, 5])  # the primary once, first; each repeat once, in order
+    primary = split_of(table, 7, manifest["track_id"])
+    assert list(primary) == list(manifest["split"])
+    assert list(split_of(table, 3, ["t0", "nobody"])) == [
+        table.query("split_seed == 3").iloc[0]["split"],
+        "unassigned",
+    ]
+    with pytest.raises(ValueError, match="empty"):
+        split_seeds(table.iloc[:0])

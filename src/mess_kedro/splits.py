@@ -5,6 +5,11 @@ assigned to exactly one split, so no composition is heard on both sides of an
 evaluation. Groups are shuffled with a seed and dealt, largest first, to the
 split furthest below its target share of tracks, which keeps the split sizes
 close to the requested fractions even with few, unequal groups.
+
+Every measurement is repeated over several split seeds: a ``track_splits``
+table holds ``track_id``, ``split_seed``, ``split`` for each, the primary seed
+(the one whose models are served) listed first (:func:`split_seeds`,
+:func:`split_of`).
 """
 
 from __future__ import annotations
@@ -65,3 +70,17 @@ def assign_group_splits(groups: pd.Series, fractions: dict[str, float], seed: in
         assigned[group] = split
         counts[split] += int(sizes[group])
     return groups.map(assigned)
+
+
+def split_seeds(track_splits: pd.DataFrame) -> tuple[int, list[int]]:
+    """``(primary seed, every seed)`` of a ``track_splits`` table: the primary is listed first."""
+    seeds = list(dict.fromkeys(int(s) for s in track_splits["split_seed"]))
+    if not seeds:
+        raise ValueError("track_splits is empty: run ingest first")
+    return seeds[0], seeds
+
+
+def split_of(track_splits: pd.DataFrame, seed: int, track_ids) -> np.ndarray:
+    """Split name of each of ``track_ids`` under ``seed`` (``unassigned`` where it has none)."""
+    table = track_splits[track_splits["split_seed"] == seed].set_index("track_id")["split"]
+    return pd.Series(list(track_ids)).map(table).fillna("unassigned").to_numpy()

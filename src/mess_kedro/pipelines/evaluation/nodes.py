@@ -24,6 +24,7 @@ from scipy.stats import spearmanr
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options
 from mess_kedro.metrics import clustering_scores, evaluate_queries, paired_bootstrap
+from mess_kedro.splits import split_of, split_seeds
 from mess_kedro.tracking import metric_key
 
 logger = logging.getLogger(__name__)
@@ -136,15 +137,14 @@ def evaluate_methods(  # noqa: PLR0917 - Kedro passes a node's inputs positional
         per_query: every query's metrics per split seed x backbone x method.
         comparisons: paired bootstrap of each method against the reference, per split seed and metric.
     """
-    primary = int(track_splits["split_seed"].iloc[0])
+    primary, seeds = split_seeds(track_splits)
     metric_rows, per_query, comparisons = [], [], []
-    for split_seed in dict.fromkeys(int(s) for s in track_splits["split_seed"]):
+    for split_seed in seeds:
         models = fusion_models if split_seed == primary else fusion_models_repeats.get(str(split_seed), {})
-        splits = track_splits[track_splits["split_seed"] == split_seed].set_index("track_id")["split"]
         for name, methods in models.items():
             embeddings = layer_embeddings.backbones[name]
             index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
-            split = index["track_id"].map(splits).fillna("unassigned").to_numpy()
+            split = split_of(track_splits, split_seed, index["track_id"])
             rows, tables, compared = _evaluate_backbone(
                 embeddings, index, split, methods=methods, track_targets=track_targets, params=params
             )

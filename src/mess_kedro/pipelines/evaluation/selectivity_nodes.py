@@ -41,6 +41,7 @@ from mess_kedro.selectivity import (
     off_diagonal,
     rowwise_spearman,
 )
+from mess_kedro.splits import split_seeds
 
 logger = logging.getLogger(__name__)
 ORACLE, CLASSIC = "ground-truth", "classic-descriptors"
@@ -203,7 +204,7 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
     if truth.empty or not aspects:
         logger.info("No ground truth: the selectivity matrix needs the demo corpus")
         return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
-    primary = int(track_splits["split_seed"].iloc[0])
+    primary, seeds = split_seeds(track_splits)
     k, resamples, boot_seed = (
         int(options.get("ndcg_k", 10)),
         int(params.get("n_resamples", 2000)),
@@ -211,7 +212,7 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
     )
     factors = [f for f in CONTINUOUS_FACTORS if f in truth.columns]
     cells, per_query = [], []
-    for seed in dict.fromkeys(int(s) for s in track_splits["split_seed"]):
+    for seed in seeds:
         tracks = _test_tracks(layer_embeddings, truth, track_splits, seed)
         if len(tracks) < 3:
             logger.warning(

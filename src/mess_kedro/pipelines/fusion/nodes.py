@@ -33,24 +33,11 @@ from mess_kedro.fusion import (
     teacher_options,
 )
 from mess_kedro.ground_truth import track_factors
+from mess_kedro.splits import split_of, split_seeds
 from mess_kedro.tracking import history_metrics
 
 logger = logging.getLogger(__name__)
 CLASSIC = "classic-descriptors"
-
-
-def split_seeds(track_splits: pd.DataFrame) -> tuple[int, list[int]]:
-    """``(primary seed, every seed)``: the primary split is the manifest's (listed first by ingest)."""
-    seeds = list(dict.fromkeys(int(s) for s in track_splits["split_seed"]))
-    if not seeds:
-        raise ValueError("track_splits is empty: run ingest first")
-    return seeds[0], seeds
-
-
-def split_of(track_splits: pd.DataFrame, seed: int, track_ids) -> np.ndarray:
-    """Split name of each of ``track_ids`` under ``seed`` (``unassigned`` where none)."""
-    table = track_splits[track_splits["split_seed"] == seed].set_index("track_id")["split"]
-    return pd.Series(list(track_ids)).map(table).fillna("unassigned").to_numpy()
 
 
 def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[FusionMethod]:

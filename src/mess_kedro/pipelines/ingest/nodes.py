@@ -383,7 +383,11 @@ def assign_splits(tracks: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.Data
     if (crossing > 1).any():
         raise ValueError(f"compositions in more than one split: {sorted(crossing[crossing > 1].index)}")
     manifest = manifest.sort_values("track_id").reset_index(drop=True)
-    repeats = [] if official else [int(s) for s in params.get("repeat_seeds") or [] if int(s) != seed]
+    repeats = (
+        []
+        if official
+        else [s for s in dict.fromkeys(int(s) for s in params.get("repeat_seeds") or []) if s != seed]
+    )
     if official and params.get("repeat_seeds"):
         logger.info("splits: the official split is kept, so repeat_seeds are not used")
     tables = [manifest[["track_id", "split"]].assign(split_seed=seed)]
