@@ -49,6 +49,29 @@ def tiny_demo_params(seed: int = 11, pieces: int = 3, performers: int = 3) -> di
     return params
 
 
+def plain_settings(**changes):
+    """A rendition with no rubato, noise, dynamics contour or room: effects of a change are then attributable."""
+    from mess_kedro.demo.performers import RenditionSettings
+
+    plain = {
+        "performer_id": "p",
+        "tempo_factor": 1.0,
+        "rubato_depth": 0.0,
+        "rubato_shape": "arch",
+        "rubato_phrase_beats": 4,
+        "velocity_mean": 70.0,
+        "dynamic_range": 0.0,
+        "dynamic_shape": "flat",
+        "velocity_jitter": 0.0,
+        "articulation": 0.9,
+        "onset_jitter_ms": 0.0,
+        "program": 0,
+        "brightness": 0.0,
+        "room": 0.0,
+    }
+    return RenditionSettings(**(plain | changes))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def converted_weights_cache(tmp_path_factory):
     """Keep converted musicnn weights in a per-session folder, not in the user's cache."""

@@ -12,7 +12,6 @@ from mess_kedro.audio import content_hash
 from mess_kedro.datasets import AudioDataset, OptionalPartitionedDataset
 from mess_kedro.demo.performers import (
     DYNAMIC_SHAPES,
-    RenditionSettings,
     dynamic_curve,
     perform_excerpt,
     rubato_curve,
@@ -21,7 +20,7 @@ from mess_kedro.demo.performers import (
 from mess_kedro.demo.scores import load_excerpt
 from mess_kedro.demo.synth import apply_brightness, apply_room, instrument_gain, render_midi, render_rendition
 from mess_kedro.pipelines.ingest.nodes import render_demo_corpus
-from tests.conftest import tiny_demo_params
+from tests.conftest import plain_settings, tiny_demo_params
 
 SR = 22050
 
@@ -35,23 +34,7 @@ def excerpt():
 
 @pytest.fixture(scope="module")
 def plain():
-    """A rendition with no rubato, noise, dynamics contour or room: changes are then attributable."""
-    return RenditionSettings(
-        performer_id="p",
-        tempo_factor=1.0,
-        rubato_depth=0.0,
-        rubato_shape="arch",
-        rubato_phrase_beats=4,
-        velocity_mean=70.0,
-        dynamic_range=0.0,
-        dynamic_shape="flat",
-        velocity_jitter=0.0,
-        articulation=0.9,
-        onset_jitter_ms=0.0,
-        program=0,
-        brightness=0.0,
-        room=0.0,
-    )
+    return plain_settings()
 
 
 def rendered(excerpt, settings, seed=0):

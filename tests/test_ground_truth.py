@@ -9,23 +9,9 @@ import pytest
 from mess_kedro.demo.performers import RenditionSettings, perform_excerpt, score_time_map
 from mess_kedro.demo.scores import ScoreExcerpt
 from mess_kedro.ground_truth import PREFIX, on_scale, segment_factors, track_factors, validate
+from tests.conftest import plain_settings
 
-SETTINGS = RenditionSettings(
-    performer_id="p",
-    tempo_factor=1.0,
-    rubato_depth=0.0,
-    rubato_shape="arch",
-    rubato_phrase_beats=4,
-    velocity_mean=64.0,
-    dynamic_range=0.0,
-    dynamic_shape="flat",
-    velocity_jitter=0.0,
-    articulation=0.5,
-    onset_jitter_ms=0.0,
-    program=0,
-    brightness=0.0,
-    room=0.3,
-)
+SETTINGS = plain_settings(velocity_mean=64.0, articulation=0.5, room=0.3)
 
 
 def quarter_notes(n: int = 32, qpm: float = 120.0) -> ScoreExcerpt:

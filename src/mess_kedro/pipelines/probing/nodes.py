@@ -260,17 +260,6 @@ def _level_table(results: dict[str, Any], name: str, level: str, key: str) -> np
     return np.array(results["backbones"][name]["levels"][level][key], dtype=float)
 
 
-def _grade(r2: float, params: dict[str, Any]) -> str:
-    grades = params.get("confidence", {"high": 0.8, "medium": 0.5})
-    if r2 > grades["high"]:
-        return "high"
-    return "medium" if r2 > grades["medium"] else "low"
-
-
-def _level_table(results: dict[str, Any], name: str, level: str, key: str) -> np.ndarray:
-    return np.array(results["backbones"][name]["levels"][level][key], dtype=float)
-
-
 def aspect_targets(spec: Any) -> list[str]:
     """An aspect's proxy targets, from ``{targets: [...], factor: ...}`` or a plain list."""
     return list(spec.get("targets") or []) if isinstance(spec, dict) else list(spec or [])
