@@ -170,7 +170,10 @@ def test_embed_runs_after_ingest_and_resumes(project):
         / "performance_ground_truth.parquet"
     ).set_index("track_id")
     names = {0: "piano", 4: "piano", 6: "harpsichord", 24: "guitar", 48: "strings", 73: "flute"}
-    heard = [names[truth.loc[t, "program"]] in top for t, top in zip(tags["track_id"], tags["top_tags"], strict=True)]
+    heard = [
+        names[truth.loc[t, "program"]] in top
+        for t, top in zip(tags["track_id"], tags["top_tags"], strict=True)
+    ]
     assert np.mean(heard) >= 0.5
     cache = sorted((root / "data" / "04_feature" / "track_embeddings").rglob("*.npz"))
     mtimes = [p.stat().st_mtime_ns for p in cache]

@@ -137,7 +137,9 @@ def test_subspace_state_is_plain_data_and_round_trips():
 
     layers, table, groups, *_ = known_world()
     train = groups < 16
-    fitted, _ = fit_subspaces(layers, ["x"], table, {"alpha": ["truth:a", "proxy_a"]}, groups=groups, train=train)
+    fitted, _ = fit_subspaces(
+        layers, ["x"], table, {"alpha": ["truth:a", "proxy_a"]}, groups=groups, train=train
+    )
     state = json.loads(json.dumps(fitted["alpha"].state()))  # JSON-safe: no code, no pickle
     again = restore(state)
     assert isinstance(again, AspectSubspace) and again.metric == "l2"
