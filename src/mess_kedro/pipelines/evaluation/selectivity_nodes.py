@@ -456,7 +456,9 @@ def plot_selectivity(selectivity_matrix: pd.DataFrame) -> dict[str, Figure]:
             continue
         panels = [("oracle", oracle), *((m, g) for m, g in group.groupby("method", sort=False))]
         aspects = list(dict.fromkeys(group["aspect"]))
-        factors = list(dict.fromkeys(group["factor"]))
+        # Each row's own factor first, in row order, so selectivity lies on the diagonal.
+        own = group[group["relation"] == "own"].drop_duplicates("aspect").set_index("aspect")["factor"]
+        factors = list(dict.fromkeys([own[a] for a in aspects if a in own.index] + list(group["factor"])))
         fig = Figure(figsize=(4.2 * len(panels), 0.45 * len(aspects) + 2.2))
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (method, cells) in zip(axes, panels, strict=True):
@@ -469,7 +471,7 @@ def plot_selectivity(selectivity_matrix: pd.DataFrame) -> dict[str, Figure]:
                 if relation == "own" and aspect in aspects and factor in factors:
                     ax.add_patch(_outline(factors.index(factor), aspects.index(aspect)))
             ax.set_xticks(range(len(factors)), factors, rotation=60, ha="right", fontsize=7)
-            ax.set_yticks(range(len(aspects)), aspects, fontsize=7)
+            ax.set_yticks(range(len(aspects)), aspects if ax is axes[0] else [], fontsize=7)
             ax.set_title(method, fontsize=9)
             ax.set_xlabel("factor matched", fontsize=8)
         axes[0].set_ylabel("aspect searched", fontsize=8)
