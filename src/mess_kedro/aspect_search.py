@@ -149,10 +149,10 @@ class AspectSubspace(FusionMethod):
         Y = np.asarray(labels, dtype=np.float64).reshape(len(X), -1)
         self.x_mean, self.x_scale = X.mean(0), X.std(0)
         self.x_scale = np.where(self.x_scale > 1e-12, self.x_scale, 1.0)
-        self.y_mean, self.y_scale = Y.mean(0), Y.std(0)
-        self.y_scale = np.where(self.y_scale > 1e-12, self.y_scale, 1.0)
+        y_scale = Y.std(0)
+        y_scale = np.where(y_scale > 1e-12, y_scale, 1.0)
         model = RidgeCV(alphas=np.asarray(DEFAULT_ALPHAS), alpha_per_target=True)
-        model.fit((X - self.x_mean) / self.x_scale, (Y - self.y_mean) / self.y_scale)
+        model.fit((X - self.x_mean) / self.x_scale, (Y - Y.mean(0)) / y_scale)
         self.coef = np.atleast_2d(model.coef_).T  # [D, T]
         self.intercept = np.atleast_1d(model.intercept_)
         self.alpha = np.atleast_1d(model.alpha_).astype(float)
@@ -163,13 +163,6 @@ class AspectSubspace(FusionMethod):
         self.axes = eigvecs[:, keep][:, ::-1] / np.sqrt(np.maximum(eigvals[keep][::-1], 1e-12))
         self.centre = predictions.mean(0)
         self.dim = int(self.axes.shape[1])
-        fitted = self.transform(layers)
-        # Training fit of each supervised column, read back from the coordinates' source.
-        self.train_r2 = [
-            float(np.corrcoef(predictions[:, t], Y[:, t])[0, 1] ** 2) if np.ptp(Y[:, t]) > 0 else float("nan")
-            for t in range(Y.shape[1])
-        ]
-        self.means = [fitted.mean(0)]
         return self
 
     def _predict(self, layers) -> np.ndarray:
@@ -178,16 +171,11 @@ class AspectSubspace(FusionMethod):
     def transform(self, layers) -> np.ndarray:
         return (self._predict(layers) - self.centre) @ self.axes
 
-    def predict_targets(self, layers) -> np.ndarray:
-        """The supervised columns, back in their own units ``[N, T]``."""
-        return self._predict(layers) * self.y_scale + self.y_mean
-
     def state(self) -> dict:
         """Plain data: numbers and nested lists (JSON-safe); :meth:`from_state` rebuilds it."""
         data = {
             key: (value.tolist() if isinstance(value, np.ndarray) else value)
             for key, value in self.__dict__.items()
-            if key != "means"
         }
         return {"class": type(self).__name__, "name": self.name, "params": data}
 
@@ -195,10 +183,9 @@ class AspectSubspace(FusionMethod):
     def from_state(cls, state: Mapping[str, Any]) -> AspectSubspace:
         params = dict(state["params"])
         method = cls(params["aspect"], params["supervision"], params["layer_indices"], params["layer_names"])
-        arrays = ("x_mean", "x_scale", "y_mean", "y_scale", "coef", "intercept", "alpha", "axes", "centre")
+        arrays = ("x_mean", "x_scale", "coef", "intercept", "alpha", "axes", "centre")
         for key, value in params.items():
             setattr(method, key, np.asarray(value, dtype=np.float64) if key in arrays else value)
-        method.means = [np.zeros(method.dim)]
         return method
 
 
