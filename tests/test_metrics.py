@@ -1,11 +1,14 @@
 """Retrieval metrics against sklearn and brute force; the bootstrap on a known difference."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, ndcg_score
 
 from mess_kedro.metrics import (
+    across_seeds,
     average_precision,
+    bootstrap_mean,
     clustering_scores,
     evaluate_queries,
     mrr_at_k,
@@ -79,3 +82,30 @@ def test_clustering_scores_separate_clean_from_random_labels():
     shuffled = clustering_scores(X, rng.permutation(labels))
     assert clean["nmi"] == pytest.approx(1.0) and clean["silhouette"] > 0.9
     assert shuffled["nmi"] < 0.3 and shuffled["silhouette"] < 0.1
+
+
+def test_bootstrap_mean_and_verdicts_across_seeds():
+    values = np.array([0.2, 0.4, np.nan, 0.6, 0.8])
+    summary = bootstrap_mean(values, n_resamples=500, seed=1)
+    assert summary["mean"] == pytest.approx(0.5) and summary["queries"] == 4
+    assert summary["ci_low"] < 0.5 < summary["ci_high"]
+    metrics = pd.DataFrame(
+        {
+            "split_seed": [1, 2, 1, 2],
+            "backbone": "b",
+            "label": "b",
+            "method": ["lfn", "lfn", "uniform_mean", "uniform_mean"],
+            "metric": "ap",
+            "mean": [0.3, 0.5, 0.2, 0.2],
+        }
+    )
+    comparisons = pd.DataFrame(
+        {"backbone": "b", "method": "lfn", "metric": "ap", "wins": [True, False], "loses": [False, False]}
+    )
+    table = across_seeds(metrics, comparisons, "ap").set_index("method")
+    assert table.loc["lfn", "mean"] == pytest.approx(0.4) and table.loc["lfn", "min"] == pytest.approx(0.3)
+    assert table.loc["lfn", "seeds"] == 2
+    assert not table.loc["lfn", "wins_every_seed"]  # won on one seed only: not a headline
+    assert not table.loc["uniform_mean", "wins_every_seed"]  # the reference has no verdict of its own
+    comparisons["wins"] = True
+    assert across_seeds(metrics, comparisons, "ap").set_index("method").loc["lfn", "wins_every_seed"]

@@ -14,6 +14,11 @@ function of one query; :func:`evaluate_queries` averages over queries.
 
 A query with no relevant candidate has no defined recall, MRR, nDCG or AP: it
 is skipped (and counted) rather than scored 0.
+
+Summaries over queries and split seeds: :func:`paired_bootstrap` (a method
+against a reference, query by query), :func:`bootstrap_mean` (one mean and its
+CI), :func:`across_seeds` (a headline metric's mean, sd and min over split
+seeds, and whether a method beat its reference on every seed).
 """
 
 from __future__ import annotations
@@ -145,6 +150,42 @@ def paired_bootstrap(
         "wins": bool(low > 0),
         "loses": bool(high < 0),
     }
+
+
+def bootstrap_mean(
+    values: np.ndarray, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, float]:
+    """Mean over queries (NaN left out) with its percentile bootstrap CI: ``mean``, ``ci_low``, ``ci_high``, ``queries``."""
+    values = np.asarray(values, float)
+    ci = paired_bootstrap(values, np.zeros_like(values), n_resamples, seed, confidence)
+    return {"mean": ci["mean_diff"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "queries": ci["n"]}
+
+
+def across_seeds(metrics: pd.DataFrame, comparisons: pd.DataFrame, headline: str) -> pd.DataFrame:
+    """Per backbone x method: the headline metric's mean, sd, min and count (``seeds``) over split seeds,
+    and whether it beat its reference on every seed (``wins_every_seed``) or lost on every one.
+
+    ``metrics``: rows of ``split_seed``, ``backbone``, ``label``, ``method``,
+    ``metric``, ``mean``; ``comparisons``: rows of ``backbone``, ``method``,
+    ``metric``, ``wins``, ``loses`` per seed (:func:`paired_bootstrap`).
+    """
+    if metrics.empty:
+        return pd.DataFrame()
+    scores = metrics[metrics["metric"] == headline]
+    table = scores.groupby(["backbone", "label", "method"], sort=False)["mean"].agg(
+        ["mean", "std", "min", "count"]
+    )
+    table = table.rename(columns={"count": "seeds"}).reset_index()
+    if comparisons.empty:
+        return table.assign(wins_every_seed=False, loses_every_seed=False)
+    verdicts = (
+        comparisons[comparisons["metric"] == headline]
+        .groupby(["backbone", "method"])[["wins", "loses"]]
+        .all()
+    )
+    verdicts = verdicts.rename(columns={"wins": "wins_every_seed", "loses": "loses_every_seed"}).reset_index()
+    table = table.merge(verdicts, on=["backbone", "method"], how="left")
+    return table.fillna({"wins_every_seed": False, "loses_every_seed": False})
 
 
 def clustering_scores(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, float]:

@@ -23,7 +23,13 @@ from scipy.stats import spearmanr
 
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options
-from mess_kedro.metrics import clustering_scores, evaluate_queries, paired_bootstrap
+from mess_kedro.metrics import (
+    across_seeds,
+    bootstrap_mean,
+    clustering_scores,
+    evaluate_queries,
+    paired_bootstrap,
+)
 from mess_kedro.splits import split_of, split_seeds
 from mess_kedro.tracking import metric_key
 
@@ -39,17 +45,7 @@ def _score_method(vectors: np.ndarray, relevance, ks, *, query_ids, index_test, 
     table = evaluate_queries(vectors, relevance, ks, query_ids)
     rows = []
     for metric in _ranked_metrics(table):
-        values = table[metric].to_numpy(float)
-        ci = paired_bootstrap(values, np.zeros_like(values), n_resamples, seed)
-        rows.append(
-            {
-                "metric": metric,
-                "mean": ci["mean_diff"],
-                "ci_low": ci["ci_low"],
-                "ci_high": ci["ci_high"],
-                "queries": ci["n"],
-            }
-        )
+        rows.append({"metric": metric} | bootstrap_mean(table[metric].to_numpy(float), n_resamples, seed))
     for label in ("performer", "composer"):
         for key, value in clustering_scores(vectors, index_test[label].fillna("?").to_numpy(), seed).items():
             rows.append(
@@ -157,28 +153,6 @@ def evaluate_methods(  # noqa: PLR0917 - Kedro passes a node's inputs positional
     per_query_table = pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame()
     ordered = lambda t: t[front + [c for c in t.columns if c not in front]] if len(t) else t  # noqa: E731
     return ordered(metrics), ordered(per_query_table), ordered(pd.DataFrame(comparisons))
-
-
-def across_seeds(metrics: pd.DataFrame, comparisons: pd.DataFrame, headline: str) -> pd.DataFrame:
-    """Per backbone x method: the headline metric's mean, sd and min over split seeds, and whether it beats
-    the reference on every seed (``wins_every_seed``) or loses on every one."""
-    if metrics.empty:
-        return pd.DataFrame()
-    scores = metrics[metrics["metric"] == headline]
-    table = scores.groupby(["backbone", "label", "method"], sort=False)["mean"].agg(
-        ["mean", "std", "min", "count"]
-    )
-    table = table.rename(columns={"count": "seeds"}).reset_index()
-    if comparisons.empty:
-        return table.assign(wins_every_seed=False, loses_every_seed=False)
-    verdicts = (
-        comparisons[comparisons["metric"] == headline]
-        .groupby(["backbone", "method"])[["wins", "loses"]]
-        .all()
-    )
-    verdicts = verdicts.rename(columns={"wins": "wins_every_seed", "loses": "loses_every_seed"}).reset_index()
-    table = table.merge(verdicts, on=["backbone", "method"], how="left")
-    return table.fillna({"wins_every_seed": False, "loses_every_seed": False})
 
 
 def _stuck_methods(fusion_report: dict[str, Any]) -> dict[tuple[str, str], list[str]]:

@@ -31,7 +31,7 @@ from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.descriptors import DESCRIPTORS, fill_missing
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.ground_truth import CONTINUOUS_FACTORS, on_scale
-from mess_kedro.metrics import paired_bootstrap
+from mess_kedro.metrics import bootstrap_mean, paired_bootstrap
 from mess_kedro.selectivity import (
     closeness,
     factor_gains,
@@ -126,9 +126,9 @@ def _score(similarity: np.ndarray, views: Mapping[str, Mapping[str, np.ndarray]]
     return {"rho": rho, "ndcg": graded_ndcg_at_k(scores, views[own]["gains"], k)}
 
 
-def _summarise_cell(values: np.ndarray, n_resamples: int, seed: int) -> dict[str, float]:
-    ci = paired_bootstrap(values, np.zeros_like(values), n_resamples, seed)
-    return {"mean": ci["mean_diff"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "queries": ci["n"]}
+def _judged(subspaces: Mapping, aspects: Mapping[str, str]) -> dict:
+    """Per source, only the subspaces of aspects with a ground-truth factor: the others cannot be judged."""
+    return {source: {a: s for a, s in states.items() if a in aspects} for source, states in subspaces.items()}
 
 
 def _models_of(seed: int, primary: int, primary_models: Mapping, repeats: Mapping) -> Mapping:
@@ -230,17 +230,13 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
             tracks,
             train_tracks,
             track_descriptors,
-            _models_of(seed, primary, aspect_subspaces, aspect_subspaces_repeats),
+            _judged(_models_of(seed, primary, aspect_subspaces, aspect_subspaces_repeats), aspects),
             _models_of(seed, primary, fusion_models, fusion_models_repeats),
             list(options.get("fused", ["lfn"])),
         )
         for aspect, factor in aspects.items():
-            found[(ORACLE, "oracle", aspect)] = -np.abs(
-                views[factor]["values"][:, None] - views[factor]["values"][None, :]
-            )
+            found[(ORACLE, "oracle", aspect)] = closeness(views[factor]["values"])
         for (source, method, aspect), similarity in found.items():
-            if aspect is not None and aspect not in aspects:
-                continue  # an aspect without a ground-truth factor: nothing to judge it against
             for searched, own in aspects.items() if aspect is None else [(aspect, aspects[aspect])]:
                 scored = _score(similarity, views, own, k)
                 for factor, rho in scored["rho"].items():
@@ -252,7 +248,7 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
                             "aspect": searched,
                             "factor": factor,
                         }
-                        | _summarise_cell(rho, resamples, boot_seed)
+                        | bootstrap_mean(rho, resamples, boot_seed)
                     )
                 per_query.append(
                     pd.DataFrame(
@@ -325,7 +321,7 @@ def _summarise(
             & (per_query["method"] == method)
             & (per_query["aspect"] == aspect)
         ]
-        graded = _summarise_cell(queries[ndcg].to_numpy(float), resamples, seed)
+        graded = bootstrap_mean(queries[ndcg].to_numpy(float), resamples, seed)
         rows.append(
             {
                 "split_seed": str(split_seed),

@@ -17,6 +17,7 @@ import pandas as pd
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.indexing import IndexBundle, build_index, checksum
+from mess_kedro.metrics import across_seeds
 
 logger = logging.getLogger(__name__)
 
@@ -175,24 +176,14 @@ def _evaluation_lines(
     lines = ["", f"## Retrieval ({headline}, same performer in other pieces; mean over split seeds, min)", ""]
     if metrics.empty:
         return [*lines, "No test queries with a relevant item."]
-    scores = metrics[metrics["metric"] == headline]
-    verdicts = (
-        comparisons[comparisons["metric"] == headline].groupby(["backbone", "method"])["wins"].all()
-        if len(comparisons)
-        else {}
-    )
-    for label, group in scores.groupby("label", sort=False):
-        means = (
-            group.groupby("method")["mean"].agg(["mean", "min", "count"]).sort_values("mean", ascending=False)
-        )
-        best = means.index[0]
-        ref = f"; {reference} {means.loc[reference, 'mean']:.3f}" if reference in means.index else ""
-        backbone = group["backbone"].iloc[0]
-        held = bool(verdicts.get((backbone, best), False)) if len(verdicts) else False
-        claim = f"beats {reference} on every seed" if held else f"not better than {reference} on every seed"
+    for label, group in across_seeds(metrics, comparisons, headline).groupby("label", sort=False):
+        ranked = group.set_index("method").sort_values("mean", ascending=False)
+        best = ranked.iloc[0]
+        ref = f"; {reference} {ranked.loc[reference, 'mean']:.3f}" if reference in ranked.index else ""
+        claim = "beats" if best["wins_every_seed"] else "not better than"
         lines.append(
-            f"- {label}: {best} {means.loc[best, 'mean']:.3f} (min {means.loc[best, 'min']:.3f}, "
-            f"{int(means.loc[best, 'count'])} seeds; {claim}){ref}"
+            f"- {label}: {best.name} {best['mean']:.3f} (min {best['min']:.3f}, {int(best['seeds'])} seeds; "
+            f"{claim} {reference} on every seed){ref}"
         )
     return lines
 
