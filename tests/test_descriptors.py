@@ -58,3 +58,21 @@ def test_fill_missing_uses_column_medians():
     features = np.array([[1.0, np.nan], [3.0, 4.0], [np.nan, 8.0], [5.0, np.nan]])
     np.testing.assert_array_equal(fill_missing(features), [[1.0, 6.0], [3.0, 4.0], [3.0, 8.0], [5.0, 6.0]])
     assert (fill_missing(np.full((2, 1), np.nan)) == 0.0).all()
+
+
+def test_descriptor_matrix_follows_the_keys_and_fills_gaps():
+    import pandas as pd
+
+    from mess_kedro.descriptors import descriptor_matrix
+
+    table = pd.DataFrame(
+        np.arange(3 * len(DESCRIPTORS), dtype=float).reshape(3, -1), columns=list(DESCRIPTORS)
+    )
+    table["track_id"] = ["a", "b", "c"]
+    table.loc[1, "rms_db_mean"] = np.nan
+    keys = pd.DataFrame({"track_id": ["c", "a", "b", "unknown"]})
+    matrix = descriptor_matrix(table, keys)
+    assert matrix.shape == (4, len(DESCRIPTORS))
+    np.testing.assert_array_equal(matrix[0], table.loc[2, list(DESCRIPTORS)].to_numpy(float))  # keys' order
+    column = table["rms_db_mean"]
+    assert matrix[2, 0] == column.median() and matrix[3, 0] == column.median()  # a gap, an unknown track

@@ -23,9 +23,11 @@ mfcc_1 .. mfcc_12           mean MFCCs (the 0th, overall level, is rms's job)
 =========================== =========================================================
 
 Functions: :func:`classic_descriptors` (one signal, or a shared
-:class:`~mess_kedro.features.FrameAnalysis`); :func:`fill_missing` (a
-descriptor matrix ready for a probe); :data:`DESCRIPTORS` names the vector's
-entries in order.
+:class:`~mess_kedro.features.FrameAnalysis`); :func:`descriptor_matrix` (the
+rows of a descriptor table for given tracks or segments, ready for a probe or a
+subspace, via :func:`fill_missing`); :data:`DESCRIPTORS` names the vector's
+entries in order; :data:`CLASSIC_SOURCE` is the baseline's name beside the
+backbones in fitted models and result tables.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 
 from .features import HOP, FrameAnalysis, analyse
 
 N_MFCC = 12
+CLASSIC_SOURCE = "classic-descriptors"
 DESCRIPTORS = (
     "rms_db_mean",
     "rms_db_std",
@@ -122,3 +126,12 @@ def fill_missing(features: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(np.where(np.isfinite(features), features, np.nan), axis=0)
     return np.where(np.isfinite(features), features, np.where(np.isfinite(median), median, 0.0))
+
+
+def descriptor_matrix(
+    descriptors: pd.DataFrame, keys: pd.DataFrame, on: tuple[str, ...] = ("track_id",)
+) -> np.ndarray:
+    """``[N, F]``: the descriptor rows matching each row of ``keys`` on ``on``, gaps filled (:func:`fill_missing`)."""
+    on = list(on)
+    rows = keys[on].merge(descriptors[[*on, *DESCRIPTORS]].drop_duplicates(on), on=on, how="left")
+    return fill_missing(rows[list(DESCRIPTORS)].to_numpy(float))

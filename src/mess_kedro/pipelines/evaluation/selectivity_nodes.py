@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from mess_kedro.aspect_search import pairwise_similarity
 from mess_kedro.datasets import EmbeddingSet
-from mess_kedro.descriptors import DESCRIPTORS, fill_missing
+from mess_kedro.descriptors import CLASSIC_SOURCE, descriptor_matrix
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.ground_truth import CONTINUOUS_FACTORS, on_scale
 from mess_kedro.metrics import bootstrap_mean, paired_bootstrap
@@ -44,7 +44,7 @@ from mess_kedro.selectivity import (
 from mess_kedro.splits import split_seeds
 
 logger = logging.getLogger(__name__)
-ORACLE, CLASSIC = "ground-truth", "classic-descriptors"
+ORACLE, CLASSIC = "ground-truth", CLASSIC_SOURCE
 LABELS = {ORACLE: "oracle (ground-truth factors)", CLASSIC: "classic descriptors (librosa)"}
 # Binary factors: same instrument, same composition, same performer.
 BINARY_FACTORS = {"instrument": "program", "piece": "group", "performer": "performer"}
@@ -160,8 +160,7 @@ def _similarities_for_seed(  # noqa: PLR0917 - the seed's models and data, passe
             fused=fused,
         ).items():
             found[(name, *key)] = matrix
-    table = pd.DataFrame({"track_id": tracks}).merge(descriptors, on="track_id", how="left")
-    classic = [fill_missing(table[list(DESCRIPTORS)].to_numpy(float))]
+    classic = [descriptor_matrix(descriptors, pd.DataFrame({"track_id": tracks}))]
     for aspect, state in subspaces.get(CLASSIC, {}).items():
         found[(CLASSIC, "selective", aspect)] = pairwise_similarity(restore(state).transform(classic), "l2")
     return found

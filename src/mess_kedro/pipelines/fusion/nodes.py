@@ -18,7 +18,7 @@ import pandas as pd
 
 from mess_kedro.aspect_search import aspect_supervision, fit_subspaces
 from mess_kedro.datasets import EmbeddingSet
-from mess_kedro.descriptors import DESCRIPTORS, fill_missing
+from mess_kedro.descriptors import CLASSIC_SOURCE, descriptor_matrix
 from mess_kedro.fusion import (
     ConcatPCA,
     DiagonalWeighting,
@@ -37,7 +37,6 @@ from mess_kedro.splits import split_of, split_seeds
 from mess_kedro.tracking import history_metrics
 
 logger = logging.getLogger(__name__)
-CLASSIC = "classic-descriptors"
 
 
 def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[FusionMethod]:
@@ -266,13 +265,14 @@ def fit_aspect_subspaces(  # noqa: PLR0917 - Kedro passes a node's inputs positi
                 layers, layer_names, table, supervision, index=index, train=train, options=options
             )
             by_seed[str(seed)][name], report["seeds"][str(seed)][name] = fitted, entry
-            if CLASSIC not in by_seed[str(seed)]:  # the same tracks for every backbone: fit the baseline once
-                descriptors = index[["track_id"]].merge(track_descriptors, on="track_id", how="left")
-                classic = [fill_missing(descriptors[list(DESCRIPTORS)].to_numpy(float))]
+            if (
+                CLASSIC_SOURCE not in by_seed[str(seed)]
+            ):  # the same tracks for every backbone: fit the baseline once
+                classic = [descriptor_matrix(track_descriptors, index)]
                 fitted, entry = fit_aspect_subspaces_of(
                     classic, ["descriptors"], table, supervision, index=index, train=train, options=options
                 )
-                by_seed[str(seed)][CLASSIC], report["seeds"][str(seed)][CLASSIC] = fitted, entry
+                by_seed[str(seed)][CLASSIC_SOURCE], report["seeds"][str(seed)][CLASSIC_SOURCE] = fitted, entry
     for name, entry in report["seeds"][str(primary)].items():
         logger.info(
             "aspect subspaces %s: %s",

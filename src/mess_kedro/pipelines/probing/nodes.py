@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mess_kedro.datasets import EmbeddingSet
-from mess_kedro.descriptors import DESCRIPTORS, fill_missing
+from mess_kedro.descriptors import descriptor_matrix
 from mess_kedro.ground_truth import PREFIX, track_factors
 from mess_kedro.probes import (
     DEFAULT_ALPHAS,
@@ -41,7 +41,6 @@ from mess_kedro.probes import (
 from mess_kedro.targets import TARGETS
 
 logger = logging.getLogger(__name__)
-CLASSIC = "classic-descriptors"
 
 
 def _nan_to_none(values: np.ndarray) -> list:
@@ -206,8 +205,8 @@ def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
             entry["levels"]["track"] = _probe_level(embeddings.tracks, Y, groups, targets, params)
             key = ("track", tuple(rows["track_id"]))
             if key not in classic_cache:
-                X = _target_matrix(rows, [track_descriptors], ["track_id"], list(DESCRIPTORS))
-                classic_cache[key] = _probe_level([fill_missing(X)], Y, groups, targets, params)
+                X = descriptor_matrix(track_descriptors, rows)
+                classic_cache[key] = _probe_level([X], Y, groups, targets, params)
             entry["classic"]["levels"]["track"] = classic_cache[key]
         if "segment" in levels:
             seg = segment_targets[segment_targets["backbone"] == name].sort_values("row")
@@ -222,8 +221,8 @@ def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
             spans = tuple(zip(seg["track_id"], seg["start_s"], seg["end_s"], strict=True))
             key = ("segment", spans)
             if key not in classic_cache:
-                X = _target_matrix(seg, [segment_descriptors], keys, list(DESCRIPTORS))
-                classic_cache[key] = _probe_level([fill_missing(X)], Y, groups, targets, params)
+                X = descriptor_matrix(segment_descriptors, seg, on=tuple(keys))
+                classic_cache[key] = _probe_level([X], Y, groups, targets, params)
             entry["classic"]["levels"]["segment"] = classic_cache[key]
         document["backbones"][name] = entry
     document["alpha_grid"] = [float(a) for a in params.get("alphas", DEFAULT_ALPHAS)]
