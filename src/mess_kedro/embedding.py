@@ -45,6 +45,15 @@ class EmbeddingConfig:
         return f"seg{self.segment_s:g}s-min{self.min_segment_s:g}s-{precision}{threaded}{frames}"
 
 
+def cpu_threads(device: torch.device, requested: int | None = None) -> int | None:
+    """The CPU thread count embeddings are computed with (``requested``, else torch's default); ``None`` off the CPU.
+
+    Part of the cache key in reduced precision (:meth:`EmbeddingConfig.config_id`): the embed
+    node and a query by audio file must agree on it.
+    """
+    return int(requested or torch.get_num_threads()) if device.type == "cpu" else None
+
+
 @contextlib.contextmanager
 def torch_threads(count: int | None):
     """Run the block with ``count`` CPU threads for torch (``None``: leave it), then restore."""

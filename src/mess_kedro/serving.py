@@ -125,7 +125,7 @@ class SimilaritySearch:
         import torch
 
         from .backbones import load_backbone
-        from .embedding import EmbeddingConfig, embed_track, torch_threads
+        from .embedding import EmbeddingConfig, cpu_threads, embed_track, torch_threads
 
         signal = read_audio(path)
         problem = inspect_audio(signal, AudioChecks())
@@ -148,7 +148,7 @@ class SimilaritySearch:
             precision=str(self._embed_params.get("precision", "auto")),
         )
         device = torch.device("cpu")
-        threads = int(self._embed_params.get("num_threads") or torch.get_num_threads())
+        threads = cpu_threads(device, self._embed_params.get("num_threads"))
         if config.config_id(device, threads) != manifest.get("embed_config_id"):
             raise IndexMismatchError(
                 f"index embedded with {manifest.get('embed_config_id')}, a query now would use "

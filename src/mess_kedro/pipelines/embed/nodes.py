@@ -26,6 +26,7 @@ from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.embedding import (
     EmbeddingConfig,
     TrackEmbedding,
+    cpu_threads,
     embed_track,
     minimum_segment_s,
     resolve_precision,
@@ -151,7 +152,7 @@ def extract_track_embeddings(
             random-init flag, config id, device, precision, shapes).
     """
     device = select_device(str(params.get("device", "auto")))
-    threads = int(params.get("num_threads") or torch.get_num_threads()) if device.type == "cpu" else None
+    threads = cpu_threads(device, params.get("num_threads"))
     silence = float(params.get("silence_threshold_dbfs", -60.0))
     cached = set(embedded_tracks)
     checked: dict[tuple[str, float], str | None] = {}  # (track, minimum length) -> problem
