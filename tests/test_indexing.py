@@ -58,7 +58,7 @@ def bundle(layer, ids, groups, name="b/aspect-a", seed=0):
         "random_init": False,
         "dim": vectors.shape[1],
         "count": len(ids),
-        "checksum": checksum(vectors),
+        "checksum": checksum(vectors, metadata),
     }
     return IndexBundle(build_index(vectors, "flat"), metadata, vectors, method.state(), manifest)
 
@@ -71,11 +71,16 @@ def test_bundle_round_trip_and_tampering_is_refused(tmp_path):
     dataset.save({"b/aspect-a": original})
     loaded = dataset.load()["b/aspect-a"]
     np.testing.assert_array_equal(loaded.vectors, original.vectors)
-    assert loaded.manifest == original.manifest
+    assert {k: v for k, v in loaded.manifest.items() if k != "files"} == original.manifest
     # A stale index: vectors changed on disk after the manifest was written.
     np.save(tmp_path / "indices" / "b" / "aspect-a" / "vectors.npy", original.vectors[::-1])
-    with pytest.raises(Exception, match="refused: vectors do not match the manifest checksum"):
-        dataset.load()  # kedro wraps the IndexMismatchError in a DatasetError
+    with pytest.raises(IndexMismatchError, match="vectors.npy does not match its manifest"):
+        dataset.load()["b/aspect-a"]
+    # The same change made in memory (rows permuted in the metadata only) is refused too.
+    permuted = bundle(layer, ids, ids)
+    permuted.metadata = permuted.metadata.iloc[::-1].reset_index(drop=True)
+    with pytest.raises(IndexMismatchError, match="vectors and metadata do not match"):
+        permuted.validate()
     wrong_dim = bundle(layer, ids, ids)
     wrong_dim.manifest["dim"] = 7
     with pytest.raises(IndexMismatchError, match="dim"):
@@ -161,7 +166,7 @@ def subspace_bundle(coordinates, ids, groups, name):
         "metric": "l2",
         "dim": vectors.shape[1],
         "count": len(ids),
-        "checksum": checksum(vectors),
+        "checksum": checksum(vectors, metadata),
     }
     return IndexBundle(build_index(vectors, "hnsw", metric="l2"), metadata, vectors, method.state(), manifest)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
+
+from .atomic import atomic_file
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".m4a", ".opus")
 
@@ -98,14 +99,8 @@ def write_audio(path: str | os.PathLike, signal: AudioSignal, subtype: str | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     data = signal.samples.T if signal.samples.ndim == 2 else signal.samples
     fmt = path.suffix.lstrip(".").upper() or "WAV"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         sf.write(tmp, data, signal.sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:

@@ -166,15 +166,16 @@ class ConcatPCA(FusionMethod):
         from sklearn.preprocessing import StandardScaler
 
         X = np.concatenate([np.asarray(x, float) for x in layers], axis=1)
-        self.scaler = StandardScaler().fit(X)
-        self.pca = PCA(n_components=min(self.n_components, *X.shape), random_state=0).fit(
-            self.scaler.transform(X)
-        )
+        scaler = StandardScaler().fit(X)
+        pca = PCA(n_components=min(self.n_components, *X.shape), random_state=0).fit(scaler.transform(X))
+        # Kept as arrays, not sklearn objects, so a checkpoint is plain data (no pickle).
+        self.x_mean, self.x_scale = scaler.mean_, scaler.scale_
+        self.pca_mean, self.components = pca.mean_, pca.components_
         return self
 
     def transform(self, layers) -> np.ndarray:
         X = np.concatenate([np.asarray(x, float) for x in layers], axis=1)
-        return _normalise(self.pca.transform(self.scaler.transform(X)))
+        return _normalise(((X - self.x_mean) / self.x_scale - self.pca_mean) @ self.components.T)
 
 
 @dataclass

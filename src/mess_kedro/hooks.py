@@ -15,11 +15,19 @@ metrics datasets. Two things are added here:
 
 Nothing happens when no MLflow run is active (tracking disabled for the
 pipeline, or kedro-mlflow not installed).
+
+:class:`RunHygieneHook` cleans up after runs that were killed: at the start of
+a run it removes temporary files their atomic writes left under ``data/``
+(:mod:`mess_kedro.atomic`), and marks FAILED the MLflow runs still "RUNNING"
+whose process, on this machine, no longer exists (each run is tagged with its
+host and pid for this).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +35,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset
 from kedro.pipeline import Node
 
+from .atomic import remove_stale_temporaries
 from .tracking import run_tags
 
 logger = logging.getLogger(__name__)
@@ -105,3 +114,70 @@ class ArtifactLoggingHook:
             mlflow.log_artifacts(str(path), f"{artifact_path}/{path.name}")
         else:
             mlflow.log_artifact(str(path), artifact_path)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_abandoned_runs(mlflow) -> list[str]:
+    """Mark FAILED the RUNNING runs this machine started whose process has died; return their ids."""
+    client = mlflow.tracking.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    host, failed = socket.gethostname(), []
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    for run in running:
+        tags = run.data.tags
+        pid = tags.get("mess.pid", "")
+        if tags.get("mess.host") == host and pid.isdigit() and not _process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="FAILED")
+            failed.append(run.info.run_id)
+    return failed
+
+
+class RunHygieneHook:
+    """Removes what killed runs left behind: temporary files, and MLflow runs stuck in RUNNING."""
+
+    def __init__(self) -> None:
+        self._data: Path | None = None
+        self._tagged = False
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._data = Path(context.project_path) / "data"
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        if self._data is not None:
+            removed = remove_stale_temporaries(self._data)
+            if removed:
+                logger.info("Removed %d temporary file(s) left by killed runs under %s", len(removed), self._data)
+        self._tagged = False
+        self._tag_and_clean()
+
+    @hook_impl
+    def before_node_run(self) -> None:
+        if not self._tagged:  # kedro-mlflow may open its run after this hook's before_pipeline_run
+            self._tag_and_clean()
+
+    def _tag_and_clean(self) -> None:
+        mlflow = _active_mlflow()
+        if mlflow is None:
+            return
+        mlflow.set_tags({"mess.host": socket.gethostname(), "mess.pid": str(os.getpid())})
+        self._tagged = True
+        try:
+            failed = fail_abandoned_runs(mlflow)
+        except Exception as exc:  # noqa: BLE001 - a tracking server hiccup must not stop the run
+            logger.warning("MLflow: could not check for abandoned runs (%s)", exc)
+            return
+        if failed:
+            logger.info("MLflow: marked %d run(s) of killed processes FAILED: %s", len(failed), ", ".join(failed))

@@ -5,7 +5,8 @@ table (row -> track_id, title, composer, performer, group), the vectors it
 indexes (for exact re-scoring), the fitted transform that turns a track's
 layer embeddings into those vectors (a :mod:`mess_kedro.fusion` method state),
 and a manifest: backbone, weights id, source, kind, metric, dim, count,
-normalisation and a checksum of the vectors.
+normalisation and a checksum of the vectors *and* the metadata together (rows
+permuted, a title edited or a vector changed: the bundle is refused).
 
 Two metrics, one similarity scale (1 = identical, about 0 = unrelated):
 
@@ -24,6 +25,7 @@ collections too large for memory; ``nlist``, ``m``, ``nbits``, ``nprobe``).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,10 +39,18 @@ class IndexMismatchError(ValueError):
     """An index does not match its metadata or the embeddings it claims to serve."""
 
 
-def checksum(vectors: np.ndarray) -> str:
-    """Checksum of a float32 matrix: identical vectors give identical ids."""
+def checksum(vectors: np.ndarray, metadata: pd.DataFrame | None = None) -> str:
+    """Checksum of a float32 matrix and, when given, its metadata rows in order.
+
+    Identical vectors and metadata give identical ids; any change to either,
+    including a permutation of rows, gives another.
+    """
     data = np.ascontiguousarray(vectors, dtype=np.float32)
-    return hashlib.sha256(f"{data.shape}".encode() + data.tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{data.shape}".encode() + data.tobytes())
+    if metadata is not None:
+        rows = metadata.astype(object).where(metadata.notna(), None).astype(str).to_numpy().tolist()
+        digest.update(json.dumps([list(map(str, metadata.columns)), rows]).encode())
+    return digest.hexdigest()[:16]
 
 
 def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = None, metric: str = "ip"):
@@ -99,8 +109,8 @@ class IndexBundle:
             problems.append(
                 f"index dim {self.index.d}, vectors {self.vectors.shape[1]}, manifest {m.get('dim')}"
             )
-        if checksum(self.vectors) != m.get("checksum"):
-            problems.append("vectors do not match the manifest checksum")
+        if checksum(self.vectors, self.metadata) != m.get("checksum"):
+            problems.append("vectors and metadata do not match the manifest checksum")
         if problems:
             raise IndexMismatchError(f"index '{m.get('name')}' refused: " + "; ".join(problems))
 

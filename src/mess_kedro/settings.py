@@ -4,10 +4,10 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 
 from omegaconf.resolvers import oc
 
-from mess_kedro.hooks import ArtifactLoggingHook, RunTagsHook
+from mess_kedro.hooks import ArtifactLoggingHook, RunHygieneHook, RunTagsHook
 
 # Instantiated project hooks. Hooks are executed in a Last-In-First-Out (LIFO) order.
-HOOKS = (RunTagsHook(), ArtifactLoggingHook())
+HOOKS = (RunTagsHook(), ArtifactLoggingHook(), RunHygieneHook())
 
 # Installed plugins for which to disable hook auto-registration.
 # kedro-mlflow is on: conf/base/mlflow.yml points it at a local SQLite store

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_file
 from .base import Backbone, BackboneSpec
 from .tf_checkpoint import read_checkpoint
 
@@ -289,10 +290,8 @@ def converted_state_dict(checkpoint: str, architecture: str) -> tuple[dict[str, 
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True), f"{checkpoint}-{digest}"
     state = convert_checkpoint(read_checkpoint(f"{folder}/"), architecture)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, cached)
+    with atomic_file(cached) as tmp:
+        torch.save(state, tmp)
     logger.info("Converted %s weights from the musicnn wheel to %s", checkpoint, cached)
     return state, f"{checkpoint}-{digest}"
 

@@ -8,6 +8,7 @@ from .midi_dataset import MIDIDataset
 from .npz_dataset import NpzDataset
 from .optional_csv_dataset import OptionalCSVDataset
 from .partitions_dataset import OptionalPartitionedDataset
+from .state_dataset import StateDataset
 
 __all__ = [
     "AudioCollectionDataset",
@@ -20,4 +21,5 @@ __all__ = [
     "NpzDataset",
     "OptionalCSVDataset",
     "OptionalPartitionedDataset",
+    "StateDataset",
 ]

@@ -20,14 +20,13 @@ set need not fit in memory.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from mess_kedro.atomic import atomic_folder
 
 from ._local_file import LocalFileDataset
 
@@ -121,10 +120,7 @@ class EmbeddingSetDataset(LocalFileDataset):
         return EmbeddingSet(backbones, index, segment_index)
 
     def save(self, data: EmbeddingSet) -> None:
-        target = self.save_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-        try:
+        with atomic_folder(self.save_path) as tmp:
             data.index.to_parquet(tmp / "index.parquet", index=False)
             data.segment_index.to_parquet(tmp / "segment_index.parquet", index=False)
             (tmp / "backbones.json").write_text(
@@ -133,9 +129,3 @@ class EmbeddingSetDataset(LocalFileDataset):
             for name, backbone in data.backbones.items():
                 _save_layers(tmp, name, backbone.tracks)
                 _save_layers(tmp, f"{name}.segments", backbone.segments)
-            if target.exists():  # an unversioned save replaces the previous set whole
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)

@@ -3,71 +3,137 @@
 On disk (one version)::
 
     serving_indices/<version>/serving_indices/<name>/
-        index.faiss  metadata.parquet  vectors.npy  transform.pkl  manifest.json
+        index.faiss  metadata.parquet  vectors.npy  transform.safetensors  manifest.json
 
-Loading validates every bundle (counts, dimension, checksum) and refuses a
-mismatch with a clear error.
+The manifest is written last and lists a SHA-256 of every other file, so a
+bundle is whole and untouched or it is refused. The transform (a fusion method's
+state) is a safetensors checkpoint (:mod:`mess_kedro.checkpoints`): nothing in a
+bundle is unpickled, so indices copied from someone else are safe to query.
+
+Loading is lazy: :class:`IndexSet` lists the bundles and opens one only when it
+is asked for (vectors memory-mapped), checking it then. A corrupt or incomplete
+bundle is refused with a one-line error naming it, and only queries that need
+it fail: another backbone's indices still answer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import pickle
-import shutil
-import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mess_kedro.indexing import IndexBundle
+from mess_kedro.atomic import atomic_folder
+from mess_kedro.checkpoints import CheckpointError, load_state, save_state
+from mess_kedro.indexing import IndexBundle, IndexMismatchError
 
 from ._local_file import LocalFileDataset
+
+FILES = ("index.faiss", "metadata.parquet", "vectors.npy", "transform.safetensors")
+LEGACY = ("transform.pkl",)  # older bundles: refused, never unpickled
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_bundle(folder: Path) -> bool:
+    return any((folder / name).exists() for name in ("manifest.json", *FILES, *LEGACY))
+
+
+def read_manifest(folder: Path) -> dict:
+    """A bundle's manifest, or :class:`IndexMismatchError` saying why it cannot be trusted."""
+    path = folder / "manifest.json"
+    if not path.is_file():
+        if (folder / LEGACY[0]).exists():
+            raise IndexMismatchError(
+                f"index {folder.name}: an old bundle with a pickled transform; it is never loaded "
+                "(pickle can run code): re-run `kedro run --pipelines=serving_index`"
+            )
+        raise IndexMismatchError(f"index {folder}: manifest.json is missing; re-run serving_index")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexMismatchError(f"index {folder}: unreadable manifest.json ({exc})") from exc
+
+
+def read_bundle(folder: Path, name: str) -> IndexBundle:
+    """Open one bundle: every file checked against the manifest's digests, then the bundle validated."""
+    import faiss
+
+    manifest = read_manifest(folder)
+    expected = manifest.get("files") or {}
+    for file in FILES:
+        path = folder / file
+        if not path.is_file():
+            raise IndexMismatchError(f"index {name}: {file} is missing; re-run serving_index")
+        if expected.get(file) != file_digest(path):
+            raise IndexMismatchError(f"index {name}: {file} does not match its manifest (changed or damaged)")
+    try:
+        bundle = IndexBundle(
+            index=faiss.read_index(str(folder / "index.faiss")),
+            metadata=pd.read_parquet(folder / "metadata.parquet"),
+            vectors=np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False),
+            transform=load_state(folder / "transform.safetensors"),
+            manifest=manifest,
+        )
+    except (CheckpointError, RuntimeError, OSError, ValueError) as exc:
+        raise IndexMismatchError(f"index {name}: unreadable ({exc})") from exc
+    bundle.validate()
+    return bundle
+
+
+class IndexSet(Mapping):
+    """``{name: IndexBundle}`` over a folder of bundles, each opened (and checked) on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_dir() and _is_bundle(p)]
+        self._names = [n for n in names if not any(n.startswith(f"{other}/") for other in names)]
+        self._open: dict[str, IndexBundle] = {}
+
+    def __getitem__(self, name: str) -> IndexBundle:
+        if name not in self._open:
+            if name not in self._names:
+                raise KeyError(name)
+            self._open[name] = read_bundle(self.root / name, name)
+        return self._open[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def manifest(self, name: str) -> dict:
+        """A bundle's manifest without opening the bundle (for choosing a backbone)."""
+        return self._open[name].manifest if name in self._open else read_manifest(self.root / name)
 
 
 class FaissIndexSetDataset(LocalFileDataset):
     """``{name: IndexBundle}``; names may contain ``/`` (e.g. ``musicnn-mtt/aspect-dynamics``)."""
 
-    def load(self) -> dict[str, IndexBundle]:
+    def load(self) -> IndexSet:
+        return IndexSet(self.load_path)
+
+    def save(self, data: Mapping[str, IndexBundle]) -> None:
         import faiss
 
-        root = self.load_path
-        bundles = {}
-        for manifest_path in sorted(root.rglob("manifest.json")):
-            folder = manifest_path.parent
-            with open(folder / "transform.pkl", "rb") as f:
-                transform = pickle.load(f)
-            bundle = IndexBundle(
-                index=faiss.read_index(str(folder / "index.faiss")),
-                metadata=pd.read_parquet(folder / "metadata.parquet"),
-                vectors=np.load(folder / "vectors.npy"),
-                transform=transform,
-                manifest=json.loads(manifest_path.read_text()),
-            )
-            bundle.validate()
-            bundles[folder.relative_to(root).as_posix()] = bundle
-        return bundles
-
-    def save(self, data: dict[str, IndexBundle]) -> None:
-        import faiss
-
-        target = self.save_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-        try:
+        with atomic_folder(self.save_path) as tmp:
             for name, bundle in data.items():
                 folder = tmp / name
                 folder.mkdir(parents=True)
                 faiss.write_index(bundle.index, str(folder / "index.faiss"))
                 bundle.metadata.to_parquet(folder / "metadata.parquet", index=False)
                 np.save(folder / "vectors.npy", np.ascontiguousarray(bundle.vectors, dtype=np.float32))
-                with open(folder / "transform.pkl", "wb") as f:
-                    pickle.dump(bundle.transform, f)
-                (folder / "manifest.json").write_text(json.dumps(bundle.manifest, indent=2, default=str))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+                save_state(folder / "transform.safetensors", bundle.transform)
+                manifest = dict(bundle.manifest) | {"files": {f: file_digest(folder / f) for f in FILES}}
+                (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pretty_midi
+
+from mess_kedro.atomic import atomic_file
 
 from ._local_file import LocalFileDataset
 
@@ -23,12 +23,5 @@ class MIDIDataset(LocalFileDataset):
 
 def write_midi(path: Path, midi: pretty_midi.PrettyMIDI) -> None:
     """Write ``midi`` to ``path`` via a temporary file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        midi.write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as tmp:
+        midi.write(str(tmp))

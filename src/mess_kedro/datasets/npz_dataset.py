@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from mess_kedro.atomic import atomic_file
 
 from ._local_file import LocalFileDataset
 
@@ -14,20 +14,11 @@ from ._local_file import LocalFileDataset
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` via a temporary file and rename.
 
-    A crash or error mid-write leaves at most a hidden ``.tmp`` file, never a
-    truncated ``.npz`` under the real name.
+    A crash or error mid-write leaves at most a hidden temporary file (removed by
+    the next run), never a truncated ``.npz`` under the real name.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 class NpzDataset(LocalFileDataset):

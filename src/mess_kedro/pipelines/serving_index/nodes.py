@@ -49,7 +49,7 @@ def _aspect_sources(embeddings, subspaces: dict[str, Any]) -> dict[str, tuple[di
 
 
 def _manifest(
-    name: str, key: str, embeddings, *, source: str, metric: str, kind: str, options: dict, vectors
+    name: str, key: str, embeddings, *, source: str, metric: str, kind: str, options: dict, vectors, metadata
 ) -> dict:
     low_dimensional = metric == "l2"
     return {
@@ -71,7 +71,7 @@ def _manifest(
         "normalisation": "aspect-subspace coordinates, unit variance on training tracks; similarity 1 - d²/(2·dim)"
         if low_dimensional
         else "L2 (inner product = cosine)",
-        "checksum": checksum(vectors),
+        "checksum": checksum(vectors, metadata),
     }
 
 
@@ -125,6 +125,7 @@ def build_serving_indices(
                     kind=kind,
                     options=options,
                     vectors=vectors,
+                    metadata=metadata,
                 ),
             )
         logger.info(
