@@ -51,6 +51,7 @@ def manifest_rows():
             "composer": ["Chopin", "Chopin", "Bach", "Bach", "Liszt", "Liszt", None, None],
             "work": ["Ballade 1", "Ballade 1", "WTC I", "WTC I", "Mephisto", "Sonata", "x", "x"],
             "official_split": ["train", "train", "valid", "valid", "test", "test", None, None],
+            "source_key": [f"f{i}.wav" for i in range(8)],
         }
     )
 
@@ -66,6 +67,15 @@ def test_assign_splits_groups_by_composer_and_work():
     assert with_group.groupby(["split_seed", "group"])["split"].nunique().max() == 1
     assert manifest.loc[manifest["track_id"] == "t6", "group"].item() == "unknown::x"
     assert composition_group(pd.Series(["A"]), pd.Series(["w"])).item() == "A::w"
+    # Recordings of unknown works are not one composition: each is its own group.
+    unknown = composition_group(pd.Series([None, None]), pd.Series([None, None]), pd.Series(["a.wav", "b.wav"]))
+    assert unknown.tolist() == ["unknown::recording:a.wav", "unknown::recording:b.wav"]
+
+
+def test_too_few_compositions_are_refused_up_front_in_one_line():
+    rows = manifest_rows().iloc[:2]  # one composition
+    with pytest.raises(ValueError, match=r"^1 composition\(s\) in the collection, grouped splits need at least 3"):
+        assign_splits(rows, {"fractions": FRACTIONS, "seed": 1})
 
 
 def test_official_strategy_keeps_the_dataset_split():

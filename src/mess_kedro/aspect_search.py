@@ -199,6 +199,7 @@ def fit_subspaces(
     train: np.ndarray,
     n_layers: int = 1,
     n_folds: int = 5,
+    min_cv_r2: float = 0.1,
 ) -> tuple[dict[str, AspectSubspace], dict[str, Any]]:
     """Fit every supervised aspect's subspace on the ``train`` rows.
 
@@ -216,6 +217,10 @@ def fit_subspaces(
         The training rows; nothing else is read.
     n_layers : int
         How many of the best layers (by training-split CV R²) the map reads.
+    min_cv_r2 : float
+        An aspect whose best layer's training-split CV R² is lower is not
+        fitted (reported as not decodable): a search "in this respect" would
+        rank by noise.
 
     Returns
     -------
@@ -230,6 +235,10 @@ def fit_subspaces(
     if not columns:
         return {}, report
     values = table[columns].to_numpy(float)
+    n_groups = len(np.unique(groups[train]))
+    if n_groups < MIN_TRAIN_GROUPS:
+        reason = f"{n_groups} composition(s) in the training split; at least {MIN_TRAIN_GROUPS} are needed"
+        return {}, {aspect: {"skipped": reason} for aspect in supervision}
     scores = rank_layers([np.asarray(x)[train] for x in layers], values[train], groups[train], n_folds)
     subspaces: dict[str, AspectSubspace] = {}
     for aspect, cols in supervision.items():
@@ -245,6 +254,13 @@ def fit_subspaces(
             report[aspect] = {"skipped": "no layer could be scored on the training split"}
             continue
         order = np.argsort(-np.nan_to_num(layer_score, nan=-np.inf), kind="stable")[: max(1, int(n_layers))]
+        if layer_score[order[0]] < min_cv_r2:
+            report[aspect] = {
+                "skipped": f"not decodable: best training-split CV R² {layer_score[order[0]]:.2f} "
+                f"({layer_names[order[0]]}) < {min_cv_r2}",
+                "supervision": cols,
+            }
+            continue
         method = AspectSubspace(aspect, cols, order.tolist(), [layer_names[i] for i in order])
         method.fit([np.asarray(x)[rows] for x in layers], values[rows][:, idx])
         method.train_cv_r2 = [round(float(layer_score[i]), 4) for i in order]

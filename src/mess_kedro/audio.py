@@ -7,7 +7,12 @@ full-scale units, with ``sample_rate`` in Hz.
 Functions
 ---------
 - :func:`read_audio` decodes a file (soundfile first, librosa/audioread for mp3
-  and other formats libsndfile cannot read).
+  and other formats libsndfile cannot read), after checking from the header
+  that the decoded samples fit ``max_decoded_mb`` (a 575 KB FLAC can claim
+  10 minutes of 8 channels at 96 kHz: 3.6 GB once decoded).
+- :func:`read_mono` decodes a long file in blocks straight to mono, for queries.
+- :func:`file_notes` names what is wrong but tolerable in a readable file
+  (a WAV holding less data than its header declares).
 - :func:`write_audio` writes a file atomically (never a half-written file).
 - :func:`content_hash` gives a stable id for the *decoded* content, so the same
   recording stored as WAV and FLAC gets the same id.
@@ -19,6 +24,7 @@ Functions
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
@@ -57,36 +63,174 @@ class AudioReadError(ValueError):
     """A file could not be decoded as audio."""
 
 
-def read_audio(path: str | os.PathLike) -> AudioSignal:
+DEFAULT_MAX_DECODED_MB = 2048.0
+# Leading bytes of the containers the decoders here read; anything else is not audio.
+_SIGNATURES = (
+    b"RIFF",
+    b"RF64",
+    b"fLaC",
+    b"OggS",
+    b"ID3",
+    b"FORM",
+    b"caff",
+    b"\xff\xfb",
+    b"\xff\xf3",
+    b"\xff\xf2",
+)
+
+
+def _looks_like_audio(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return (
+        head.startswith(_SIGNATURES)
+        or head[4:8] == b"ftyp"
+        or (len(head) > 1 and head[0] == 0xFF and head[1] >= 0xE0)
+    )
+
+
+def check_audio_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is a regular, non-empty file; else :class:`AudioReadError` saying what it is."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise AudioReadError(f"broken symbolic link (points to {os.readlink(path)})")
+    if path.is_dir():
+        raise AudioReadError("a directory, not an audio file")
+    if not path.exists():
+        raise AudioReadError(f"no such file: {path}")
+    if not path.is_file():
+        raise AudioReadError("not a regular file")
+    if path.stat().st_size == 0:
+        raise AudioReadError("empty file (0 bytes)")
+    return path
+
+
+def _check_header(path: Path, max_decoded_mb: float | None) -> None:
+    """Refuse, before decoding, a header with no sample rate or one that would decode too large."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return  # not libsndfile's format: the fallback decoder decides
+    if info.samplerate <= 0:
+        raise AudioReadError(f"invalid header: sample rate {info.samplerate} Hz")
+    if info.channels <= 0:
+        raise AudioReadError(f"invalid header: {info.channels} channels")
+    decoded_mb = info.frames * info.channels * 4 / 2**20
+    if max_decoded_mb is not None and decoded_mb > max_decoded_mb:
+        raise AudioReadError(
+            f"too large to decode: {info.frames / info.samplerate / 60:.1f} min x {info.channels} ch x "
+            f"{info.samplerate} Hz = {decoded_mb:.0f} MB of samples > limit {max_decoded_mb:g} MB"
+        )
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send what C decoders print on stdout (file descriptor 1) to stderr for the block."""
+    import sys
+
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real stdout (an embedded interpreter): nothing to redirect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def read_audio(path: str | os.PathLike, max_decoded_mb: float | None = DEFAULT_MAX_DECODED_MB) -> AudioSignal:
     """Decode ``path`` to float32, channels first, at its own sample rate.
 
     Raises
     ------
     AudioReadError
-        If the file is missing, empty or no decoder can read it.
+        If the path is not a readable, non-empty file, its header is invalid or
+        promises more than ``max_decoded_mb`` of samples, or no decoder can read it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioReadError(f"no such file: {path}")
-    if path.stat().st_size == 0:
-        raise AudioReadError("empty file (0 bytes)")
+    path = check_audio_file(path)
+    _check_header(path, max_decoded_mb)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
         samples = data.T[0] if data.shape[1] == 1 else data.T  # channels first
         return AudioSignal(np.ascontiguousarray(samples), int(sr))
     except (sf.LibsndfileError, RuntimeError, TypeError) as sf_error:
         soundfile_reason = str(sf_error)
+    if not _looks_like_audio(path):
+        raise AudioReadError("not an audio file: its content is in no audio format the decoders know")
     # libsndfile builds differ in mp3/m4a support; librosa falls back to audioread.
     try:
         import librosa
 
-        with warnings.catch_warnings():  # librosa warns that it is falling back; we know
+        with warnings.catch_warnings(), _stdout_to_stderr():  # decoders' notes are not the answer
             warnings.simplefilter("ignore")
             data, sr = librosa.load(str(path), sr=None, mono=False)
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
         fallback = str(exc) or type(exc).__name__
         raise AudioReadError(f"unreadable audio ({soundfile_reason}; fallback decoder: {fallback})") from exc
+    if int(sr) <= 0:
+        raise AudioReadError(f"invalid header: sample rate {sr} Hz")
     return AudioSignal(np.asarray(data, dtype=np.float32), int(sr))
+
+
+def read_mono(
+    path: str | os.PathLike, max_duration_s: float | None = None, block_s: float = 30.0
+) -> AudioSignal:
+    """Decode ``path`` to mono float32 in blocks (memory: the mono signal, not every channel).
+
+    Files libsndfile cannot read are decoded whole by :func:`read_audio`.
+    ``max_duration_s`` refuses longer files before decoding anything.
+    """
+    path = check_audio_file(path)
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        signal = read_audio(path)
+        if max_duration_s is not None and signal.duration_s > max_duration_s:
+            raise AudioReadError(
+                f"too long: {signal.duration_s:.0f} s > limit {max_duration_s:g} s"
+            ) from None
+        return AudioSignal(to_mono(signal.samples), signal.sample_rate)
+    _check_header(path, None)
+    duration = info.frames / info.samplerate
+    if max_duration_s is not None and duration > max_duration_s:
+        raise AudioReadError(f"too long: {duration:.0f} s > limit {max_duration_s:g} s")
+    out = np.empty(info.frames, dtype=np.float32)
+    filled = 0
+    blocksize = max(1, int(block_s * info.samplerate))
+    for block in sf.blocks(str(path), blocksize=blocksize, dtype="float32", always_2d=True):
+        out[filled : filled + len(block)] = block.mean(axis=1)
+        filled += len(block)
+    return AudioSignal(out[:filled], int(info.samplerate))
+
+
+def file_notes(path: str | os.PathLike) -> str | None:
+    """What is wrong but tolerable in a readable file, or ``None``: a WAV holding less
+    sample data than its header declares (decoders keep what is there)."""
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        return None
+    try:
+        info = sf.info(str(path))
+        with open(path, "rb") as f:
+            header = f.read(4096)
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
+        return None
+    at = header.find(b"data")
+    if not header.startswith(b"RIFF") or at < 0 or at + 8 > len(header):
+        return None
+    declared = int.from_bytes(header[at + 4 : at + 8], "little")
+    held = path.stat().st_size - (at + 8)
+    if declared in (0, 0xFFFFFFFF) or held >= declared:  # 0 / -1: streamed WAVs leave the size open
+        return None
+    return (
+        f"truncated: the header declares {declared} bytes of samples, the file holds {held} "
+        f"({info.duration:.2f} s kept)"
+    )
 
 
 def write_audio(path: str | os.PathLike, signal: AudioSignal, subtype: str | None = None) -> None:

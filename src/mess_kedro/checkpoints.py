@@ -112,9 +112,13 @@ def load_state(path: str | os.PathLike) -> Any:
         with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata() or {}
             if metadata.get("format") != FORMAT:
-                raise CheckpointError(f"{path}: not a mess-kedro checkpoint (format {metadata.get('format')!r})")
+                raise CheckpointError(
+                    f"{path}: not a mess-kedro checkpoint (format {metadata.get('format')!r})"
+                )
             arrays = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
         skeleton = json.loads(metadata["tree"])
     except (SafetensorError, OSError, json.JSONDecodeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc}); re-run the stage that writes it") from exc
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({exc}); re-run the stage that writes it"
+        ) from exc
     return join_arrays(skeleton, arrays)

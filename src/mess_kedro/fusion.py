@@ -100,7 +100,12 @@ def relation_labels(index, relation: str, track_targets=None, teacher: dict | No
         )
     if relation not in RELATIONS:
         raise ValueError(f"unknown relation '{relation}'; expected one of {sorted([*RELATIONS, 'teacher'])}")
-    return index[RELATIONS[relation]].fillna("unknown").astype(str).to_numpy()
+    # An unknown performer (or piece) is nobody's match: two unknowns are not "the same".
+    known = index[RELATIONS[relation]]
+    if relation == "piece":
+        known = known.where(~known.astype(str).str.contains("::recording:"), None)
+    unknown = "unknown:" + index["track_id"].astype(str)
+    return known.where(known.notna(), unknown).astype(str).to_numpy()
 
 
 def relevance_matrix(labels: np.ndarray, pieces: np.ndarray) -> np.ndarray:

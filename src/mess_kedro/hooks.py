@@ -159,7 +159,9 @@ class RunHygieneHook:
         if self._data is not None:
             removed = remove_stale_temporaries(self._data)
             if removed:
-                logger.info("Removed %d temporary file(s) left by killed runs under %s", len(removed), self._data)
+                logger.info(
+                    "Removed %d temporary file(s) left by killed runs under %s", len(removed), self._data
+                )
         self._tagged = False
         self._tag_and_clean()
 
@@ -180,4 +182,6 @@ class RunHygieneHook:
             logger.warning("MLflow: could not check for abandoned runs (%s)", exc)
             return
         if failed:
-            logger.info("MLflow: marked %d run(s) of killed processes FAILED: %s", len(failed), ", ".join(failed))
+            logger.info(
+                "MLflow: marked %d run(s) of killed processes FAILED: %s", len(failed), ", ".join(failed)
+            )

@@ -202,3 +202,24 @@ def clustering_scores(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0)
         "silhouette": float(silhouette_score(embeddings, labels, metric="cosine")),
         "nmi": float(normalized_mutual_info_score(labels, clusters)),
     }
+
+
+NO_QUERIES = (
+    "No test query has a relevant item for relation '{relation}' (a track whose {relation} is unknown "
+    "matches no other): retrieval was not evaluated. Give a metadata CSV, or set fusion.relation and "
+    "evaluation.relation to teacher."
+)
+
+
+def too_few_queries(metrics: pd.DataFrame, headline: str) -> str | None:
+    """A warning when any split seed had fewer test queries than ``min_queries``, else ``None``."""
+    rows = metrics[metrics["metric"] == headline]
+    if rows.empty or "min_queries" not in rows:
+        return None
+    fewest, wanted = int(rows["queries"].min()), int(rows["min_queries"].max())
+    if fewest >= wanted:
+        return None
+    return (
+        f"Too few test queries for a result ({fewest} < {wanted} on some split seed): "
+        "the numbers below are shown for checking only, not as findings."
+    )

@@ -59,7 +59,12 @@ class AspectRecommender:
         self.label = mapped[backbone]["label"]
         self._embeddings = embeddings.backbones[backbone]
         self._aspects = {
-            a: v for a, v in mapped[backbone]["aspects"].items() if v.get("layer_index") is not None
+            a: v
+            for a, v in mapped[backbone]["aspects"].items()
+            if v.get("layer_index") is not None and v.get("decodable", True)
+        }
+        self._not_decodable = {
+            a: v.get("r2") for a, v in mapped[backbone]["aspects"].items() if a not in self._aspects
         }
         self._row = {track_id: i for i, track_id in enumerate(self._embeddings.track_ids)}
         self._meta = manifest.set_index("track_id").reindex(self._embeddings.track_ids)
@@ -72,7 +77,7 @@ class AspectRecommender:
         return list(self._embeddings.track_ids)
 
     def available_aspects(self) -> list[str]:
-        """Aspects this backbone can serve (those probing mapped to a layer)."""
+        """Aspects this backbone can serve (those probing mapped to a layer with R² >= ``decodable_r2``)."""
         return sorted(self._aspects)
 
     def aspect_info(self, aspect: str) -> dict[str, Any]:
@@ -81,6 +86,12 @@ class AspectRecommender:
         return dict(self._aspects[aspect])
 
     def _check_aspect(self, aspect: str) -> None:
+        if aspect in self._not_decodable:
+            r2 = self._not_decodable[aspect]
+            raise KeyError(
+                f"aspect '{aspect}' is not decodable from {self.label} "
+                f"(best probing R² {'none' if r2 is None else f'{r2:.2f}'}); available: {self.available_aspects()}"
+            )
         if aspect not in self._aspects:
             raise KeyError(f"unknown aspect '{aspect}'; available: {self.available_aspects()}")
 

@@ -68,10 +68,12 @@ def empty_records() -> pd.DataFrame:
 
 
 def _relative_files(root: Path, extensions: tuple[str, ...]) -> list[str]:
+    """Everything named like one of ``extensions``: files, and also folders and broken
+    links so named, which the reader then rejects with a reason instead of skipping silently."""
     return sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
+        if p.suffix.lower() in extensions and not p.name.startswith(".")
     )
 
 
@@ -91,8 +93,9 @@ def scan_folder(root: str | Path, metadata_csv: str | Path | None = None) -> pd.
     MIDI is matched by file stem (same folder first, then anywhere). A metadata
     CSV, if given, is joined on its ``path`` column (relative to ``root``) and may
     carry ``composer``, ``work``, ``title`` and ``performer``. Without a ``work``,
-    the file's parent folder is taken as the composition, the safe choice for
-    grouping splits when nothing else is known.
+    a file in a sub-folder takes the folder as its composition (the safe choice
+    for grouping splits); a file directly in ``root`` has an unknown work, and
+    splits treat it as a composition of its own.
     """
     root = Path(root)
     if not root.is_dir():
@@ -109,7 +112,7 @@ def scan_folder(root: str | Path, metadata_csv: str | Path | None = None) -> pd.
                 "midi_key": midi.get(stem) or midi.get(Path(stem).name),
                 "dataset": "folder",
                 "composer": None,
-                "work": parent if parent != "." else Path(stem).name,
+                "work": parent if parent != "." else None,
                 "title": Path(stem).name,
                 "performer": None,
                 "official_split": None,

@@ -20,9 +20,31 @@ import pandas as pd
 SPLITS = ("train", "validation", "test")
 
 
-def composition_group(composer: pd.Series, work: pd.Series) -> pd.Series:
-    """``composer::work`` with missing parts spelled ``unknown``; the unit of a split."""
+MIN_GROUPS = len(SPLITS)
+
+
+def composition_group(composer: pd.Series, work: pd.Series, recording: pd.Series | None = None) -> pd.Series:
+    """``composer::work`` with a missing composer spelled ``unknown``; the unit of a split.
+
+    A recording whose work is unknown is its own group (``unknown::recording:<key>``,
+    ``recording`` naming it): recordings of unknown works are not assumed to share one.
+    """
+    work = work.astype(object)
+    if recording is not None:
+        work = work.where(work.notna(), "recording:" + recording.astype(str))
     return composer.fillna("unknown").astype(str) + "::" + work.fillna("unknown").astype(str)
+
+
+def check_enough_groups(groups: pd.Series, fractions: dict[str, float]) -> None:
+    """Refuse, up front and in one line, a collection too small for grouped splits."""
+    wanted = sum(1 for f in fractions.values() if f > 0)
+    found = int(groups.nunique())
+    if found < wanted:
+        raise ValueError(
+            f"{found} composition(s) in the collection, grouped splits need at least {wanted} "
+            f"(one per split in {sorted(s for s, f in fractions.items() if f > 0)}): add recordings, "
+            "or give a metadata CSV whose 'work' column tells the compositions apart"
+        )
 
 
 def assign_group_splits(groups: pd.Series, fractions: dict[str, float], seed: int) -> pd.Series:

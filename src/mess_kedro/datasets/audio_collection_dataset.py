@@ -9,7 +9,7 @@ from typing import Any
 import pretty_midi
 from kedro.io.core import AbstractDataset, DatasetError
 
-from mess_kedro.audio import read_audio
+from mess_kedro.audio import DEFAULT_MAX_DECODED_MB, read_audio
 from mess_kedro.sources import SOURCE_KINDS, AudioCollection, scan_collection
 
 
@@ -17,7 +17,8 @@ class AudioCollectionDataset(AbstractDataset[None, AudioCollection]):
     """Lists a collection's files and metadata; decodes each file only on demand.
 
     Loading returns an :class:`~mess_kedro.sources.AudioCollection` whose
-    loaders read one file each, so a 200 GB MAESTRO folder costs a directory
+    loaders read one file each (refusing, from its header, one that would decode
+    to more than ``max_decoded_mb`` of samples), so a 200 GB MAESTRO folder costs a directory
     walk, not a read. ``kind: none`` (the default) is an empty collection, so a
     run on the demo corpus alone needs no user data.
 
@@ -35,6 +36,7 @@ class AudioCollectionDataset(AbstractDataset[None, AudioCollection]):
         kind: str = "none",
         path: str | None = None,
         metadata_csv: str | None = None,
+        max_decoded_mb: float | None = DEFAULT_MAX_DECODED_MB,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if kind not in SOURCE_KINDS:
@@ -42,6 +44,7 @@ class AudioCollectionDataset(AbstractDataset[None, AudioCollection]):
         self._kind = kind
         self._path = Path(path) if path else None
         self._metadata_csv = metadata_csv
+        self._max_decoded_mb = None if max_decoded_mb is None else float(max_decoded_mb)
         self.metadata = metadata
 
     def load(self) -> AudioCollection:
@@ -50,7 +53,10 @@ class AudioCollectionDataset(AbstractDataset[None, AudioCollection]):
         except (FileNotFoundError, ValueError) as exc:
             raise DatasetError(f"cannot read {self._kind} collection: {exc}") from exc
         root = self._path
-        audio = {key: partial(read_audio, root / key) for key in records["source_key"]}
+        audio = {
+            key: partial(read_audio, root / key, max_decoded_mb=self._max_decoded_mb)
+            for key in records["source_key"]
+        }
         midi = {
             key: partial(pretty_midi.PrettyMIDI, str(root / key))
             for key in records["midi_key"].dropna().unique()

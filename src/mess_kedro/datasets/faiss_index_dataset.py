@@ -96,7 +96,9 @@ class IndexSet(Mapping):
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        names = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_dir() and _is_bundle(p)]
+        names = [
+            p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_dir() and _is_bundle(p)
+        ]
         self._names = [n for n in names if not any(n.startswith(f"{other}/") for other in names)]
         self._open: dict[str, IndexBundle] = {}
 

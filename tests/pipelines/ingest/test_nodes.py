@@ -178,14 +178,20 @@ def test_prepared_audio_roundtrips_through_the_dataset(tmp_path):
 
 
 def test_user_metadata_reaches_the_manifest(tmp_path):
-    write_audio(tmp_path / "take1.wav", tone(freq=300))
+    for i in (1, 2, 3):
+        write_audio(tmp_path / f"take{i}.wav", tone(freq=300 * i))
     pd.DataFrame(
-        {"path": ["take1.wav"], "composer": ["Satie"], "work": ["Gymnopedie 1"], "room": ["hall"]}
+        {
+            "path": ["take1.wav", "take2.wav", "take3.wav"],
+            "composer": ["Satie", "Satie", "Satie"],
+            "work": ["Gymnopedie 1", "Gymnopedie 2", "Gymnopedie 3"],
+            "room": ["hall", "studio", "hall"],
+        }
     ).to_csv(tmp_path / "meta.csv", index=False)
     collection = AudioCollectionDataset(kind="folder", path=str(tmp_path), metadata_csv="meta.csv").load()
     tracks, _, _, _ = run_prepare(collection)
     manifest, _ = assign_splits(tracks, project_parameters("ingest")["splits"])
-    row = manifest.iloc[0]
+    row = manifest.set_index("source_key").loc["take1.wav"]
     assert (row["composer"], row["work"], row["room"], row["group"]) == (
         "Satie",
         "Gymnopedie 1",
@@ -208,12 +214,15 @@ def test_preparing_shows_progress_when_the_catalog_prepares(messy_folder, capsys
 
 
 def test_ground_truth_without_the_demo_is_empty_not_an_error(tmp_path):
-    write_audio(tmp_path / "take.wav", tone(freq=300))
+    for i in (1, 2, 3):  # top-level files: works unknown, each its own composition
+        write_audio(tmp_path / f"take{i}.wav", tone(freq=300 * i))
     collection = AudioCollectionDataset(kind="folder", path=str(tmp_path)).load()
     tracks, rejects, _, _ = run_prepare(collection)
     manifest, _ = assign_splits(tracks, project_parameters("ingest")["splits"])
+    assert manifest["work"].isna().all() and manifest["group"].nunique() == 3
     empty = pd.DataFrame({"source_key": pd.Series(dtype="object")})  # what a disabled demo hands on
     truth, notes = index_ground_truth(empty, empty, manifest)
     assert truth.empty and notes.empty
     summary = summarise_ingest(manifest, rejects, truth, project_parameters("ingest")["demo_corpus"])
     assert "demo_independence" not in summary
+    assert (summary["pieces"], summary["unknown_piece"], summary["unknown_performer"]) == (0, 3, 3)

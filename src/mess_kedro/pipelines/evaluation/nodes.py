@@ -24,11 +24,13 @@ from scipy.stats import spearmanr
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options
 from mess_kedro.metrics import (
+    NO_QUERIES,
     across_seeds,
     bootstrap_mean,
     clustering_scores,
     evaluate_queries,
     paired_bootstrap,
+    too_few_queries,
 )
 from mess_kedro.splits import split_of, split_seeds
 from mess_kedro.tracking import metric_key
@@ -90,7 +92,12 @@ def _evaluate_backbone(
     relevance = relevance_matrix(labels, pieces if relation != "piece" else labels)
     if test.sum() < 3 or not relevance.any():
         logger.warning(
-            "%s: too few test queries with a relevant item for relation %s", embeddings.name, relation
+            "%s: no test query has a relevant item for relation %s (%d test tracks; unknown %s never counts "
+            "as a match): retrieval not evaluated",
+            embeddings.name,
+            relation,
+            int(test.sum()),
+            relation,
         )
         return [], [], []
     layers = [x[test] for x in embeddings.tracks]
@@ -134,6 +141,7 @@ def evaluate_methods(  # noqa: PLR0917 - Kedro passes a node's inputs positional
         comparisons: paired bootstrap of each method against the reference, per split seed and metric.
     """
     primary, seeds = split_seeds(track_splits)
+    min_queries = int(params.get("min_queries", 20))
     metric_rows, per_query, comparisons = [], [], []
     for split_seed in seeds:
         models = fusion_models if split_seed == primary else fusion_models_repeats.get(str(split_seed), {})
@@ -145,7 +153,10 @@ def evaluate_methods(  # noqa: PLR0917 - Kedro passes a node's inputs positional
                 embeddings, index, split, methods=methods, track_targets=track_targets, params=params
             )
             keys = {"split_seed": split_seed, "backbone": name, "label": embeddings.label}
-            metric_rows += [keys | row for row in rows]
+            metric_rows += [
+                keys | row | {"relation": params.get("relation", "performer"), "min_queries": min_queries}
+                for row in rows
+            ]
             per_query += [table.assign(**keys) for table in tables]
             comparisons += [keys | row for row in compared]
     front = ["split_seed", "backbone", "label", "method"]
@@ -194,8 +205,11 @@ def _retrieval_section(metrics, comparisons, fusion_report, params) -> list[str]
         "",
     ]
     if metrics.empty:
-        return [*lines, "No test queries with a relevant item: nothing to report.", ""]
+        return [*lines, f"{NO_QUERIES.format(relation=params.get('relation', 'performer'))}", ""]
     summary = across_seeds(metrics, comparisons, headline)
+    few = too_few_queries(metrics, headline)
+    if few:
+        lines += [f"**{few}**", ""]
     primary = metrics[(metrics["split_seed"] == seeds[0]) & (metrics["metric"] == headline)].set_index(
         ["backbone", "method"]
     )

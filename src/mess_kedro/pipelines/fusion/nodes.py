@@ -84,8 +84,11 @@ def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[Fusio
 
 
 def _composite(index, columns: list[str]) -> np.ndarray:
-    """One label per track from several columns, e.g. performer x composer."""
-    return index[columns].fillna("unknown").astype(str).agg(" x ".join, axis=1).to_numpy()
+    """One label per track from several columns, e.g. performer x composer; a track with
+    an unknown part matches no other (two unknowns are not "the same")."""
+    labels = index[columns].astype(str).agg(" x ".join, axis=1)
+    unknown = index[columns].isna().any(axis=1)
+    return labels.where(~unknown, "unknown:" + index["track_id"].astype(str)).to_numpy()
 
 
 def _fit_backbone(
@@ -300,6 +303,7 @@ def fit_aspect_subspaces_of(
         train=train,
         n_layers=int(options.get("n_layers", 1)),
         n_folds=int(options.get("n_folds", 5)),
+        min_cv_r2=float(options.get("min_cv_r2", 0.1)),
     )
     return {aspect: method.state() for aspect, method in subspaces.items()}, report
 

@@ -22,6 +22,7 @@ from mess_kedro.audio import (
     AudioReadError,
     AudioSignal,
     content_hash,
+    file_notes,
     inspect_audio,
     prepare_audio,
     rms_dbfs,
@@ -33,7 +34,7 @@ from mess_kedro.demo.scores import load_excerpt
 from mess_kedro.demo.synth import render_fingerprint, render_rendition
 from mess_kedro.progress import LazyProgress
 from mess_kedro.sources import RECORD_COLUMNS, AudioCollection, empty_records
-from mess_kedro.splits import assign_group_splits, composition_group
+from mess_kedro.splits import assign_group_splits, check_enough_groups, composition_group
 
 logger = logging.getLogger(__name__)
 
@@ -320,6 +321,9 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
                     rejects.append({col: record.get(col) for col in REJECT_COLUMNS[:-1]} | {"reason": reason})
                     continue
                 seen[track_id] = record["source_key"]
+                note = file_notes(record["source_path"]) if record.get("source_path") else None
+                if note:
+                    logger.warning("Accepted %s with a problem: %s", record["source_key"], note)
                 if track_id not in prepared_already:
                     prepared[track_id] = _prepared_loader(audio_loaders[audio_key], target_rate, peak_limit)
                 if midi is not None:
@@ -335,6 +339,7 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
                         "peak": round(float(np.max(np.abs(signal.samples))), 4),
                         "has_midi": midi is not None,
                         "prepared_sample_rate": target_rate,
+                        "read_note": note,
                     }
                 )
     for reject in rejects:
@@ -372,7 +377,8 @@ def assign_splits(tracks: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.Data
             primary one only: it cannot be re-drawn).
     """
     manifest = tracks.copy()
-    manifest["group"] = composition_group(manifest["composer"], manifest["work"])
+    manifest["group"] = composition_group(manifest["composer"], manifest["work"], manifest["source_key"])
+    check_enough_groups(manifest["group"], params["fractions"])
     seed = int(params["seed"])
     manifest["split"] = assign_group_splits(manifest["group"], params["fractions"], seed)
     official = params.get("strategy", "grouped") == "official"
@@ -434,7 +440,9 @@ def summarise_ingest(
         "minutes_of_audio": round(float(manifest["duration_s"].sum()) / 60.0, 2),
         "datasets": {k: int(v) for k, v in manifest["dataset"].value_counts().items()},
         "performers": int(manifest["performer"].nunique()),
-        "pieces": int(manifest["group"].nunique()),
+        "pieces": int(manifest["work"].nunique()),
+        "unknown_performer": int(manifest["performer"].isna().sum()),
+        "unknown_piece": int(manifest["work"].isna().sum()),
         "with_midi": int(manifest["has_midi"].sum()),
         "splits": {k: int(v) for k, v in manifest["split"].value_counts().items()},
         "rejects": int(len(rejects)),

@@ -271,8 +271,9 @@ def map_aspects(
 
     An aspect's score for a layer is the mean R² of its proxy targets (those
     that could be probed); the best layer maximises it. Grades: R² > 0.8 high,
-    > 0.5 medium, else low. An aspect with no probe-able target (``room`` on
-    audio without ground truth) is mapped to no layer.
+    > 0.5 medium, else low; below ``decodable_r2`` the aspect is "not
+    decodable" (``decodable: false``) and not offered for search. An aspect with
+    no probe-able target (``room`` on audio without ground truth) is mapped to no layer.
 
     Returns:
         aspect_layer_map: ``{backbone: {aspect: {layer, layer_index, r2, confidence,
@@ -301,6 +302,7 @@ def map_aspects(
                 per_aspect[aspect] = {
                     "layer": None,
                     "r2": None,
+                    "decodable": False,
                     "confidence": "none",
                     "targets": wanted,
                     "factor": factor,
@@ -308,11 +310,13 @@ def map_aspects(
                 continue
             score = np.nanmean(r2[:, cols], axis=1)
             best = int(np.nanargmax(score))
+            decodable = bool(score[best] >= float(params.get("decodable_r2", 0.1)))
             per_aspect[aspect] = {
                 "layer": entry["layers"][best],
                 "layer_index": best,
                 "r2": round(float(score[best]), 4),
-                "confidence": _grade(float(score[best]), params),
+                "decodable": decodable,
+                "confidence": _grade(float(score[best]), params) if decodable else "not decodable",
                 "targets": [targets[c] for c in cols],
                 "factor": factor,
                 "shuffled_r2": round(float(np.nanmean(shuffled[best, cols])), 4),
@@ -336,8 +340,13 @@ def map_aspects(
                     "twin_best_r2": float(np.nanmax(twin_r2[:, t])) if twin_r2 is not None else np.nan,
                 }
             )
-        summary = ", ".join(f"{a}: {v['layer']} ({v['r2']})" for a, v in per_aspect.items() if v["layer"])
-        logger.info("%s top layers: %s", entry["label"], summary)
+        summary = ", ".join(
+            f"{a}: {v['layer']} ({v['r2']})" for a, v in per_aspect.items() if v["layer"] and v["decodable"]
+        )
+        undecodable = ", ".join(a for a, v in per_aspect.items() if not v.get("decodable"))
+        logger.info(
+            "%s top layers: %s; not decodable: %s", entry["label"], summary or "none", undecodable or "none"
+        )
     return {"level": level, "backbones": aspects}, pd.DataFrame(table)
 
 

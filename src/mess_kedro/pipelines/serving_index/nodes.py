@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.indexing import IndexBundle, build_index, checksum
-from mess_kedro.metrics import across_seeds
+from mess_kedro.metrics import NO_QUERIES, across_seeds, too_few_queries
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +140,15 @@ def build_serving_indices(
 
 
 def _corpus_lines(ingest_summary: dict[str, Any]) -> list[str]:
+    unknown = [
+        f"{ingest_summary[f'unknown_{what}']} with unknown {what}"
+        for what in ("performer", "piece")
+        if ingest_summary.get(f"unknown_{what}")
+    ]
     lines = [
         f"Corpus: {ingest_summary['tracks']} tracks, {ingest_summary['minutes_of_audio']} min of audio, "
-        f"{ingest_summary['performers']} performers, {ingest_summary['pieces']} pieces, "
+        f"{ingest_summary['performers']} performers, {ingest_summary['pieces']} pieces"
+        f"{' (' + ', '.join(unknown) + ')' if unknown else ''}, "
         f"splits {ingest_summary['splits']}, {ingest_summary['rejects']} rejected.",
     ]
     check = ingest_summary.get("demo_independence")
@@ -172,11 +179,20 @@ def _truth_lines(ground_truth_probing: pd.DataFrame) -> list[str]:
 
 
 def _evaluation_lines(
-    metrics: pd.DataFrame, comparisons: pd.DataFrame, headline: str, reference: str
+    metrics: pd.DataFrame, comparisons: pd.DataFrame, headline: str, reference: str, relation: str
 ) -> list[str]:
-    lines = ["", f"## Retrieval ({headline}, same performer in other pieces; mean over split seeds, min)", ""]
+    if len(metrics) and "relation" in metrics:
+        relation = str(metrics["relation"].iloc[0])
+    lines = [
+        "",
+        f"## Retrieval ({headline}, same {relation} in other pieces; mean over split seeds, min)",
+        "",
+    ]
     if metrics.empty:
-        return [*lines, "No test queries with a relevant item."]
+        return [*lines, NO_QUERIES.format(relation=relation)]
+    few = too_few_queries(metrics, headline)
+    if few:
+        lines += [few, ""]
     for label, group in across_seeds(metrics, comparisons, headline).groupby("label", sort=False):
         ranked = group.set_index("method").sort_values("mean", ascending=False)
         best = ranked.iloc[0]
@@ -207,6 +223,23 @@ def _selectivity_lines(selectivity_summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _known(value: Any, fallback: str = "unknown") -> str:
+    return fallback if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def _served_aspect_lines(search, aspects: list[str]) -> list[str]:
+    served = search.aspects()
+    missing = [a for a in aspects if a not in served]
+    lines = ["", f"## Aspects served ({search.label})", ""]
+    lines.append(f"- searchable: {', '.join(served) if served else 'none'}")
+    if missing:
+        lines.append(
+            f"- not served (not decodable on the training split, or too little data; see aspect_search_report): "
+            f"{', '.join(missing)}"
+        )
+    return lines
+
+
 def _with_truth(table: pd.DataFrame, truth: pd.DataFrame, factor: str | None) -> pd.DataFrame:
     """Results with the demo's true value of the searched aspect's factor beside each (when known)."""
     if not factor or truth.empty or factor not in truth.columns:
@@ -233,27 +266,38 @@ def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     lines = ["# mess-kedro run summary", "", *_corpus_lines(ingest_summary)]
     lines += _truth_lines(ground_truth_probing)
     lines += _evaluation_lines(
-        evaluation_metrics, evaluation_comparisons, headline, params.get("reference", "uniform_mean")
+        evaluation_metrics,
+        evaluation_comparisons,
+        headline,
+        params.get("reference", "uniform_mean"),
+        params.get("relation", "performer"),
     )
     lines += _selectivity_lines(selectivity_summary)
     search = SimilaritySearch(serving_indices)
+    lines += _served_aspect_lines(search, list(params.get("aspects", {})))
     query = search.metadata.iloc[0]
     aspect = params.get("example_aspect", "dynamics")
-    respect = {"aspect": aspect} if aspect in search.aspects() else {}
+    if aspect not in search.aspects():
+        aspect = (search.aspects() or [None])[0]
+    respect = {"aspect": aspect} if aspect else {}
     factor = params.get("aspects", {}).get(aspect, {}).get("factor") if respect else None
     table = _with_truth(search.similar(query["track_id"], n=5, **respect), performance_ground_truth, factor)
     own = _with_truth(pd.DataFrame({"track_id": [query["track_id"]]}), performance_ground_truth, factor)
     truth_note = f" (its true {factor}: {own.iloc[0, -1]:.3g})" if factor and own.shape[1] > 1 else ""
+    fused = search.default_fused()
     lines += [
         "",
-        f"## Example query ({search.label}): like '{query.get('title', query['track_id'])}' by {query.get('performer')}, "
-        f"in {aspect + ' (selective subspace)' if respect else 'the default fused embedding'}{truth_note}",
+        f"## Example query ({search.label}): like '{_known(query.get('title'), query['track_id'])}' "
+        f"by {_known(query.get('performer'))}, "
+        f"in {aspect + ' (selective subspace)' if respect else f'the fused embedding {fused}'}{truth_note}",
         "",
         "```",
-        table.to_string(index=False, float_format=lambda x: f"{x:.4f}"),
+        table.fillna("unknown").to_string(index=False, float_format=lambda x: f"{x:.4f}"),
         "```",
         "",
-        f"Try: mess-kedro similar {query['track_id']} --aspect {aspect} -n 5   (--method layer: the whole-layer baseline)",
+        f"Try: mess-kedro similar {query['track_id']} --aspect {aspect} -n 5   (--method layer: the whole-layer baseline)"
+        if respect
+        else f"Try: mess-kedro similar {query['track_id']} --fused {fused} -n 5",
     ]
     text = "\n".join(lines) + "\n"
     logger.info("\n%s", text)
