@@ -106,3 +106,16 @@ def test_soundfile_reads_what_prepare_writes(tmp_path):
     data, sr = sf.read(tmp_path / "p.flac", dtype="float32")
     assert sr == 24000
     np.testing.assert_allclose(data, prepared.samples, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("n", "orig", "target"), [(132_307, 44_100, 24_000), (44_101, 22_050, 24_000), (1_000, 16_000, 24_000)]
+)
+def test_resample_is_librosas_soxr_hq_bit_for_bit(n, orig, target):
+    import librosa
+
+    from mess_kedro.audio import resample
+
+    x = (np.random.default_rng(n).normal(size=n) * 0.1).astype(np.float32)
+    expected = librosa.resample(x, orig_sr=orig, target_sr=target, res_type="soxr_hq")
+    np.testing.assert_array_equal(resample(x, orig, target), expected)

@@ -127,3 +127,14 @@ def test_random_init_twin_is_labelled_and_differs():
     real = load_backbone("musicnn-mtt")
     assert twin.random_init and twin.label == "musicnn-mtt (random-init)" and not real.random_init
     assert not torch.equal(twin.model.output.weight, real.model.output.weight)
+
+
+def test_log_mel_is_librosas_melspectrogram_bit_for_bit():
+    import librosa
+
+    from mess_kedro.backbones.musicnn import HOP, N_FFT, N_MELS, SAMPLE_RATE
+
+    y = (np.random.default_rng(0).normal(size=(2, SAMPLE_RATE * 3 + 17)) * 0.1).astype(np.float32)
+    mel = librosa.feature.melspectrogram(y=y, sr=SAMPLE_RATE, hop_length=HOP, n_fft=N_FFT, n_mels=N_MELS)
+    expected = np.log10(10000.0 * mel.astype(np.float32) + 1.0).swapaxes(-1, -2)
+    np.testing.assert_array_equal(log_mel(y), expected)

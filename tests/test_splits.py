@@ -68,13 +68,17 @@ def test_assign_splits_groups_by_composer_and_work():
     assert manifest.loc[manifest["track_id"] == "t6", "group"].item() == "unknown::x"
     assert composition_group(pd.Series(["A"]), pd.Series(["w"])).item() == "A::w"
     # Recordings of unknown works are not one composition: each is its own group.
-    unknown = composition_group(pd.Series([None, None]), pd.Series([None, None]), pd.Series(["a.wav", "b.wav"]))
+    unknown = composition_group(
+        pd.Series([None, None]), pd.Series([None, None]), pd.Series(["a.wav", "b.wav"])
+    )
     assert unknown.tolist() == ["unknown::recording:a.wav", "unknown::recording:b.wav"]
 
 
 def test_too_few_compositions_are_refused_up_front_in_one_line():
     rows = manifest_rows().iloc[:2]  # one composition
-    with pytest.raises(ValueError, match=r"^1 composition\(s\) in the collection, grouped splits need at least 3"):
+    with pytest.raises(
+        ValueError, match=r"^1 composition\(s\) in the collection, grouped splits need at least 3"
+    ):
         assign_splits(rows, {"fractions": FRACTIONS, "seed": 1})
 
 

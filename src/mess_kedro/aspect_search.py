@@ -47,28 +47,13 @@ import pandas as pd
 
 from .fusion import FusionMethod
 from .ground_truth import PREFIX
+from .indexing import pairwise_similarity, subspace_similarity  # noqa: F401 - re-exported: the scale subspaces use
 from .probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe
 
 logger = logging.getLogger(__name__)
 MIN_TRAIN_ROWS = 12
 MIN_TRAIN_GROUPS = 3
 AXIS_FLOOR = 0.05
-
-
-def subspace_similarity(squared_distance: np.ndarray, dim: int) -> np.ndarray:
-    """``1 - d^2 / (2 dim)``: 1 for identical coordinates, about 0 for a random training pair."""
-    return 1.0 - np.asarray(squared_distance, dtype=np.float64) / (2.0 * max(int(dim), 1))
-
-
-def pairwise_similarity(vectors: np.ndarray, metric: str = "ip") -> np.ndarray:
-    """``[N, N]`` scores: inner product (unit vectors: cosine) or, for ``l2`` coordinates, :func:`subspace_similarity`."""
-    vectors = np.asarray(vectors, dtype=np.float64)
-    if metric == "ip":
-        return vectors @ vectors.T
-    if metric == "l2":
-        squared = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=-1)
-        return subspace_similarity(squared, vectors.shape[1])
-    raise ValueError(f"unknown metric '{metric}'; expected ip or l2")
 
 
 def aspect_supervision(

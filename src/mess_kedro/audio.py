@@ -139,8 +139,18 @@ def _stdout_to_stderr():
         yield
     finally:
         sys.stdout.flush()
+        _flush_c_stdio()  # what the C library buffered must land while fd 1 is still stderr
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to flush (not POSIX)
+        pass
 
 
 def read_audio(path: str | os.PathLike, max_decoded_mb: float | None = DEFAULT_MAX_DECODED_MB) -> AudioSignal:
@@ -153,13 +163,14 @@ def read_audio(path: str | os.PathLike, max_decoded_mb: float | None = DEFAULT_M
         promises more than ``max_decoded_mb`` of samples, or no decoder can read it.
     """
     path = check_audio_file(path)
-    _check_header(path, max_decoded_mb)
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        samples = data.T[0] if data.shape[1] == 1 else data.T  # channels first
-        return AudioSignal(np.ascontiguousarray(samples), int(sr))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as sf_error:
-        soundfile_reason = str(sf_error)
+    with _stdout_to_stderr():  # libsndfile's mpg123 prints notes on stdout
+        _check_header(path, max_decoded_mb)
+        try:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            samples = data.T[0] if data.shape[1] == 1 else data.T  # channels first
+            return AudioSignal(np.ascontiguousarray(samples), int(sr))
+        except (sf.LibsndfileError, RuntimeError, TypeError) as sf_error:
+            soundfile_reason = str(sf_error)
     if not _looks_like_audio(path):
         raise AudioReadError("not an audio file: its content is in no audio format the decoders know")
     # libsndfile builds differ in mp3/m4a support; librosa falls back to audioread.
@@ -187,7 +198,8 @@ def read_mono(
     """
     path = check_audio_file(path)
     try:
-        info = sf.info(str(path))
+        with _stdout_to_stderr():
+            info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError):
         signal = read_audio(path)
         if max_duration_s is not None and signal.duration_s > max_duration_s:
@@ -300,6 +312,18 @@ def inspect_audio(signal: AudioSignal, checks: AudioChecks) -> str | None:
     return None
 
 
+def resample(mono: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """soxr's high-quality resampler, length ``ceil(n * target / orig)``: what
+    ``librosa.resample(res_type="soxr_hq")`` computes, without importing librosa
+    (seconds of start-up a query by file does not need)."""
+    import soxr
+
+    out = soxr.resample(mono, orig_sr, target_sr, quality="soxr_hq")
+    n = int(np.ceil(len(mono) * float(target_sr) / orig_sr))
+    out = out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
+    return np.asarray(out, dtype=mono.dtype)
+
+
 def prepare_audio(
     signal: AudioSignal, target_rate: int, peak_limit: float = 0.99
 ) -> tuple[AudioSignal, float]:
@@ -317,9 +341,7 @@ def prepare_audio(
     """
     mono = to_mono(signal.samples).astype(np.float32, copy=False)
     if signal.sample_rate != target_rate:
-        import librosa
-
-        mono = librosa.resample(mono, orig_sr=signal.sample_rate, target_sr=target_rate, res_type="soxr_hq")
+        mono = resample(mono, signal.sample_rate, target_rate)
     peak = float(np.max(np.abs(mono))) if mono.size else 0.0
     gain = peak_limit / peak if peak > peak_limit else 1.0
     return AudioSignal((mono * gain).astype(np.float32), int(target_rate)), gain

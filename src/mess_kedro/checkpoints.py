@@ -10,8 +10,11 @@ metadata under ``"tree"``.
 
 Loading parses a JSON header and raw little-endian buffers: nothing read from
 disk can run code, unlike ``pickle`` (which a crafted checkpoint turns into a
-shell command). Arrays keep their dtype and shape; tensors come back as tensors;
-tuples come back as lists; non-finite floats survive (JSON ``NaN``).
+shell command). Arrays keep their dtype and shape; torch tensors come back as
+numpy arrays (the reference keeps ``"torch": true``), so reading a checkpoint
+never imports torch: :func:`mess_kedro.fusion.restore` makes tensors of the
+weights it loads into a module. Tuples come back as lists; non-finite floats
+survive (JSON ``NaN``).
 """
 
 from __future__ import annotations
@@ -81,12 +84,7 @@ def join_arrays(skeleton: Any, arrays: Mapping[str, np.ndarray]) -> Any:
             name = skeleton[_ARRAY]
             if name not in arrays:
                 raise CheckpointError(f"the checkpoint names an array '{name}' it does not hold")
-            array = np.array(arrays[name])  # a writable copy, detached from the file
-            if skeleton.get("torch"):
-                import torch
-
-                return torch.from_numpy(array)
-            return array
+            return np.array(arrays[name])  # a writable copy, detached from the file
         return {key: join_arrays(value, arrays) for key, value in skeleton.items()}
     if isinstance(skeleton, list):
         return [join_arrays(value, arrays) for value in skeleton]

@@ -4,9 +4,9 @@
 
     mess-kedro run [kedro run options]          # the pipelines (same as `kedro run`)
     mess-kedro similar QUERY [--aspect A | --weights a=0.7,b=0.3 | --fused lfn] [--method selective|layer] [-n 10]
-                       [--exclude-same-piece] [--include-self] [--where composer=X] [--backbone B]
-    mess-kedro blend TRACK_A TRACK_B [--mix 0.5] [--aspect A]   # style interpolation
-    mess-kedro clusters [-k 5] [--aspect A]                     # clusters named by metadata
+                       [--exclude-same-piece] [--include-self] [--where composer=X ...] [--backbone B]
+    mess-kedro blend A B [--mix 0.5] [--aspect A]   # style interpolation; A, B: track ids or audio files
+    mess-kedro clusters [-k 5] [--aspect A]         # clusters: members and dominant metadata
 
 QUERY is a track id of the collection or a path to an audio file. Errors
 (unknown track or aspect, unreadable audio, a stale index) print one line and
@@ -20,20 +20,43 @@ import io
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
 
-def _pairs(text: str | None, cast=str) -> dict:
-    if not text:
+def _pair(item: str, cast=str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise click.BadParameter(f"expected key=value, got '{item}'")
+    try:
+        return key, cast(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{value.strip()}' in '{item}' is not a number") from None
+
+
+def _pairs(items, cast=str) -> dict:
+    """``key=value`` items (a comma-separated string, or a list of items) as a dict; a key given twice is an error."""
+    if not items:
         return {}
-    pairs = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"expected key=value, got '{item}'")
-        pairs[key.strip()] = cast(value.strip())
+    pairs: dict = {}
+    for item in items.split(",") if isinstance(items, str) else items:
+        key, value = _pair(item, cast)
+        if key in pairs:
+            raise click.BadParameter(f"'{key}' is given twice")
+        pairs[key] = value
     return pairs
+
+
+def _check_project(project: str) -> None:
+    path = Path(project)
+    if not path.is_dir():
+        raise click.BadParameter(f"--project {project}: no such folder")
+    if not (path / "pyproject.toml").is_file() or "[tool.kedro]" not in (path / "pyproject.toml").read_text():
+        raise click.BadParameter(
+            f"--project {project}: not a Kedro project (no [tool.kedro] in pyproject.toml)"
+        )
 
 
 @click.group()
@@ -62,6 +85,7 @@ def _answer(project: str, backbone: str | None, ask) -> None:
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
     try:
+        _check_project(project)
         # Some libraries print on import (pyfluidsynth does when CI is set): keep stdout the answer.
         with contextlib.redirect_stdout(io.StringIO()):
             search = load_search(project, backbone)
@@ -101,10 +125,16 @@ _project = click.option("--project", default=".", show_default=True, help="Kedro
 @click.option("--weights", default=None, help="Weighted aspects, e.g. dynamics=0.7,tempo=0.3.")
 @click.option("--fused", default=None, help="A fused embedding, e.g. lfn (the default).")
 @_method
-@click.option("-n", "--top", default=10, show_default=True, help="Number of results.")
+@click.option(
+    "-n", "--top", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results."
+)
 @click.option("--exclude-same-piece", is_flag=True, help="Only other works (find other pieces played alike).")
 @click.option("--include-self", is_flag=True, help="Keep the query recording in the results.")
-@click.option("--where", default=None, help="Metadata filter, e.g. composer=J. S. Bach.")
+@click.option(
+    "--where",
+    multiple=True,
+    help="Metadata filter column=value (repeat for several; the value may hold commas), e.g. composer=J. S. Bach.",
+)
 @_backbone
 @_project
 def similar(  # noqa: PLR0917 - click passes every option positionally
@@ -124,7 +154,7 @@ def similar(  # noqa: PLR0917 - click passes every option positionally
             exclude_same_piece=exclude_same_piece,
             where=_pairs(where),
         )
-        respect = f"{aspect or weights} ({method})" if (aspect or weights) else f"fused {fused or 'default'}"
+        respect = search.describe(search.sources(aspect, _pairs(weights, float) or None, fused, method))
         return f"recordings like {query} in {respect}", table
 
     _answer(project, backbone, ask)
@@ -133,43 +163,45 @@ def similar(  # noqa: PLR0917 - click passes every option positionally
 @main.command()
 @click.argument("first")
 @click.argument("second")
-@click.option("--mix", default=0.5, show_default=True, help="0 = FIRST, 1 = SECOND.")
+@click.option(
+    "--mix", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="0 = FIRST, 1 = SECOND."
+)
 @click.option("--aspect", default=None)
 @click.option("--fused", default=None)
 @_method
-@click.option("-n", "--top", default=10, show_default=True)
+@click.option("-n", "--top", default=10, show_default=True, type=click.IntRange(min=1))
 @_backbone
 @_project
 def blend(first, second, mix, aspect, fused, method, top, backbone, project) -> None:  # noqa: PLR0917
-    """Style interpolation: recordings near the blend of FIRST and SECOND."""
+    """Style interpolation: recordings near the blend of FIRST and SECOND (track ids or audio files)."""
     from mess_kedro.serving import interpolate
 
     _answer(
         project,
         backbone,
         lambda s: (
-            f"blend of {first} and {second} at {mix}",
+            f"blend of {first} and {second} at {mix} in {s.describe(s.sources(aspect, None, fused, method))}",
             interpolate(s, first, second, mix=mix, aspect=aspect, fused=fused, method=method, n=top),
         ),
     )
 
 
 @main.command()
-@click.option("-k", "--clusters", default=5, show_default=True)
+@click.option("-k", "--clusters", default=5, show_default=True, type=click.IntRange(min=2))
 @click.option("--aspect", default=None)
 @click.option("--fused", default=None)
 @_method
 @_backbone
 @_project
 def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noqa: PLR0917
-    """Cluster the collection and name each cluster by its dominant metadata."""
+    """Cluster the collection: each cluster's members and its dominant metadata."""
     from mess_kedro.serving import name_clusters
 
     _answer(
         project,
         backbone,
         lambda s: (
-            f"{clusters} clusters",
+            f"{clusters} clusters in {s.describe(s.sources(aspect, None, fused, method))}",
             name_clusters(s, clusters, aspect=aspect, fused=fused, method=method),
         ),
     )

@@ -14,6 +14,7 @@ request and only for backbones whose layers share one frame shape (MERT).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,9 +159,15 @@ def _pool(layer: torch.Tensor) -> np.ndarray:
 
 
 def embed_track(
-    backbone: Backbone, samples: np.ndarray, config: EmbeddingConfig, device: torch.device
+    backbone: Backbone,
+    samples: np.ndarray,
+    config: EmbeddingConfig,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TrackEmbedding:
     """Embed one mono track already at ``backbone.spec.sample_rate``.
+
+    ``progress(done, total)`` is called with segment counts after each batch.
 
     Raises
     ------
@@ -190,6 +197,8 @@ def embed_track(
             pooled[bound] = [p[j] for p in per_layer]
         if config.keep_frames:
             frames.append(torch.stack(layers, dim=1).cpu().numpy())
+        if progress is not None:
+            progress(len(pooled), len(bounds))
     for s, e in partial:
         pooled[(s, e)] = [p[0] for p in map(_pool, _run(backbone, samples[None, s:e], config, device))]
     n_layers = len(pooled[bounds[0]])

@@ -572,7 +572,7 @@ def restore(state: dict) -> FusionMethod:
             )
         method.dims, method.means = state["dims"], state["means"]
         method.module = method._build(method.dims)
-        method.module.load_state_dict(state["state_dict"])
+        method.module.load_state_dict({k: torch.as_tensor(v) for k, v in state["state_dict"].items()})
         method.module.eval()
         method.learned_weights = state["learned_weights"]
         method.history = state["history"]

@@ -87,6 +87,22 @@ def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = 
     return index
 
 
+def subspace_similarity(squared_distance: np.ndarray, dim: int) -> np.ndarray:
+    """``1 - d^2 / (2 dim)``: 1 for identical coordinates, about 0 for a random training pair."""
+    return 1.0 - np.asarray(squared_distance, dtype=np.float64) / (2.0 * max(int(dim), 1))
+
+
+def pairwise_similarity(vectors: np.ndarray, metric: str = "ip") -> np.ndarray:
+    """``[N, N]`` scores: inner product (unit vectors: cosine) or, for ``l2`` coordinates, :func:`subspace_similarity`."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if metric == "ip":
+        return vectors @ vectors.T
+    if metric == "l2":
+        squared = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=-1)
+        return subspace_similarity(squared, vectors.shape[1])
+    raise ValueError(f"unknown metric '{metric}'; expected ip or l2")
+
+
 @dataclass
 class IndexBundle:
     """One index and everything needed to serve and to check it."""
@@ -130,8 +146,6 @@ class IndexBundle:
         self._check_dim(data)
         found, rows = self.index.search(data, min(k, self.index.ntotal))
         if self.metric == "l2":
-            from .aspect_search import subspace_similarity
-
             found = subspace_similarity(found, self.index.d)
         return found, rows
 
@@ -141,7 +155,5 @@ class IndexBundle:
         self._check_dim(query[None, :])
         vectors = np.asarray(self.vectors[rows], dtype=np.float64)
         if self.metric == "l2":
-            from .aspect_search import subspace_similarity
-
             return subspace_similarity(((vectors - query) ** 2).sum(axis=1), self.index.d)
         return vectors @ query

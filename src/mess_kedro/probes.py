@@ -27,7 +27,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import GroupKFold
 
 DEFAULT_ALPHAS = tuple(10.0 ** np.arange(-3, 8))
 
@@ -37,6 +36,10 @@ def grouped_folds(groups: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, n
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise ValueError(f"grouped cross-validation needs at least 2 groups, got {n_groups}")
+    from sklearn.model_selection import (
+        GroupKFold,  # imported on use: restoring a fitted subspace needs no sklearn
+    )
+
     splitter = GroupKFold(n_splits=min(n_splits, n_groups))
     return list(splitter.split(np.zeros(len(groups)), groups=groups))
 

@@ -26,74 +26,228 @@ recognised by its content hash, so "exclude the same recording" applies to it to
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from .audio import AudioChecks, content_hash, inspect_audio, prepare_audio, read_audio
-from .fusion import restore
+from .audio import AudioChecks, content_hash, inspect_audio, prepare_audio, read_mono
 from .indexing import IndexBundle, IndexMismatchError
 
 logger = logging.getLogger(__name__)
 SHOWN = ["track_id", "title", "composer", "performer"]
 ASPECT_METHODS = {"selective": "aspect-", "layer": "layer-"}
+SAME_RECORDING = 1e-5  # a query whose vectors all lie this close to a track's is that recording
+
+
+def positive_count(value: Any, what: str = "n") -> int:
+    """``value`` as an integer >= 1, or ValueError in one line."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class QueryCache:
+    """Query embeddings by file content and backbone configuration, in a catalog dataset.
+
+    ``dataset`` is a partitioned dataset of ``.npz`` files (``query_embeddings``
+    in the catalog): ``load()`` lists the entries, ``save({key: arrays})`` adds
+    or replaces one. An entry holds the file's per-layer embeddings and, once
+    computed, its vector in each index it was searched in (named by the index
+    and its checksum), so a repeated query needs neither the model nor the
+    fitted transforms. A damaged entry is a miss, recomputed and replaced.
+    """
+
+    def __init__(self, dataset) -> None:
+        self._dataset = dataset
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        loader = self._dataset.load().get(key)
+        if loader is None:
+            return None
+        try:
+            arrays = dict(loader())
+            int(arrays["n_layers"]), str(arrays["digest"])  # noqa: B018 - the entry must hold these
+        except Exception as exc:  # noqa: BLE001 - a damaged cache entry is a miss
+            logger.warning("query cache entry %s unreadable (%s); recomputing", key, exc)
+            return None
+        return arrays
+
+    def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        self._dataset.save({key: arrays})
+
+
+def _entry(layers: list[np.ndarray], digest: str) -> dict[str, np.ndarray]:
+    arrays = {f"layer{i}": np.asarray(x, np.float32) for i, x in enumerate(layers)}
+    return arrays | {"n_layers": np.array(len(layers)), "digest": np.array(digest)}
+
+
+def _entry_layers(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return [arrays[f"layer{i}"] for i in range(int(arrays["n_layers"]))]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:24]
+
+
+class _BackboneIndices(Mapping):
+    """One backbone's bundles by short key (``aspect-dynamics``), opened on first use and
+    checked to list the same tracks in the same order as their siblings."""
+
+    def __init__(self, indices: Mapping[str, IndexBundle], backbone: str, keys: list[str]) -> None:
+        self._indices, self._backbone, self._keys = indices, backbone, keys
+        self._open: dict[str, IndexBundle] = {}
+        self.track_ids: pd.Series | None = None
+
+    def __getitem__(self, key: str) -> IndexBundle:
+        if key not in self._open:
+            if key not in self._keys:
+                raise KeyError(key)
+            bundle = self._indices[f"{self._backbone}/{key}"]
+            ids = bundle.metadata["track_id"].reset_index(drop=True)
+            if self.track_ids is None:
+                self.track_ids = ids
+            elif not ids.equals(self.track_ids):
+                raise IndexMismatchError(
+                    f"index {self._backbone}/{key} lists other tracks than its siblings; rebuild serving_index"
+                )
+            self._open[key] = bundle
+        return self._open[key]
+
+    def __contains__(self, key: object) -> bool:  # a key, without opening the bundle
+        return key in self._keys
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _manifest_of(indices: Mapping[str, IndexBundle], name: str) -> dict:
+    peek = getattr(indices, "manifest", None)
+    return peek(name) if callable(peek) else indices[name].manifest
 
 
 class SimilaritySearch:
-    """Queries over one backbone's indices (a pretrained backbone by default)."""
+    """Queries over one backbone's indices (a pretrained backbone by default).
+
+    Indices are opened lazily: a query opens only the indices it searches, and a
+    damaged index of another backbone (or another aspect) does not stop it.
+    """
 
     def __init__(
         self,
-        indices: dict[str, IndexBundle],
+        indices: Mapping[str, IndexBundle],
         embed_params: dict[str, Any] | None = None,
         backbone: str | None = None,
         candidates: int = 100,
+        *,
+        query_cache: QueryCache | None = None,
+        max_query_s: float | None = None,
     ) -> None:
-        by_backbone: dict[str, dict[str, IndexBundle]] = {}
-        for name, bundle in indices.items():
-            owner, key = name.split("/", 1)
-            by_backbone.setdefault(owner, {})[key] = bundle
+        by_backbone: dict[str, list[str]] = {}
+        for name in indices:
+            owner, _, key = name.partition("/")
+            by_backbone.setdefault(owner, []).append(key)
         if not by_backbone:
             raise KeyError("no serving indices: run `kedro run --pipelines=serving_index` first")
-        if backbone is None:
-            pretrained = [
-                b
-                for b, group in by_backbone.items()
-                if not next(iter(group.values())).manifest.get("random_init")
-            ]
-            backbone = (pretrained or sorted(by_backbone))[0]
-        if backbone not in by_backbone:
+        order = [backbone] if backbone is not None else self._preferred_backbones(indices, by_backbone)
+        if backbone is not None and backbone not in by_backbone:
             raise KeyError(f"unknown backbone '{backbone}'; indexed: {sorted(by_backbone)}")
-        self.backbone, self.indices = backbone, by_backbone[backbone]
-        first = next(iter(self.indices.values()))
-        for key, bundle in self.indices.items():
-            if not bundle.metadata["track_id"].equals(first.metadata["track_id"]):
-                raise IndexMismatchError(
-                    f"index {backbone}/{key} lists other tracks than its siblings; rebuild serving_index"
-                )
-        self.metadata = first.metadata.reset_index(drop=True)
-        self.label = first.manifest.get("label", backbone)
+        for i, name in enumerate(order):
+            try:
+                self._open_backbone(indices, name, sorted(by_backbone[name]))
+                break
+            except IndexMismatchError as exc:
+                if i == len(order) - 1:
+                    raise
+                logger.warning("backbone %s unusable (%s); trying %s", name, exc, order[i + 1])
         self._row = {t: i for i, t in enumerate(self.metadata["track_id"])}
         self._embed_params = embed_params or {}
-        self._candidates = int(candidates)
+        self._candidates = positive_count(candidates, "candidates")
+        self._query_cache = query_cache
+        self._max_query_s = max_query_s
         self._backbone_model = None
 
+    def _open_backbone(self, indices, backbone: str, keys: list[str]) -> None:
+        """Use ``backbone``: its metadata comes from the first of its indices that opens
+        (an aspect subspace, the smallest kind, when there is one)."""
+        bundles = _BackboneIndices(indices, backbone, keys)
+        order = sorted(keys, key=lambda k: not k.startswith("aspect-"))
+        problems = []
+        for key in order:
+            try:
+                first = bundles[key]
+                break
+            except IndexMismatchError as exc:
+                problems.append(str(exc))
+        else:
+            raise IndexMismatchError(f"no index of {backbone} opens: {problems[0]}")
+        self.backbone, self.indices = backbone, bundles
+        self.metadata = first.metadata.reset_index(drop=True)
+        self.label = first.manifest.get("label", backbone)
+        self._manifest = first.manifest
+
+    @staticmethod
+    def _preferred_backbones(indices, by_backbone: dict[str, list[str]]) -> list[str]:
+        """Backbones in the order a query tries them: pretrained first (by manifest, without opening indices)."""
+        ranked = []
+        for owner in sorted(by_backbone):
+            random_init = True
+            for key in sorted(by_backbone[owner]):
+                try:
+                    random_init = bool(_manifest_of(indices, f"{owner}/{key}").get("random_init"))
+                    break
+                except IndexMismatchError:
+                    continue
+            ranked.append((random_init, owner))
+        return [owner for _, owner in sorted(ranked)]
+
     def aspects(self) -> list[str]:
+        """Aspects that can be searched (fitted and decodable on the training split)."""
         return sorted(k.removeprefix("aspect-") for k in self.indices if k.startswith("aspect-"))
 
     def fused(self) -> list[str]:
         return sorted(k.removeprefix("fused-") for k in self.indices if k.startswith("fused-"))
 
-    def _sources(
+    def default_fused(self) -> str | None:
+        """The fused embedding used when a query names nothing: lfn when indexed."""
+        return "lfn" if "fused-lfn" in self.indices else (self.fused() or [None])[0]
+
+    def describe(self, sources: dict[str, float]) -> str:
+        """What a query searched, in words: ``dynamics (selective subspace)``, ``fused lfn``."""
+        kinds = {"aspect-": "selective subspace", "layer-": "whole layer"}
+        parts = []
+        for key, weight in sources.items():
+            prefix = next((p for p in (*kinds, "fused-") if key.startswith(p)), "")
+            what = (
+                f"fused {key.removeprefix('fused-')}"
+                if prefix == "fused-"
+                else f"{key.removeprefix(prefix)} ({kinds[prefix]})"
+            )
+            parts.append(what if len(sources) == 1 else f"{weight:.2f} x {what}")
+        return " + ".join(parts)
+
+    def sources(
         self,
-        aspect: str | None,
-        weights: dict[str, float] | None,
-        fused: str | None,
+        aspect: str | None = None,
+        weights: dict[str, float] | None = None,
+        fused: str | None = None,
         method: str = "selective",
     ) -> dict[str, float]:
+        """The indices a query searches, with their weights (summing to 1)."""
         if sum(x is not None for x in (aspect, weights, fused)) > 1:
             raise ValueError("give one of aspect, weights or fused")
         if method not in ASPECT_METHODS:
@@ -104,34 +258,47 @@ class SimilaritySearch:
             prefix = ASPECT_METHODS[method]
             unknown = [a for a in weights if f"{prefix}{a}" not in self.indices]
             if unknown:
-                raise KeyError(f"unknown aspect(s) {unknown}; available: {self.aspects()}")
-            total = float(sum(weights.values()))
-            if (
-                not np.isfinite(total)
-                or total <= 0
-                or any(not np.isfinite(w) or w < 0 for w in weights.values())
-            ):
+                raise KeyError(f"unknown or not decodable aspect(s) {unknown}; available: {self.aspects()}")
+            values = [float(w) for w in weights.values()]
+            total = sum(values)
+            if not all(math.isfinite(w) and w >= 0 for w in values) or not math.isfinite(total) or total <= 0:
                 raise ValueError(
                     f"aspect weights must be finite, non-negative and not all zero, got {weights}"
                 )
-            return {f"{prefix}{a}": w / total for a, w in weights.items()}
-        fused = fused or ("lfn" if "fused-lfn" in self.indices else (self.fused() or [None])[0])
+            return {f"{prefix}{a}": float(w) / total for a, w in weights.items()}
+        fused = fused or self.default_fused()
         if fused is None or f"fused-{fused}" not in self.indices:
             raise KeyError(f"unknown fused embedding '{fused}'; available: {self.fused()}")
         return {f"fused-{fused}": 1.0}
 
-    def _embed_file(self, path: Path) -> tuple[list[np.ndarray], str]:
-        """Per-layer track embeddings ``[1, D_l]`` of an audio file, and its content hash."""
+    def _cache_key(self, path: Path) -> str:
+        m = self._manifest
+        config = f"{self.backbone}|{m.get('weights_id')}|{m.get('embed_config_id')}|{m.get('segment_s')}"
+        return f"{self.backbone}-{_file_digest(path)}-{hashlib.sha256(config.encode()).hexdigest()[:8]}"
+
+    def _file_entry(self, path: Path) -> tuple[dict[str, np.ndarray], str | None]:
+        """The file's cache entry (per-layer embeddings, content hash, vectors found so far) and its key."""
+        key = self._cache_key(path) if self._query_cache is not None else None
+        cached = self._query_cache.get(key) if key else None
+        if cached is not None:
+            return cached, key
+        layers, digest = self._embed_file_now(path)
+        entry = _entry(layers, digest)
+        if key:
+            self._query_cache.put(key, entry)
+        return entry, key
+
+    def _embed_file_now(self, path: Path) -> tuple[list[np.ndarray], str]:
         import torch
 
         from .backbones import load_backbone
         from .embedding import EmbeddingConfig, cpu_threads, embed_track, torch_threads
 
-        signal = read_audio(path)
+        signal = read_mono(path, self._max_query_s)
         problem = inspect_audio(signal, AudioChecks())
         if problem:
             raise ValueError(f"{path}: {problem}")
-        manifest = next(iter(self.indices.values())).manifest
+        manifest = self._manifest
         options = dict((self._embed_params.get("backbones") or {}).get(self.backbone) or {})
         options.setdefault("backbone", manifest.get("registry_backbone"))
         if self._backbone_model is None:
@@ -155,27 +322,70 @@ class SimilaritySearch:
                 f"{config.config_id(device, threads)} (set embed.num_threads to match)"
             )
         prepared, _ = prepare_audio(signal, model.spec.sample_rate)
-        with torch_threads(threads):
-            result = embed_track(model, prepared.samples, config, device)
+        # Long files: say how far embedding got (on stderr: stdout is the answer).
+        with (
+            tqdm(
+                desc=f"embedding {path.name}",
+                unit="segment",
+                file=sys.stderr,
+                disable=prepared.duration_s <= 60,
+            ) as bar,
+            torch_threads(threads),
+        ):
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            result = embed_track(model, prepared.samples, config, device, progress)
         return [t[None] for t in result.track], content_hash(signal)
 
-    def _query_vectors(self, query: str) -> tuple[dict[str, np.ndarray], str | None]:
-        """Per source index, the query vector; and the query's track id if it is in the collection."""
+    def query_vectors(self, query: str, keys) -> tuple[dict[str, np.ndarray], str | None]:
+        """Per index key, the query vector; and the query's track id if it is one of the collection's recordings."""
+        if not isinstance(query, str) or not query:
+            raise ValueError(f"a query is a track id or an audio file path, got {query!r}")
         if query in self._row:
             row = self._row[query]
-            return {key: bundle.vectors[row] for key, bundle in self.indices.items()}, query
+            return {key: np.asarray(self.indices[key].vectors[row]) for key in keys}, query
         path = Path(query)
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             examples = ", ".join(self.metadata["track_id"].head(3))
             raise KeyError(
                 f"'{query}' is neither a track id of this collection (e.g. {examples}) nor an audio file"
             )
-        layers, digest = self._embed_file(path)
-        vectors = {
-            key: restore(bundle.transform).transform(layers)[0].astype(np.float32)
-            for key, bundle in self.indices.items()
-        }
-        return vectors, digest if digest in self._row else None
+        entry, cache_key = self._file_entry(path)
+        witness = self._witness_key()
+        wanted = list(dict.fromkeys([*keys, *([witness] if witness else [])]))
+        names = {key: f"vector:{key}:{self.indices[key].manifest.get('checksum')}" for key in wanted}
+        missing = [key for key in wanted if names[key] not in entry]
+        if missing:
+            from .fusion import restore  # torch: only a file's first query in an index needs it
+
+            layers = _entry_layers(entry)
+            for key in missing:
+                entry[names[key]] = (
+                    restore(self.indices[key].transform).transform(layers)[0].astype(np.float32)
+                )
+            if cache_key:
+                self._query_cache.put(cache_key, entry)
+        vectors = {key: entry[names[key]] for key in keys}
+        digest = str(entry["digest"])
+        if digest in self._row:
+            return vectors, digest
+        return vectors, self._same_recording(witness, entry[names[witness]] if witness else None)
+
+    def _witness_key(self) -> str | None:
+        """A full-width index (fused or whole layer): there, equal vectors mean the same audio."""
+        return next((k for k in self.indices if k.startswith(("fused-", "layer-"))), None)
+
+    def _same_recording(self, key: str | None, vector: np.ndarray | None) -> str | None:
+        """The track embedded exactly as the query (its own prepared file, a re-encoded copy
+        that decodes to the same samples), else ``None``."""
+        if key is None:
+            return None
+        gap = np.abs(np.asarray(self.indices[key].vectors) - vector).max(axis=1)
+        rows = np.flatnonzero(gap < SAME_RECORDING)
+        return str(self.metadata["track_id"].iloc[rows[0]]) if len(rows) else None
 
     def similar(
         self,
@@ -195,11 +405,15 @@ class SimilaritySearch:
         ``method`` applies to aspects: ``selective`` (the aspect subspace) or
         ``layer`` (the whole layer it reads: the baseline).
         """
-        sources = self._sources(aspect, weights, fused, method)
-        vectors, own_id = self._query_vectors(query)
+        n = positive_count(n)
+        for column in where or {}:
+            if column not in self.metadata.columns:
+                raise KeyError(f"cannot filter on '{column}'; columns: {list(self.metadata.columns)}")
+        sources = self.sources(aspect, weights, fused, method)
+        vectors, own_id = self.query_vectors(query, sources)
         candidates: set[int] = set()
         for key in sources:
-            _, rows = self.indices[key].search(vectors[key], self._candidates + 1)
+            _, rows = self.indices[key].search(vectors[key], self._candidates + n + 1)
             candidates.update(int(r) for r in rows[0] if r >= 0)
         rows = np.array(sorted(candidates))
         scores = sum(w * self.indices[key].score(rows, vectors[key]) for key, w in sources.items())
@@ -209,8 +423,6 @@ class SimilaritySearch:
         if exclude_same_piece and own_id is not None and "group" in table:
             table = table[table["group"] != self.metadata.loc[self._row[own_id], "group"]]
         for column, value in (where or {}).items():
-            if column not in table.columns:
-                raise KeyError(f"cannot filter on '{column}'; columns: {list(self.metadata.columns)}")
             table = table[table[column].astype(str) == str(value)]
         table = table.sort_values("score", ascending=False, kind="stable").head(n)
         return table[[c for c in SHOWN if c in table.columns] + ["score"]].reset_index(drop=True)
@@ -219,7 +431,7 @@ class SimilaritySearch:
 def _index_key(
     search: SimilaritySearch, aspect: str | None, fused: str | None, method: str = "selective"
 ) -> str:
-    return next(iter(search._sources(aspect, None, fused, method)))
+    return next(iter(search.sources(aspect, None, fused, method)))
 
 
 def interpolate(
@@ -236,24 +448,36 @@ def interpolate(
     """Style interpolation: neighbours of the blend ``(1 - mix) * a + mix * b``
     (normalised to unit length on a cosine index; a point on the segment in an aspect subspace).
 
-    Both tracks are excluded from the results.
+    ``first`` and ``second`` are track ids or audio files, as for
+    :meth:`SimilaritySearch.similar`; both recordings are excluded from the results.
     """
-    if not 0.0 <= mix <= 1.0:
+    n = positive_count(n)
+    if not (isinstance(mix, int | float) and 0.0 <= mix <= 1.0):
         raise ValueError(f"mix must be in [0, 1], got {mix}")
     key = _index_key(search, aspect, fused, method)
     bundle = search.indices[key]
-    rows = []
-    for track in (first, second):
-        if track not in search._row:
-            raise KeyError(f"unknown track '{track}'")
-        rows.append(search._row[track])
-    blend = (1 - mix) * bundle.vectors[rows[0]] + mix * bundle.vectors[rows[1]]
+    ends, own = [], []
+    for query in (first, second):
+        vectors, own_id = search.query_vectors(query, [key])
+        ends.append(np.asarray(vectors[key], dtype=np.float64))
+        own.append(own_id)
+    blend = (1 - mix) * ends[0] + mix * ends[1]
     if bundle.metric == "ip":
         blend /= max(float(np.linalg.norm(blend)), 1e-12)
     scores, found = bundle.search(blend, n + 2)
-    table = search.metadata.iloc[found[0]].assign(score=scores[0])
-    table = table[~table["track_id"].isin([first, second])].head(n)
+    keep = found[0] >= 0
+    table = search.metadata.iloc[found[0][keep]].assign(score=scores[0][keep])
+    table = table[~table["track_id"].isin([o for o in own if o])].head(n)
     return table[[c for c in SHOWN if c in table.columns] + ["score"]].reset_index(drop=True)
+
+
+def _members(members: pd.DataFrame, shown: int) -> str:
+    names = [
+        str(title) if isinstance(title, str) and title else str(track)
+        for title, track in zip(members.get("title", members["track_id"]), members["track_id"], strict=True)
+    ]
+    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def name_clusters(
@@ -264,16 +488,24 @@ def name_clusters(
     fused: str | None = None,
     method: str = "selective",
     seed: int = 0,
+    shown: int = 6,
 ) -> pd.DataFrame:
-    """Cluster the collection (k-means on the chosen index's vectors) and name each cluster
-    by its dominant metadata: the most common performer, composer and piece, with their shares."""
+    """Cluster the collection (k-means on the chosen index's vectors): per cluster its size, its
+    members (the first ``shown``) and the dominant performer, composer and piece where known."""
     from sklearn.cluster import KMeans
 
+    n_clusters = positive_count(n_clusters, "the number of clusters")
     bundle = search.indices[_index_key(search, aspect, fused, method)]
-    k = min(n_clusters, len(bundle.vectors))
-    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(bundle.vectors)
+    n_tracks = len(bundle.metadata)
+    if not 2 <= n_clusters <= n_tracks:
+        raise ValueError(
+            f"the number of clusters must be between 2 and the {n_tracks} tracks, got {n_clusters}"
+        )
+    labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(
+        np.asarray(bundle.vectors)
+    )
     rows = []
-    for cluster in range(k):
+    for cluster in range(n_clusters):
         members = search.metadata[labels == cluster]
         row = {"cluster": cluster, "size": len(members)}
         names = []
@@ -282,26 +514,33 @@ def name_clusters(
                 counts = members[column].value_counts()
                 share = counts.iloc[0] / len(members)
                 row[column] = f"{counts.index[0]} ({share:.0%})"
-                if share >= 0.5:
+                if share >= 0.5 and len(members) > 1:
                     names.append(str(counts.index[0]))
-        row["name"] = " / ".join(names) or "mixed"
+        row["name"] = " / ".join(names) or "no shared metadata"
+        row["members"] = _members(members, shown)
         rows.append(row)
-    return pd.DataFrame(rows).sort_values("size", ascending=False).reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values("size", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def load_search(
     project_path: str | Path = ".", backbone: str | None = None, env: str | None = None
 ) -> SimilaritySearch:
-    """A :class:`SimilaritySearch` over the latest serving indices of the project at ``project_path``."""
-    from .project import project_context
+    """A :class:`SimilaritySearch` over the latest serving indices of the project at ``project_path``.
 
-    with project_context(project_path, env) as context:
-        for name in ("kedro", "mess_kedro"):  # the query's answer, not the catalog's chatter
-            logging.getLogger(name).setLevel(logging.WARNING)
-        params = context.params
-        return SimilaritySearch(
-            context.catalog.load("serving_indices"),
-            params.get("embed"),
-            backbone,
-            params.get("serving_index", {}).get("candidates", 100),
-        )
+    Reads the project's configuration and opens only the two catalog datasets a
+    query needs (``serving_indices``, ``query_embeddings``), not a whole Kedro
+    session with its hooks and plugins: opening takes well under a second.
+    """
+    from .project import project_datasets, project_parameters
+
+    params = project_parameters(project_path, env)
+    datasets = project_datasets(project_path, ["serving_indices", "query_embeddings"], env)
+    serving = params.get("serving_index", {})
+    return SimilaritySearch(
+        datasets["serving_indices"].load(),
+        params.get("embed"),
+        backbone,
+        serving.get("candidates", 100),
+        query_cache=QueryCache(datasets["query_embeddings"]),
+        max_query_s=serving.get("max_query_s"),
+    )

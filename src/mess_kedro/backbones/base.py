@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import Wav2Vec2FeatureExtractor
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,8 @@ class Backbone:
 
     def prepare(self, waveforms: np.ndarray) -> torch.Tensor:
         """``[B, n]`` -> per-waveform zero mean, unit variance: MERT's feature extractor, applied."""
+        from transformers import Wav2Vec2FeatureExtractor  # seconds to import: only when MERT runs
+
         normed = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm(list(waveforms), attention_mask=None)
         return torch.from_numpy(np.stack(normed).astype(np.float32))
 

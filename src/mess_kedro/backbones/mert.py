@@ -23,12 +23,14 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import HubertConfig, HubertModel
 
 from .base import Backbone, BackboneSpec
+
+if TYPE_CHECKING:
+    from transformers import HubertConfig
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,8 @@ class WeightsError(RuntimeError):
 
 def hubert_config(mert_config: dict[str, Any]) -> HubertConfig:
     """A HubertConfig for a MERT ``config.json``, refusing variants Hubert cannot express."""
+    from transformers import HubertConfig  # seconds to import: only when MERT is built
+
     for flag in ("feature_extractor_cqt", "deepnorm"):
         if mert_config.get(flag):
             raise WeightsError(
@@ -203,6 +207,8 @@ def _file_digest(path: Path) -> str:
 def _random_init_backbone(spec: BackboneSpec, seed: int) -> Backbone:
     """``spec``'s architecture with seeded random weights, labelled as such."""
     torch.manual_seed(seed)
+    from transformers import HubertConfig, HubertModel
+
     model = HubertModel(HubertConfig(**spec.architecture))
     return Backbone(spec, model, weights_id=f"random-init-s{seed}", random_init=True)
 
@@ -251,6 +257,8 @@ def load_mert(
         logger.warning("Loading %s with trust_remote_code=True: running the checkpoint's own code", folder)
         model = AutoModel.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True)
         return Backbone(spec, model, weights_id=weights_id, random_init=False)
+    from transformers import HubertModel
+
     config = json.loads((folder / "config.json").read_text())
     model = HubertModel(hubert_config(config))
     load_checkpoint_into(model, _read_weights(weights_file), str(weights_file))

@@ -109,6 +109,9 @@ class IndexSet(Mapping):
             self._open[name] = read_bundle(self.root / name, name)
         return self._open[name]
 
+    def __contains__(self, name: object) -> bool:  # a name, without opening the bundle
+        return name in self._names
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
 

@@ -127,6 +127,21 @@ def _embed_lazily(
     return compute
 
 
+def _readable_entries(entries: Mapping[str, Callable[[], Any]]) -> set[str]:
+    """The cache keys whose entries load; the others are logged and treated as missing."""
+
+    def loads(key: str) -> bool:
+        try:
+            entries[key]()
+        except Exception as exc:  # noqa: BLE001 - whatever the damage, the entry is recomputed
+            logger.warning("embedding cache entry %s is unreadable (%s); recomputing it", key, exc)
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return {key for key, ok in zip(entries, pool.map(loads, list(entries)), strict=True) if ok}
+
+
 def extract_track_embeddings(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     track_manifest: pd.DataFrame,
@@ -138,7 +153,8 @@ def extract_track_embeddings(
     Args:
         prepared_audio: ``{track_id: load()}`` from ingest.
         track_manifest: the tracks to embed.
-        embedded_tracks: what the cache already holds (keys only are used).
+        embedded_tracks: what the cache already holds; an entry that does not load (a
+            file damaged outside the project: writes here are atomic) is a miss and recomputed.
         params: ``embed`` parameters: ``backbones`` (run name -> options:
             backbone, seed, random_init, weights_path, trust_remote_code,
             segment_s), ``segment_s`` (null: each backbone's own), ``min_segment_s``,
@@ -154,7 +170,7 @@ def extract_track_embeddings(
     device = select_device(str(params.get("device", "auto")))
     threads = cpu_threads(device, params.get("num_threads"))
     silence = float(params.get("silence_threshold_dbfs", -60.0))
-    cached = set(embedded_tracks)
+    cached = _readable_entries(embedded_tracks)
     checked: dict[tuple[str, float], str | None] = {}  # (track, minimum length) -> problem
     outputs: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
     rejects, runs = [], {}

@@ -282,7 +282,9 @@ def _selectivity_section(summary: pd.DataFrame, comparisons: pd.DataFrame) -> li
         f"Per test query, Spearman's rho between a search's similarity and closeness in a ground-truth factor; "
         f"mean over queries, then over {seeds} split seeds (sd, min). **Selectivity**: the searched aspect's own factor. "
         "**Leakage**: the largest |rho| for a factor the ground truth does not link to the aspect. "
-        "The oracle ranks by the true factor (selectivity 1 by construction; its leakage shows how independent the corpus is).",
+        "The oracle ranks by the true factor (selectivity 1 by construction; its leakage shows how independent the corpus is). "
+        "An aspect searched on fewer seeds was not decodable on the others' training splits (no subspace fitted there): "
+        "its row says on how many, and it is not a finding.",
         "",
     ]
     wins = (
@@ -299,8 +301,9 @@ def _selectivity_section(summary: pd.DataFrame, comparisons: pd.DataFrame) -> li
             "| --- | --- | --- | --- | --- |",
         ]
         for row in group.sort_values(["aspect", "method"]).to_dict("records"):
+            partial = f" — **{int(row['seeds'])} of {seeds} seeds**" if row["seeds"] < seeds else ""
             lines.append(
-                f"| {row['aspect']} ({row['factor']}) | {row['method']} | {row['selectivity']:.2f} "
+                f"| {row['aspect']} ({row['factor']}){partial} | {row['method']} | {row['selectivity']:.2f} "
                 f"({row['selectivity_sd']:.2f}, {row['selectivity_min']:.2f}) | {row['leakage']:.2f} "
                 f"({row['leakage_max']:.2f}) | {row[ndcg]:.2f} |"
             )

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mess_kedro.aspect_search import aspect_supervision, fit_subspaces
+from mess_kedro.consistency import require_same_tracks
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.descriptors import CLASSIC_SOURCE, descriptor_matrix
 from mess_kedro.fusion import (
@@ -81,6 +82,16 @@ def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[Fusio
             )
             methods.append(ProjectionNetwork(names.index(layer), layer, config))
     return methods
+
+
+def _require_current(layer_embeddings: EmbeddingSet, track_splits: pd.DataFrame) -> None:
+    for name, backbone in layer_embeddings.backbones.items():
+        require_same_tracks(
+            backbone.track_ids,
+            track_splits["track_id"],
+            what=f"layer_embeddings ({name})",
+            rerun="kedro run --from-nodes=extract_track_embeddings",
+        )
 
 
 def _composite(index, columns: list[str]) -> np.ndarray:
@@ -195,6 +206,7 @@ def train_fusion_models(  # noqa: PLR0917 - Kedro passes a node's inputs positio
             score and the learned layer weights; ``backbones`` is the primary split's.
     """
     primary, seeds = split_seeds(track_splits)
+    _require_current(layer_embeddings, track_splits)
     report: dict[str, Any] = {
         "relation": params.get("relation", "performer"),
         "primary_seed": primary,
@@ -251,6 +263,7 @@ def fit_aspect_subspaces(  # noqa: PLR0917 - Kedro passes a node's inputs positi
     """
     options = params.get("aspect_search", {})
     primary, seeds = split_seeds(track_splits)
+    _require_current(layer_embeddings, track_splits)
     truth = track_factors(performance_ground_truth) if len(performance_ground_truth) else pd.DataFrame()
     sources = {name: (b.tracks, b.layer_names) for name, b in layer_embeddings.backbones.items()}
     report: dict[str, Any] = {"primary_seed": primary, "seeds": {}}

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mess_kedro.consistency import require_same_tracks
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.indexing import IndexBundle, build_index, checksum
@@ -100,6 +101,12 @@ def build_serving_indices(
     bundles: dict[str, IndexBundle] = {}
     for name in wanted:
         embeddings = layer_embeddings.backbones[name]
+        require_same_tracks(
+            embeddings.track_ids,
+            manifest.index,
+            what=f"layer_embeddings ({name})",
+            rerun="kedro run --from-nodes=extract_track_embeddings",
+        )
         metadata = manifest.reindex(embeddings.track_ids).reset_index()
         metadata = metadata[[c for c in METADATA_COLUMNS if c in metadata.columns]]
         sources = _aspect_sources(embeddings, aspect_subspaces.get(name, {}))
@@ -212,13 +219,20 @@ def _selectivity_lines(selectivity_summary: pd.DataFrame) -> list[str]:
         (selectivity_summary["split_seed"] == "all")
         & selectivity_summary["method"].isin(["selective", "oracle"])
     ]
+    seeds = int(across["seeds"].max())
     lines = [
         "",
-        f"## Aspect selectivity (mean over {int(across['seeds'].max())} split seeds): diagonal rho / leakage",
+        f"## Aspect selectivity (mean over {seeds} split seeds): diagonal rho / leakage",
         "",
     ]
     for label, group in across.groupby("label", sort=False):
-        cells = ", ".join(f"{r.aspect} {r.selectivity:.2f}/{r.leakage:.2f}" for r in group.itertuples())
+        full = group[group["seeds"] == seeds]
+        cells = ", ".join(f"{r.aspect} {r.selectivity:.2f}/{r.leakage:.2f}" for r in full.itertuples())
+        partial = group[group["seeds"] < seeds]
+        if len(partial):
+            cells += "; decodable on too few seeds to report: " + ", ".join(
+                f"{r.aspect} ({int(r.seeds)}/{seeds})" for r in partial.itertuples()
+            )
         lines.append(f"- {label}: {cells}")
     return lines
 
