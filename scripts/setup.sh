@@ -52,4 +52,8 @@ echo "[setup] installing mess-kedro and its dependencies"
 #    old numpy, none of which the project runs.
 "${PIP[@]}" install --no-deps "musicnn==0.1.0"
 
+# 6. basic-pitch, for its ONNX transcription model (notes for recordings without
+#    MIDI). --no-deps: its metadata pins TensorFlow, which the ONNX model does not need.
+"${PIP[@]}" install --no-deps "basic-pitch==0.4.0"
+
 .venv/bin/python -c "import fluidsynth, torch; print('[setup] ok: torch', torch.__version__, '| FluidSynth found')"

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from mess_kedro.datasets import FaissIndexSetDataset
-from mess_kedro.fusion import SingleLayer
+from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.indexing import IndexBundle, IndexMismatchError, build_index, checksum
 from mess_kedro.serving import SimilaritySearch, interpolate, name_clusters
 
@@ -217,3 +217,38 @@ def test_an_aspect_searches_its_selective_subspace_unless_the_layer_is_asked_for
     assert all(
         abs(loud[int(t[1:])] - middle) <= np.sort(np.abs(loud - middle))[4] for t in blended["track_id"]
     )
+
+
+def test_two_dissimilar_outside_queries_get_dissimilar_rankings_in_an_aspect():
+    """Outside audio shares an offset from the collection (a domain shift): in a whole
+    centred layer that offset dominates every outside query's ranking; the aspect's
+    selective subspace reads only the aspect's direction, so a loud and a quiet outside
+    query rank the collection in opposite orders."""
+    from scipy.stats import spearmanr
+
+    from mess_kedro.aspect_search import AspectSubspace
+
+    rng = np.random.default_rng(7)
+    n, dim = 80, 16
+    loud = rng.normal(size=n)
+    direction = np.eye(dim)[0]
+    layer = loud[:, None] * direction + rng.normal(size=(n, dim))
+    ids, groups = [f"t{i}" for i in range(n)], [f"g{i % 20}" for i in range(n)]
+    method = AspectSubspace("dynamics", ["truth:loud"], [0], ["x"])
+    method.fit([layer], loud[:, None])
+    coordinates = method.transform([layer]).astype(np.float32)
+    meta = pd.DataFrame({"track_id": ids, "title": ids, "composer": "c", "performer": "p", "group": groups})
+    manifest = {"name": "b/aspect-dynamics", "metric": "l2", "dim": coordinates.shape[1], "count": n}
+    selective = IndexBundle(build_index(coordinates, metric="l2"), meta, coordinates, method.state(), manifest)
+    whole = bundle(layer, ids, groups, "b/layer-dynamics")
+    offset = 6.0 * np.eye(dim)[5:10].sum(axis=0)  # what every outside recording shares
+    queries = [offset + 3.0 * direction, offset - 3.0 * direction]  # a loud and a quiet outside take
+    rows = np.arange(n)
+    whole_scores = [
+        whole.score(rows, restore(whole.transform).transform([q[None]])[0].astype(np.float32)) for q in queries
+    ]
+    selective_scores = [selective.score(rows, method.transform([q[None]])[0]) for q in queries]
+    assert spearmanr(*whole_scores)[0] > 0.5  # the mechanism: the shared offset sets both rankings
+    assert spearmanr(*selective_scores)[0] < -0.5  # opposite queries, opposite rankings
+    inside = selective.outside(coordinates[3]) <= 1.0
+    assert inside and selective.outside(method.transform([queries[0][None]])[0]) > 1.0

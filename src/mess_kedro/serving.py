@@ -425,7 +425,29 @@ class SimilaritySearch:
         for column, value in (where or {}).items():
             table = table[table[column].astype(str) == str(value)]
         table = table.sort_values("score", ascending=False, kind="stable").head(n)
-        return table[[c for c in SHOWN if c in table.columns] + ["score"]].reset_index(drop=True)
+        result = table[[c for c in SHOWN if c in table.columns] + ["score"]].reset_index(drop=True)
+        if own_id is None:  # a file from outside: say how far outside the collection it lies
+            result.attrs["outside"] = {key: self.indices[key].outside(vectors[key]) for key in sources}
+        return result
+
+
+def outside_note(table: pd.DataFrame, threshold: float = 1.0) -> str | None:
+    """A warning for a query from outside the collection: where it lies beyond the collection's
+    reach, and that fused embeddings (learned on the collection) pull any outside audio into it."""
+    outside = table.attrs.get("outside", {})
+    notes = []
+    far = {k: v for k, v in outside.items() if v > threshold}
+    if far:
+        where = ", ".join(f"{k} ({v:.1f}x the usual nearest-neighbour gap)" for k, v in far.items())
+        notes.append(
+            f"the query lies outside the collection in {where}: the nearest are the collection's extremes"
+        )
+    if any(k.startswith(("fused-", "layer-")) for k in outside):
+        notes.append(
+            "fused embeddings and whole layers rank outside audio largely by its offset from the collection "
+            "(unrelated outside queries get similar rankings); for a file from elsewhere, search in an aspect"
+        )
+    return "note: " + "; ".join(notes) if notes else None
 
 
 def _index_key(

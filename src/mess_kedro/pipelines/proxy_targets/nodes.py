@@ -55,12 +55,18 @@ def compute_track_targets(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     track_midi: Mapping[str, Callable[[], Any]],
     track_manifest: pd.DataFrame,
+    midi_sources: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The 22 targets and the classic descriptors of every whole track.
 
+    Args:
+        track_midi: per track, the notes its MIDI targets read (its own MIDI or a transcription).
+        midi_sources: per track, where those notes come from (``midi`` | ``transcribed`` | ``none``).
+
     Returns:
-        track_targets: ``track_id`` + one column per target (NaN where not computable).
-        target_gaps: one row per NaN: ``level``, ``track_id``, ``target``, ``reason``.
+        track_targets: ``track_id`` + one column per target (NaN where not computable)
+            + ``midi_source``: MIDI targets from a transcription are estimates, not ground truth.
+        track_target_gaps: one row per NaN: ``level``, ``track_id``, ``target``, ``reason``.
         track_descriptors: ``track_id`` + one column per classic descriptor.
     """
 
@@ -88,8 +94,14 @@ def compute_track_targets(
         gaps.extend(
             {"level": "track", "track_id": track_id, "target": t, "reason": r} for t, r in reasons.items()
         )
+    targets = pd.DataFrame(rows, columns=["track_id", *TARGETS])
+    sources = midi_sources if midi_sources is not None else pd.DataFrame(columns=["track_id", "midi_source"])
+    targets = targets.merge(sources[["track_id", "midi_source"]], on="track_id", how="left")
+    targets["midi_source"] = targets["midi_source"].fillna(
+        targets["track_id"].map(lambda t: "midi" if t in track_midi else "none")
+    )
     return (
-        pd.DataFrame(rows, columns=["track_id", *TARGETS]),
+        targets,
         pd.DataFrame(gaps, columns=["level", "track_id", "target", "reason"]),
         pd.DataFrame(described, columns=["track_id", *DESCRIPTORS]),
     )
@@ -99,7 +111,7 @@ def compute_segment_targets(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     track_midi: Mapping[str, Callable[[], Any]],
     layer_embeddings: EmbeddingSet,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The 22 targets and the classic descriptors of every embedded segment, aligned with the segment index.
 
     Spans shared by several backbones (a model and its random-init twin) are
@@ -110,35 +122,56 @@ def compute_segment_targets(
             backbone's segment matrix), ``track_id``, ``start_s``, ``end_s`` + one
             column per target.
         segment_descriptors: the same keys + one column per classic descriptor.
+        segment_target_gaps: per track, target and reason, how many of its spans
+            have no value (e.g. phrase targets on spans shorter than they need).
     """
     index = layer_embeddings.segment_index
     spans = index[["track_id", "start_s", "end_s"]].drop_duplicates().sort_values(["track_id", "start_s"])
 
-    def describe_spans(group: tuple[str, pd.DataFrame]) -> list[tuple[dict, dict]]:
+    def describe_spans(group: tuple[str, pd.DataFrame]) -> list[tuple[dict, dict, dict]]:
         track_id, track_spans = group
         signal = prepared_audio[track_id]()
         midi = track_midi[track_id]() if track_id in track_midi else None
         sr, results = signal.sample_rate, []
         for start_s, end_s in track_spans[["start_s", "end_s"]].itertuples(index=False):
             chunk = signal.samples[int(round(start_s * sr)) : int(round(end_s * sr))]
-            values, _, descriptors = _describe(chunk, sr, midi, start_s, end_s)
+            values, reasons, descriptors = _describe(chunk, sr, midi, start_s, end_s)
             key = {"track_id": track_id, "start_s": start_s, "end_s": end_s}
-            results.append((key | values, key | dict(zip(DESCRIPTORS, descriptors, strict=True))))
+            results.append((key | values, key | dict(zip(DESCRIPTORS, descriptors, strict=True)), reasons))
         return results
 
-    computed, described = [], []
+    computed, described, gaps = [], [], []
     for results in _in_threads(describe_spans, list(spans.groupby("track_id")), "proxy targets: segments"):
-        for values, descriptors in results:
+        for values, descriptors, reasons in results:
             computed.append(values)
             described.append(descriptors)
+            gaps.extend(
+                {"track_id": values["track_id"], "target": t, "reason": r} for t, r in reasons.items()
+            )
     keys = ["track_id", "start_s", "end_s"]
     targets = index.merge(pd.DataFrame(computed), on=keys, how="left")
     descriptors = index.merge(pd.DataFrame(described), on=keys, how="left")
     logger.info("Segment targets and descriptors: %d spans for %d segment rows", len(computed), len(targets))
+    columns = ["level", "track_id", "target", "reason", "segments"]
+    gap_table = (
+        pd.DataFrame(gaps, columns=["track_id", "target", "reason"])
+        .value_counts()
+        .rename("segments")
+        .reset_index()
+        .assign(level="segment")[columns]
+        if gaps
+        else pd.DataFrame(columns=columns)
+    )
     return (
         targets.sort_values(["backbone", "row"]).reset_index(drop=True),
         descriptors.sort_values(["backbone", "row"]).reset_index(drop=True),
+        gap_table.sort_values(["track_id", "target"]).reset_index(drop=True),
     )
+
+
+def list_target_gaps(track_target_gaps: pd.DataFrame, segment_target_gaps: pd.DataFrame) -> pd.DataFrame:
+    """Every missing target with its reason: per track, and per track's spans (with how many)."""
+    return pd.concat([track_target_gaps.assign(segments=np.nan), segment_target_gaps], ignore_index=True)
 
 
 def compute_segment_truth(
