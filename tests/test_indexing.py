@@ -239,13 +239,16 @@ def test_two_dissimilar_outside_queries_get_dissimilar_rankings_in_an_aspect():
     coordinates = method.transform([layer]).astype(np.float32)
     meta = pd.DataFrame({"track_id": ids, "title": ids, "composer": "c", "performer": "p", "group": groups})
     manifest = {"name": "b/aspect-dynamics", "metric": "l2", "dim": coordinates.shape[1], "count": n}
-    selective = IndexBundle(build_index(coordinates, metric="l2"), meta, coordinates, method.state(), manifest)
+    selective = IndexBundle(
+        build_index(coordinates, metric="l2"), meta, coordinates, method.state(), manifest
+    )
     whole = bundle(layer, ids, groups, "b/layer-dynamics")
     offset = 6.0 * np.eye(dim)[5:10].sum(axis=0)  # what every outside recording shares
     queries = [offset + 3.0 * direction, offset - 3.0 * direction]  # a loud and a quiet outside take
     rows = np.arange(n)
     whole_scores = [
-        whole.score(rows, restore(whole.transform).transform([q[None]])[0].astype(np.float32)) for q in queries
+        whole.score(rows, restore(whole.transform).transform([q[None]])[0].astype(np.float32))
+        for q in queries
     ]
     selective_scores = [selective.score(rows, method.transform([q[None]])[0]) for q in queries]
     assert spearmanr(*whole_scores)[0] > 0.5  # the mechanism: the shared offset sets both rankings

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mess_kedro.audio import write_audio
+from mess_kedro.audio import AudioSignal, write_audio
 from tests.conftest import PROJECT_ROOT, tiny_demo_params, tone
 
 KEDRO = str(Path(sys.executable).parent / "kedro")
@@ -83,7 +83,8 @@ def test_ingest_runs_offline_mixing_demo_and_user_folder(project):
     assert "Ingest: 19 tracks" in log  # the summary is printed
     summary_path = versions(root / "data" / "08_reporting" / "ingest_summary.json")[0] / "ingest_summary.json"
     summary = json.loads(summary_path.read_text())
-    assert (summary["tracks"], summary["performers"], summary["pieces"], summary["rejects"]) == (19, 3, 7, 1)
+    # The top-level user file has an unknown work: not counted as a piece.
+    assert (summary["tracks"], summary["performers"], summary["pieces"], summary["rejects"]) == (19, 3, 6, 1)
     assert summary["demo_independence"]["renditions"] == 18
 
     manifest_versions = versions(root / "data" / "03_primary" / "track_manifest.parquet")
@@ -185,13 +186,56 @@ def test_embed_runs_after_ingest_and_resumes(project):
 
 
 @pytest.mark.slow
-def test_ingest_of_a_user_folder_alone(project):
-    root, user = project
-    kedro_run(root, "ingest", "--params", f"demo_corpus.enabled=false,source.kind=folder,source.path={user}")
-    manifest = pd.read_parquet(
-        versions(root / "data" / "03_primary" / "track_manifest.parquet")[-1] / "track_manifest.parquet"
+def test_a_user_folder_too_small_to_split_is_refused_up_front(project):
+    root, user = project  # one readable recording: one composition
+    env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
+    params = f"demo_corpus.enabled=false,source.kind=folder,source.path={user}"
+    result = subprocess.run(
+        [KEDRO, "run", "--pipelines=ingest", "--params", params],
+        check=False,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert manifest["dataset"].tolist() == ["folder"]
+    assert result.returncode != 0
+    assert "1 composition(s) in the collection, grouped splits need at least 3" in " ".join(
+        (result.stdout + result.stderr).split()
+    )
+
+
+@pytest.fixture(scope="module")
+def five_track_folder(project, tmp_path_factory):
+    """Five recordings at the top of a folder: no metadata, no MIDI (a new user's first try)."""
+    folder = tmp_path_factory.mktemp("five")
+    for i, (freq, amp) in enumerate([(196, 0.1), (262, 0.5), (330, 0.2), (440, 0.7), (523, 0.3)]):
+        t = np.arange(int(3.5 * 22050)) / 22050
+        notes = np.sin(2 * np.pi * freq * (1 + (t * (i + 1)).astype(int) % 3 / 4) * t)  # a few pitches
+        write_audio(
+            folder / f"take_{i}.wav",
+            AudioSignal((amp * notes * np.exp(-(t % 0.5))).astype(np.float32), 22050),
+        )
+    return folder
+
+
+@pytest.mark.slow
+def test_a_five_track_folder_without_metadata_runs_to_the_end(project, five_track_folder):
+    root, _ = project
+    params = f"demo_corpus.enabled=false,source.kind=folder,source.path={five_track_folder}"
+    log = kedro_run(root, "__default__", "--params", params)
+    summary = (versions(root / "data" / "08_reporting" / "run_summary.md")[-1] / "run_summary.md").read_text()
+    assert "5 tracks" in summary and "5 with unknown performer, 5 with unknown piece" in summary
+    assert "by unknown" in summary and "by None" not in summary
+    # Unknown performers match nothing: retrieval says why instead of reporting AP 1.000.
+    assert "No test query has a relevant item for relation 'performer'" in summary
+    assert "1.000 [1.000, 1.000]" not in summary
+    targets = pd.read_parquet(
+        versions(root / "data" / "04_feature" / "track_targets.parquet")[-1] / "track_targets.parquet"
+    )
+    assert set(targets["midi_source"]) == {"transcribed"}  # basic-pitch gave the MIDI targets values
+    assert targets["velocity_mean"].notna().all()
+    assert "Traceback" not in log
 
 
 @pytest.mark.slow

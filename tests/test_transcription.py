@@ -51,9 +51,10 @@ def test_in_memory_transcription_equals_basic_pitchs_predict_on_a_file(tmp_path)
     with contextlib.redirect_stdout(io.StringIO()):
         _, reference, _ = predict(str(path), Model(build_icassp_2022_model_path(FilenameSuffix.onnx)))
     ours = transcribe(y, 22050)
-    as_tuples = lambda m: sorted(
-        (n.start, n.end, n.pitch, n.velocity) for i in m.instruments for n in i.notes
-    )  # noqa: E731
+
+    def as_tuples(m):
+        return sorted((n.start, n.end, n.pitch, n.velocity) for i in m.instruments for n in i.notes)  # noqa: E731
+
     assert as_tuples(ours) == as_tuples(reference) and len(as_tuples(ours)) >= 3
     assert {60, 64, 67} <= {
         n.pitch for i in ours.instruments for n in i.notes
