@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import stat
 import struct
@@ -26,10 +27,11 @@ from mess_kedro.audio import AudioReadError, file_notes, read_audio, read_mono, 
 from mess_kedro.checkpoints import CheckpointError, load_state, save_state
 from mess_kedro.consistency import StaleInputError
 from mess_kedro.datasets import AudioCollectionDataset, FaissIndexSetDataset, NpzDataset, StateDataset
-from mess_kedro.fusion import ConcatPCA, DiagonalWeighting, SingleLayer, TrainingConfig, restore
-from mess_kedro.indexing import IndexBundle, IndexMismatchError, build_index, checksum
+from mess_kedro.fusion import ConcatPCA, DiagonalWeighting, TrainingConfig, restore
+from mess_kedro.indexing import IndexBundle, IndexMismatchError
 from mess_kedro.serving import SimilaritySearch
 from tests.conftest import PROJECT_ROOT, project_parameters, tone
+from tests.test_indexing import bundle
 
 # --------------------------------------------------------------------------- bad audio files
 
@@ -132,18 +134,7 @@ class _Payload:
 
 
 def _bundle(layer: np.ndarray, ids: list[str], name: str) -> IndexBundle:
-    method = SingleLayer(0, "x").fit([layer], None)
-    vectors = method.transform([layer]).astype(np.float32)
-    metadata = pd.DataFrame({"track_id": ids, "title": [f"title {i}" for i in ids], "group": ids})
-    manifest = {
-        "name": name,
-        "label": name.split("/", maxsplit=1)[0],
-        "random_init": False,
-        "dim": vectors.shape[1],
-        "count": len(ids),
-        "checksum": checksum(vectors, metadata),
-    }
-    return IndexBundle(build_index(vectors, "flat"), metadata, vectors, method.state(), manifest)
+    return bundle(layer, ids, ids, name)
 
 
 def test_a_planted_pickle_never_runs(tmp_path):
@@ -308,8 +299,8 @@ def test_a_bundle_without_its_manifest_is_refused_not_dropped(two_backbones):
 
 def test_a_corrupt_backbone_does_not_block_the_others(two_backbones):
     dataset, root = two_backbones
-    for bundle in ("fused-x", "layer-dynamics"):
-        (root / "alpha" / bundle / "index.faiss").write_bytes(b"garbage")
+    for key in ("fused-x", "layer-dynamics"):
+        (root / "alpha" / key / "index.faiss").write_bytes(b"garbage")
     search = SimilaritySearch(dataset.load(), backbone="beta")
     assert len(search.similar("t0", fused="x", n=3)) == 3
     default = SimilaritySearch(dataset.load())  # alpha comes first, but none of its indices opens
@@ -386,13 +377,14 @@ def test_cli_answers_name_what_was_searched_and_filters_take_commas(cli):
     code, output = cli("similar", "t0", "--aspect", "dynamics", "--method", "layer")
     assert code == 0 and "in dynamics (whole layer)" in output
     code, output = cli("clusters", "-k", "3")
-    assert code == 0 and "members" in output and "title t" in output
+    assert code == 0 and "members" in output
+    assert all(re.search(rf"\bt{i}\b", output) for i in range(12))  # every track listed in a cluster
 
 
 def test_the_tracks_own_prepared_file_is_recognised_as_itself(cli, tmp_path, monkeypatch):
     search = SimilaritySearch.__new__(SimilaritySearch)  # only the recognition is under test
-    ids = [f"t{i}" for i in range(5)]
-    search.indices = {"layer-x": _bundle(np.random.default_rng(2).normal(size=(5, 6)), ids, "b/layer-x")}
+    ids = [f"t{i}" for i in range(6)]
+    search.indices = {"layer-x": _bundle(np.random.default_rng(2).normal(size=(6, 6)), ids, "b/layer-x")}
     search.metadata = search.indices["layer-x"].metadata
     own = np.asarray(search.indices["layer-x"].vectors[3])
     assert search._same_recording("layer-x", own) == "t3"
@@ -449,3 +441,28 @@ def test_fuzzed_key_value_options_parse_or_fail_cleanly(text):
         assert all(isinstance(k, str) and k for k in pairs) and all(
             isinstance(v, float) for v in pairs.values()
         )
+
+
+def test_a_killed_runs_mlflow_run_is_marked_failed_by_the_next_run(tmp_path):
+    import socket
+
+    mlflow = pytest.importorskip("mlflow")
+    from mess_kedro.hooks import fail_abandoned_runs
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()  # a process id that no longer runs
+        client = mlflow.tracking.MlflowClient()
+        experiment = client.create_experiment("x")
+        killed = client.create_run(
+            experiment, tags={"mess.host": socket.gethostname(), "mess.pid": str(dead.pid)}
+        )
+        alive = client.create_run(
+            experiment, tags={"mess.host": socket.gethostname(), "mess.pid": str(os.getpid())}
+        )
+        assert fail_abandoned_runs(mlflow) == [killed.info.run_id]
+        assert client.get_run(killed.info.run_id).info.status == "FAILED"
+        assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -103,7 +103,7 @@ def relation_labels(index, relation: str, track_targets=None, teacher: dict | No
     # An unknown performer (or piece) is nobody's match: two unknowns are not "the same".
     known = index[RELATIONS[relation]]
     if relation == "piece":
-        known = known.where(~known.astype(str).str.contains("::recording:"), None)
+        known = known.where(~known.fillna("").astype(str).str.contains("::recording:"), None)
     unknown = "unknown:" + index["track_id"].astype(str)
     return known.where(known.notna(), unknown).astype(str).to_numpy()
 

@@ -206,8 +206,8 @@ def clustering_scores(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0)
 
 NO_QUERIES = (
     "No test query has a relevant item for relation '{relation}' (a track whose {relation} is unknown "
-    "matches no other): retrieval was not evaluated. Give a metadata CSV, or set fusion.relation and "
-    "evaluation.relation to teacher."
+    "matches no other): retrieval was not evaluated. Give a metadata CSV, or choose another relation "
+    "(kedro run --params relation=teacher)."
 )
 
 
@@ -223,3 +223,16 @@ def too_few_queries(metrics: pd.DataFrame, headline: str) -> str | None:
         f"Too few test queries for a result ({fewest} < {wanted} on some split seed): "
         "the numbers below are shown for checking only, not as findings."
     )
+
+
+RELATION_WORDS = {
+    "performer": "the same performer in other pieces",
+    "piece": "the same piece by other performers",
+    "composer": "the same composer in other pieces",
+    "teacher": "the same proxy-target cluster in other pieces",
+}
+
+
+def relation_words(relation: str) -> str:
+    """What a relevant result is under ``relation``, in words."""
+    return RELATION_WORDS.get(relation, f"the same {relation}")

@@ -39,6 +39,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .audio import AudioChecks, content_hash, inspect_audio, prepare_audio, read_mono
+from .digests import file_digest
 from .indexing import IndexBundle, IndexMismatchError
 
 logger = logging.getLogger(__name__)
@@ -91,14 +92,6 @@ def _entry(layers: list[np.ndarray], digest: str) -> dict[str, np.ndarray]:
 
 def _entry_layers(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [arrays[f"layer{i}"] for i in range(int(arrays["n_layers"]))]
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:24]
 
 
 class _BackboneIndices(Mapping):
@@ -274,7 +267,7 @@ class SimilaritySearch:
     def _cache_key(self, path: Path) -> str:
         m = self._manifest
         config = f"{self.backbone}|{m.get('weights_id')}|{m.get('embed_config_id')}|{m.get('segment_s')}"
-        return f"{self.backbone}-{_file_digest(path)}-{hashlib.sha256(config.encode()).hexdigest()[:8]}"
+        return f"{self.backbone}-{file_digest(path, 24)}-{hashlib.sha256(config.encode()).hexdigest()[:8]}"
 
     def _file_entry(self, path: Path) -> tuple[dict[str, np.ndarray], str | None]:
         """The file's cache entry (per-layer embeddings, content hash, vectors found so far) and its key."""

@@ -18,7 +18,6 @@ random weights and is labelled ``random-init``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..digests import file_digest
 from .base import Backbone, BackboneSpec
 
 if TYPE_CHECKING:
@@ -196,14 +196,6 @@ def find_weights_dir(hub_repo: str | None, weights_path: str | None) -> tuple[Pa
     return None, [str(c) for c in candidates]
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
-
-
 def _random_init_backbone(spec: BackboneSpec, seed: int) -> Backbone:
     """``spec``'s architecture with seeded random weights, labelled as such."""
     torch.manual_seed(seed)
@@ -250,7 +242,7 @@ def load_mert(
         return _random_init_backbone(spec, seed)
 
     weights_file = next(folder / f for f in WEIGHT_FILES if (folder / f).is_file())
-    weights_id = f"sha256-{_file_digest(weights_file)}"
+    weights_id = f"sha256-{file_digest(weights_file, 12)}"
     if trust_remote_code:
         from transformers import AutoModel
 

@@ -18,7 +18,6 @@ it fail: another backbone's indices still answer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,21 +27,13 @@ import pandas as pd
 
 from mess_kedro.atomic import atomic_folder
 from mess_kedro.checkpoints import CheckpointError, load_state, save_state
+from mess_kedro.digests import file_digest
 from mess_kedro.indexing import IndexBundle, IndexMismatchError
 
 from ._local_file import LocalFileDataset
 
 FILES = ("index.faiss", "metadata.parquet", "vectors.npy", "transform.safetensors")
 LEGACY = ("transform.pkl",)  # older bundles: refused, never unpickled
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_bundle(folder: Path) -> bool:

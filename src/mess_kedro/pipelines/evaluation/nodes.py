@@ -30,6 +30,7 @@ from mess_kedro.metrics import (
     clustering_scores,
     evaluate_queries,
     paired_bootstrap,
+    relation_words,
     too_few_queries,
 )
 from mess_kedro.splits import split_of, split_seeds
@@ -198,7 +199,7 @@ def _retrieval_section(metrics, comparisons, fusion_report, params) -> list[str]
     headline, reference = params.get("headline", "ap"), params.get("reference", "uniform_mean")
     seeds = sorted(metrics["split_seed"].unique()) if len(metrics) else []
     lines = [
-        f"# Evaluation: retrieval of the same {params.get('relation', 'performer')} (other pieces), test split",
+        f"# Evaluation: retrieval of {relation_words(params.get('relation', 'performer'))}, test split",
         "",
         f"Each split seed ({', '.join(map(str, seeds))}) has its own test split and its own fitted models; "
         f"'wins' means the paired-bootstrap CI against {reference} is above 0 on **every** seed.",

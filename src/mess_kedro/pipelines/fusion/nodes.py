@@ -94,10 +94,16 @@ def _require_current(layer_embeddings: EmbeddingSet, track_splits: pd.DataFrame)
         )
 
 
+def _learnable(labels: np.ndarray) -> bool:
+    """A metric can be learned from these labels: two or more labels, and some label on two tracks."""
+    _, counts = np.unique(labels, return_counts=True)
+    return len(counts) >= 2 and bool((counts >= 2).any())
+
+
 def _composite(index, columns: list[str]) -> np.ndarray:
     """One label per track from several columns, e.g. performer x composer; a track with
     an unknown part matches no other (two unknowns are not "the same")."""
-    labels = index[columns].astype(str).agg(" x ".join, axis=1)
+    labels = index[columns].fillna("unknown").astype(str).agg(" x ".join, axis=1)
     unknown = index[columns].isna().any(axis=1)
     return labels.where(~unknown, "unknown:" + index["track_id"].astype(str)).to_numpy()
 
@@ -133,9 +139,11 @@ def _fit_backbone(
             method_labels = composite
         else:
             method_labels = labels
-        if learned and not isinstance(method, MultiTaskProbe) and len(np.unique(method_labels[train])) < 2:
+        if learned and not isinstance(method, MultiTaskProbe) and not _learnable(method_labels[train]):
             logger.warning(
-                "%s: fewer than 2 labels in the training split; %s skipped", embeddings.name, method.name
+                "%s: no two training tracks share a label and at least two labels are needed; %s skipped",
+                embeddings.name,
+                method.name,
             )
             continue
         started = time.perf_counter()
