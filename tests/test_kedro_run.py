@@ -307,7 +307,7 @@ def test_proxy_targets_and_probing_after_embed(project):
     assert by_audio.returncode == 0, by_audio.stderr[-2000:]
     assert by_audio.stdout.splitlines()[2].split()[0] == own["track_id"]  # its own recording first
     baseline = similar(own["track_id"], "--aspect", "brightness", "--method", "layer", "-n", "3")
-    assert baseline.returncode == 0 and "brightness (layer)" in baseline.stdout.splitlines()[0]
+    assert baseline.returncode == 0 and "brightness (whole layer)" in baseline.stdout.splitlines()[0]
     for bad in (
         ["no-such-track", "--aspect", "brightness"],
         [own["track_id"], "--aspect", "sparkle"],
