@@ -258,3 +258,15 @@ def test_a_method_that_never_leaves_its_start_is_flagged():
     trained = DiagonalWeighting(TrainingConfig(epochs=60, seed=0))
     trained.fit([x[train] for x in layers], perf[train], [x[val] for x in layers], perf[val])
     assert trained.left_init == (trained.best_epoch > 0)
+
+
+def test_a_teacher_without_enough_training_tracks_matches_nothing_instead_of_failing():
+    from mess_kedro.fusion import teacher_labels
+
+    index = pd.DataFrame({"track_id": ["a", "b", "c"], "split": ["train", "validation", "test"]})
+    targets = pd.DataFrame({"track_id": ["a", "b", "c"], "tempo": [1.0, 2.0, 3.0], "rubato": [np.nan] * 3})
+    labels = teacher_labels(index, targets, ["tempo", "rubato"], n_clusters=2)
+    assert len(set(labels)) == 3  # one training track cannot form clusters: no track matches another
+    index["split"] = ["train", "train", "test"]
+    labels = teacher_labels(index, targets, ["tempo", "rubato"], n_clusters=2)  # rubato unknown everywhere
+    assert len(set(labels[:2])) == 2 and all(not label.startswith("unknown") for label in labels)

@@ -220,7 +220,7 @@ def test_a_five_track_folder_without_metadata_runs_to_the_end(project, five_trac
     assert "5 tracks" in summary and "5 with unknown performer, 5 with unknown piece" in summary
     assert "by unknown" in summary and "by None" not in summary
     # Unknown performers match nothing: retrieval says why instead of reporting AP 1.000.
-    assert "No test query has a relevant item for relation 'performer'" in summary
+    assert "No test query has a relevant item under relation 'performer'" in summary
     assert "1.000 [1.000, 1.000]" not in summary
     targets = pd.read_parquet(
         versions(root / "data" / "04_feature" / "track_targets.parquet")[-1] / "track_targets.parquet"

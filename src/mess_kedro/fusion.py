@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,15 @@ def teacher_labels(index, track_targets, targets: list[str], n_clusters: int, se
 
     values = index[["track_id"]].merge(track_targets, on="track_id", how="left")[targets].to_numpy(float)
     train = index["split"].to_numpy() == "train"
+    usable = np.isfinite(values[train]).any(axis=0)  # a target no training track has cannot cluster
+    if train.sum() < 2 or not usable.any():
+        logging.getLogger(__name__).warning(
+            "teacher: %d training track(s) with %d usable target(s): no clusters, no track matches another",
+            int(train.sum()),
+            int(usable.sum()),
+        )
+        return ("unknown:" + index["track_id"].astype(str)).to_numpy()
+    values = values[:, usable]
     median = np.nanmedian(values[train], axis=0)
     values = np.where(np.isnan(values), median, values)
     mean, std = values[train].mean(0), values[train].std(0)

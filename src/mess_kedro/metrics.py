@@ -204,11 +204,17 @@ def clustering_scores(embeddings: np.ndarray, labels: np.ndarray, seed: int = 0)
     }
 
 
-NO_QUERIES = (
-    "No test query has a relevant item for relation '{relation}' (a track whose {relation} is unknown "
-    "matches no other): retrieval was not evaluated. Give a metadata CSV, or choose another relation "
-    "(kedro run --params relation=teacher)."
-)
+def no_queries_note(relation: str) -> str:
+    """Why retrieval could not be evaluated under ``relation``, and what to do about it."""
+    if relation == "teacher":
+        why = (
+            "too few training tracks with proxy targets to form clusters, or no cluster holds two test tracks"
+        )
+        fix = "add recordings"
+    else:
+        why = f"a track whose {relation} is unknown matches no other"
+        fix = "give a metadata CSV, or choose another relation (kedro run --params relation=teacher)"
+    return f"No test query has a relevant item under relation '{relation}' ({why}): retrieval was not evaluated; {fix}."
 
 
 def too_few_queries(metrics: pd.DataFrame, headline: str) -> str | None:

@@ -24,11 +24,11 @@ from scipy.stats import spearmanr
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options
 from mess_kedro.metrics import (
-    NO_QUERIES,
     across_seeds,
     bootstrap_mean,
     clustering_scores,
     evaluate_queries,
+    no_queries_note,
     paired_bootstrap,
     relation_words,
     too_few_queries,
@@ -206,7 +206,7 @@ def _retrieval_section(metrics, comparisons, fusion_report, params) -> list[str]
         "",
     ]
     if metrics.empty:
-        return [*lines, f"{NO_QUERIES.format(relation=params.get('relation', 'performer'))}", ""]
+        return [*lines, no_queries_note(params.get("relation", "performer")), ""]
     summary = across_seeds(metrics, comparisons, headline)
     few = too_few_queries(metrics, headline)
     if few:

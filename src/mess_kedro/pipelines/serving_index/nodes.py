@@ -19,7 +19,7 @@ from mess_kedro.consistency import require_same_tracks
 from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.indexing import IndexBundle, build_index, checksum
-from mess_kedro.metrics import NO_QUERIES, across_seeds, too_few_queries
+from mess_kedro.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
 
 logger = logging.getLogger(__name__)
 
@@ -192,11 +192,11 @@ def _evaluation_lines(
         relation = str(metrics["relation"].iloc[0])
     lines = [
         "",
-        f"## Retrieval ({headline}, same {relation} in other pieces; mean over split seeds, min)",
+        f"## Retrieval ({headline}, {relation_words(relation)}; mean over split seeds, min)",
         "",
     ]
     if metrics.empty:
-        return [*lines, NO_QUERIES.format(relation=relation)]
+        return [*lines, no_queries_note(relation)]
     few = too_few_queries(metrics, headline)
     if few:
         lines += [few, ""]
