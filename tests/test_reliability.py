@@ -466,3 +466,31 @@ def test_a_killed_runs_mlflow_run_is_marked_failed_by_the_next_run(tmp_path):
         assert client.get_run(alive.info.run_id).info.status == "RUNNING"
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_tables_and_reports_are_saved_atomically_too(tmp_path, monkeypatch):
+    from kedro.io.core import Version
+
+    from mess_kedro.datasets import JSONDataset, ParquetDataset
+
+    table = pd.DataFrame({"a": range(5)})
+    versioned = ParquetDataset(filepath=str(tmp_path / "t.parquet"), version=Version(None, None))
+    versioned.save(table)
+    pd.testing.assert_frame_equal(versioned.load(), table)
+    (saved,) = (tmp_path / "t.parquet").glob("*/t.parquet")
+    report = JSONDataset(filepath=str(tmp_path / "r.json"))
+    report.save({"version": 1})
+
+    def dies_mid_write(self, path, *args, **kwargs):
+        Path(path.path if hasattr(path, "path") else path).write_bytes(b"PAR1 half")  # a partial write
+        raise KeyboardInterrupt  # the run is stopped here
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", dies_mid_write)
+    second = ParquetDataset(filepath=str(tmp_path / "t.parquet"), version=Version(None, None))
+    with pytest.raises(KeyboardInterrupt):
+        second.save(table)
+    assert [p for p in (tmp_path / "t.parquet").rglob("*") if p.is_file()] == [saved]  # nothing half-written
+    monkeypatch.setattr("json.dump", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        report.save({"version": 2})
+    assert report.load() == {"version": 1} and [p.name for p in tmp_path.glob("r.json*")] == ["r.json"]

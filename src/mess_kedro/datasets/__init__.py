@@ -1,5 +1,6 @@
 """Custom Kedro datasets: audio, MIDI, arrays, embedding sets, collections."""
 
+from .atomic_datasets import CSVDataset, JSONDataset, ParquetDataset, TextDataset
 from .audio_collection_dataset import AudioCollectionDataset
 from .audio_dataset import AudioDataset
 from .embedding_set_dataset import BackboneEmbeddings, EmbeddingSet, EmbeddingSetDataset
@@ -12,6 +13,10 @@ from .state_dataset import StateDataset
 
 __all__ = [
     "AudioCollectionDataset",
+    "CSVDataset",
+    "JSONDataset",
+    "ParquetDataset",
+    "TextDataset",
     "AudioDataset",
     "BackboneEmbeddings",
     "EmbeddingSet",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from kedro_datasets.pandas import CSVDataset
+
+from .atomic_datasets import CSVDataset
 
 
 class OptionalCSVDataset(CSVDataset):
