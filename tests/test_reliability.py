@@ -494,3 +494,17 @@ def test_tables_and_reports_are_saved_atomically_too(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         report.save({"version": 2})
     assert report.load() == {"version": 1} and [p.name for p in tmp_path.glob("r.json*")] == ["r.json"]
+
+
+def test_a_damaged_query_cache_entry_is_a_miss(tmp_path):
+    from kedro_datasets.partitions import PartitionedDataset
+
+    from mess_kedro.serving import QueryCache, _entry
+
+    dataset = PartitionedDataset(path=str(tmp_path / "queries"), dataset=NpzDataset, filename_suffix=".npz")
+    cache = QueryCache(dataset)
+    cache.put("b-abc", _entry([np.ones((1, 4)), np.zeros((1, 2))], "d1"))
+    assert str(cache.get("b-abc")["digest"]) == "d1" and cache.get("b-other") is None
+    path = tmp_path / "queries" / "b-abc.npz"
+    path.write_bytes(path.read_bytes()[:200])
+    assert cache.get("b-abc") is None  # recomputed by the caller, then replaced

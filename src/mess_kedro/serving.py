@@ -75,7 +75,9 @@ class QueryCache:
             return None
         try:
             arrays = dict(loader())
-            int(arrays["n_layers"]), str(arrays["digest"])  # noqa: B018 - the entry must hold these
+            missing = {"n_layers", "digest"} - set(arrays)
+            if missing:
+                raise KeyError(f"incomplete entry, no {sorted(missing)}")
         except Exception as exc:  # noqa: BLE001 - a damaged cache entry is a miss
             logger.warning("query cache entry %s unreadable (%s); recomputing", key, exc)
             return None
