@@ -194,3 +194,32 @@ def test_selectivity_without_ground_truth_is_empty_and_said():
     assert "cannot be measured" in write_report(
         pd.DataFrame(), pd.DataFrame(), {"backbones": {}}, summary, pd.DataFrame(), {}
     )
+
+
+def test_the_layer_weights_plot_is_labelled_and_reports_spearman_against_probing():
+    from scipy.stats import spearmanr
+
+    from mess_kedro.pipelines.evaluation.nodes import compare_weights_with_probing
+
+    weights = [0.1, 0.2, 0.3, 0.4]
+    r2 = [[0.0, 0.1], [0.2, 0.1], [-5.0, 0.4], [0.6, 0.7]]  # per layer x target; -5 clips to -1
+    fusion_report = {
+        "backbones": {
+            "b": {
+                "label": "b",
+                "layers": ["l0", "l1", "l2", "l3"],
+                "methods": {"diagonal": {"learned_weights": weights}},
+            }
+        }
+    }
+    probing = {"backbones": {"b": {"levels": {"track": {"r2_mean": r2}}}}}
+    fig, summary = compare_weights_with_probing(fusion_report, probing)
+    expected = spearmanr(weights, np.nanmean(np.clip(r2, -1, 1), axis=1)).statistic
+    assert summary["b/diagonal"]["spearman_rho"] == pytest.approx(round(expected, 3))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "layer" and ax.get_ylabel() == "learned weight"
+    assert fig.axes[1].get_ylabel().startswith("probing R²")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "learned weight",
+        "mean probing R² over targets",
+    ]

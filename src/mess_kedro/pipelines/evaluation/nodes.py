@@ -375,10 +375,14 @@ def compare_weights_with_probing(
     axes = fig.subplots(max(len(panels), 1), 1, squeeze=False)
     for ax, (entry, method, weights, r2, rho) in zip(axes[:, 0], panels, strict=False):
         x = np.arange(len(weights))
-        ax.bar(x, weights, color="tab:orange", label="learned weight")
+        bars = ax.bar(x, weights, color="tab:orange", label="learned weight")
         twin = ax.twinx()
-        twin.plot(x, r2, "o-", color="tab:blue", label="mean probing R²")
+        (line,) = twin.plot(x, r2, "o-", color="tab:blue", label="mean probing R² over targets")
         ax.set_xticks(x, entry["layers"], rotation=45, ha="right", fontsize=7)
+        ax.set_xlabel("layer", fontsize=8)
+        ax.set_ylabel("learned weight", color="tab:orange", fontsize=8)
+        twin.set_ylabel("probing R² (each target clipped to [-1, 1])", color="tab:blue", fontsize=8)
+        ax.legend(handles=[bars, line], loc="upper left", fontsize=7)
         ax.set_title(f"{entry['label']} {method}: weights vs probing R² (Spearman {rho:.2f})", fontsize=9)
     fig.tight_layout()
     return fig, summary

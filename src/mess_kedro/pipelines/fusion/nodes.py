@@ -42,9 +42,7 @@ logger = logging.getLogger(__name__)
 
 def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[FusionMethod]:
     names = embeddings.layer_names
-    wanted = params.get(
-        "methods", ["layers", "probing_layer", "uniform_mean", "concat_pca", "diagonal", "lfn"]
-    )
+    wanted = params["methods"]  # conf/base/parameters_fusion.yml: no code default to disagree with it
     training = TrainingConfig(**params.get("training", {}))
     methods: list[FusionMethod] = []
     if "layers" in wanted:
