@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.fusion import (
     ConcatPCA,
     DiagonalWeighting,

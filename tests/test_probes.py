@@ -121,8 +121,8 @@ def test_undefined_folds_say_why():
 def test_probing_node_reports_folds_alphas_controls_and_the_classic_baseline():
     import pandas as pd
 
-    from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.descriptors import DESCRIPTORS
+    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.pipelines.probing.nodes import probe_layers, summarise_factor_probing
 
     rng = np.random.default_rng(5)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.recommend import AspectRecommender
 
 

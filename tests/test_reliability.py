@@ -310,7 +310,7 @@ def test_a_corrupt_backbone_does_not_block_the_others(two_backbones):
 
 
 def test_serving_index_refuses_embeddings_of_another_manifest():
-    from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.pipelines.serving_index.nodes import build_serving_indices
 
     ids = [f"t{i}" for i in range(6)]

@@ -74,7 +74,7 @@ class RunTagsHook:
     @staticmethod
     def _tag(data: dict[str, Any]) -> None:
         # Imported here: settings.py loads this module for every kedro command.
-        from .datasets import EmbeddingSet
+        from .embedding_set import EmbeddingSet
 
         embed_runs: dict[str, Any] = {}
         for name, value in data.items():

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .datasets import EmbeddingSet
+from .embedding_set import EmbeddingSet
 from .fusion import SingleLayer
 
 SHOWN_COLUMNS = ["track_id", "title", "composer", "performer"]

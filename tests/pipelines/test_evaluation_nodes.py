@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet, OptionalCSVDataset
+from mess_kedro.datasets import OptionalCSVDataset
+from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.fusion import SingleLayer
 from mess_kedro.pipelines.evaluation.nodes import TRIPLET_COLUMNS, make_example_triplets, triplet_agreement
 

@@ -1,9 +1,14 @@
 """Custom Kedro datasets: audio, MIDI, arrays, embedding sets, collections."""
 
+from mess_kedro.embedding_set import (  # re-exported: older imports keep working
+    BackboneEmbeddings,
+    EmbeddingSet,
+)
+
 from .atomic_datasets import CSVDataset, JSONDataset, ParquetDataset, TextDataset
 from .audio_collection_dataset import AudioCollectionDataset
 from .audio_dataset import AudioDataset
-from .embedding_set_dataset import BackboneEmbeddings, EmbeddingSet, EmbeddingSetDataset
+from .embedding_set_dataset import EmbeddingSetDataset
 from .faiss_index_dataset import FaissIndexSetDataset
 from .midi_dataset import MIDIDataset
 from .npz_dataset import NpzDataset

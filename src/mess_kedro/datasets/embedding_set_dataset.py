@@ -11,7 +11,7 @@ On disk (one version)::
         <backbone>.layer<l>.npy  # layers of different widths: tracks [N, D_l] per layer
         <backbone>.segments.layer<l>.npy
 
-Whatever the storage, :class:`BackboneEmbeddings` gives ``tracks[l]`` ``[N, D_l]``
+Whatever the storage, :class:`~mess_kedro.embedding_set.BackboneEmbeddings` gives ``tracks[l]`` ``[N, D_l]``
 and ``segments[l]`` ``[M, D_l]``; ``matrix`` stacks to ``[N, L, D]`` where the
 widths agree. Segment arrays are memory-mapped on load, so a MAESTRO-sized
 set need not fit in memory.
@@ -20,61 +20,15 @@ set need not fit in memory.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mess_kedro.atomic import atomic_folder
+from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 
 from ._local_file import LocalFileDataset
-
-
-@dataclass
-class BackboneEmbeddings:
-    """One backbone's embeddings, per layer, and what produced them."""
-
-    name: str
-    tracks: list[np.ndarray]  # per layer [N, D_l]
-    track_ids: list[str]
-    info: dict = field(default_factory=dict)  # label, weights_id, random_init, layer_names, layer_dims, ...
-    segments: list[np.ndarray] = field(default_factory=list)  # per layer [M, D_l]
-    segment_track_ids: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return self.info.get("label", self.name)
-
-    @property
-    def layer_names(self) -> list[str]:
-        return list(self.info.get("layer_names", [f"layer{i}" for i in range(len(self.tracks))]))
-
-    @property
-    def uniform(self) -> bool:
-        return len({t.shape[1] for t in self.tracks}) == 1
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """Tracks as ``[N, L, D]``; only for layers of one width."""
-        if not self.uniform:
-            raise ValueError(f"{self.name}'s layers differ in width; use .tracks[layer]")
-        return np.stack(self.tracks, axis=1)
-
-    @property
-    def segment_matrix(self) -> np.ndarray:
-        if not self.uniform:
-            raise ValueError(f"{self.name}'s layers differ in width; use .segments[layer]")
-        return np.stack(self.segments, axis=1)
-
-
-@dataclass
-class EmbeddingSet:
-    """Embeddings of every backbone a run embedded, plus the shared index tables."""
-
-    backbones: dict[str, BackboneEmbeddings]
-    index: pd.DataFrame  # backbone, row, track_id, + manifest columns
-    segment_index: pd.DataFrame  # backbone, row, track_id, segment, start_s, end_s
 
 
 def _save_layers(folder: Path, stem: str, layers: list[np.ndarray]) -> None:

@@ -22,7 +22,6 @@ from kedro.io import DatasetError
 
 from mess_kedro.audio import AudioChecks, AudioReadError, AudioSignal, inspect_audio, prepare_audio
 from mess_kedro.backbones import Backbone, load_backbone
-from mess_kedro.datasets import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.embedding import (
     EmbeddingConfig,
     TrackEmbedding,
@@ -33,6 +32,7 @@ from mess_kedro.embedding import (
     select_device,
     torch_threads,
 )
+from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.progress import LazyProgress
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from mess_kedro.datasets import EmbeddingSet
+from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options
 from mess_kedro.metrics import (
     across_seeds,

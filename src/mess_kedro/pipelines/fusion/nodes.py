@@ -18,8 +18,8 @@ import pandas as pd
 
 from mess_kedro.aspect_search import aspect_supervision, fit_subspaces
 from mess_kedro.consistency import require_same_tracks
-from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.descriptors import CLASSIC_SOURCE, descriptor_matrix
+from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.fusion import (
     ConcatPCA,
     DiagonalWeighting,

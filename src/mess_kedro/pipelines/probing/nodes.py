@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.descriptors import descriptor_matrix
+from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.ground_truth import PREFIX, track_factors
 from mess_kedro.probes import (
     DEFAULT_ALPHAS,

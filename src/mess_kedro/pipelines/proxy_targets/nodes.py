@@ -25,8 +25,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mess_kedro.audio import AudioSignal
-from mess_kedro.datasets import EmbeddingSet
 from mess_kedro.descriptors import DESCRIPTORS, classic_descriptors
+from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.features import analyse
 from mess_kedro.ground_truth import segment_factors
 from mess_kedro.targets import TARGETS, audio_targets, midi_targets

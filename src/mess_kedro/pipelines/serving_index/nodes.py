@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mess_kedro.consistency import require_same_tracks
-from mess_kedro.datasets import EmbeddingSet
+from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.indexing import IndexBundle, build_index, checksum
 from mess_kedro.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
