@@ -8,14 +8,9 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import ndcg_score
 
-from mess_kedro.aspect_search import (
-    AspectSubspace,
-    aspect_supervision,
-    fit_subspaces,
-    pairwise_similarity,
-    subspace_similarity,
-)
+from mess_kedro.aspect_search import AspectSubspace, aspect_supervision, fit_subspaces
 from mess_kedro.fusion import SingleLayer, restore
+from mess_kedro.indexing import pairwise_similarity, subspace_similarity
 from mess_kedro.selectivity import (
     closeness,
     factor_gains,

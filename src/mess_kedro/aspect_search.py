@@ -31,8 +31,10 @@ Functions and classes
 - :func:`rank_layers` scores every layer for every supervised column at once.
 - :class:`AspectSubspace` holds one fitted subspace (a :class:`~mess_kedro.fusion.FusionMethod`).
 - :func:`fit_subspaces` fits every aspect of one backbone.
-- :func:`subspace_similarity` turns squared L2 distances into the similarity above;
-  :func:`pairwise_similarity` scores every pair of a set of vectors by a method's metric.
+
+The similarity scale itself (:func:`~mess_kedro.indexing.subspace_similarity`,
+:func:`~mess_kedro.indexing.pairwise_similarity`) lives in :mod:`mess_kedro.indexing`,
+which serves it; that module imports nothing heavy, so queries need not import this one.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ import pandas as pd
 
 from .fusion import FusionMethod
 from .ground_truth import PREFIX
-from .indexing import pairwise_similarity, subspace_similarity  # noqa: F401 - re-exported: the scale subspaces use
 from .probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class AspectSubspace(FusionMethod):
     """One aspect's subspace over one backbone's layers (see the module docstring).
 
     ``transform(layers) -> [N, k]`` coordinates (not unit vectors: compare them
-    by L2 distance, :func:`subspace_similarity`). Everything it keeps is a
+    by L2 distance, :func:`~mess_kedro.indexing.subspace_similarity`). Everything it keeps is a
     number or a list, so its state is plain data.
     """
 

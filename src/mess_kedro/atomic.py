@@ -99,13 +99,8 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _writer_alive(name: str) -> bool:
-    """Whether the process that made temporary entry ``name`` still runs (this machine)."""
-    parts = name[: -len(SUFFIX)].split(".")
-    try:
-        pid = int(parts[-2])
-    except (IndexError, ValueError):
-        return False
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's live process counts)."""
     if pid == os.getpid():
         return True
     try:
@@ -115,6 +110,16 @@ def _writer_alive(name: str) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that made temporary entry ``name`` still runs (this machine)."""
+    parts = name[: -len(SUFFIX)].split(".")
+    try:
+        pid = int(parts[-2])
+    except (IndexError, ValueError):
+        return False
+    return process_alive(pid)
 
 
 def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:

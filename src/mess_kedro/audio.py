@@ -73,20 +73,14 @@ _SIGNATURES = (
     b"ID3",
     b"FORM",
     b"caff",
-    b"\xff\xfb",
-    b"\xff\xf3",
-    b"\xff\xf2",
 )
 
 
 def _looks_like_audio(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(12)
-    return (
-        head.startswith(_SIGNATURES)
-        or head[4:8] == b"ftyp"
-        or (len(head) > 1 and head[0] == 0xFF and head[1] >= 0xE0)
-    )
+    mpeg_sync = len(head) > 1 and head[0] == 0xFF and head[1] >= 0xE0  # an MPEG audio frame (mp3)
+    return head.startswith(_SIGNATURES) or head[4:8] == b"ftyp" or mpeg_sync
 
 
 def check_audio_file(path: str | os.PathLike) -> Path:
@@ -105,12 +99,13 @@ def check_audio_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def _check_header(path: Path, max_decoded_mb: float | None) -> None:
-    """Refuse, before decoding, a header with no sample rate or one that would decode too large."""
+def _check_header(path: Path, max_decoded_mb: float | None):
+    """libsndfile's view of the header (``None`` where it cannot read the format: the fallback
+    decoder decides); refuses a header with no sample rate or one that would decode too large."""
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError):
-        return  # not libsndfile's format: the fallback decoder decides
+        return None
     if info.samplerate <= 0:
         raise AudioReadError(f"invalid header: sample rate {info.samplerate} Hz")
     if info.channels <= 0:
@@ -121,6 +116,7 @@ def _check_header(path: Path, max_decoded_mb: float | None) -> None:
             f"too large to decode: {info.frames / info.samplerate / 60:.1f} min x {info.channels} ch x "
             f"{info.samplerate} Hz = {decoded_mb:.0f} MB of samples > limit {max_decoded_mb:g} MB"
         )
+    return info
 
 
 @contextlib.contextmanager
@@ -197,17 +193,15 @@ def read_mono(
     ``max_duration_s`` refuses longer files before decoding anything.
     """
     path = check_audio_file(path)
-    try:
-        with _stdout_to_stderr():
-            info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
+    with _stdout_to_stderr():
+        info = _check_header(path, None)
+    if info is None:
         signal = read_audio(path)
         if max_duration_s is not None and signal.duration_s > max_duration_s:
             raise AudioReadError(
                 f"too long: {signal.duration_s:.0f} s > limit {max_duration_s:g} s"
             ) from None
         return AudioSignal(to_mono(signal.samples), signal.sample_rate)
-    _check_header(path, None)
     duration = info.frames / info.samplerate
     if max_duration_s is not None and duration > max_duration_s:
         raise AudioReadError(f"too long: {duration:.0f} s > limit {max_duration_s:g} s")

@@ -35,7 +35,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset
 from kedro.pipeline import Node
 
-from .atomic import remove_stale_temporaries
+from .atomic import process_alive, remove_stale_temporaries
 from .tracking import run_tags
 
 logger = logging.getLogger(__name__)
@@ -116,16 +116,6 @@ class ArtifactLoggingHook:
             mlflow.log_artifact(str(path), artifact_path)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_abandoned_runs(mlflow) -> list[str]:
     """Mark FAILED the RUNNING runs this machine started whose process has died; return their ids."""
     client = mlflow.tracking.MlflowClient()
@@ -137,7 +127,7 @@ def fail_abandoned_runs(mlflow) -> list[str]:
     for run in running:
         tags = run.data.tags
         pid = tags.get("mess.pid", "")
-        if tags.get("mess.host") == host and pid.isdigit() and not _process_alive(int(pid)):
+        if tags.get("mess.host") == host and pid.isdigit() and not process_alive(int(pid)):
             client.set_terminated(run.info.run_id, status="FAILED")
             failed.append(run.info.run_id)
     return failed

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -154,25 +155,23 @@ class IndexBundle:
         scale = 2.0 * self.index.d if self.metric == "l2" else 2.0
         return np.sqrt(np.maximum(scale * (1.0 - np.asarray(similarity, dtype=np.float64)), 0.0))
 
-    def typical_gap(self, sample: int = 2000, quantile: float = 0.99) -> float:
-        """How far a collection item's nearest other item usually is: the ``quantile`` of
-        leave-one-out nearest-neighbour distances over up to ``sample`` items."""
-        if getattr(self, "_typical_gap", None) is None:
-            n = len(self.metadata)
-            rows = np.random.default_rng(0).choice(n, size=min(n, sample), replace=False)
-            similarity, found = self.search(np.asarray(self.vectors[np.sort(rows)]), 2)
-            own = found == np.sort(rows)[:, None]
-            nearest = np.where(own[:, 0], similarity[:, 1], similarity[:, 0])  # skip the item itself
-            self._typical_gap = (
-                float(np.quantile(self._distance(nearest), quantile)) if n > 1 else float("nan")
-            )
-        return self._typical_gap
+    @cached_property
+    def typical_gap(self) -> float:
+        """How far a collection item's nearest other item usually is: the 99th percentile of
+        leave-one-out nearest-neighbour distances over up to 2000 items (computed once)."""
+        n = len(self.metadata)
+        if n < 2:
+            return float("nan")
+        rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, 2000), replace=False))
+        similarity, found = self.search(np.asarray(self.vectors[rows]), 2)
+        nearest = np.where(found[:, 0] == rows, similarity[:, 1], similarity[:, 0])  # skip the item itself
+        return float(np.quantile(self._distance(nearest), 0.99))
 
     def outside(self, query: np.ndarray) -> float:
         """The query's gap to its nearest item over :meth:`typical_gap`: above 1, it lies farther
         from the collection than 99% of the collection's items lie from their nearest neighbour."""
         similarity, _ = self.search(np.asarray(query)[None, :], 1)
-        gap = self.typical_gap()
+        gap = self.typical_gap
         return float(self._distance(similarity[0, 0]) / gap) if gap > 0 else float("inf")
 
     def score(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:

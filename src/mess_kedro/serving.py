@@ -349,7 +349,9 @@ class SimilaritySearch:
                 f"'{query}' is neither a track id of this collection (e.g. {examples}) nor an audio file"
             )
         entry, cache_key = self._file_entry(path)
-        witness = self._witness_key()
+        digest = str(entry["digest"])
+        own_id = digest if digest in self._row else None
+        witness = self._witness_key() if own_id is None else None  # only needed to recognise a copy
         wanted = list(dict.fromkeys([*keys, *([witness] if witness else [])]))
         names = {key: f"vector:{key}:{self.indices[key].manifest.get('checksum')}" for key in wanted}
         missing = [key for key in wanted if names[key] not in entry]
@@ -364,20 +366,17 @@ class SimilaritySearch:
             if cache_key:
                 self._query_cache.put(cache_key, entry)
         vectors = {key: entry[names[key]] for key in keys}
-        digest = str(entry["digest"])
-        if digest in self._row:
-            return vectors, digest
-        return vectors, self._same_recording(witness, entry[names[witness]] if witness else None)
+        if own_id is None and witness is not None:
+            own_id = self._same_recording(witness, entry[names[witness]])
+        return vectors, own_id
 
     def _witness_key(self) -> str | None:
         """A full-width index (fused or whole layer): there, equal vectors mean the same audio."""
         return next((k for k in self.indices if k.startswith(("fused-", "layer-"))), None)
 
-    def _same_recording(self, key: str | None, vector: np.ndarray | None) -> str | None:
+    def _same_recording(self, key: str, vector: np.ndarray) -> str | None:
         """The track embedded exactly as the query (its own prepared file, a re-encoded copy
         that decodes to the same samples), else ``None``."""
-        if key is None:
-            return None
         gap = np.abs(np.asarray(self.indices[key].vectors) - vector).max(axis=1)
         rows = np.flatnonzero(gap < SAME_RECORDING)
         return str(self.metadata["track_id"].iloc[rows[0]]) if len(rows) else None

@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mess_kedro.aspect_search import pairwise_similarity
 from mess_kedro.descriptors import CLASSIC_SOURCE, descriptor_matrix
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.ground_truth import CONTINUOUS_FACTORS, on_scale
+from mess_kedro.indexing import pairwise_similarity
 from mess_kedro.metrics import bootstrap_mean, paired_bootstrap
 from mess_kedro.selectivity import (
     closeness,
