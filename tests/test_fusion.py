@@ -15,13 +15,11 @@ from mess_kedro.fusion import (
     SingleLayer,
     TrainingConfig,
     UniformMean,
-    relation_labels,
-    relevance_matrix,
     restore,
-    teacher_labels,
 )
 from mess_kedro.metrics import evaluate_queries, paired_bootstrap
 from mess_kedro.pipelines.fusion.nodes import train_fusion_models
+from mess_kedro.relations import relation_labels, relevance_matrix, teacher_labels
 
 
 def synthetic(seed=0, n_perf=8, n_piece=12, dims=(16, 16, 24, 8, 16, 12)):
@@ -261,7 +259,6 @@ def test_a_method_that_never_leaves_its_start_is_flagged():
 
 
 def test_a_teacher_without_enough_training_tracks_matches_nothing_instead_of_failing():
-    from mess_kedro.fusion import teacher_labels
 
     index = pd.DataFrame({"track_id": ["a", "b", "c"], "split": ["train", "validation", "test"]})
     targets = pd.DataFrame({"track_id": ["a", "b", "c"], "tempo": [1.0, 2.0, 3.0], "rubato": [np.nan] * 3})
@@ -270,3 +267,51 @@ def test_a_teacher_without_enough_training_tracks_matches_nothing_instead_of_fai
     index["split"] = ["train", "train", "test"]
     labels = teacher_labels(index, targets, ["tempo", "rubato"], n_clusters=2)  # rubato unknown everywhere
     assert len(set(labels[:2])) == 2 and all(not label.startswith("unknown") for label in labels)
+
+
+def test_training_loop_keeps_the_best_epochs_weights_and_returns_its_history():
+    from torch import nn
+
+    from mess_kedro.training import TrainingConfig as Config
+    from mess_kedro.training import train_module
+
+    module = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(module.weight)
+    scores = iter([0.0, 1.0, 2.0, 5.0, 3.0, 2.0, 1.0, 9.0])  # best at epoch 3, then 3 worse ones
+    weights = []
+
+    def evaluate(last_loss):
+        weights.append(float(module.weight))
+        return next(scores), {"seen": len(weights)}
+
+    record = train_module(
+        module,
+        Config(epochs=8, patience=3, lr=0.1, weight_decay=0.0),
+        lambda epoch: [None],
+        lambda _: ((module.weight - 3.0) ** 2).sum(),
+        evaluate,
+    )
+    assert [h["epoch"] for h in record.history] == [0, 1, 2, 3, 4, 5, 6]  # stopped before the 9.0
+    assert record.best_epoch == 3 and record.left_init
+    assert float(module.weight) == pytest.approx(weights[3])
+    assert weights[3] != weights[6]
+    assert record.history[0]["loss"] == pytest.approx(9.0) and record.history[2]["seen"] == 3
+
+
+def test_every_method_restores_through_the_registry_and_unknown_classes_are_named():
+    from mess_kedro.fusion import register
+
+    layers, perf, _, _ = synthetic(dims=(8, 6))
+    for method in (SingleLayer(1, "b"), UniformMean(), ConcatPCA(4)):
+        method.fit(layers, perf)
+        np.testing.assert_allclose(restore(method.state()).transform(layers), method.transform(layers))
+    with pytest.raises(ValueError, match="unknown fusion method class 'Nope'"):
+        restore({"class": "Nope", "name": "x", "params": {}})
+
+    @register
+    class Doubled(UniformMean):
+        def transform(self, layers):
+            return 2 * super().transform(layers)
+
+    method = Doubled().fit(layers, perf)
+    assert type(restore(method.state())) is Doubled

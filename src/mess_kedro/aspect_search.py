@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .fusion import FusionMethod
+from .fusion import FusionMethod, register
 from .ground_truth import PREFIX
 from .probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe
 
@@ -107,6 +107,7 @@ def rank_layers(
     return np.stack(scores)
 
 
+@register
 class AspectSubspace(FusionMethod):
     """One aspect's subspace over one backbone's layers (see the module docstring).
 

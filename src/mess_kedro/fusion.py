@@ -20,112 +20,64 @@ widths may differ (musicnn), nothing is padded.
 - ``MultiTaskProbe``: a shared projection of all layers predicting every proxy
   target at once (masked MSE); its representation is the embedding.
 
-What counts as "positive" (``relation_labels``): same performer, piece or
-composer, or the proxy-target teacher (k-means clusters of standardised
-targets, optionally one aspect's).
-
-Training (the learned methods) uses pytorch-metric-learning's losses and
-miners, full batches of the training tracks (or m-per-class batches), early
-stopping on the validation tracks' mean average precision (the multi-task probe:
-validation MSE). Results do not depend on the machine's thread count or on any
-global random state: every random draw comes from the method's seed (torch's
-generator is forked and seeded for the fit; the m-per-class sampler's numpy
-draws come from a seeded ``RandomState``), and training runs on one CPU thread
-(reductions split over threads round differently, which moved early stopping
-by whole epochs). A method whose best validation score is its first epoch is
-marked ``left_init = False``: it never left its starting point, and reports
-say so instead of presenting it as a result.
+Checkpoints: every method declares how it saves (``state()``: arrays, numbers,
+strings and lists only, written by :mod:`mess_kedro.checkpoints` as
+safetensors + JSON) and how it comes back (``from_state``); :func:`restore`
+looks the class up in the registry that :func:`register` fills. Training (one
+loop for every learned method) lives in :mod:`mess_kedro.training`; what
+counts as "positive" in :mod:`mess_kedro.relations`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .embedding import torch_threads
 from .metrics import evaluate_queries
+from .training import (
+    TrainingConfig,
+    TrainingRecord,
+    loss_and_miner,
+    sampler_random_state,
+    seeded_training,
+    train_module,
+)
 
-RELATIONS = {"performer": "performer", "piece": "group", "composer": "composer"}
+__all__ = [
+    "ConcatPCA",
+    "DiagonalWeighting",
+    "FusionMethod",
+    "LayerFusionNetwork",
+    "MultiTaskProbe",
+    "ProjectionNetwork",
+    "SingleLayer",
+    "TrainingConfig",
+    "UniformMean",
+    "register",
+    "restore",
+]
 
-
-def teacher_labels(index, track_targets, targets: list[str], n_clusters: int, seed: int = 0) -> np.ndarray:
-    """Proxy-target teacher: tracks clustered in standardised target space.
-
-    Targets are standardised and k-means is fitted on the training-split
-    tracks only (missing values: the training median); every track gets its
-    nearest cluster, so "positive" means "close in these proxy targets".
-    """
-    from sklearn.cluster import KMeans
-
-    values = index[["track_id"]].merge(track_targets, on="track_id", how="left")[targets].to_numpy(float)
-    train = index["split"].to_numpy() == "train"
-    usable = np.isfinite(values[train]).any(axis=0)  # a target no training track has cannot cluster
-    if train.sum() < 2 or not usable.any():
-        logging.getLogger(__name__).warning(
-            "teacher: %d training track(s) with %d usable target(s): no clusters, no track matches another",
-            int(train.sum()),
-            int(usable.sum()),
-        )
-        return ("unknown:" + index["track_id"].astype(str)).to_numpy()
-    values = values[:, usable]
-    median = np.nanmedian(values[train], axis=0)
-    values = np.where(np.isnan(values), median, values)
-    mean, std = values[train].mean(0), values[train].std(0)
-    z = (values - mean) / np.where(std > 0, std, 1.0)
-    model = KMeans(n_clusters=min(n_clusters, int(train.sum())), n_init=10, random_state=seed).fit(z[train])
-    return np.array([f"cluster-{c}" for c in model.predict(z)])
+_REGISTRY: dict[str, type[FusionMethod]] = {}
 
 
-def teacher_options(params: dict, track_targets) -> dict:
-    """The teacher's settings from ``params['teacher']``; targets default to every computed one."""
-    from .targets import TARGETS
-
-    options = dict(params.get("teacher") or {})
-    available = [t for t in TARGETS if t in track_targets.columns and track_targets[t].notna().any()]
-    options["targets"] = [t for t in (options.get("targets") or available) if t in available]
-    return options
+def register(cls: type[FusionMethod]) -> type[FusionMethod]:
+    """Class decorator: checkpoints naming ``cls.__name__`` are restored by ``cls.from_state``."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
 
 
-def relation_labels(index, relation: str, track_targets=None, teacher: dict | None = None) -> np.ndarray:
-    """Per track, the label that defines 'positive' for ``relation``.
-
-    ``performer``, ``piece``, ``composer`` read the manifest; ``teacher`` clusters
-    the proxy targets (``teacher``: ``targets`` list, ``clusters``, ``seed``).
-    """
-    if relation == "teacher":
-        if track_targets is None or not teacher or not teacher.get("targets"):
-            raise ValueError("relation 'teacher' needs track_targets and teacher.targets")
-        return teacher_labels(
-            index,
-            track_targets,
-            list(teacher["targets"]),
-            int(teacher.get("clusters", 6)),
-            int(teacher.get("seed", 0)),
-        )
-    if relation not in RELATIONS:
-        raise ValueError(f"unknown relation '{relation}'; expected one of {sorted([*RELATIONS, 'teacher'])}")
-    # An unknown performer (or piece) is nobody's match: two unknowns are not "the same".
-    known = index[RELATIONS[relation]]
-    if relation == "piece":
-        known = known.where(~known.fillna("").astype(str).str.contains("::recording:"), None)
-    unknown = "unknown:" + index["track_id"].astype(str)
-    return known.where(known.notna(), unknown).astype(str).to_numpy()
-
-
-def relevance_matrix(labels: np.ndarray, pieces: np.ndarray) -> np.ndarray:
-    """``[N, N]``: same label and a different piece (a performance of the same piece by the
-    same performer is not a discovery); for the piece relation, labels are pieces, so
-    same piece is required instead."""
-    same = labels[:, None] == labels[None, :]
-    if np.array_equal(labels, pieces):
-        return same
-    return same & (pieces[:, None] != pieces[None, :])
+def restore(state: Mapping[str, Any]) -> FusionMethod:
+    """Rebuild a fitted method from its ``state()`` (as saved in a checkpoint)."""
+    if state["class"] not in _REGISTRY:
+        from . import aspect_search  # noqa: F401  (registers AspectSubspace; it imports this module)
+    if state["class"] not in _REGISTRY:
+        raise ValueError(f"unknown fusion method class '{state['class']}'; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[state["class"]].from_state(state)
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -149,10 +101,17 @@ class FusionMethod:
         raise NotImplementedError
 
     def state(self) -> dict:
-        """Everything needed to rebuild the fitted method (for checkpoints)."""
+        """Everything needed to rebuild the fitted method: its attributes, which are plain data."""
         return {"class": type(self).__name__, "name": self.name, "params": copy.deepcopy(self.__dict__)}
 
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> FusionMethod:
+        method = cls.__new__(cls)
+        method.__dict__.update(copy.deepcopy(dict(state["params"])))
+        return method
 
+
+@register
 class SingleLayer(FusionMethod):
     def __init__(self, layer: int, layer_name: str) -> None:
         self.layer = layer
@@ -162,6 +121,7 @@ class SingleLayer(FusionMethod):
         return _normalise(np.asarray(layers[self.layer], float) - self.means[self.layer])
 
 
+@register
 class UniformMean(FusionMethod):
     name = "uniform_mean"
 
@@ -170,6 +130,7 @@ class UniformMean(FusionMethod):
         return np.concatenate(parts, axis=1) / np.sqrt(len(parts))
 
 
+@register
 class ConcatPCA(FusionMethod):
     name = "concat_pca"
 
@@ -193,57 +154,6 @@ class ConcatPCA(FusionMethod):
         return _normalise(((X - self.x_mean) / self.x_scale - self.pca_mean) @ self.components.T)
 
 
-@dataclass
-class TrainingConfig:
-    """Hyper-parameters of the learned methods."""
-
-    loss: str = "triplet"  # triplet | supcon
-    margin: float = 0.2
-    temperature: float = 0.1
-    epochs: int = 300
-    patience: int = 30
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    seed: int = 0
-    out_dim: int = 128
-    hidden_dim: int = 256
-    batch_size: int | None = None  # None: full batches; else m-per-class batches of this size
-    m_per_class: int = 2
-
-
-@contextlib.contextmanager
-def seeded_training(seed: int):
-    """One CPU thread and torch's generator seeded with ``seed`` for the block; global state restored after."""
-    with torch_threads(1), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-@contextlib.contextmanager
-def _sampler_random_state(seed: int):
-    """pytorch-metric-learning's samplers draw from its module-level numpy random source: seed it, then restore."""
-    from pytorch_metric_learning.utils import common_functions
-
-    previous = common_functions.NUMPY_RANDOM
-    common_functions.NUMPY_RANDOM = np.random.RandomState(seed)
-    try:
-        yield
-    finally:
-        common_functions.NUMPY_RANDOM = previous
-
-
-def _loss_and_miner(config: TrainingConfig):
-    from pytorch_metric_learning import losses, miners
-
-    if config.loss == "supcon":
-        return losses.SupConLoss(temperature=config.temperature), None
-    if config.loss == "triplet":
-        return losses.TripletMarginLoss(margin=config.margin), miners.TripletMarginMiner(
-            margin=config.margin, type_of_triplets="semihard"
-        )
-    raise ValueError(f"unknown loss '{config.loss}'; expected triplet or supcon")
-
-
 def _val_map(embed, val_layers, val_labels) -> float:
     if val_layers is None or len(np.unique(val_labels)) < 2:
         return float("nan")
@@ -252,36 +162,17 @@ def _val_map(embed, val_layers, val_labels) -> float:
     return float(np.nanmean(evaluate_queries(vectors, relevance, ks=[1])["ap"]))
 
 
-class _EarlyStopping:
-    """Keep the best weights seen (higher score is better); stop after ``patience`` epochs without one."""
-
-    def __init__(self, patience: int, module: nn.Module) -> None:
-        self.patience, self.best, self.since_best = patience, -np.inf, 0
-        self.best_state = copy.deepcopy(module.state_dict())
-        self.best_epoch, self.epoch = -1, -1
-
-    def should_stop(self, score: float, module: nn.Module) -> bool:
-        self.epoch += 1
-        if score > self.best + 1e-6:
-            self.best, self.best_state, self.since_best = score, copy.deepcopy(module.state_dict()), 0
-            self.best_epoch = self.epoch
-            return False
-        self.since_best += 1
-        return self.since_best >= self.patience
-
-    def restore_best(self, module: nn.Module) -> None:
-        module.load_state_dict(self.best_state)
-        module.eval()
-
-
 class _Trained(FusionMethod):
-    """Shared training loop for the learned methods (``self.module`` maps layer tensors to vectors)."""
+    """A learned method: ``self.module`` maps layer tensors to vectors; trained by metric learning."""
 
     def __init__(self, config: TrainingConfig | None = None) -> None:
         self.config = config or TrainingConfig()
 
     def _build(self, dims: list[int]) -> nn.Module:
         raise NotImplementedError
+
+    def layer_weights(self, layers) -> np.ndarray | None:
+        return None
 
     def _tensors(self, layers) -> list[torch.Tensor]:
         return [torch.as_tensor(x, dtype=torch.float32) for x in self._centred(layers)]
@@ -296,7 +187,7 @@ class _Trained(FusionMethod):
         sampler = MPerClassSampler(
             codes, m=config.m_per_class, batch_size=config.batch_size, length_before_new_iter=len(codes)
         )
-        with _sampler_random_state(config.seed * 100_003 + epoch):
+        with sampler_random_state(config.seed * 100_003 + epoch):
             order = torch.as_tensor(list(iter(sampler)))
         return [
             order[i : i + config.batch_size]
@@ -305,50 +196,40 @@ class _Trained(FusionMethod):
 
     def fit(self, layers, labels, val_layers=None, val_labels=None) -> _Trained:
         super().fit(layers, labels)
+        self.dims = [int(np.asarray(x).shape[1]) for x in layers]
         with seeded_training(self.config.seed):
-            self._train(layers, labels, val_layers, val_labels)
+            self.module = self._build(self.dims)
+            self._keep(self._train(layers, labels, val_layers, val_labels))
         self.learned_weights = self.layer_weights(layers)
         return self
 
-    def _train(self, layers, labels, val_layers, val_labels) -> None:
-        config = self.config
-        self.dims = [int(np.asarray(x).shape[1]) for x in layers]
-        self.module = self._build(self.dims)
-        optimiser = torch.optim.Adam(self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        loss_fn, miner = _loss_and_miner(config)
+    def _keep(self, record: TrainingRecord) -> None:
+        self.history, self.best_epoch, self.left_init = record.history, record.best_epoch, record.left_init
+
+    def _train(self, layers, labels, val_layers, val_labels) -> TrainingRecord:
+        """Metric learning on ``labels`` (equal labels are positives), early-stopped on validation mAP."""
+        loss_fn, miner = loss_and_miner(self.config)
         inputs = self._tensors(layers)
         codes = torch.as_tensor(np.unique(np.asarray(labels), return_inverse=True)[1])
-        stopper = _EarlyStopping(config.patience, self.module)
-        self.history = []
-        for epoch in range(config.epochs):
-            self.module.train()
-            for batch in self._batches(codes, epoch):
-                optimiser.zero_grad()
-                vectors = self.module([x[batch] for x in inputs])
-                pairs = miner(vectors, codes[batch]) if miner is not None else None
-                loss = (
-                    loss_fn(vectors, codes[batch], pairs)
-                    if pairs is not None
-                    else loss_fn(vectors, codes[batch])
-                )
-                loss.backward()
-                optimiser.step()
+
+        def batch_loss(batch: torch.Tensor) -> torch.Tensor:
+            vectors = self.module([x[batch] for x in inputs])
+            pairs = miner(vectors, codes[batch]) if miner is not None else None
+            return (
+                loss_fn(vectors, codes[batch], pairs) if pairs is not None else loss_fn(vectors, codes[batch])
+            )
+
+        def evaluate(last_loss: float) -> tuple[float, dict]:
             val_map = _val_map(self.transform, val_layers, val_labels)
             # No usable validation relevance (no split, or labels that never repeat there):
             # stop on the training loss, and do not call it a validation mAP.
-            score = val_map if np.isfinite(val_map) else -float(loss.item())
-            self.history.append(
-                {
-                    "epoch": epoch,
-                    "loss": float(loss.item()),
-                    "val_map": val_map if np.isfinite(val_map) else None,
-                }
-            )
-            if stopper.should_stop(score, self.module):
-                break
-        stopper.restore_best(self.module)
-        self.best_epoch = stopper.best_epoch
-        self.left_init = stopper.best_epoch > 0
+            if np.isfinite(val_map):
+                return val_map, {"val_map": val_map}
+            return -last_loss, {"val_map": None}
+
+        return train_module(
+            self.module, self.config, lambda epoch: self._batches(codes, epoch), batch_loss, evaluate
+        )
 
     def transform(self, layers) -> np.ndarray:
         self.module.eval()
@@ -369,6 +250,26 @@ class _Trained(FusionMethod):
             "learned_weights": self.learned_weights,
         }
 
+    @classmethod
+    def _from_config(cls, state: Mapping[str, Any], config: TrainingConfig) -> _Trained:
+        return cls(config)
+
+    def _restore_fitted(self, state: Mapping[str, Any]) -> None:
+        """Attributes beyond the common ones that a subclass's ``_build`` or ``transform`` needs."""
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> _Trained:
+        method = cls._from_config(state, TrainingConfig(**state["config"]))
+        method._restore_fitted(state)
+        method.dims, method.means = state["dims"], state["means"]
+        method.module = method._build(method.dims)
+        method.module.load_state_dict({k: torch.as_tensor(v) for k, v in state["state_dict"].items()})
+        method.module.eval()
+        method.learned_weights = state["learned_weights"]
+        method._keep(TrainingRecord(list(state["history"]), int(state.get("best_epoch", -1))))
+        method.left_init = bool(state.get("left_init", True))  # checkpoints from before best_epoch was kept
+        return method
+
 
 class _DiagonalModule(nn.Module):
     def __init__(self, n_layers: int) -> None:
@@ -384,6 +285,7 @@ class _DiagonalModule(nn.Module):
         return torch.cat(parts, dim=1)  # inner product = sum_l w_l cos_l; norm is 1
 
 
+@register
 class DiagonalWeighting(_Trained):
     name = "diagonal"
 
@@ -413,6 +315,7 @@ class _FusionNet(nn.Module):
         return nn.functional.normalize(self.head(fused), dim=1)
 
 
+@register
 class LayerFusionNetwork(_Trained):
     name = "lfn"
 
@@ -436,6 +339,7 @@ class _ProjectionNet(nn.Module):
         return nn.functional.normalize(self.net(layers[0]), dim=1)
 
 
+@register
 class ProjectionNetwork(_Trained):
     """One pooled layer (e.g. musicnn's penultimate) -> 256-d, LayerNorm, GELU, L2-normalised.
 
@@ -455,11 +359,12 @@ class ProjectionNetwork(_Trained):
     def _build(self, dims):
         return _ProjectionNet(dims[self.layer], self.config.out_dim)
 
-    def layer_weights(self, layers) -> None:
-        return None
-
     def state(self) -> dict:
         return super().state() | {"layer": self.layer, "method_name": self.name}
+
+    @classmethod
+    def _from_config(cls, state: Mapping[str, Any], config: TrainingConfig) -> ProjectionNetwork:
+        return cls(state["layer"], state["method_name"].split(":", 1)[1], config)
 
 
 class _MultiTaskNet(nn.Module):
@@ -472,12 +377,14 @@ class _MultiTaskNet(nn.Module):
         return self.encoder(torch.cat(layers, dim=1))
 
 
+@register
 class MultiTaskProbe(_Trained):
     """A shared projection of all (centred, normalised) layers that predicts every proxy target.
 
     Trained by masked mean-squared error on standardised targets (a missing
-    target costs nothing); the shared representation, L2-normalised, is the
-    embedding. ``fit``'s labels are the target matrix ``[N, T]``.
+    target costs nothing), full batches, early-stopped on validation MSE; the
+    shared representation, L2-normalised, is the embedding. ``fit``'s labels
+    are the target matrix ``[N, T]``.
     """
 
     name = "multitask"
@@ -486,22 +393,14 @@ class MultiTaskProbe(_Trained):
         return _MultiTaskNet(dims, self.config.hidden_dim, self.config.out_dim, self.n_targets)
 
     def fit(self, layers, labels, val_layers=None, val_labels=None) -> MultiTaskProbe:
-        FusionMethod.fit(self, layers, labels)
         Y = np.asarray(labels, float)
         self.n_targets = Y.shape[1]
         self.y_mean, self.y_std = np.nanmean(Y, 0), np.nanstd(Y, 0)
         self.y_std = np.where(np.isfinite(self.y_std) & (self.y_std > 0), self.y_std, 1.0)
         self.y_mean = np.where(np.isfinite(self.y_mean), self.y_mean, 0.0)
-        with seeded_training(self.config.seed):
-            self._train_multitask(layers, Y, val_layers, val_labels)
-        self.learned_weights = None
-        return self
+        return super().fit(layers, Y, val_layers, val_labels)
 
-    def _train_multitask(self, layers, Y, val_layers, val_labels) -> None:
-        config = self.config
-        self.dims = [int(np.asarray(x).shape[1]) for x in layers]
-        self.module = self._build(self.dims)
-        optimiser = torch.optim.Adam(self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    def _train(self, layers, Y, val_layers, val_labels) -> TrainingRecord:
         inputs = self._tensors(layers)
         target, mask = self._standardised(Y)
         val = (
@@ -509,26 +408,19 @@ class MultiTaskProbe(_Trained):
             if val_layers is not None
             else None
         )
-        stopper = _EarlyStopping(config.patience, self.module)
-        self.history = []
-        for epoch in range(config.epochs):
-            self.module.train()
-            optimiser.zero_grad()
-            loss = self._masked_mse(inputs, target, mask)
-            loss.backward()
-            optimiser.step()
+
+        def evaluate(last_loss: float) -> tuple[float, dict]:
             with torch.no_grad():
-                score = (
-                    float(self._masked_mse(*val))
-                    if val is not None and val[2].any()
-                    else float(loss.detach())
-                )
-            self.history.append({"epoch": epoch, "loss": float(loss.detach()), "val_mse": score})
-            if stopper.should_stop(-score, self.module):  # lower MSE is better
-                break
-        stopper.restore_best(self.module)
-        self.best_epoch = stopper.best_epoch
-        self.left_init = stopper.best_epoch > 0
+                mse = float(self._masked_mse(*val)) if val is not None and val[2].any() else last_loss
+            return -mse, {"val_mse": mse}  # lower MSE is better
+
+        return train_module(
+            self.module,
+            self.config,
+            lambda epoch: [None],
+            lambda _: self._masked_mse(inputs, target, mask),
+            evaluate,
+        )
 
     def _standardised(self, Y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         mask = np.isfinite(Y)
@@ -546,51 +438,8 @@ class MultiTaskProbe(_Trained):
                 nn.functional.normalize(self.module(self._tensors(layers)), dim=1).numpy().astype(np.float64)
             )
 
-    def layer_weights(self, layers) -> None:
-        return None
-
     def state(self) -> dict:
         return super().state() | {"n_targets": self.n_targets, "y_mean": self.y_mean, "y_std": self.y_std}
 
-
-def restore(state: dict) -> FusionMethod:
-    """Rebuild a fitted method from :meth:`FusionMethod.state`."""
-    methods = (
-        SingleLayer,
-        UniformMean,
-        ConcatPCA,
-        DiagonalWeighting,
-        LayerFusionNetwork,
-        ProjectionNetwork,
-        MultiTaskProbe,
-    )
-    from .aspect_search import AspectSubspace
-
-    methods = (*methods, AspectSubspace)
-    cls = {c.__name__: c for c in methods}[state["class"]]
-    if issubclass(cls, _Trained):
-        if cls is ProjectionNetwork:
-            layer_name = state["method_name"].split(":", 1)[1]
-            method = cls(state["layer"], layer_name, TrainingConfig(**state["config"]))
-        else:
-            method = cls(TrainingConfig(**state["config"]))
-        if cls is MultiTaskProbe:
-            method.n_targets, method.y_mean, method.y_std = (
-                state["n_targets"],
-                state["y_mean"],
-                state["y_std"],
-            )
-        method.dims, method.means = state["dims"], state["means"]
-        method.module = method._build(method.dims)
-        method.module.load_state_dict({k: torch.as_tensor(v) for k, v in state["state_dict"].items()})
-        method.module.eval()
-        method.learned_weights = state["learned_weights"]
-        method.history = state["history"]
-        method.best_epoch = state.get("best_epoch", -1)
-        method.left_init = state.get("left_init", True)
-        return method
-    if cls is AspectSubspace:
-        return cls.from_state(state)
-    method = cls.__new__(cls)
-    method.__dict__.update(copy.deepcopy(state["params"]))
-    return method
+    def _restore_fitted(self, state: Mapping[str, Any]) -> None:
+        self.n_targets, self.y_mean, self.y_std = state["n_targets"], state["y_mean"], state["y_std"]

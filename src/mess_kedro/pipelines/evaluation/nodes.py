@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.fusion import relation_labels, relevance_matrix, restore, teacher_options
+from mess_kedro.fusion import restore
 from mess_kedro.metrics import (
     across_seeds,
     bootstrap_mean,
@@ -33,6 +33,7 @@ from mess_kedro.metrics import (
     relation_words,
     too_few_queries,
 )
+from mess_kedro.relations import relation_labels, relevance_matrix, teacher_options
 from mess_kedro.splits import split_of, split_seeds
 from mess_kedro.tracking import metric_key
 

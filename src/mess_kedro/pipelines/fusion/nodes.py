@@ -30,10 +30,9 @@ from mess_kedro.fusion import (
     SingleLayer,
     TrainingConfig,
     UniformMean,
-    relation_labels,
-    teacher_options,
 )
 from mess_kedro.ground_truth import track_factors
+from mess_kedro.relations import relation_labels, teacher_options
 from mess_kedro.splits import split_of, split_seeds
 from mess_kedro.tracking import history_metrics
 
