@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,47 @@ def tiny_demo_params(seed: int = 11, pieces: int = 3, performers: int = 3) -> di
     params["independence"] = None
     params["synth"]["sample_rate"] = 22050
     return params
+
+
+def write_tiny_project(root: Path) -> Path:
+    """conf/base + pyproject of this project in ``root``, with a tiny demo in conf/local.
+
+    conf/local overrides whole top-level blocks (Kedro merges top-level keys): six short
+    pieces x three performers, enough training tracks for aspect subspaces; one repeat
+    split; tiny backbones; "same piece" retrieval (the tiny demo's test split holds one
+    piece); 20 training epochs; every aspect served (eighteen renditions decode no aspect
+    reliably, and the plumbing under test needs some served).
+    """
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
+    (root / "conf" / "local").mkdir()
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    (root / "src").mkdir()  # kedro checks it exists; the package itself is installed
+    splits = project_parameters("ingest")["splits"]
+    local = {
+        "parameters_ingest": {
+            "demo_corpus": tiny_demo_params(pieces=6),
+            "splits": splits | {"repeat_seeds": [2027]},
+        }
+    }
+    embed = project_parameters("embed")["embed"]
+    embed["backbones"] = {
+        "mert-tiny": {"seed": 0},
+        "musicnn-mtt": {},
+        "musicnn-mtt-random": {"backbone": "musicnn-mtt", "random_init": True},
+    }
+    local["parameters_embed"] = {"embed": embed}
+    for name in ("fusion", "evaluation"):
+        block = project_parameters(name)[name]
+        block["relation"] = "piece"
+        if name == "fusion":
+            block["training"]["epochs"] = 20
+        local[f"parameters_{name}"] = {name: block}
+    local["globals"] = {"decodable_r2": -1.0e9}
+    for name, content in local.items():
+        with open(root / "conf" / "local" / f"{name}.yml", "w") as f:
+            yaml.safe_dump(content, f)
+    return root
 
 
 def plain_settings(**changes):

@@ -1,6 +1,10 @@
 """Backbone registry and MERT weight loading without remote code."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,17 +186,41 @@ def test_a_named_weights_folder_that_is_empty_is_an_error_not_random_init(tmp_pa
         load_backbone("mert-tiny", {"weights_path": str(tmp_path)})
 
 
-def test_hf_cache_snapshot_is_found(tmp_path, monkeypatch):
-    snapshot = tmp_path / "hub" / "models--org--tiny-mert" / "snapshots" / "abc123"
+def test_hf_cache_snapshot_is_found_where_huggingface_hub_looks(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--org--tiny-mert"
+    snapshot = repo / "snapshots" / "abc123"
     mert_checkpoint(snapshot)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")  # what a download leaves: main -> the commit
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     folder, looked = find_weights_dir("org/tiny-mert", None)
-    assert folder == snapshot
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("HF_HOME", raising=False)
+    assert folder.resolve() == snapshot.resolve()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "elsewhere"))
     folder, looked = find_weights_dir("org/tiny-mert", None)
     assert folder is None and any("elsewhere" in place for place in looked)
+
+
+def test_the_hub_cache_follows_xdg_cache_home(tmp_path):
+    """huggingface_hub reads the environment when imported: check it in a fresh interpreter."""
+    repo = tmp_path / "xdg" / "huggingface" / "hub" / "models--org--tiny-mert"
+    mert_checkpoint(repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+    }
+    code = "from mess_kedro.backbones.mert import find_weights_dir; print(find_weights_dir('org/tiny-mert', None)[0])"
+    found = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env | {"XDG_CACHE_HOME": str(tmp_path / "xdg")},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.strip()
+    assert Path(found).resolve() == (repo / "snapshots" / "abc123").resolve()
 
 
 def test_loaded_weights_change_the_output(tmp_path):

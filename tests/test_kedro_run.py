@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from mess_kedro.audio import AudioSignal, write_audio
-from tests.conftest import PROJECT_ROOT, tiny_demo_params, tone
+from tests.conftest import PROJECT_ROOT, tone, write_tiny_project
 
 KEDRO = str(Path(sys.executable).parent / "kedro")
 
@@ -22,38 +21,7 @@ KEDRO = str(Path(sys.executable).parent / "kedro")
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """conf/base + pyproject of this project, with a tiny demo in conf/local, and a user folder."""
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
-    (root / "conf" / "local").mkdir()
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    (root / "src").mkdir()  # kedro checks it exists; the package itself is installed
-    # conf/local overrides whole top-level blocks (Kedro merges top-level keys): six short
-    # pieces x three performers, enough training tracks for aspect subspaces; one repeat split.
-    splits = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_ingest.yml").read_text())["splits"]
-    with open(root / "conf" / "local" / "parameters_ingest.yml", "w") as f:
-        yaml.safe_dump(
-            {"demo_corpus": tiny_demo_params(pieces=6), "splits": splits | {"repeat_seeds": [2027]}}, f
-        )
-    embed = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_embed.yml").read_text())["embed"]
-    embed["backbones"] = {
-        "mert-tiny": {"seed": 0},
-        "musicnn-mtt": {},
-        "musicnn-mtt-random": {"backbone": "musicnn-mtt", "random_init": True},
-    }
-    with open(root / "conf" / "local" / "parameters_embed.yml", "w") as f:
-        yaml.safe_dump({"embed": embed}, f)
-    # The tiny demo's test split holds one piece: evaluate "same piece" retrieval there.
-    for name in ("fusion", "evaluation"):
-        block = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / f"parameters_{name}.yml").read_text())[name]
-        block["relation"] = "piece"
-        if name == "fusion":
-            block["training"]["epochs"] = 20
-        with open(root / "conf" / "local" / f"parameters_{name}.yml", "w") as f:
-            yaml.safe_dump({name: block}, f)
-    # Eighteen renditions decode no aspect reliably; the plumbing under test needs some served.
-    with open(root / "conf" / "local" / "globals.yml", "w") as f:
-        yaml.safe_dump({"decodable_r2": -1.0e9}, f)
+    root = write_tiny_project(tmp_path_factory.mktemp("project"))
     user = root / "user_audio"
     write_audio(user / "my_take.wav", tone(freq=261.6, seconds=3))
     (user / "broken.flac").write_bytes(b"fLaC not really")
@@ -230,15 +198,35 @@ def test_a_five_track_folder_without_metadata_runs_to_the_end(project, five_trac
     assert "Traceback" not in log
 
 
-@pytest.mark.slow
-def test_proxy_targets_and_probing_after_embed(project):
+def latest(root: Path, name: str) -> Path:
+    """The newest version of a versioned catalog file under ``root/data``."""
+    return versions(root / "data" / name)[-1] / Path(name).name
+
+
+@pytest.fixture(scope="module")
+def probed(project):
+    """The tiny demo ingested, embedded, described and probed (one ``kedro run`` of four pipelines)."""
     root, _ = project
-    kedro_run(root, "ingest")  # the demo again (an earlier test ingested a user folder alone)
-    kedro_run(root, "embed")  # cached: only consolidates
-    kedro_run(root, "proxy_targets")
-    kedro_run(root, "probing")
-    latest = lambda name: versions(root / "data" / name)[-1] / Path(name).name  # noqa: E731
-    results = json.loads(latest("07_model_output/probing_results.json").read_text())
+    # The demo again (an earlier test ingested a user folder alone); embed is cached there.
+    kedro_run(root, "ingest,embed,proxy_targets,probing")
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluated(probed):
+    kedro_run(probed, "fusion,evaluation")
+    return probed
+
+
+@pytest.fixture(scope="module")
+def served(evaluated):
+    kedro_run(evaluated, "serving_index")
+    return evaluated
+
+
+@pytest.mark.slow
+def test_probing_reports_every_backbone_factor_and_aspect(probed):
+    results = json.loads(latest(probed, "07_model_output/probing_results.json").read_text())
     assert set(results["backbones"]) == {"mert-tiny", "musicnn-mtt", "musicnn-mtt-random"}
     assert results["backbones"]["musicnn-mtt"]["twin"] == "musicnn-mtt-random"
     assert results["backbones"]["mert-tiny"]["random_init"] is True
@@ -247,51 +235,61 @@ def test_proxy_targets_and_probing_after_embed(project):
     assert len(track["r2_mean"]) == 9 and len(track["r2_mean"][0]) == 22 + 9  # layers x (targets + factors)
     assert track["n_folds"] == 5  # six compositions in the tiny demo
     assert results["backbones"]["musicnn-mtt"]["classic"]["levels"]["track"]["n_rows"] == 18
-    aspects = json.loads(latest("07_model_output/aspect_layer_map.json").read_text())
+    aspects = json.loads(latest(probed, "07_model_output/aspect_layer_map.json").read_text())
     assert len(aspects["backbones"]["musicnn-mtt"]["aspects"]) == 16
-    factors = pd.read_csv(latest("08_reporting/ground_truth_probing.csv"))
+    factors = pd.read_csv(latest(probed, "08_reporting/ground_truth_probing.csv"))
     assert (
         set(factors["factor"]) >= {"tempo_factor", "velocity_mean", "brightness"}
         and factors["classic_r2"].notna().all()
     )
-    assert latest("08_reporting/probing_heatmap.png").read_bytes()[:4] == b"\x89PNG"
-    # The aspect recommender reads the same outputs through the project's catalog.
+    assert latest(probed, "08_reporting/probing_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    validation = json.loads(latest(probed, "08_reporting/target_validation.json").read_text())
+    by_pair = {(p["target"], p["setting"]): p for p in validation["pairs"]}
+    assert by_pair[("velocity_mean", "velocity_mean")]["spearman"] > 0.8
+
+
+@pytest.mark.slow
+def test_the_recommender_names_answer_through_the_serving_indices(served):
     from mess_kedro.recommend import load_recommender
 
-    recommender = load_recommender(root)
+    recommender = load_recommender(served)
     assert recommender.backbone == "musicnn-mtt"  # the pretrained one, not a random-init
     query = recommender.track_ids[0]
     similar = recommender.recommend_by_aspect(query, "dynamics", n=3)
     assert len(similar) == 3 and query not in set(similar["track_id"])
-    with pytest.raises(KeyError, match="unknown aspect"):
+    with pytest.raises(KeyError, match="unknown or not decodable aspect"):
         recommender.recommend_by_aspect(query, "sparkle")
-    kedro_run(root, "fusion")
-    kedro_run(root, "evaluation")
-    metrics = pd.read_parquet(latest("08_reporting/evaluation_metrics.parquet"))
+
+
+@pytest.mark.slow
+def test_evaluation_compares_every_method_on_both_splits(evaluated):
+    metrics = pd.read_parquet(latest(evaluated, "08_reporting/evaluation_metrics.parquet"))
     assert {"uniform_mean", "concat_pca"} <= set(metrics["method"])
     assert set(metrics["label"]) == {"mert-tiny (random-init)", "musicnn-mtt", "musicnn-mtt (random-init)"}
     assert set(metrics["split_seed"]) == {2026, 2027}  # every measurement repeated on the repeat split
-    report = latest("08_reporting/evaluation_report.md").read_text()
+    report = latest(evaluated, "08_reporting/evaluation_report.md").read_text()
     assert "random-init weights: a control" in report and "| uniform_mean |" in report
     assert "# Aspect selectivity" in report
-    selectivity = pd.read_parquet(latest("08_reporting/selectivity_summary.parquet"))
+    selectivity = pd.read_parquet(latest(evaluated, "08_reporting/selectivity_summary.parquet"))
     oracle = selectivity[(selectivity["method"] == "oracle") & (selectivity["split_seed"] == "all")]
     assert len(oracle) and (oracle["selectivity"] > 0.99).all()
     assert {"selective", "layer", "uniform_mean"} <= set(selectivity["method"])
-    heatmaps = {p.name for p in latest("08_reporting/selectivity_heatmaps").iterdir()}
+    heatmaps = {p.name for p in latest(evaluated, "08_reporting/selectivity_heatmaps").iterdir()}
     assert {"musicnn-mtt.png", "classic-descriptors.png"} <= heatmaps
-    # Serving: indices, then the CLI by track id, by one of the corpus's own files, and its errors.
-    kedro_run(root, "serving_index")
-    summary = latest("08_reporting/run_summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_serving_summary_and_the_cli_by_id_by_own_file_and_its_errors(served):
+    summary = latest(served, "08_reporting/run_summary.md").read_text()
     assert "# mess-kedro run summary" in summary and "## Example query (musicnn-mtt)" in summary
     assert "## Aspect selectivity" in summary and "oracle (ground-truth factors)" in summary
-    manifest = pd.read_parquet(latest("03_primary/track_manifest.parquet"))
+    manifest = pd.read_parquet(latest(served, "03_primary/track_manifest.parquet"))
     own = manifest[manifest["dataset"] == "demo"].iloc[0]
     cli = str(Path(sys.executable).parent / "mess-kedro")
 
     def similar(*args):
         return subprocess.run(
-            [cli, "similar", *args, "--project", str(root)],
+            [cli, "similar", *args, "--project", str(served)],
             check=False,
             capture_output=True,
             text=True,
@@ -302,7 +300,7 @@ def test_proxy_targets_and_probing_after_embed(project):
     assert by_id.returncode == 0, by_id.stderr[-2000:]
     assert by_id.stdout.startswith("musicnn-mtt: recordings like")  # nothing else on stdout
     assert len(by_id.stdout.strip().splitlines()) == 5  # title, header, three results
-    audio_file = root / "data" / "01_raw" / "demo_corpus" / "renders" / f"{own['audio_key']}.flac"
+    audio_file = served / "data" / "01_raw" / "demo_corpus" / "renders" / f"{own['audio_key']}.flac"
     by_audio = similar(str(audio_file), "--aspect", "brightness", "--include-self", "-n", "2")
     assert by_audio.returncode == 0, by_audio.stderr[-2000:]
     assert by_audio.stdout.splitlines()[2].split()[0] == own["track_id"]  # its own recording first
@@ -320,9 +318,6 @@ def test_proxy_targets_and_probing_after_embed(project):
             and "Traceback" not in failed.stderr
         )
         assert len(failed.stderr.strip().splitlines()) == 1
-    validation = json.loads(latest("08_reporting/target_validation.json").read_text())
-    by_pair = {(p["target"], p["setting"]): p for p in validation["pairs"]}
-    assert by_pair[("velocity_mean", "velocity_mean")]["spearman"] > 0.8
 
 
 @pytest.mark.slow
@@ -349,11 +344,12 @@ def test_kedro_viz_build_lists_every_pipeline_with_ordered_layers(project):
 
 
 @pytest.mark.slow
-def test_runs_are_tracked_in_the_local_mlflow_store(project):
+def test_runs_are_tracked_in_the_local_mlflow_store(project, probed):
+    """Needs only ``probed`` (ingest to probing), so it passes on its own too."""
     import mlflow
 
     root, _ = project
-    for pipeline in ("probing", "fusion", "evaluation"):  # after the earlier tests' ingest/embed/targets
+    for pipeline in ("probing", "fusion", "evaluation"):  # one MLflow run each, named after it
         kedro_run(root, pipeline)
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mess_kedro")
@@ -435,8 +431,8 @@ def test_notebooks_are_saved_without_outputs():
 
 
 @pytest.mark.slow
-def test_notebooks_run_against_the_tiny_run(project):
-    """Both notebooks execute top to bottom on what the earlier tests' run left in the catalog."""
+def test_notebooks_run_against_the_tiny_run(project, served):
+    """Both notebooks execute top to bottom on the tiny run's catalog (``served``: every pipeline ran)."""
     import nbformat
     from nbclient import NotebookClient
 

@@ -109,3 +109,22 @@ def test_bootstrap_mean_and_verdicts_across_seeds():
     assert not table.loc["uniform_mean", "wins_every_seed"]  # the reference has no verdict of its own
     comparisons["wins"] = True
     assert across_seeds(metrics, comparisons, "ap").set_index("method").loc["lfn", "wins_every_seed"]
+
+
+def test_paired_bootstrap_equals_a_hand_written_percentile_bootstrap():
+    """The same resamples (query indices from the seeded generator) and the same percentiles."""
+    rng = np.random.default_rng(4)
+    a, b = rng.random(60), rng.random(60)
+    a[3] = np.nan  # a query one method did not score is left out of the pair
+    keep = ~np.isnan(a)
+    diff = a[keep] - b[keep]
+    draws = np.random.default_rng(7).integers(0, len(diff), (1000, len(diff)))
+    means = np.array([diff[row].mean() for row in draws])
+    low, high = np.quantile(means, [0.05, 0.95])
+    result = paired_bootstrap(a, b, n_resamples=1000, seed=7, confidence=0.9)
+    assert result["n"] == 59 and result["mean_diff"] == pytest.approx(diff.mean())
+    assert result["ci_low"] == pytest.approx(low, abs=1e-12) and result["ci_high"] == pytest.approx(
+        high, abs=1e-12
+    )
+    single = paired_bootstrap([0.4], [0.1])
+    assert single["ci_low"] == single["ci_high"] == pytest.approx(0.3) and single["wins"]

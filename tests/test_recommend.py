@@ -1,80 +1,66 @@
-"""The aspect recommender on an embedding set with known structure."""
+"""The recommender's names are thin aliases: each gives exactly what the serving search gives."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from kedro.io import DataCatalog, MemoryDataset
 
-from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.recommend import AspectRecommender
+from mess_kedro.serving import SimilaritySearch
+from tests.test_indexing import bundle
 
 
 @pytest.fixture
-def recommender():
+def indices():
     rng = np.random.default_rng(0)
     ids = [f"t{i}" for i in range(12)]
-    loud = np.array([i % 2 for i in range(12)])  # layer 0 separates loud from soft tracks
-    fast = np.array([i // 6 for i in range(12)])  # layer 1 separates fast from slow tracks
-    layer0 = np.c_[loud * 5.0, rng.standard_normal((12, 3)) * 0.1]
-    layer1 = np.c_[fast * 5.0, rng.standard_normal((12, 5)) * 0.1]
-    info = {"label": "model", "random_init": False, "layer_names": ["a", "b"]}
-    twin_info = {"label": "model (random-init)", "random_init": True, "layer_names": ["a", "b"]}
-    embeddings = EmbeddingSet(
-        backbones={
-            "model": BackboneEmbeddings("model", [layer0, layer1], ids, info),
-            "twin": BackboneEmbeddings("twin", [layer1, layer0], ids, twin_info),
+    loud = np.array([i % 2 for i in range(12)])  # the dynamics index separates loud from soft tracks
+    fast = np.array([i // 6 for i in range(12)])  # the tempo index separates fast from slow tracks
+    dyn = np.c_[loud * 5.0, rng.standard_normal((12, 3)) * 0.1]
+    tempo = np.c_[fast * 5.0, rng.standard_normal((12, 3)) * 0.1]
+    return (
+        {
+            "b/aspect-dynamics": bundle(dyn, ids, ids, "b/aspect-dynamics"),
+            "b/aspect-tempo": bundle(tempo, ids, ids, "b/aspect-tempo"),
         },
-        index=pd.DataFrame(),
-        segment_index=pd.DataFrame(),
+        loud,
+        fast,
     )
-    aspects = {
-        "dynamics": {"layer": "a", "layer_index": 0, "r2": 0.9, "confidence": "high"},
-        "tempo": {"layer": "b", "layer_index": 1, "r2": 0.6, "confidence": "medium"},
-        "phrasing": {"layer": None, "r2": None, "confidence": "none"},
-    }
-    aspect_map = {
-        "backbones": {
-            "twin": {"label": "model (random-init)", "random_init": True, "aspects": aspects},
-            "model": {"label": "model", "random_init": False, "aspects": aspects},
-        }
-    }
-    manifest = pd.DataFrame(
-        {"track_id": ids, "title": [f"piece {i}" for i in range(12)], "composer": "X", "performer": "p"}
-    )
-    return AspectRecommender(embeddings, aspect_map, manifest), loud, fast
 
 
-def test_prefers_the_pretrained_backbone_and_lists_aspects(recommender):
-    rec, _, _ = recommender
-    assert rec.backbone == "model"
-    assert rec.available_aspects() == ["dynamics", "tempo"]  # phrasing has no layer
-    assert rec.aspect_info("tempo")["confidence"] == "medium"
-
-
-def test_each_aspect_ranks_by_its_own_layer(recommender):
-    rec, loud, fast = recommender
+def test_aliases_return_what_the_search_returns(indices):
+    bundles, loud, fast = indices
+    search = SimilaritySearch(bundles, candidates=20)
+    rec = AspectRecommender(search)
+    assert rec.backbone == "b" and rec.available_aspects() == ["dynamics", "tempo"]
+    assert rec.track_ids == [f"t{i}" for i in range(12)]
     by_dynamics = rec.recommend_by_aspect("t0", "dynamics", n=5)
-    assert "t0" not in set(by_dynamics["track_id"])
+    pd.testing.assert_frame_equal(by_dynamics, search.similar("t0", aspect="dynamics", n=5))
     assert all(loud[int(t[1:])] == loud[0] for t in by_dynamics["track_id"])
-    by_tempo = rec.recommend_by_aspect("t0", "tempo", n=5)
-    assert all(fast[int(t[1:])] == fast[0] for t in by_tempo["track_id"])
-    assert list(by_tempo.columns) == ["track_id", "title", "composer", "performer", "score"]
-    assert by_tempo["score"].is_monotonic_decreasing
+    mixed = rec.recommend_multi_aspect("t0", {"dynamics": 0.5, "tempo": 0.5}, n=2)
+    pd.testing.assert_frame_equal(mixed, search.similar("t0", weights={"dynamics": 0.5, "tempo": 0.5}, n=2))
+    assert all(loud[int(t[1:])] == loud[0] and fast[int(t[1:])] == fast[0] for t in mixed["track_id"])
+    assert rec.aspect_info("tempo")["name"] == "b/aspect-tempo"
 
 
-def test_multi_aspect_mixes_similarities(recommender):
-    rec, loud, fast = recommender
-    both = rec.recommend_multi_aspect("t0", {"dynamics": 0.5, "tempo": 0.5}, n=2)
-    # Tracks sharing both loudness and speed with t0 come first: t2 and t4.
-    assert set(both["track_id"]) == {"t2", "t4"}
-    only_tempo = rec.recommend_multi_aspect("t0", {"dynamics": 0.0, "tempo": 1.0}, n=5)
-    pd.testing.assert_frame_equal(only_tempo, rec.recommend_by_aspect("t0", "tempo", n=5))
-
-
-def test_errors_name_what_exists(recommender):
-    rec, _, _ = recommender
-    with pytest.raises(KeyError, match="unknown aspect 'timbre'.*dynamics"):
-        rec.recommend_by_aspect("t0", "timbre")
-    with pytest.raises(KeyError, match="unknown track 'nope'"):
-        rec.recommend_by_aspect("nope", "tempo")
+def test_errors_are_the_searchs_own(indices):
+    rec = AspectRecommender(SimilaritySearch(indices[0], candidates=20))
+    with pytest.raises(KeyError, match="unknown or not decodable aspect"):
+        rec.recommend_by_aspect("t0", "sparkle")
+    with pytest.raises(KeyError, match="unknown or not decodable aspect"):
+        rec.aspect_info("sparkle")
     with pytest.raises(ValueError, match="non-negative"):
-        rec.recommend_multi_aspect("t0", {"tempo": -1.0})
+        rec.recommend_multi_aspect("t0", {"dynamics": -1.0, "tempo": 2.0})
+
+
+def test_from_catalog_reads_the_serving_indices_and_parameters(indices):
+    catalog = DataCatalog(
+        {
+            "serving_indices": MemoryDataset(indices[0], copy_mode="assign"),
+            "params:embed": MemoryDataset({}),
+            "params:serving_index": MemoryDataset({"candidates": 20, "max_query_s": 900}),
+            "query_embeddings": MemoryDataset({}),
+        }
+    )
+    rec = AspectRecommender.from_catalog(catalog)
+    assert rec.available_aspects() == ["dynamics", "tempo"] and rec.search._candidates == 20

@@ -2,10 +2,6 @@
 
 import math
 
-from kedro.io import Version
-from kedro_datasets.json import JSONDataset
-
-from mess_kedro.hooks import saved_path
 from mess_kedro.pipelines.fusion.nodes import training_curves
 from mess_kedro.tracking import history_metrics, metric_key, run_tags
 
@@ -60,15 +56,3 @@ def test_training_curves_cover_learned_methods_only():
         }
     }
     assert set(training_curves(models)) == {"b.lfn.loss", "b.lfn.val_map"}
-
-
-def test_saved_path_is_the_version_just_saved(tmp_path):
-    dataset = JSONDataset(
-        filepath=str(tmp_path / "r.json"), version=Version(None, "2026-01-01T00.00.00.000Z")
-    )
-    dataset.save({"a": 1})
-    path = saved_path(dataset)
-    assert path == tmp_path / "r.json" / "2026-01-01T00.00.00.000Z" / "r.json" and path.is_file()
-    plain = JSONDataset(filepath=str(tmp_path / "p.json"))
-    assert saved_path(plain) == tmp_path / "p.json"
-    assert saved_path(object()) is None  # anything without a filepath

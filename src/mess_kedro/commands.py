@@ -20,6 +20,7 @@ import io
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -73,6 +74,20 @@ def run(ctx: click.Context) -> None:
     kedro_main(args=ctx.args)
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The answer is the table: library warnings, log lines below errors and anything printed on
+    import (pyfluidsynth prints when CI is set) stay out of it; all three are restored after."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
 def _answer(project: str, backbone: str | None, ask) -> None:
     """Load the search, run ``ask(search) -> (title, table)``, print it; errors: one line, exit 1."""
     from kedro.io.core import DatasetError
@@ -81,13 +96,9 @@ def _answer(project: str, backbone: str | None, ask) -> None:
     from mess_kedro.indexing import IndexMismatchError
     from mess_kedro.serving import load_search
 
-    # The answer is the table: keep library warnings and the catalog's log lines out of it.
-    warnings.simplefilter("ignore")
-    logging.disable(logging.WARNING)
     try:
         _check_project(project)
-        # Some libraries print on import (pyfluidsynth does when CI is set): keep stdout the answer.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with _quiet():
             search = load_search(project, backbone)
             title, table = ask(search)
     except (

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
-from kedro.io import AbstractDataset
 from kedro.pipeline import Node
 
 from .atomic import process_alive, remove_stale_temporaries
@@ -50,14 +49,24 @@ def _active_mlflow():
     return mlflow if mlflow.active_run() is not None else None
 
 
-def saved_path(dataset: AbstractDataset) -> Path | None:
-    """Where ``dataset`` last saved: its versioned path when versioned, else its filepath."""
-    filepath = getattr(dataset, "_filepath", None)
-    if filepath is None:
-        return None
-    if getattr(dataset, "_version", None) is not None:
-        return Path(str(dataset._get_versioned_path(dataset.resolve_save_version())))
-    return Path(str(filepath))
+def artifact_targets(catalog_config: dict[str, Any], project_path: Path) -> dict[str, tuple[str, Path, bool]]:
+    """``{dataset: (artifact_path, file or folder, versioned)}`` for the catalog entries marked
+    ``metadata.mlflow.artifact_path``, read from the catalog's configuration (no dataset internals)."""
+    targets = {}
+    for name, config in catalog_config.items():
+        if not isinstance(config, dict):
+            continue
+        artifact_path = ((config.get("metadata") or {}).get("mlflow") or {}).get("artifact_path")
+        location = config.get("filepath") or config.get("path")
+        if artifact_path and isinstance(location, str) and "://" not in location:
+            path = Path(location) if Path(location).is_absolute() else project_path / location
+            targets[name] = (artifact_path, path, bool(config.get("versioned")))
+    return targets
+
+
+def saved_path(path: Path, versioned: bool, save_version: str | None) -> Path:
+    """Where a catalog file was saved in this run: Kedro writes a versioned one to ``path/<version>/<name>``."""
+    return path / save_version / path.name if versioned and save_version else path
 
 
 class RunTagsHook:
@@ -88,27 +97,34 @@ class RunTagsHook:
 
 
 class ArtifactLoggingHook:
-    """Logs what catalog entries marked ``metadata.mlflow.artifact_path`` save."""
+    """Logs what catalog entries marked ``metadata.mlflow.artifact_path`` save.
+
+    Uses only public hook arguments: the catalog configuration from the context's
+    config loader, and the run id, which is the run's save version.
+    """
 
     def __init__(self) -> None:
-        self._catalog = None
+        self._targets: dict[str, tuple[str, Path, bool]] = {}
+        self._save_version: str | None = None
 
     @hook_impl
-    def after_catalog_created(self, catalog) -> None:
-        self._catalog = catalog
+    def after_context_created(self, context) -> None:
+        self._targets = artifact_targets(dict(context.config_loader["catalog"]), Path(context.project_path))
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        self._save_version = run_params.get("run_id")  # Kedro saves every versioned dataset under it
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:
-        if self._catalog is None:
-            return
-        dataset = self._catalog.get(dataset_name)
-        artifact_path = ((getattr(dataset, "metadata", None) or {}).get("mlflow") or {}).get("artifact_path")
-        mlflow = _active_mlflow() if artifact_path else None
+        target = self._targets.get(dataset_name)
+        mlflow = _active_mlflow() if target else None
         if mlflow is None:
             return
-        path = saved_path(dataset)
-        if path is None or not path.exists():
-            logger.warning("MLflow: nothing to log for %s (no saved file found)", dataset_name)
+        artifact_path, location, versioned = target
+        path = saved_path(location, versioned, self._save_version)
+        if not path.exists():
+            logger.warning("MLflow: nothing to log for %s (no saved file at %s)", dataset_name, path)
             return
         if path.is_dir():
             mlflow.log_artifacts(str(path), f"{artifact_path}/{path.name}")

@@ -124,9 +124,13 @@ def paired_bootstrap(
 ) -> dict[str, float]:
     """Mean of ``a - b`` over queries scored by both, with a percentile bootstrap CI.
 
-    Queries are resampled with replacement, keeping each query's pair together.
-    ``wins`` is true when the whole interval lies above 0, ``loses`` when below.
+    Queries are resampled with replacement, keeping each query's pair together
+    (``scipy.stats.bootstrap``, percentile method, on the per-query differences:
+    resampling the differences is the paired bootstrap). ``wins`` is true when the
+    whole interval lies above 0, ``loses`` when below.
     """
+    from scipy import stats
+
     a, b = np.asarray(a, float), np.asarray(b, float)
     keep = ~(np.isnan(a) | np.isnan(b))
     diff = a[keep] - b[keep]
@@ -139,9 +143,17 @@ def paired_bootstrap(
             "wins": False,
             "loses": False,
         }
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (n_resamples, len(diff)))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    if len(diff) == 1:  # every resample is the one query: the interval is that value
+        low = high = float(diff[0])
+    else:
+        low, high = stats.bootstrap(
+            (diff,),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        ).confidence_interval
     return {
         "mean_diff": float(diff.mean()),
         "ci_low": float(low),

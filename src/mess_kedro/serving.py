@@ -176,6 +176,19 @@ class SimilaritySearch:
         self._max_query_s = max_query_s
         self._backbone_model = None
 
+    @classmethod
+    def from_catalog(cls, catalog, backbone: str | None = None) -> SimilaritySearch:
+        """In ``kedro jupyter`` / ``kedro ipython``: the search over the catalog's ``serving_indices``."""
+        serving = catalog.load("params:serving_index")
+        return cls(
+            catalog.load("serving_indices"),
+            catalog.load("params:embed"),
+            backbone,
+            serving["candidates"],
+            query_cache=QueryCache(catalog.get("query_embeddings")),
+            max_query_s=serving["max_query_s"],
+        )
+
     def _open_backbone(self, indices, backbone: str, keys: list[str]) -> None:
         """Use ``backbone``: its metadata comes from the first of its indices that opens
         (an aspect subspace, the smallest kind, when there is one)."""
@@ -551,12 +564,12 @@ def load_search(
 
     params = project_parameters(project_path, env)
     datasets = project_datasets(project_path, ["serving_indices", "query_embeddings"], env)
-    serving = params.get("serving_index", {})
+    serving = params["serving_index"]
     return SimilaritySearch(
         datasets["serving_indices"].load(),
-        params.get("embed"),
+        params["embed"],
         backbone,
-        serving.get("candidates", 100),
+        serving["candidates"],
         query_cache=QueryCache(datasets["query_embeddings"]),
-        max_query_s=serving.get("max_query_s"),
+        max_query_s=serving["max_query_s"],
     )

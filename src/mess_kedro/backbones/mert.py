@@ -11,7 +11,8 @@ initialisation, so the mapping here is explicit, and the strict key check
 below refuses any checkpoint whose keys do not all land somewhere.
 
 Weights are looked for, in order, in an explicit local directory and in the
-Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME`` / ``~/.cache/huggingface``).
+Hugging Face cache, found by huggingface_hub itself (``snapshot_download`` with
+``local_files_only``: ``HF_HUB_CACHE`` / ``HF_HOME`` / ``XDG_CACHE_HOME``).
 Nothing is downloaded. Without weights the same architecture runs with seeded
 random weights and is labelled ``random-init``.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,41 +167,49 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
-def hf_cache_dirs() -> list[Path]:
-    """Hugging Face hub cache folders, in the order huggingface_hub resolves them."""
-    dirs = []
-    if os.environ.get("HF_HUB_CACHE"):
-        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
-    if os.environ.get("HF_HOME"):
-        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
-    dirs.append(Path.home() / ".cache" / "huggingface" / "hub")
-    return dirs
+def cached_snapshot(hub_repo: str) -> tuple[Path | None, str]:
+    """The Hugging Face cache's snapshot of ``hub_repo`` (its ``main`` revision), never downloading,
+    and where that cache is.
+
+    huggingface_hub resolves the cache itself (``HF_HUB_CACHE``, ``HF_HOME``,
+    ``XDG_CACHE_HOME``, ``~/.cache/huggingface``), so this looks where
+    ``from_pretrained`` would.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    place = str(Path(constants.HF_HUB_CACHE) / ("models--" + hub_repo.replace("/", "--")))
+    try:
+        return Path(snapshot_download(hub_repo, local_files_only=True)), place
+    except LocalEntryNotFoundError:
+        return None, place
 
 
 def find_weights_dir(hub_repo: str | None, weights_path: str | None) -> tuple[Path | None, list[str]]:
     """The first folder holding ``config.json`` and a weights file, and every place looked."""
     candidates: list[Path] = []
+    looked: list[str] = []
     if weights_path:
         candidates.append(Path(weights_path).expanduser())
+        looked.append(str(candidates[-1]))
     if hub_repo:
-        folder = "models--" + hub_repo.replace("/", "--")
-        for cache in hf_cache_dirs():
-            snapshots = cache / folder / "snapshots"
-            candidates.extend(sorted(snapshots.glob("*"), key=lambda p: p.stat().st_mtime, reverse=True))
-            if not snapshots.exists():
-                candidates.append(snapshots)
+        snapshot, place = cached_snapshot(hub_repo)
+        looked.append(f"{place} (Hugging Face cache)")
+        if snapshot is not None:
+            candidates.append(snapshot)
     for folder in candidates:
         if (folder / "config.json").is_file() and any((folder / f).is_file() for f in WEIGHT_FILES):
-            return folder, [str(c) for c in candidates]
-    return None, [str(c) for c in candidates]
+            return folder, looked
+    return None, looked
 
 
 def _random_init_backbone(spec: BackboneSpec, seed: int) -> Backbone:
     """``spec``'s architecture with seeded random weights, labelled as such."""
-    torch.manual_seed(seed)
     from transformers import HubertConfig, HubertModel
 
-    model = HubertModel(HubertConfig(**spec.architecture))
+    with torch.random.fork_rng(devices=[]):  # seeded here; the caller's random state is left alone
+        torch.manual_seed(seed)
+        model = HubertModel(HubertConfig(**spec.architecture))
     return Backbone(spec, model, weights_id=f"random-init-s{seed}", random_init=True)
 
 

@@ -367,8 +367,10 @@ def build_model(spec: BackboneSpec) -> nn.Module:
 def load_musicnn(spec: BackboneSpec, random_init: bool = False, seed: int = 0) -> MusicnnBackbone:
     """The pretrained model (weights from the wheel), or its seeded random-init twin."""
     if random_init:
-        torch.manual_seed(seed)
-        return MusicnnBackbone(spec, build_model(spec), weights_id=f"random-init-s{seed}", random_init=True)
+        with torch.random.fork_rng(devices=[]):  # seeded here; the caller's random state is left alone
+            torch.manual_seed(seed)
+            model = build_model(spec)
+        return MusicnnBackbone(spec, model, weights_id=f"random-init-s{seed}", random_init=True)
     model = build_model(spec)
     state, weights_id = converted_state_dict(spec.architecture["checkpoint"], spec.architecture["type"])
     expected = set(model.state_dict())

@@ -142,6 +142,44 @@ def _readable_entries(entries: Mapping[str, Callable[[], Any]]) -> set[str]:
         return {key for key, ok in zip(entries, pool.map(loads, list(entries)), strict=True) if ok}
 
 
+def _run_record(backbone, config: EmbeddingConfig, config_id: str, device) -> dict[str, Any]:
+    """What produced a backbone's numbers: weights, configuration, device and shapes (``embed_runs``)."""
+    return {
+        "backbone": backbone.spec.name,
+        "encoder": backbone.spec.encoder,
+        "label": backbone.label,
+        "weights_id": backbone.weights_id,
+        "random_init": backbone.random_init,
+        "config_id": config_id,
+        "device": str(device),
+        "precision": resolve_precision(config.precision, device),
+        "sample_rate": backbone.spec.sample_rate,
+        "frame_rate": backbone.spec.frame_rate,
+        "layer_names": list(backbone.spec.layer_names),
+        "layer_dims": list(backbone.spec.layer_dims),
+        "segment_s": config.segment_s,
+        "min_segment_s": minimum_segment_s(backbone, config),
+        "tag_names": list(backbone.spec.tag_names),
+    }
+
+
+def _plan_tracks(
+    missing: list[str], prepared_audio: Mapping, checked: dict, *, minimum: float, silence: float
+) -> tuple[dict[str, Callable], dict[str, str]]:
+    """The missing tracks that can be embedded (their loaders), and the others with their problem.
+
+    ``checked`` remembers each (track, minimum length) verdict, so a random-init
+    twin with the same minimum does not decode the tracks again.
+    """
+    unchecked = [t for t in missing if (t, minimum) not in checked]
+    # Decoding every missing track to check it is I/O and CPU work: spread it over threads.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        found = pool.map(lambda t: _planning_problem(prepared_audio.get(t), minimum, silence), unchecked)
+        checked.update(zip([(t, minimum) for t in unchecked], found, strict=True))
+    problems = {t: checked[(t, minimum)] for t in missing if checked[(t, minimum)]}
+    return {t: prepared_audio[t] for t in missing if t not in problems}, problems
+
+
 def extract_track_embeddings(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     track_manifest: pd.DataFrame,
@@ -187,40 +225,13 @@ def extract_track_embeddings(
             keep_frames=bool(params.get("keep_frames", False)),
         )
         config_id = config.config_id(device, threads)
-        runs[name] = {
-            "backbone": backbone.spec.name,
-            "encoder": backbone.spec.encoder,
-            "label": backbone.label,
-            "weights_id": backbone.weights_id,
-            "random_init": backbone.random_init,
-            "config_id": config_id,
-            "device": str(device),
-            "precision": resolve_precision(config.precision, device),
-            "sample_rate": backbone.spec.sample_rate,
-            "frame_rate": backbone.spec.frame_rate,
-            "layer_names": list(backbone.spec.layer_names),
-            "layer_dims": list(backbone.spec.layer_dims),
-            "segment_s": config.segment_s,
-            "min_segment_s": minimum_segment_s(backbone, config),
-            "tag_names": list(backbone.spec.tag_names),
-        }
+        runs[name] = _run_record(backbone, config, config_id, device)
         missing = [
             t for t in track_ids if partition_key(name, backbone.weights_id, config_id, t) not in cached
         ]
         minimum = minimum_segment_s(backbone, config)
-        unchecked = [t for t in missing if (t, minimum) not in checked]
-        # Decoding every missing track to check it is I/O and CPU work: spread it over
-        # threads, and only once per minimum length (a random-init twin shares its checks).
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            found = pool.map(lambda t: _planning_problem(prepared_audio.get(t), minimum, silence), unchecked)
-            checked.update(zip([(t, minimum) for t in unchecked], found, strict=True))
-        plan = {}
-        for track_id in missing:
-            problem = checked[(track_id, minimum)]
-            if problem:
-                rejects.append({"backbone": name, "track_id": track_id, "reason": problem})
-                continue
-            plan[track_id] = prepared_audio[track_id]
+        plan, problems = _plan_tracks(missing, prepared_audio, checked, minimum=minimum, silence=silence)
+        rejects += [{"backbone": name, "track_id": t, "reason": problem} for t, problem in problems.items()]
         logger.info(
             "embed %s [%s, %s on %s]: %d tracks cached, %d to compute, %d rejected",
             backbone.label,

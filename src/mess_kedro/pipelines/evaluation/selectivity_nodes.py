@@ -166,6 +166,41 @@ def _similarities_for_seed(  # noqa: PLR0917 - the seed's models and data, passe
     return found
 
 
+def _score_seed(
+    found: dict,
+    views: dict,
+    aspects: dict[str, str],
+    tracks: list[str],
+    *,
+    k: int,
+    resamples: int,
+    boot_seed: int,
+) -> tuple[list[dict], list[pd.DataFrame]]:
+    """Every similarity scored against every factor: matrix cells (with bootstrap CIs) and per-query rows."""
+    cells, per_query = [], []
+    for (source, method, aspect), similarity in found.items():
+        for searched, own in aspects.items() if aspect is None else [(aspect, aspects[aspect])]:
+            scored = _score(similarity, views, own, k)
+            for factor, rho in scored["rho"].items():
+                cells.append(
+                    {"source": source, "method": method, "aspect": searched, "factor": factor}
+                    | bootstrap_mean(rho, resamples, boot_seed)
+                )
+            per_query.append(
+                pd.DataFrame(
+                    {
+                        "source": source,
+                        "method": method,
+                        "aspect": searched,
+                        "query": tracks,
+                        "selectivity": scored["rho"][own],
+                        f"ndcg@{k}": scored["ndcg"],
+                    }
+                )
+            )
+    return cells, per_query
+
+
 def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     layer_embeddings: EmbeddingSet,
     aspect_subspaces: dict[str, Any],
@@ -235,33 +270,11 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
         )
         for aspect, factor in aspects.items():
             found[(ORACLE, "oracle", aspect)] = closeness(views[factor]["values"])
-        for (source, method, aspect), similarity in found.items():
-            for searched, own in aspects.items() if aspect is None else [(aspect, aspects[aspect])]:
-                scored = _score(similarity, views, own, k)
-                for factor, rho in scored["rho"].items():
-                    cells.append(
-                        {
-                            "split_seed": seed,
-                            "source": source,
-                            "method": method,
-                            "aspect": searched,
-                            "factor": factor,
-                        }
-                        | bootstrap_mean(rho, resamples, boot_seed)
-                    )
-                per_query.append(
-                    pd.DataFrame(
-                        {
-                            "split_seed": seed,
-                            "source": source,
-                            "method": method,
-                            "aspect": searched,
-                            "query": tracks,
-                            "selectivity": scored["rho"][own],
-                            f"ndcg@{k}": scored["ndcg"],
-                        }
-                    )
-                )
+        seed_cells, seed_queries = _score_seed(
+            found, views, aspects, tracks, k=k, resamples=resamples, boot_seed=boot_seed
+        )
+        cells += [{"split_seed": seed} | cell for cell in seed_cells]
+        per_query += [frame.assign(split_seed=seed)[["split_seed", *frame.columns]] for frame in seed_queries]
     matrix = _label_relations(pd.DataFrame(cells), aspects, float(options.get("link_threshold", 0.1)))
     matrix.insert(2, "label", matrix["source"].map(lambda s: _label(s, layer_embeddings)))
     per_query = pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame()

@@ -93,6 +93,37 @@ def _load_excerpts(params: Mapping[str, Any]) -> list:
     return excerpts
 
 
+def _demo_record(source_key: str, key: str, excerpt, settings: RenditionSettings) -> dict[str, Any]:
+    """One rendition in the records layout of :mod:`mess_kedro.sources` (plus its audio key)."""
+    return {
+        "source_key": source_key,
+        "source_path": f"demo_audio:{key}",
+        "midi_key": key,
+        "audio_key": key,
+        "dataset": "demo",
+        "composer": excerpt.composer,
+        "work": excerpt.work,
+        "title": excerpt.title,
+        "performer": settings.performer_id,
+        "official_split": None,
+    }
+
+
+def _demo_truth(source_key: str, key: str, excerpt, settings: RenditionSettings, performed) -> dict[str, Any]:
+    """One rendition's ground truth: every factor as set, and what the performance realised."""
+    return {
+        "source_key": source_key,
+        "render_key": key,
+        "piece_id": excerpt.piece_id,
+        "reference_qpm": excerpt.reference_qpm,
+        "tempo_qpm": excerpt.reference_qpm * settings.tempo_factor,
+        "excerpt_ql": excerpt.length_ql,
+        **settings.as_dict(),
+        "instrument": pretty_midi.program_to_instrument_name(settings.program),
+        **realised_expression(performed),
+    }
+
+
 def render_demo_corpus(
     params: dict[str, Any],
     demo_audio_cached: Mapping[str, Any],
@@ -160,33 +191,8 @@ def render_demo_corpus(
             midi_files[key] = midi
         if key not in demo_audio_cached:
             audio[key] = partial(_render_track, midi, settings, synth)
-        records.append(
-            {
-                "source_key": source_key,
-                "source_path": f"demo_audio:{key}",
-                "midi_key": key,
-                "audio_key": key,
-                "dataset": "demo",
-                "composer": excerpt.composer,
-                "work": excerpt.work,
-                "title": excerpt.title,
-                "performer": settings.performer_id,
-                "official_split": None,
-            }
-        )
-        truth.append(
-            {
-                "source_key": source_key,
-                "render_key": key,
-                "piece_id": excerpt.piece_id,
-                "reference_qpm": excerpt.reference_qpm,
-                "tempo_qpm": excerpt.reference_qpm * settings.tempo_factor,
-                "excerpt_ql": excerpt.length_ql,
-                **settings.as_dict(),
-                "instrument": pretty_midi.program_to_instrument_name(settings.program),
-                **realised_expression(performed),
-            }
-        )
+        records.append(_demo_record(source_key, key, excerpt, settings))
+        truth.append(_demo_truth(source_key, key, excerpt, settings, performed))
         notes.append(performed.assign(source_key=source_key))
     logger.info(
         "Demo corpus: %d pieces x %d performers = %d renditions; %d to render, %d cached",
@@ -260,6 +266,43 @@ def _prepared_loader(
     return prepare
 
 
+def _inspect_record(
+    record: dict,
+    audio_loaders: Mapping,
+    midi_loaders: Mapping,
+    *,
+    checks: AudioChecks,
+    require_midi: bool,
+    seen: dict,
+) -> tuple[str | None, AudioSignal | None, Any, str | None]:
+    """Decode and check one recording: ``(track_id, signal, midi, None)``, or a reject reason last."""
+    signal, reason = _load_checked_audio(_resolve(audio_loaders, _audio_key(record)), checks)
+    midi = None
+    if reason is None:
+        load_midi = _resolve(midi_loaders, record.get("midi_key"))
+        midi, reason = _load_midi(record["source_key"], load_midi, require_midi)
+    track_id = content_hash(signal) if reason is None else None
+    if reason is None and track_id in seen:
+        reason = f"duplicate content of {seen[track_id]}"
+    return track_id, signal, midi, reason
+
+
+def _track_row(track_id: str, record: dict, signal: AudioSignal, *, has_midi: bool, rate: int, note) -> dict:
+    """The manifest row of an accepted recording: its record plus what was measured."""
+    return {
+        "track_id": track_id,
+        **record,  # the layout's columns plus any user metadata
+        "duration_s": round(signal.duration_s, 4),
+        "original_sample_rate": signal.sample_rate,
+        "channels": signal.n_channels,
+        "rms_dbfs": round(rms_dbfs(to_mono(signal.samples)), 2),
+        "peak": round(float(np.max(np.abs(signal.samples))), 4),
+        "has_midi": has_midi,
+        "prepared_sample_rate": rate,
+        "read_note": note,
+    }
+
+
 def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     demo_audio: Mapping[str, Callable[[], AudioSignal]],
     demo_midi: Mapping[str, Callable[[], Any]],
@@ -309,14 +352,9 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
             for record in records.to_dict("records"):
                 bar.update(1)
                 audio_key = _audio_key(record)
-                signal, reason = _load_checked_audio(_resolve(audio_loaders, audio_key), checks)
-                midi = None
-                if reason is None:
-                    load_midi = _resolve(midi_loaders, record.get("midi_key"))
-                    midi, reason = _load_midi(record["source_key"], load_midi, require_midi)
-                track_id = content_hash(signal) if reason is None else None
-                if reason is None and track_id in seen:
-                    reason = f"duplicate content of {seen[track_id]}"
+                track_id, signal, midi, reason = _inspect_record(
+                    record, audio_loaders, midi_loaders, checks=checks, require_midi=require_midi, seen=seen
+                )
                 if reason is not None:
                     rejects.append({col: record.get(col) for col in REJECT_COLUMNS[:-1]} | {"reason": reason})
                     continue
@@ -329,18 +367,9 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
                 if midi is not None:
                     track_midi[track_id] = midi
                 tracks.append(
-                    {
-                        "track_id": track_id,
-                        **record,  # the layout's columns plus any user metadata
-                        "duration_s": round(signal.duration_s, 4),
-                        "original_sample_rate": signal.sample_rate,
-                        "channels": signal.n_channels,
-                        "rms_dbfs": round(rms_dbfs(to_mono(signal.samples)), 2),
-                        "peak": round(float(np.max(np.abs(signal.samples))), 4),
-                        "has_midi": midi is not None,
-                        "prepared_sample_rate": target_rate,
-                        "read_note": note,
-                    }
+                    _track_row(
+                        track_id, record, signal, has_midi=midi is not None, rate=target_rate, note=note
+                    )
                 )
     for reject in rejects:
         logger.warning("Rejected %s (%s): %s", reject["source_key"], reject["dataset"], reject["reason"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -145,6 +145,73 @@ def _target_matrix(
     return merged.reindex(columns=on + targets)[targets].to_numpy(float)
 
 
+class _ProbeInputs(NamedTuple):
+    """What every backbone is probed against: targets, factors, and the classic descriptors."""
+
+    track_targets: pd.DataFrame
+    segment_targets: pd.DataFrame
+    track_descriptors: pd.DataFrame
+    segment_descriptors: pd.DataFrame
+    track_truth: pd.DataFrame
+    segment_truth: pd.DataFrame
+
+
+def _backbone_entry(name: str, embeddings, twins: dict[str, str]) -> dict[str, Any]:
+    return {
+        "label": embeddings.label,
+        "backbone": embeddings.info.get("backbone", name),
+        "weights_id": embeddings.info.get("weights_id"),
+        "random_init": bool(embeddings.info.get("random_init")),
+        "twin": twins.get(name),
+        "layers": embeddings.layer_names,
+        "layer_dims": [int(t.shape[1]) for t in embeddings.tracks],
+        "levels": {},
+        "classic": {"layers": ["descriptors"], "levels": {}},
+    }
+
+
+def _probe_tracks(
+    embeddings, rows, inputs: _ProbeInputs, *, targets, params, classic_cache
+) -> tuple[dict, dict]:
+    """Track level: every layer, and the classic descriptors on the same rows (computed once per row set)."""
+    Y = _target_matrix(rows, [inputs.track_targets, inputs.track_truth], ["track_id"], targets)
+    groups = rows["group"].to_numpy()
+    key = ("track", tuple(rows["track_id"]))
+    if key not in classic_cache:
+        X = descriptor_matrix(inputs.track_descriptors, rows)
+        classic_cache[key] = _probe_level([X], Y, groups, targets, params)
+    return _probe_level(embeddings.tracks, Y, groups, targets, params), classic_cache[key]
+
+
+def _probe_segments(
+    name: str, embeddings, group_of: dict, inputs: _ProbeInputs, *, targets, params, classic_cache
+) -> tuple[dict, dict]:
+    """Segment level: folds still group by composition, so no piece is on both sides of a fold."""
+    seg = inputs.segment_targets[inputs.segment_targets["backbone"] == name].sort_values("row")
+    if len(seg) != embeddings.segments[0].shape[0]:
+        raise ValueError(
+            f"{name}: {len(seg)} segment target rows for {embeddings.segments[0].shape[0]} segments"
+        )
+    keys = ["backbone", "row"]
+    Y = _target_matrix(seg, [inputs.segment_targets, inputs.segment_truth], keys, targets)
+    groups = seg["track_id"].map(group_of).to_numpy()
+    key = ("segment", tuple(zip(seg["track_id"], seg["start_s"], seg["end_s"], strict=True)))
+    if key not in classic_cache:
+        X = descriptor_matrix(inputs.segment_descriptors, seg, on=tuple(keys))
+        classic_cache[key] = _probe_level([X], Y, groups, targets, params)
+    return _probe_level(embeddings.segments, Y, groups, targets, params), classic_cache[key]
+
+
+def _alphas_at_edge(document: dict[str, Any]) -> dict[str, float | None]:
+    chosen = [
+        np.array(level["alpha_folds"], dtype=float)
+        for entry in document["backbones"].values()
+        for level in entry["levels"].values()
+    ]
+    flat = np.concatenate([c.ravel() for c in chosen]) if chosen else np.array([])
+    return _edge_shares(flat, tuple(document["alpha_grid"]))
+
+
 def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     layer_embeddings: EmbeddingSet,
     track_targets: pd.DataFrame,
@@ -184,56 +251,31 @@ def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     document: dict[str, Any] = {"targets": targets, "factors": factors, "backbones": {}}
     levels = params.get("levels", ["track", "segment"])
     index = layer_embeddings.index
-    group_of = dict(zip(index["track_id"], index["group"], strict=False))
+    inputs = _ProbeInputs(
+        track_targets, segment_targets, track_descriptors, segment_descriptors, truth, segment_ground_truth
+    )
     classic_cache: dict[tuple, dict] = {}
     for name, embeddings in layer_embeddings.backbones.items():
-        entry = {
-            "label": embeddings.label,
-            "backbone": embeddings.info.get("backbone", name),
-            "weights_id": embeddings.info.get("weights_id"),
-            "random_init": bool(embeddings.info.get("random_init")),
-            "twin": twins.get(name),
-            "layers": embeddings.layer_names,
-            "layer_dims": [int(t.shape[1]) for t in embeddings.tracks],
-            "levels": {},
-            "classic": {"layers": ["descriptors"], "levels": {}},
-        }
+        entry = _backbone_entry(name, embeddings, twins)
+        rows = index[index["backbone"] == name].sort_values("row")[["track_id", "group"]]
         if "track" in levels:
-            rows = index[index["backbone"] == name].sort_values("row")[["track_id", "group"]]
-            Y = _target_matrix(rows, [track_targets, truth], ["track_id"], targets)
-            groups = rows["group"].to_numpy()
-            entry["levels"]["track"] = _probe_level(embeddings.tracks, Y, groups, targets, params)
-            key = ("track", tuple(rows["track_id"]))
-            if key not in classic_cache:
-                X = descriptor_matrix(track_descriptors, rows)
-                classic_cache[key] = _probe_level([X], Y, groups, targets, params)
-            entry["classic"]["levels"]["track"] = classic_cache[key]
+            entry["levels"]["track"], entry["classic"]["levels"]["track"] = _probe_tracks(
+                embeddings, rows, inputs, targets=targets, params=params, classic_cache=classic_cache
+            )
         if "segment" in levels:
-            seg = segment_targets[segment_targets["backbone"] == name].sort_values("row")
-            if len(seg) != embeddings.segments[0].shape[0]:
-                raise ValueError(
-                    f"{name}: {len(seg)} segment target rows for {embeddings.segments[0].shape[0]} segments"
-                )
-            keys = ["backbone", "row"]
-            Y = _target_matrix(seg, [segment_targets, segment_ground_truth], keys, targets)
-            groups = seg["track_id"].map(group_of).to_numpy()
-            entry["levels"]["segment"] = _probe_level(embeddings.segments, Y, groups, targets, params)
-            spans = tuple(zip(seg["track_id"], seg["start_s"], seg["end_s"], strict=True))
-            key = ("segment", spans)
-            if key not in classic_cache:
-                X = descriptor_matrix(segment_descriptors, seg, on=tuple(keys))
-                classic_cache[key] = _probe_level([X], Y, groups, targets, params)
-            entry["classic"]["levels"]["segment"] = classic_cache[key]
+            group_of = dict(zip(index["track_id"], index["group"], strict=False))
+            entry["levels"]["segment"], entry["classic"]["levels"]["segment"] = _probe_segments(
+                name,
+                embeddings,
+                group_of,
+                inputs,
+                targets=targets,
+                params=params,
+                classic_cache=classic_cache,
+            )
         document["backbones"][name] = entry
     document["alpha_grid"] = [float(a) for a in params.get("alphas", DEFAULT_ALPHAS)]
-    chosen = [
-        np.array(level["alpha_folds"], dtype=float)
-        for entry in document["backbones"].values()
-        for level in entry["levels"].values()
-    ]
-    document["alpha_at_edge"] = _edge_shares(
-        np.concatenate([c.ravel() for c in chosen]) if chosen else np.array([]), tuple(document["alpha_grid"])
-    )
+    document["alpha_at_edge"] = _alphas_at_edge(document)
     document["seconds"] = round(time.perf_counter() - started, 2)
     logger.info(
         "Probed %d backbones (%d targets, %d ground-truth factors) in %.1f s; ridge strengths at the grid's "

@@ -1,0 +1,90 @@
+"""The project's hooks, called directly as Kedro calls them: public arguments only, a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from kedro.io.core import Version
+
+from mess_kedro.datasets import JSONDataset
+from mess_kedro.hooks import ArtifactLoggingHook, RunHygieneHook, RunTagsHook, artifact_targets, saved_path
+from mess_kedro.project import _config_loader
+from tests.conftest import PROJECT_ROOT
+
+mlflow = pytest.importorskip("mlflow")
+
+
+@pytest.fixture
+def tracking(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        yield mlflow.tracking.MlflowClient()
+    finally:
+        if mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+
+
+def test_artifact_targets_come_from_the_project_catalog_configuration():
+    targets = artifact_targets(dict(_config_loader(PROJECT_ROOT, None)["catalog"]), PROJECT_ROOT)
+    artifact_path, path, versioned = targets["probing_results"]
+    assert artifact_path == "probing" and versioned
+    assert path == PROJECT_ROOT / "data" / "07_model_output" / "probing_results.json"
+    assert "track_embeddings" not in targets  # not marked: never logged
+    assert saved_path(path, True, "V") == path / "V" / "probing_results.json"
+    assert saved_path(path, False, "V") == path
+
+
+def test_a_marked_dataset_is_logged_in_the_version_this_run_saved(tmp_path, tracking):
+    catalog = {
+        "report": {
+            "type": "json.JSONDataset",
+            "filepath": "data/report.json",
+            "versioned": True,
+            "metadata": {"mlflow": {"artifact_path": "reports"}},
+        },
+        "quiet": {"type": "json.JSONDataset", "filepath": "data/quiet.json"},
+    }
+    hook = ArtifactLoggingHook()
+    hook.after_context_created(SimpleNamespace(config_loader={"catalog": catalog}, project_path=tmp_path))
+    version = "2026-11-27T00.00.00.000Z"
+    hook.before_pipeline_run({"run_id": version})
+    JSONDataset(filepath=str(tmp_path / "data" / "old.json")).save({})  # noise beside it
+    JSONDataset(filepath=str(tmp_path / "data" / "report.json"), version=Version(None, version)).save(
+        {"r2": 0.5}
+    )
+    with mlflow.start_run() as run:
+        hook.after_dataset_saved("report", None, None)
+        hook.after_dataset_saved("quiet", None, None)
+    logged = [a.path for a in tracking.list_artifacts(run.info.run_id, "reports")]
+    assert logged == ["reports/report.json"]
+    assert tracking.list_artifacts(run.info.run_id) and not tracking.list_artifacts(run.info.run_id, "quiet")
+
+
+def test_run_tags_name_the_backbones_behind_the_numbers(tracking):
+    runs = {"m": {"backbone": "mert-v1-95m", "random_init": True, "weights_id": "random-init-s0"}}
+    with mlflow.start_run() as run:
+        RunTagsHook().before_node_run(None, {"embed_runs": runs, "other": 1})
+    tags = tracking.get_run(run.info.run_id).data.tags
+    assert tags["random_init"] == "m" and tags["backbone.m.weights_id"] == "random-init-s0"
+
+
+def test_hygiene_removes_only_temporaries_of_dead_processes(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    data = tmp_path / "data" / "07_model_output"
+    data.mkdir(parents=True)
+    stale = data / f".probing_results.json.{dead.pid}.abc.mess-tmp"
+    live = data / f".probing_results.json.{os.getpid()}.def.mess-tmp"
+    for path in (stale, live):
+        path.write_text("half")
+    hook = RunHygieneHook()
+    hook.after_context_created(SimpleNamespace(project_path=tmp_path))
+    hook.before_pipeline_run()
+    assert not stale.exists() and live.exists()  # a running writer's temporary is left alone
+    assert Path(tmp_path / "data").is_dir()
