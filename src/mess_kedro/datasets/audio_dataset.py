@@ -9,10 +9,10 @@ from kedro.io.core import Version
 
 from mess_kedro.audio import AudioSignal, read_audio, write_audio
 
-from ._local_file import LocalFileDataset
+from ._file_dataset import FileDataset
 
 
-class AudioDataset(LocalFileDataset):
+class AudioDataset(FileDataset):
     """Loads and saves an audio file; the format follows the file extension.
 
     Saving is atomic (temporary file + rename). Use it alone with
@@ -38,11 +38,15 @@ class AudioDataset(LocalFileDataset):
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(filepath=filepath, version=version, metadata=metadata)
+        super().__init__(
+            filepath=filepath, version=version, metadata=metadata, credentials=credentials, fs_args=fs_args
+        )
         self._subtype = (save_args or {}).get("subtype")
 
     def load(self) -> AudioSignal:
-        return read_audio(self.load_path)
+        with self._readable() as path:
+            return read_audio(path)
 
     def save(self, data: AudioSignal) -> None:
-        write_audio(self.save_path, data, subtype=self._subtype)
+        with self._writable() as path:
+            write_audio(path, data, subtype=self._subtype)

@@ -28,7 +28,7 @@ import pandas as pd
 from mess_kedro.atomic import atomic_folder
 from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 
-from ._local_file import LocalFileDataset
+from ._file_dataset import FileDataset
 
 
 def _save_layers(folder: Path, stem: str, layers: list[np.ndarray]) -> None:
@@ -50,36 +50,50 @@ def _load_layers(folder: Path, stem: str, n_layers: int, mmap: bool) -> list[np.
     ]
 
 
-class EmbeddingSetDataset(LocalFileDataset):
+def _read_set(folder: Path) -> EmbeddingSet:
+    """Read a set saved by :func:`_write_set` (segments memory-mapped)."""
+    index = pd.read_parquet(folder / "index.parquet")
+    segment_index = pd.read_parquet(folder / "segment_index.parquet")
+    infos = json.loads((folder / "backbones.json").read_text())
+    backbones = {}
+    for name, info in infos.items():
+        rows = index[index["backbone"] == name].sort_values("row")
+        segment_rows = segment_index[segment_index["backbone"] == name].sort_values("row")
+        n_layers = len(info["layer_names"])
+        tracks = _load_layers(folder, name, n_layers, mmap=False)
+        segments = _load_layers(folder, f"{name}.segments", n_layers, mmap=True)
+        for what, table, arrays in (("tracks", rows, tracks), ("segments", segment_rows, segments)):
+            if any(len(table) != a.shape[0] for a in arrays):
+                raise ValueError(f"{folder}: index lists {len(table)} {what} for {name}, arrays disagree")
+        backbones[name] = BackboneEmbeddings(
+            name, tracks, rows["track_id"].tolist(), info, segments, segment_rows["track_id"].tolist()
+        )
+    return EmbeddingSet(backbones, index, segment_index)
+
+
+def _write_set(path: Path, data: EmbeddingSet) -> None:
+    """Write ``data`` as a folder at ``path``, atomically (temporary folder + rename)."""
+    with atomic_folder(path) as tmp:
+        data.index.to_parquet(tmp / "index.parquet", index=False)
+        data.segment_index.to_parquet(tmp / "segment_index.parquet", index=False)
+        (tmp / "backbones.json").write_text(
+            json.dumps({name: b.info for name, b in data.backbones.items()}, indent=2, default=str)
+        )
+        for name, backbone in data.backbones.items():
+            _save_layers(tmp, name, backbone.tracks)
+            _save_layers(tmp, f"{name}.segments", backbone.segments)
+
+
+class EmbeddingSetDataset(FileDataset):
     """Saves an :class:`EmbeddingSet` as a folder, atomically (temporary folder + rename)."""
 
+    mirror_remote = True  # segment arrays are memory-mapped: a remote set is read from a local mirror
+    last_file = "backbones.json"
+
     def load(self) -> EmbeddingSet:
-        folder = self.load_path
-        index = pd.read_parquet(folder / "index.parquet")
-        segment_index = pd.read_parquet(folder / "segment_index.parquet")
-        infos = json.loads((folder / "backbones.json").read_text())
-        backbones = {}
-        for name, info in infos.items():
-            rows = index[index["backbone"] == name].sort_values("row")
-            segment_rows = segment_index[segment_index["backbone"] == name].sort_values("row")
-            n_layers = len(info["layer_names"])
-            tracks = _load_layers(folder, name, n_layers, mmap=False)
-            segments = _load_layers(folder, f"{name}.segments", n_layers, mmap=True)
-            for what, table, arrays in (("tracks", rows, tracks), ("segments", segment_rows, segments)):
-                if any(len(table) != a.shape[0] for a in arrays):
-                    raise ValueError(f"{folder}: index lists {len(table)} {what} for {name}, arrays disagree")
-            backbones[name] = BackboneEmbeddings(
-                name, tracks, rows["track_id"].tolist(), info, segments, segment_rows["track_id"].tolist()
-            )
-        return EmbeddingSet(backbones, index, segment_index)
+        with self._readable() as folder:
+            return _read_set(folder)
 
     def save(self, data: EmbeddingSet) -> None:
-        with atomic_folder(self.save_path) as tmp:
-            data.index.to_parquet(tmp / "index.parquet", index=False)
-            data.segment_index.to_parquet(tmp / "segment_index.parquet", index=False)
-            (tmp / "backbones.json").write_text(
-                json.dumps({name: b.info for name, b in data.backbones.items()}, indent=2, default=str)
-            )
-            for name, backbone in data.backbones.items():
-                _save_layers(tmp, name, backbone.tracks)
-                _save_layers(tmp, f"{name}.segments", backbone.segments)
+        with self._writable() as path:
+            _write_set(path, data)

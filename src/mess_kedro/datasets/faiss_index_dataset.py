@@ -30,7 +30,7 @@ from mess_kedro.checkpoints import CheckpointError, load_state, save_state
 from mess_kedro.digests import file_digest
 from mess_kedro.indexing import IndexBundle, IndexMismatchError
 
-from ._local_file import LocalFileDataset
+from ._file_dataset import FileDataset
 
 FILES = ("index.faiss", "metadata.parquet", "vectors.npy", "transform.safetensors")
 LEGACY = ("transform.pkl",)  # older bundles: refused, never unpickled
@@ -114,16 +114,25 @@ class IndexSet(Mapping):
         return self._open[name].manifest if name in self._open else read_manifest(self.root / name)
 
 
-class FaissIndexSetDataset(LocalFileDataset):
-    """``{name: IndexBundle}``; names may contain ``/`` (e.g. ``musicnn-mtt/aspect-dynamics``)."""
+class FaissIndexSetDataset(FileDataset):
+    """``{name: IndexBundle}``; names may contain ``/`` (e.g. ``musicnn-mtt/aspect-dynamics``).
+
+    Bundles are opened lazily: a remote set is read from a local mirror. Each
+    bundle's manifest (written last) lists its files' digests, so a partial
+    upload is refused, not served.
+    """
+
+    mirror_remote = True
+    last_file = "manifest.json"  # per bundle, uploaded after its other files
 
     def load(self) -> IndexSet:
-        return IndexSet(self.load_path)
+        with self._readable() as folder:
+            return IndexSet(folder)
 
     def save(self, data: Mapping[str, IndexBundle]) -> None:
         import faiss
 
-        with atomic_folder(self.save_path) as tmp:
+        with self._writable() as path, atomic_folder(path) as tmp:
             for name, bundle in data.items():
                 folder = tmp / name
                 folder.mkdir(parents=True)

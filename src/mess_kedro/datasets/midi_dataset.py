@@ -8,17 +8,19 @@ import pretty_midi
 
 from mess_kedro.atomic import atomic_file
 
-from ._local_file import LocalFileDataset
+from ._file_dataset import FileDataset
 
 
-class MIDIDataset(LocalFileDataset):
+class MIDIDataset(FileDataset):
     """Loads and saves a MIDI file with pretty_midi; saving is atomic."""
 
     def load(self) -> pretty_midi.PrettyMIDI:
-        return pretty_midi.PrettyMIDI(str(self.load_path))
+        with self._readable() as path:
+            return pretty_midi.PrettyMIDI(str(path))
 
     def save(self, data: pretty_midi.PrettyMIDI) -> None:
-        write_midi(self.save_path, data)
+        with self._writable() as path:
+            write_midi(path, data)
 
 
 def write_midi(path: Path, midi: pretty_midi.PrettyMIDI) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from mess_kedro.atomic import atomic_file
 
-from ._local_file import LocalFileDataset
+from ._file_dataset import FileDataset
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -21,12 +21,13 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-class NpzDataset(LocalFileDataset):
+class NpzDataset(FileDataset):
     """Loads a ``.npz`` as ``{name: array}``; saves one atomically."""
 
     def load(self) -> dict[str, np.ndarray]:
-        with np.load(self.load_path, allow_pickle=False) as data:
+        with self._readable() as path, np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
 
     def save(self, data: dict[str, np.ndarray]) -> None:
-        write_npz(self.save_path, data)
+        with self._writable() as path:
+            write_npz(path, data)

@@ -6,10 +6,10 @@ from typing import Any
 
 from mess_kedro.checkpoints import load_state, save_state
 
-from ._local_file import LocalFileDataset
+from ._file_dataset import FileDataset
 
 
-class StateDataset(LocalFileDataset):
+class StateDataset(FileDataset):
     """Saves and loads a state tree (:mod:`mess_kedro.checkpoints`): data only, never pickle.
 
     Saving is atomic, so a run killed mid-save leaves the previous version the
@@ -24,7 +24,9 @@ class StateDataset(LocalFileDataset):
     """
 
     def load(self) -> Any:
-        return load_state(self.load_path)
+        with self._readable() as path:
+            return load_state(path)
 
     def save(self, data: Any) -> None:
-        save_state(self.save_path, data)
+        with self._writable() as path:
+            save_state(path, data)

@@ -1,0 +1,59 @@
+"""serving_index's node: the indices hold exactly what each transform gives, under the right names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mess_kedro.aspect_search import AspectSubspace
+from mess_kedro.consistency import StaleInputError
+from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.fusion import UniformMean
+from mess_kedro.pipelines.serving_index.nodes import build_serving_indices
+
+
+@pytest.fixture
+def collection():
+    rng = np.random.default_rng(0)
+    ids = [f"t{i}" for i in range(20)]
+    loudness = rng.uniform(0, 1, 20)
+    layers = [rng.standard_normal((20, 6)), np.c_[loudness * 4, rng.standard_normal((20, 5))]]
+    info = {"label": "model", "random_init": False, "weights_id": "w", "config_id": "c"}
+    embeddings = EmbeddingSet(
+        {"model": BackboneEmbeddings("model", layers, ids, info)}, pd.DataFrame(), pd.DataFrame()
+    )
+    subspace = AspectSubspace("dynamics", ["truth:velocity_mean"], [1], ["h1"]).fit(layers, loudness[:, None])
+    fused = UniformMean().fit(layers, None)
+    manifest = pd.DataFrame({"track_id": ids, "title": ids, "composer": "c", "performer": "p", "group": ids})
+    return embeddings, subspace, fused, manifest, layers
+
+
+def test_every_aspect_gets_its_subspace_and_whole_layer_and_fused_methods_are_indexed(collection):
+    embeddings, subspace, fused, manifest, layers = collection
+    bundles = build_serving_indices(
+        embeddings,
+        {"model": {"dynamics": subspace.state()}},
+        {"model": {"uniform_mean": fused.state(), "concat_pca": {}}},
+        manifest,
+        {"kind": "flat", "options": {}, "fused_methods": ["uniform_mean"], "backbones": None},
+    )
+    assert sorted(bundles) == ["model/aspect-dynamics", "model/fused-uniform_mean", "model/layer-dynamics"]
+    aspect = bundles["model/aspect-dynamics"]
+    np.testing.assert_allclose(aspect.vectors, subspace.transform(layers).astype("float32"), rtol=1e-6)
+    assert aspect.manifest["metric"] == "l2" and aspect.manifest["dim"] == subspace.dim
+    layer = bundles["model/layer-dynamics"]
+    assert layer.manifest["metric"] == "ip" and layer.vectors.shape == (20, 6)
+    np.testing.assert_allclose(np.linalg.norm(layer.vectors, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(
+        bundles["model/fused-uniform_mean"].vectors, fused.transform(layers).astype("float32"), rtol=1e-6
+    )
+    assert list(aspect.metadata["track_id"]) == [f"t{i}" for i in range(20)]
+
+
+def test_a_manifest_that_lacks_embedded_tracks_is_refused(collection):
+    embeddings, subspace, _, manifest, _ = collection
+    with pytest.raises(StaleInputError, match="layer_embeddings"):
+        build_serving_indices(
+            embeddings, {}, {}, manifest.iloc[:-1], {"kind": "flat", "options": {}, "fused_methods": []}
+        )
