@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -16,10 +17,29 @@ from mess_kedro.audio import AudioSignal
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@functools.cache
+def _resolved_parameters() -> dict:
+    from mess_kedro.project import project_parameters as resolved
+
+    return resolved(PROJECT_ROOT)
+
+
 def project_parameters(name: str) -> dict:
-    """Parameters from conf/base/parameters_<name>.yml, so tests follow the real config."""
+    """The blocks of conf/base/parameters_<name>.yml as ``kedro run`` reads them (globals resolved),
+    so tests follow the real config; a fresh copy each call."""
     with open(PROJECT_ROOT / "conf" / "base" / f"parameters_{name}.yml") as f:
-        return yaml.safe_load(f)
+        blocks = yaml.safe_load(f)
+    return copy.deepcopy({key: _resolved_parameters()[key] for key in blocks})
+
+
+def configured(name: str, block: str | None = None, **changes) -> dict:
+    """``project_parameters(name)[block or name]`` with ``changes``; a dict change updates that
+    setting's dict one level deep (``training={"epochs": 20}`` keeps the other training settings)."""
+    params = project_parameters(name)[block or name]
+    for key, value in changes.items():
+        both = isinstance(value, dict) and isinstance(params.get(key), dict)
+        params[key] = {**params[key], **value} if both else value
+    return params
 
 
 TINY_PIECES = (

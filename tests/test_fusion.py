@@ -20,6 +20,7 @@ from mess_kedro.fusion import (
 from mess_kedro.metrics import evaluate_queries, paired_bootstrap
 from mess_kedro.pipelines.fusion.nodes import train_fusion_models
 from mess_kedro.relations import relation_labels, relevance_matrix, teacher_labels
+from tests.conftest import configured
 
 
 def synthetic(seed=0, n_perf=8, n_piece=12, dims=(16, 16, 24, 8, 16, 12)):
@@ -120,12 +121,13 @@ def test_training_never_sees_a_test_track():
         index,
         pd.DataFrame(),
     )
-    params = {
-        "relation": "performer",
-        "methods": ["uniform_mean", "diagonal", "lfn", "concat_pca", "multitask", "projection"],
-        "training": {"epochs": 20},
-        "projection": {"layer": "z", "labels": ["performer"]},
-    }
+    params = configured(
+        "fusion",
+        relation="performer",
+        methods=["uniform_mean", "diagonal", "lfn", "concat_pca", "multitask", "projection"],
+        training={"epochs": 20},
+        projection={"layer": "z", "labels": ["performer"]},
+    )
     targets = pd.DataFrame({"track_id": index["track_id"], "tempo": np.arange(len(index), dtype=float)})
     splits = index[["track_id", "split"]].assign(split_seed=1)[["track_id", "split_seed", "split"]]
     models, repeats, report = train_fusion_models(embeddings, {"backbones": {}}, targets, splits, params)

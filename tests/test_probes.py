@@ -15,6 +15,7 @@ from mess_kedro.probes import (
     ridge_probe,
     summarise_folds,
 )
+from tests.conftest import configured
 
 
 def problem(n, d, t=5, seed=0, nan_rows=9):
@@ -143,7 +144,7 @@ def test_probing_node_reports_folds_alphas_controls_and_the_classic_baseline():
         track_id=ids
     )
     truth = pd.DataFrame({"track_id": ids, "tempo_factor": tempo})
-    params = {"levels": ["track"], "n_folds": 4, "seed": 0}
+    params = configured("probing", levels=["track"], n_folds=4, seed=0)
     results = probe_layers(
         embeddings, targets, pd.DataFrame(), descriptors, pd.DataFrame(), truth, pd.DataFrame(), params
     )

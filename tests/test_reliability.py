@@ -30,7 +30,7 @@ from mess_kedro.datasets import AudioCollectionDataset, FaissIndexSetDataset, Np
 from mess_kedro.fusion import ConcatPCA, DiagonalWeighting, TrainingConfig, restore
 from mess_kedro.indexing import IndexBundle, IndexMismatchError
 from mess_kedro.serving import SimilaritySearch
-from tests.conftest import PROJECT_ROOT, project_parameters, tone
+from tests.conftest import PROJECT_ROOT, configured, project_parameters, tone
 from tests.test_indexing import bundle
 
 # --------------------------------------------------------------------------- bad audio files
@@ -321,7 +321,7 @@ def test_serving_index_refuses_embeddings_of_another_manifest():
     with pytest.raises(
         StaleInputError, match=r"1 track\(s\) no longer in the manifest \(e.g. t5\); 1 manifest"
     ):
-        build_serving_indices(embeddings, {}, {}, manifest, {"fused_methods": []})
+        build_serving_indices(embeddings, {}, {}, manifest, configured("serving_index", fused_methods=[]))
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -4,8 +4,12 @@ import pytest
 
 from mess_kedro.pipelines.ingest.nodes import assign_splits
 from mess_kedro.splits import assign_group_splits, composition_group, split_of, split_seeds
+from tests.conftest import project_parameters
 
 FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}
+
+
+SPLITS = project_parameters("ingest")["splits"]  # every setting given; the test changes some
 
 
 def random_groups(n_groups, seed):
@@ -58,7 +62,7 @@ def manifest_rows():
 
 def test_assign_splits_groups_by_composer_and_work():
     manifest, splits = assign_splits(
-        manifest_rows(), {"fractions": FRACTIONS, "seed": 1, "repeat_seeds": [2, 3]}
+        manifest_rows(), SPLITS | {"fractions": FRACTIONS, "seed": 1, "repeat_seeds": [2, 3]}
     )
     assert manifest.groupby("group")["split"].nunique().max() == 1
     # Each repeat seed deals the compositions again, still never splitting one.
@@ -79,12 +83,13 @@ def test_too_few_compositions_are_refused_up_front_in_one_line():
     with pytest.raises(
         ValueError, match=r"^1 composition\(s\) in the collection, grouped splits need at least 3"
     ):
-        assign_splits(rows, {"fractions": FRACTIONS, "seed": 1})
+        assign_splits(rows, SPLITS | {"fractions": FRACTIONS, "seed": 1})
 
 
 def test_official_strategy_keeps_the_dataset_split():
     manifest, splits = assign_splits(
-        manifest_rows(), {"strategy": "official", "fractions": FRACTIONS, "seed": 1, "repeat_seeds": [2]}
+        manifest_rows(),
+        SPLITS | {"strategy": "official", "fractions": FRACTIONS, "seed": 1, "repeat_seeds": [2]},
     )
     assert set(splits["split_seed"]) == {1}  # an official split cannot be re-drawn
     by_id = manifest.set_index("track_id")["split"]
@@ -95,12 +100,12 @@ def test_official_split_that_leaks_a_composition_is_refused():
     rows = manifest_rows()
     rows.loc[1, "official_split"] = "test"  # the same ballade on both sides
     with pytest.raises(ValueError, match="more than one split"):
-        assign_splits(rows, {"strategy": "official", "fractions": FRACTIONS, "seed": 1})
+        assign_splits(rows, SPLITS | {"strategy": "official", "fractions": FRACTIONS, "seed": 1})
 
 
 def test_split_seeds_put_the_primary_first_and_split_of_reads_one_seed():
     manifest, table = assign_splits(
-        manifest_rows(), {"fractions": FRACTIONS, "seed": 7, "repeat_seeds": [3, 7, 5, 3]}
+        manifest_rows(), SPLITS | {"fractions": FRACTIONS, "seed": 7, "repeat_seeds": [3, 7, 5, 3]}
     )
     assert split_seeds(table) == (7, [7, 3, 5])  # the primary once, first; each repeat once, in order
     primary = split_of(table, 7, manifest["track_id"])

@@ -21,7 +21,8 @@ from mess_kedro.pipelines.proxy_targets.transcription_nodes import (
     transcription_key,
     transcription_settings,
 )
-from mess_kedro.transcription import TranscriptionSettings, available, transcribe
+from mess_kedro.transcription import available, transcribe
+from tests.conftest import configured
 
 needs_basic_pitch = pytest.mark.skipif(not available(), reason="basic-pitch is not installed")
 
@@ -64,7 +65,9 @@ def test_in_memory_transcription_equals_basic_pitchs_predict_on_a_file(tmp_path)
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="onset_threshold must be in"):
         transcription_settings({"transcription": {"onset_threshold": 1.5}})
-    assert transcription_settings({}) == TranscriptionSettings()
+    options = configured("proxy_targets")["transcription"]
+    settings = transcription_settings(configured("proxy_targets"))
+    assert settings.onset_threshold == float(options["onset_threshold"])  # the config's, not a code default
 
 
 def _midi(velocities: list[int]) -> pretty_midi.PrettyMIDI:
@@ -101,7 +104,7 @@ def test_tracks_without_midi_get_a_transcription_marked_as_such_and_agreement_is
 
     monkeypatch.setattr(transcription_nodes, "available", lambda: True)
     monkeypatch.setattr(transcription_nodes, "transcribe", fake_transcribe)
-    params = {"transcription": {"agreement_tracks": 4}}
+    params = configured("proxy_targets", transcription={"agreement_tracks": 4})
     assert agreement_sample(manifest, 4) == ["d1", "d2", "d3", "d4"]
     todo = transcribe_recordings(audio, manifest, {}, params)
     settings = transcription_settings(params)

@@ -8,6 +8,7 @@ from mess_kedro.datasets import OptionalCSVDataset
 from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.fusion import SingleLayer
 from mess_kedro.pipelines.evaluation.nodes import TRIPLET_COLUMNS, make_example_triplets, triplet_agreement
+from tests.conftest import configured
 
 
 def test_missing_annotation_file_is_an_empty_table_and_a_bad_one_is_an_error(tmp_path):
@@ -125,7 +126,7 @@ def test_selectivity_end_to_end_on_a_known_world():
 
     embeddings, truth, descriptors, splits = synthetic_corpus()
     aspects = {"tempo": {"targets": [], "factor": "tempo_factor"}, "room": {"targets": [], "factor": "room"}}
-    params = {"aspect_search": {"aspects": aspects, "n_layers": 1}}
+    params = configured("fusion", aspect_search={"aspects": aspects, "n_layers": 1})
     targets = pd.DataFrame({"track_id": truth["track_id"]})
     subspaces, repeats, report = fit_aspect_subspaces(embeddings, targets, descriptors, truth, splits, params)
     assert (
@@ -148,7 +149,9 @@ def test_selectivity_end_to_end_on_a_known_world():
                 .state()
             }
         }
-    options = {"selectivity": {"aspects": aspects, "fused": [], "ndcg_k": 5}, "n_resamples": 200, "seed": 0}
+    options = configured(
+        "evaluation", selectivity={"aspects": aspects, "fused": [], "ndcg_k": 5}, n_resamples=200, seed=0
+    )
     matrix, summary, per_query = evaluate_selectivity(
         embeddings, subspaces, repeats, uniform[5], {"6": uniform[6]}, descriptors, truth, splits, options
     )
@@ -174,9 +177,11 @@ def test_selectivity_end_to_end_on_a_known_world():
     ].set_index(["aspect", "reference"])
     assert held.loc[("tempo", "layer"), "wins"] and ("tempo", "classic") not in held.index
     assert set(plot_selectivity(matrix)) == {"b.png"}  # nothing of the noise descriptors was served
-    tracked = metrics_for_tracking(pd.DataFrame(), summary, {"backbones": {}}, {})
+    tracked = metrics_for_tracking(pd.DataFrame(), summary, {"backbones": {}}, configured("evaluation"))
     assert 0.8 < tracked["b.selective.tempo.selectivity"]["value"] <= 1.0
-    text = write_report(pd.DataFrame(), pd.DataFrame(), {"backbones": {}}, summary, comparisons, {})
+    text = write_report(
+        pd.DataFrame(), pd.DataFrame(), {"backbones": {}}, summary, comparisons, configured("evaluation")
+    )
     assert "# Aspect selectivity" in text and "| tempo (tempo_factor) | selective |" in text
     assert "Selective search beats, on every seed: " in text
 
@@ -186,14 +191,16 @@ def test_selectivity_without_ground_truth_is_empty_and_said():
     from mess_kedro.pipelines.evaluation.selectivity_nodes import evaluate_selectivity, plot_selectivity
 
     embeddings, truth, descriptors, splits = synthetic_corpus(n_pieces=4, n_performers=3)
-    options = {"selectivity": {"aspects": {"tempo": {"targets": [], "factor": "tempo_factor"}}}}
+    options = configured(
+        "evaluation", selectivity={"aspects": {"tempo": {"targets": [], "factor": "tempo_factor"}}}
+    )
     matrix, summary, per_query = evaluate_selectivity(
         embeddings, {}, {}, {}, {}, descriptors, truth.iloc[:0], splits, options
     )
     assert matrix.empty and summary.empty and per_query.empty
     assert list(plot_selectivity(matrix)) == ["no_ground_truth.png"]
     assert "cannot be measured" in write_report(
-        pd.DataFrame(), pd.DataFrame(), {"backbones": {}}, summary, pd.DataFrame(), {}
+        pd.DataFrame(), pd.DataFrame(), {"backbones": {}}, summary, pd.DataFrame(), configured("evaluation")
     )
 
 

@@ -14,9 +14,10 @@ from mess_kedro.backbones import load_backbone
 from mess_kedro.datasets import EmbeddingSetDataset, OptionalPartitionedDataset
 from mess_kedro.embedding import EmbeddingConfig, embed_track, segment_bounds
 from mess_kedro.pipelines.embed.nodes import consolidate_embeddings, extract_track_embeddings
+from tests.conftest import project_parameters
 
 SR = 24000
-PARAMS = {
+PARAMS = project_parameters("embed")["embed"] | {
     "backbones": {"mert-tiny": {"seed": 0}},
     "segment_s": 1.0,
     "min_segment_s": 0.5,

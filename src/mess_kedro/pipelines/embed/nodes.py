@@ -205,9 +205,9 @@ def extract_track_embeddings(
         embed_runs: per backbone, what produced the numbers (weights id,
             random-init flag, config id, device, precision, shapes).
     """
-    device = select_device(str(params.get("device", "auto")))
+    device = select_device(str(params["device"]))
     threads = cpu_threads(device, params.get("num_threads"))
-    silence = float(params.get("silence_threshold_dbfs", -60.0))
+    silence = float(params["silence_threshold_dbfs"])
     cached = _readable_entries(embedded_tracks)
     checked: dict[tuple[str, float], str | None] = {}  # (track, minimum length) -> problem
     outputs: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
@@ -219,10 +219,10 @@ def extract_track_embeddings(
         segment_s = options.get("segment_s") or params.get("segment_s") or backbone.spec.default_segment_s
         config = EmbeddingConfig(
             segment_s=float(segment_s),
-            min_segment_s=float(params.get("min_segment_s", 1.0)),
-            batch_size=int(params.get("batch_size", 8)),
-            precision=str(params.get("precision", "auto")),
-            keep_frames=bool(params.get("keep_frames", False)),
+            min_segment_s=float(params["min_segment_s"]),
+            batch_size=int(params["batch_size"]),
+            precision=str(params["precision"]),
+            keep_frames=bool(params["keep_frames"]),
         )
         config_id = config.config_id(device, threads)
         runs[name] = _run_record(backbone, config, config_id, device)
@@ -333,7 +333,7 @@ def tag_tracks(layer_embeddings: EmbeddingSet, params: dict[str, Any]) -> pd.Dat
         One row per (backbone, track): ``top_tags`` as ``tag (score)`` text and
         one column per tag score.
     """
-    top = int(params.get("top_tags", 5))
+    top = int(params["top_tags"])
     rows = []
     for name, embeddings in layer_embeddings.backbones.items():
         tag_names = embeddings.info.get("tag_names") or []

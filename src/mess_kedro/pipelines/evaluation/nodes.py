@@ -85,8 +85,8 @@ def _evaluate_backbone(
     embeddings, index: pd.DataFrame, split: np.ndarray, *, methods: dict, track_targets, params
 ):
     """One backbone on one split's test queries: ``(metric rows, per-query tables, comparison rows)``."""
-    relation, ks = params.get("relation", "performer"), [int(k) for k in params.get("ks", [1, 5, 10])]
-    n_resamples, seed = int(params.get("n_resamples", 2000)), int(params.get("seed", 0))
+    relation, ks = params["relation"], [int(k) for k in params["ks"]]
+    n_resamples, seed = int(params["n_resamples"]), int(params["seed"])
     index = index.assign(split=split)
     test = split == "test"
     labels = relation_labels(index, relation, track_targets, teacher_options(params, track_targets))[test]
@@ -117,7 +117,7 @@ def _evaluate_backbone(
         )
         tables[method_name] = table.assign(method=method_name)
         metric_rows += [row | {"method": method_name} for row in rows]
-    comparisons = _compare_with_reference(tables, params.get("reference", "uniform_mean"), n_resamples, seed)
+    comparisons = _compare_with_reference(tables, params["reference"], n_resamples, seed)
     return metric_rows, list(tables.values()), comparisons
 
 
@@ -143,7 +143,7 @@ def evaluate_methods(  # noqa: PLR0917 - Kedro passes a node's inputs positional
         comparisons: paired bootstrap of each method against the reference, per split seed and metric.
     """
     primary, seeds = split_seeds(track_splits)
-    min_queries = int(params.get("min_queries", 20))
+    min_queries = int(params["min_queries"])
     metric_rows, per_query, comparisons = [], [], []
     for split_seed in seeds:
         models = fusion_models if split_seed == primary else fusion_models_repeats.get(str(split_seed), {})
@@ -156,8 +156,7 @@ def evaluate_methods(  # noqa: PLR0917 - Kedro passes a node's inputs positional
             )
             keys = {"split_seed": split_seed, "backbone": name, "label": embeddings.label}
             metric_rows += [
-                keys | row | {"relation": params.get("relation", "performer"), "min_queries": min_queries}
-                for row in rows
+                keys | row | {"relation": params["relation"], "min_queries": min_queries} for row in rows
             ]
             per_query += [table.assign(**keys) for table in tables]
             comparisons += [keys | row for row in compared]
@@ -197,7 +196,7 @@ def write_report(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
 
 
 def _retrieval_section(metrics, comparisons, fusion_report, params) -> list[str]:
-    headline, reference = params.get("headline", "ap"), params.get("reference", "uniform_mean")
+    headline, reference = params["headline"], params["reference"]
     seeds = sorted(metrics["split_seed"].unique()) if len(metrics) else []
     lines = [
         f"# Evaluation: retrieval of {relation_words(params.get('relation', 'performer'))}, test split",
@@ -207,7 +206,7 @@ def _retrieval_section(metrics, comparisons, fusion_report, params) -> list[str]
         "",
     ]
     if metrics.empty:
-        return [*lines, no_queries_note(params.get("relation", "performer")), ""]
+        return [*lines, no_queries_note(params["relation"]), ""]
     summary = across_seeds(metrics, comparisons, headline)
     few = too_few_queries(metrics, headline)
     if few:
@@ -323,7 +322,7 @@ def _selectivity_section(summary: pd.DataFrame, comparisons: pd.DataFrame) -> li
 def plot_metrics(metrics: pd.DataFrame, params: dict[str, Any]):
     """Bar chart of the headline metric, one panel per backbone: the primary split's mean with its 95 % CI,
     and a dot per repeat split seed."""
-    headline = params.get("headline", "ap")
+    headline = params["headline"]
     data = metrics[metrics["metric"] == headline] if len(metrics) else metrics
     labels = list(dict.fromkeys(data["label"])) if len(data) else []
     fig = Figure(figsize=(10, 3 * max(len(labels), 1)))  # not pyplot: no global state, any thread
@@ -405,7 +404,7 @@ def make_example_triplets(
     truth = performance_ground_truth.merge(track_manifest[["track_id", "group"]], on="track_id")
     truth = truth[truth["split"] == "test"]
     rows = []
-    for aspect, setting in params.get("example_triplet_settings", {}).items():
+    for aspect, setting in params["example_triplet_settings"].items():
         for anchor in truth.itertuples():
             others = truth[truth["group"] != anchor.group]
             if len(others) < 2:
@@ -486,7 +485,7 @@ def metrics_for_tracking(
     split seeds; per source, method and aspect, selectivity and leakage (mean
     over split seeds); per backbone and aspect, the best layer's probing R².
     """
-    headline = params.get("headline", "ap")
+    headline = params["headline"]
     tracked = {}
     scores = (
         evaluation_metrics[evaluation_metrics["metric"] == headline]

@@ -229,20 +229,20 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
         selectivity_per_query: per-query diagonal rho and nDCG, for paired comparisons.
         Empty tables when the corpus has no ground truth (no demo tracks).
     """
-    options = params.get("selectivity", {})
+    options = params["selectivity"]
     identities = [c for c in ("track_id", "group", "performer") if c in layer_embeddings.index.columns]
     truth = performance_ground_truth.drop(columns=["group", "performer"], errors="ignore").merge(
         layer_embeddings.index[identities].drop_duplicates("track_id"), on="track_id", how="left"
     )
-    aspects = _aspect_factors(options.get("aspects", {}), truth)
+    aspects = _aspect_factors(options["aspects"], truth)
     if truth.empty or not aspects:
         logger.info("No ground truth: the selectivity matrix needs the demo corpus")
         return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
     primary, seeds = split_seeds(track_splits)
     k, resamples, boot_seed = (
-        int(options.get("ndcg_k", 10)),
-        int(params.get("n_resamples", 2000)),
-        int(params.get("seed", 0)),
+        int(options["ndcg_k"]),
+        int(params["n_resamples"]),
+        int(params["seed"]),
     )
     factors = [f for f in CONTINUOUS_FACTORS if f in truth.columns]
     cells, per_query = [], []
@@ -266,7 +266,7 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
             track_descriptors,
             _judged(_models_of(seed, primary, aspect_subspaces, aspect_subspaces_repeats), aspects),
             _models_of(seed, primary, fusion_models, fusion_models_repeats),
-            list(options.get("fused", ["lfn"])),
+            list(options["fused"]),
         )
         for aspect, factor in aspects.items():
             found[(ORACLE, "oracle", aspect)] = closeness(views[factor]["values"])
@@ -275,7 +275,7 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
         )
         cells += [{"split_seed": seed} | cell for cell in seed_cells]
         per_query += [frame.assign(split_seed=seed)[["split_seed", *frame.columns]] for frame in seed_queries]
-    matrix = _label_relations(pd.DataFrame(cells), aspects, float(options.get("link_threshold", 0.1)))
+    matrix = _label_relations(pd.DataFrame(cells), aspects, float(options["link_threshold"]))
     matrix.insert(2, "label", matrix["source"].map(lambda s: _label(s, layer_embeddings)))
     per_query = pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame()
     summary = _summarise(matrix, per_query, aspects, k=k, resamples=resamples, seed=boot_seed)
@@ -393,9 +393,9 @@ def compare_selectivity(selectivity_per_query: pd.DataFrame, params: dict[str, A
     """
     if selectivity_per_query.empty:
         return pd.DataFrame()
-    options = params.get("selectivity", {})
-    references = options.get("compare_with", ["layer", "uniform_mean", "classic"])
-    resamples, boot_seed = int(params.get("n_resamples", 2000)), int(params.get("seed", 0))
+    options = params["selectivity"]
+    references = options["compare_with"]
+    resamples, boot_seed = int(params["n_resamples"]), int(params["seed"])
     metrics = [c for c in selectivity_per_query.columns if c == "selectivity" or c.startswith("ndcg@")]
     keyed = selectivity_per_query.set_index(
         ["split_seed", "source", "method", "aspect", "query"]

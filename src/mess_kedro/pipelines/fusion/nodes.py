@@ -42,12 +42,12 @@ logger = logging.getLogger(__name__)
 def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[FusionMethod]:
     names = embeddings.layer_names
     wanted = params["methods"]  # conf/base/parameters_fusion.yml: no code default to disagree with it
-    training = TrainingConfig(**params.get("training", {}))
+    training = TrainingConfig(**params["training"])
     methods: list[FusionMethod] = []
     if "layers" in wanted:
         methods.extend(SingleLayer(i, name) for i, name in enumerate(names))
     if "probing_layer" in wanted:
-        aspect = params.get("aspect", "expressiveness")
+        aspect = params["aspect"]
         mapped = aspect_map["backbones"].get(embeddings.name, {}).get("aspects", {}).get(aspect, {})
         if mapped.get("layer_index") is not None:
             method = SingleLayer(mapped["layer_index"], mapped["layer"])
@@ -56,7 +56,7 @@ def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[Fusio
     if "uniform_mean" in wanted:
         methods.append(UniformMean())
     if "concat_pca" in wanted:
-        methods.append(ConcatPCA(int(params.get("pca_components", 128))))
+        methods.append(ConcatPCA(int(params["pca_components"])))
     if "diagonal" in wanted:
         methods.append(DiagonalWeighting(TrainingConfig(**training.__dict__)))
     if "lfn" in wanted:
@@ -64,15 +64,15 @@ def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[Fusio
     if "multitask" in wanted:
         methods.append(MultiTaskProbe(TrainingConfig(**(training.__dict__ | {"lr": 0.003}))))
     if "projection" in wanted:
-        options = params.get("projection", {})
+        options = params["projection"]
         layer = options.get("layer") or ("penultimate" if "penultimate" in names else names[-1])
         if layer in names:
             config = TrainingConfig(
                 **(
                     training.__dict__
                     | {
-                        "batch_size": options.get("batch_size", 16),
-                        "m_per_class": options.get("m_per_class", 2),
+                        "batch_size": options["batch_size"],
+                        "m_per_class": options["m_per_class"],
                         "out_dim": 256,
                     }
                 )
@@ -109,12 +109,12 @@ def _fit_backbone(
     embeddings, index: pd.DataFrame, split: np.ndarray, *, aspect_layer_map, track_targets, params
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every method fitted on one backbone's training tracks of one split: ``(states, report entry)``."""
-    relation = params.get("relation", "performer")
+    relation = params["relation"]
     teacher = teacher_options(params, track_targets)
     index = index.assign(split=split)
     labels = relation_labels(index, relation, track_targets, teacher)
     train, val = split == "train", split == "validation"
-    composite = _composite(index, params.get("projection", {}).get("labels", ["performer", "composer"]))
+    composite = _composite(index, params["projection"]["labels"])
     target_matrix = (
         index[["track_id"]]
         .merge(track_targets, on="track_id", how="left")[teacher["targets"]]
@@ -213,7 +213,7 @@ def train_fusion_models(  # noqa: PLR0917 - Kedro passes a node's inputs positio
     primary, seeds = split_seeds(track_splits)
     _require_current(layer_embeddings, track_splits)
     report: dict[str, Any] = {
-        "relation": params.get("relation", "performer"),
+        "relation": params["relation"],
         "primary_seed": primary,
         "seeds": {},
     }
@@ -266,7 +266,7 @@ def fit_aspect_subspaces(  # noqa: PLR0917 - Kedro passes a node's inputs positi
         aspect_search_report: per seed, backbone and aspect: supervision, chosen
             layers and their training-split CV R², dimension, training rows.
     """
-    options = params.get("aspect_search", {})
+    options = params["aspect_search"]
     primary, seeds = split_seeds(track_splits)
     _require_current(layer_embeddings, track_splits)
     truth = track_factors(performance_ground_truth) if len(performance_ground_truth) else pd.DataFrame()
@@ -279,9 +279,7 @@ def fit_aspect_subspaces(  # noqa: PLR0917 - Kedro passes a node's inputs positi
             index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
             table = _supervision_table(index, track_targets, truth)
             train = split_of(track_splits, seed, index["track_id"]) == "train"
-            supervision = aspect_supervision(
-                options["aspects"], table, train, options.get("supervision", "auto")
-            )
+            supervision = aspect_supervision(options["aspects"], table, train, options["supervision"])
             fitted, entry = fit_aspect_subspaces_of(
                 layers, layer_names, table, supervision, index=index, train=train, options=options
             )
@@ -319,9 +317,9 @@ def fit_aspect_subspaces_of(
         supervision,
         groups=index["group"].astype(str).to_numpy(),
         train=train,
-        n_layers=int(options.get("n_layers", 1)),
-        n_folds=int(options.get("n_folds", 5)),
-        min_cv_r2=float(options.get("min_cv_r2", 0.1)),
+        n_layers=int(options["n_layers"]),
+        n_folds=int(options["n_folds"]),
+        min_cv_r2=float(options["min_cv_r2"]),
     )
     return {aspect: method.state() for aspect, method in subspaces.items()}, report
 

@@ -47,9 +47,9 @@ def _render_track(midi, settings: RenditionSettings, synth: Mapping[str, Any]) -
         program=settings.program,
         brightness=settings.brightness,
         room=settings.room,
-        sample_rate=int(synth.get("sample_rate", 44100)),
+        sample_rate=int(synth["sample_rate"]),
         soundfont=synth.get("soundfont"),
-        synth_gain=float(synth.get("gain", 0.25)),
+        synth_gain=float(synth["gain"]),
     )
     peak = float(np.max(np.abs(audio.samples))) if audio.n_samples else 0.0
     if peak >= 0.999:
@@ -61,7 +61,7 @@ def _draw_renditions(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str,
     """The corpus design (piece x performer) and its independence report; raises if not independent."""
     performers = params["performers"]
     factors, choices = dict(params["factors"]), dict(params["choices"])
-    style = list(performers.get("style", []))
+    style = list(performers["style"])
     design = draw_design(
         len(params["pieces"]),
         int(performers["count"]),
@@ -69,7 +69,7 @@ def _draw_renditions(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str,
         factors,
         categorical=choices,
         style=style,
-        performer_share=float(performers.get("share", 0.6)),
+        performer_share=float(performers["share"]),
     )
     report = independence_report(design, list(factors), list(choices), style)
     validate_independence(report, params.get("independence"))
@@ -156,7 +156,7 @@ def render_demo_corpus(
         demo_notes: every performed note of every rendition (score position,
             nominal and performed times, velocity): the source of local truths.
     """
-    if not params.get("enabled", True):
+    if not params["enabled"]:
         logger.info("Demo corpus disabled (demo_corpus.enabled=false)")
         empty = pd.DataFrame({"source_key": pd.Series(dtype="object")})
         return {}, {}, empty_records(), empty, empty.copy()
@@ -168,7 +168,7 @@ def render_demo_corpus(
         " ~ ".join(report["spearman_pair"] or []),
         100 * report.get("instrument_max_eta_squared", 0.0),
     )
-    synth, seed = dict(params.get("synth", {})), int(params["seed"])
+    synth, seed = dict(params["synth"]), int(params["seed"])
     excerpts = _load_excerpts(params)
     audio, midi_files, records, truth, notes = {}, {}, [], [], []
     for row in design.to_dict("records"):
@@ -335,10 +335,10 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
         prepared_audio: ``{track_id: prepare()}`` for the tracks not yet prepared.
         track_midi: ``{track_id: PrettyMIDI}`` for tracks with MIDI.
     """
-    checks = AudioChecks(**params.get("checks", {}))
+    checks = AudioChecks(**params["checks"])
     target_rate = int(params["sample_rate"])
-    peak_limit = float(params.get("peak_limit", 0.99))
-    require_midi = bool(params.get("require_midi", False))
+    peak_limit = float(params["peak_limit"])
+    require_midi = bool(params["require_midi"])
     sources = [
         (demo_records, demo_audio, demo_midi),
         (source_collection.records, source_collection.audio_loaders, source_collection.midi_loaders),
@@ -410,7 +410,7 @@ def assign_splits(tracks: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.Data
     check_enough_groups(manifest["group"], params["fractions"])
     seed = int(params["seed"])
     manifest["split"] = assign_group_splits(manifest["group"], params["fractions"], seed)
-    official = params.get("strategy", "grouped") == "official"
+    official = params["strategy"] == "official"
     if official:
         kept = manifest["official_split"].replace({"valid": "validation"})
         manifest["split"] = kept.where(kept.notna(), manifest["split"])
@@ -486,8 +486,8 @@ def summarise_ingest(
         summary["demo_independence"] = independence_report(
             design,
             [f for f in demo_params["factors"] if f in design],
-            [c for c in demo_params.get("choices", {}) if c in design],
-            demo_params.get("performers", {}).get("style", []),
+            [c for c in demo_params["choices"] if c in design],
+            demo_params["performers"]["style"],
         ) | {"thresholds": demo_params.get("independence")}
     logger.info(
         "Ingest: %d tracks, %d performers, %d pieces, %.1f min of audio, splits %s, %d rejected",

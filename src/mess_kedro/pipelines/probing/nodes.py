@@ -31,7 +31,6 @@ from mess_kedro.descriptors import descriptor_matrix
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.ground_truth import PREFIX, track_factors
 from mess_kedro.probes import (
-    DEFAULT_ALPHAS,
     SCORED,
     UNDEFINED_REASONS,
     grouped_folds,
@@ -97,9 +96,9 @@ def _undefined_folds(codes: np.ndarray, targets: list[str]) -> dict[str, list[di
 def _probe_level(
     layers: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, targets: list[str], params: dict[str, Any]
 ) -> dict[str, Any]:
-    folds = grouped_folds(groups, int(params.get("n_folds", 5)))
-    alphas = tuple(float(a) for a in params.get("alphas", DEFAULT_ALPHAS))
-    rng = np.random.default_rng(int(params.get("seed", 0)))
+    folds = grouped_folds(groups, int(params["n_folds"]))
+    alphas = tuple(float(a) for a in params["alphas"])
+    rng = np.random.default_rng(int(params["seed"]))
     shuffled = Y[rng.permutation(len(Y))]
     real, control, chosen, codes = [], [], [], None
     for X in layers:
@@ -249,7 +248,7 @@ def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     factors = [c for c in truth.columns if c.startswith(PREFIX) and truth[c].notna().any()]
     targets = [t for t in TARGETS if t in track_targets.columns] + factors
     document: dict[str, Any] = {"targets": targets, "factors": factors, "backbones": {}}
-    levels = params.get("levels", ["track", "segment"])
+    levels = params["levels"]
     index = layer_embeddings.index
     inputs = _ProbeInputs(
         track_targets, segment_targets, track_descriptors, segment_descriptors, truth, segment_ground_truth
@@ -274,7 +273,7 @@ def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
                 classic_cache=classic_cache,
             )
         document["backbones"][name] = entry
-    document["alpha_grid"] = [float(a) for a in params.get("alphas", DEFAULT_ALPHAS)]
+    document["alpha_grid"] = [float(a) for a in params["alphas"]]
     document["alpha_at_edge"] = _alphas_at_edge(document)
     document["seconds"] = round(time.perf_counter() - started, 2)
     logger.info(
@@ -291,7 +290,7 @@ def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
 
 
 def _grade(r2: float, params: dict[str, Any]) -> str:
-    grades = params.get("confidence", {"high": 0.8, "medium": 0.5})
+    grades = params["confidence"]
     if r2 > grades["high"]:
         return "high"
     return "medium" if r2 > grades["medium"] else "low"
@@ -323,7 +322,7 @@ def map_aspects(
         best_layers: one row per backbone x target with the best layer and its R².
     """
     targets = probing_results["targets"]
-    level = params.get("map_level", "track")
+    level = params["map_level"]
     aspects: dict[str, Any] = {}
     table = []
     for name, entry in probing_results["backbones"].items():
@@ -352,7 +351,7 @@ def map_aspects(
                 continue
             score = np.nanmean(r2[:, cols], axis=1)
             best = int(np.nanargmax(score))
-            decodable = bool(score[best] >= float(params.get("decodable_r2", 0.1)))
+            decodable = bool(score[best] >= float(params["decodable_r2"]))
             per_aspect[aspect] = {
                 "layer": entry["layers"][best],
                 "layer_index": best,

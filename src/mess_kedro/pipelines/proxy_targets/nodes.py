@@ -222,7 +222,7 @@ def validate_targets(
     if merged.empty:
         logger.info("No tracks with known performer settings (no demo corpus): nothing to validate")
         return report
-    for target, setting in params.get("ground_truth_pairs", []):
+    for target, setting in params["ground_truth_pairs"]:
         pair = (
             merged[[target, f"set:{setting}", "set:piece_id"]]
             .dropna()

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def transcription_settings(params: dict[str, Any]) -> TranscriptionSettings:
     """The thresholds from ``proxy_targets.transcription``, checked."""
-    options = params.get("transcription") or {}
+    options = params["transcription"]
     settings = TranscriptionSettings(
         **{
             k: float(options[k])
@@ -72,12 +72,12 @@ def transcribe_recordings(
     Returns:
         ``{key: loader}``, computed lazily while the catalog saves each one.
     """
-    options = params.get("transcription") or {}
-    if not options.get("enabled", True):
+    options = params["transcription"]
+    if not options["enabled"]:
         return {}
     settings = transcription_settings(params)
     wanted = sorted(track_manifest.loc[~track_manifest["has_midi"].astype(bool), "track_id"])
-    wanted += agreement_sample(track_manifest, int(options.get("agreement_tracks", 48)))
+    wanted += agreement_sample(track_manifest, int(options["agreement_tracks"]))
     todo = {
         transcription_key(t, settings): t
         for t in wanted
@@ -142,9 +142,7 @@ def transcription_agreement(
         a sample (no demo, or transcription off / not installed).
     """
     settings = transcription_settings(params)
-    sample = agreement_sample(
-        track_manifest, int((params.get("transcription") or {}).get("agreement_tracks", 48))
-    )
+    sample = agreement_sample(track_manifest, int(params["transcription"]["agreement_tracks"]))
     pairs = []
     for track_id in sample:
         key = transcription_key(track_id, settings)

@@ -95,7 +95,7 @@ def build_serving_indices(
     Returns:
         ``{"<backbone>/aspect-<aspect>" | "<backbone>/layer-<aspect>" | "<backbone>/fused-<method>": IndexBundle}``.
     """
-    kind, options = params.get("kind", "flat"), params.get("options", {}).get(params.get("kind", "flat"), {})
+    kind, options = params["kind"], params["options"].get(params["kind"], {})
     wanted = params.get("backbones") or list(layer_embeddings.backbones)
     manifest = track_manifest.set_index("track_id")
     bundles: dict[str, IndexBundle] = {}
@@ -110,7 +110,7 @@ def build_serving_indices(
         metadata = manifest.reindex(embeddings.track_ids).reset_index()
         metadata = metadata[[c for c in METADATA_COLUMNS if c in metadata.columns]]
         sources = _aspect_sources(embeddings, aspect_subspaces.get(name, {}))
-        for method_name in params.get("fused_methods", []):
+        for method_name in params["fused_methods"]:
             if method_name in fusion_models.get(name, {}):
                 sources[f"fused-{method_name}"] = (
                     fusion_models[name][method_name],
@@ -276,25 +276,25 @@ def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     retrieval over split seeds, aspect selectivity, and one example query on the served indices."""
     from mess_kedro.serving import SimilaritySearch
 
-    headline = params.get("headline_metric", "ap")
+    headline = params["headline_metric"]
     lines = ["# mess-kedro run summary", "", *_corpus_lines(ingest_summary)]
     lines += _truth_lines(ground_truth_probing)
     lines += _evaluation_lines(
         evaluation_metrics,
         evaluation_comparisons,
         headline,
-        params.get("reference", "uniform_mean"),
-        params.get("relation", "performer"),
+        params["reference"],
+        params["relation"],
     )
     lines += _selectivity_lines(selectivity_summary)
     search = SimilaritySearch(serving_indices)
-    lines += _served_aspect_lines(search, list(params.get("aspects", {})))
+    lines += _served_aspect_lines(search, list(params["aspects"]))
     query = search.metadata.iloc[0]
-    aspect = params.get("example_aspect", "dynamics")
+    aspect = params["example_aspect"]
     if aspect not in search.aspects():
         aspect = (search.aspects() or [None])[0]
     respect = {"aspect": aspect} if aspect else {}
-    factor = params.get("aspects", {}).get(aspect, {}).get("factor") if respect else None
+    factor = params["aspects"].get(aspect, {}).get("factor") if respect else None
     table = _with_truth(search.similar(query["track_id"], n=5, **respect), performance_ground_truth, factor)
     own = _with_truth(pd.DataFrame({"track_id": [query["track_id"]]}), performance_ground_truth, factor)
     truth_note = f" (its true {factor}: {own.iloc[0, -1]:.3g})" if factor and own.shape[1] > 1 else ""
