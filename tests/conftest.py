@@ -24,12 +24,13 @@ def _resolved_parameters() -> dict:
     return resolved(PROJECT_ROOT)
 
 
-def project_parameters(name: str) -> dict:
+def project_parameters(name: str, resolved: bool = True) -> dict:
     """The blocks of conf/base/parameters_<name>.yml as ``kedro run`` reads them (globals resolved),
-    so tests follow the real config; a fresh copy each call."""
+    so tests follow the real config; a fresh copy each call. ``resolved=False``: the file as
+    written (``${globals:...}`` kept), for writing a project's conf/local."""
     with open(PROJECT_ROOT / "conf" / "base" / f"parameters_{name}.yml") as f:
         blocks = yaml.safe_load(f)
-    return copy.deepcopy({key: _resolved_parameters()[key] for key in blocks})
+    return copy.deepcopy({key: _resolved_parameters()[key] for key in blocks}) if resolved else blocks
 
 
 def configured(name: str, block: str | None = None, **changes) -> dict:
@@ -84,14 +85,14 @@ def write_tiny_project(root: Path) -> Path:
     for name in ("pyproject.toml", ".telemetry"):
         shutil.copy(PROJECT_ROOT / name, root / name)
     (root / "src").mkdir()  # kedro checks it exists; the package itself is installed
-    splits = project_parameters("ingest")["splits"]
+    splits = project_parameters("ingest", resolved=False)["splits"]
     local = {
         "parameters_ingest": {
             "demo_corpus": tiny_demo_params(pieces=6),
             "splits": splits | {"repeat_seeds": [2027]},
         }
     }
-    embed = project_parameters("embed")["embed"]
+    embed = project_parameters("embed", resolved=False)["embed"]
     embed["backbones"] = {
         "mert-tiny": {"seed": 0},
         "musicnn-mtt": {},
@@ -99,7 +100,9 @@ def write_tiny_project(root: Path) -> Path:
     }
     local["parameters_embed"] = {"embed": embed}
     for name in ("fusion", "evaluation"):
-        block = project_parameters(name)[name]
+        block = project_parameters(name, resolved=False)[
+            name
+        ]  # globals stay references: conf/local/globals.yml applies
         block["relation"] = "piece"
         if name == "fusion":
             block["training"]["epochs"] = 20
