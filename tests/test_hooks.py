@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,7 +85,31 @@ def test_hygiene_removes_only_temporaries_of_dead_processes(tmp_path):
     for path in (stale, live):
         path.write_text("half")
     hook = RunHygieneHook()
-    hook.after_context_created(SimpleNamespace(project_path=tmp_path))
+    hook.after_context_created(SimpleNamespace(config_loader={"catalog": {}}, project_path=tmp_path))
     hook.before_pipeline_run()
     assert not stale.exists() and live.exists()  # a running writer's temporary is left alone
     assert Path(tmp_path / "data").is_dir()
+
+
+def test_a_file_saved_before_its_dataset_was_versioned_becomes_its_first_version(tmp_path):
+    old = tmp_path / "data" / "03_primary" / "example_triplets.json"
+    old.parent.mkdir(parents=True)
+    old.write_text('{"old": 1}')
+    (old.parent / "plain.json").write_text("{}")
+    catalog = {
+        "example_triplets": {
+            "type": "json.JSONDataset",
+            "filepath": str(old.relative_to(tmp_path)),
+            "versioned": True,
+        },
+        "plain": {"type": "json.JSONDataset", "filepath": "data/03_primary/plain.json"},
+    }
+    hook = RunHygieneHook()
+    hook.after_context_created(SimpleNamespace(config_loader={"catalog": catalog}, project_path=tmp_path))
+    (version,) = old.iterdir()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d\.\d\d\.\d\d\.\d{3}Z", version.name)  # Kedro's version format
+    assert (old.parent / "plain.json").is_file()  # an unversioned dataset's file stays where it is
+    dataset = JSONDataset(filepath=str(old), version=Version(None, None))
+    assert dataset.load() == {"old": 1}  # the latest version is the adopted file
+    dataset.save({"new": 2})  # and a new version saves beside it
+    assert JSONDataset(filepath=str(old), version=Version(None, None)).load() == {"new": 2}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,33 @@ def fail_abandoned_runs(mlflow) -> list[str]:
     return failed
 
 
+def adopt_unversioned_files(catalog_config: dict[str, Any], project_path: Path) -> list[Path]:
+    """Move a file saved before its dataset became versioned to ``path/<its mtime>/<name>``.
+
+    Kedro saves a versioned dataset under a folder of that name, which an old file
+    there would block; moved, it is kept as the oldest version instead of being lost.
+    """
+    moved = []
+    for config in catalog_config.values():
+        location = config.get("filepath") if isinstance(config, dict) and config.get("versioned") else None
+        if not isinstance(location, str) or "://" in location:
+            continue
+        path = Path(location) if Path(location).is_absolute() else project_path / location
+        if not path.is_file():
+            continue
+        stamp = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+        version = stamp.strftime("%Y-%m-%dT%H.%M.%S.") + f"{stamp.microsecond // 1000:03d}Z"
+        aside = path.with_name(f".{path.name}.{os.getpid()}.adopt.mess-tmp")
+        os.replace(path, aside)
+        (path / version).mkdir(parents=True)
+        os.replace(aside, path / version / path.name)
+        moved.append(path / version / path.name)
+    return moved
+
+
 class RunHygieneHook:
-    """Removes what killed runs left behind: temporary files, and MLflow runs stuck in RUNNING."""
+    """Removes what killed runs left behind (temporary files, MLflow runs stuck in RUNNING), and
+    keeps files saved before their dataset was versioned as its first version."""
 
     def __init__(self) -> None:
         self._data: Path | None = None
@@ -159,6 +185,10 @@ class RunHygieneHook:
     @hook_impl
     def after_context_created(self, context) -> None:
         self._data = Path(context.project_path) / "data"
+        for path in adopt_unversioned_files(
+            dict(context.config_loader["catalog"]), Path(context.project_path)
+        ):
+            logger.info("Kept %s, saved before its dataset was versioned, as its first version", path)
 
     @hook_impl
     def before_pipeline_run(self) -> None:
