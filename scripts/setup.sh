@@ -56,4 +56,10 @@ echo "[setup] installing mess-kedro and its dependencies"
 #    MIDI). --no-deps: its metadata pins TensorFlow, which the ONNX model does not need.
 "${PIP[@]}" install --no-deps "basic-pitch==0.4.0"
 
+# 7. synctoolbox (audio and note alignment: MrMsDTW over chroma and DLNCO features) and
+#    libfmp, whose path helpers it imports. --no-deps: their metadata caps pandas below 3
+#    and pins older numba and music21; the alignment code runs on the versions installed
+#    above (tests/test_alignment.py checks it on real renditions).
+"${PIP[@]}" install --no-deps "synctoolbox==1.4.2" "libfmp==1.3.0"
+
 .venv/bin/python -c "import fluidsynth, torch; print('[setup] ok: torch', torch.__version__, '| FluidSynth found')"

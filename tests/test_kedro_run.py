@@ -110,6 +110,10 @@ def test_pipelines_are_registered():
         "prepare_recordings",
         "assign_splits",
     }
+    # Alignment runs by name only: the main job's time budget has no room for it.
+    default = {n.name for n in pipelines["__default__"].nodes}
+    assert "align_recordings" in {n.name for n in pipelines["alignment"].nodes}
+    assert "align_recordings" not in default and "extract_track_embeddings" in default
 
 
 @pytest.mark.slow

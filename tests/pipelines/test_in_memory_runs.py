@@ -18,13 +18,13 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.project import project_parameters
+from mess_kedro.project import _config_loader, project_parameters
 from mess_kedro.sources import AudioCollection, empty_records
-from tests.conftest import write_tiny_project
+from tests.conftest import PROJECT_ROOT, write_tiny_project
 
 pytestmark = pytest.mark.slow  # renders the tiny demo (FluidSynth) and embeds it: about half a minute
 
-ORDER = ("ingest", "embed", "proxy_targets", "probing", "fusion", "evaluation", "serving_index")
+ORDER = ("ingest", "embed", "proxy_targets", "probing", "fusion", "evaluation", "serving_index", "alignment")
 
 
 class KeptMemoryDataset(MemoryDataset):
@@ -33,6 +33,16 @@ class KeptMemoryDataset(MemoryDataset):
 
     def _release(self) -> None:
         pass
+
+
+class PartitionsInMemory(KeptMemoryDataset):
+    """A partitioned dataset's contract in memory: whatever was saved loads as ``{key: load()}``."""
+
+    def load(self) -> dict:
+        return {
+            key: value if callable(value) else (lambda value=value: value)
+            for key, value in super().load().items()
+        }
 
 
 def _pipeline(name: str):
@@ -48,8 +58,16 @@ def memory_run(tmp_path_factory):
     names = set().union(*(p.datasets() for p in pipelines.values()))
     # "assign": the catalog passes objects as they are (loaders, models), as Kedro's own
     # MemoryDataset default would deep-copy them.
+    config = dict(_config_loader(PROJECT_ROOT, None)["catalog"])
+    partitioned = {
+        n for n, c in config.items() if isinstance(c, dict) and "PartitionedDataset" in str(c.get("type"))
+    }
     catalog = DataCatalog(
-        {name: KeptMemoryDataset(copy_mode="assign") for name in names if not name.startswith("params:")}
+        {
+            name: (PartitionsInMemory if name in partitioned else KeptMemoryDataset)(copy_mode="assign")
+            for name in names
+            if not name.startswith("params:")
+        }
     )
     for key, value in params.items():
         catalog[f"params:{key}"] = KeptMemoryDataset(value, copy_mode="assign")
@@ -60,6 +78,7 @@ def memory_run(tmp_path_factory):
         "source_collection": AudioCollection(empty_records(), {}, {}),
         "embedded_tracks": {},
         "transcribed_midi_already": {},
+        "alignment_paths_already": {},
         "annotation_triplets": pd.DataFrame(
             columns=["anchor", "positive", "negative", "annotator", "aspect"]
         ),
@@ -113,3 +132,13 @@ def test_fusion_evaluation_and_serving_in_memory(memory_run):
     assert ap["mean"].between(0, 1).all() and (ap["ci_low"] <= ap["mean"]).all()
     summary = _load(memory_run, "run_summary")
     assert summary.startswith("# mess-kedro run summary")
+
+
+def test_alignment_in_memory_meets_its_goals_on_the_tiny_demo(memory_run):
+    summary = _load(memory_run, "alignment_summary")
+    assert summary["routes"]["midi"]["goal_met"] and summary["routes"]["audio"]["goal_met"]
+    assert (
+        summary["routes"]["midi"]["pairs"] == 6 * 2
+    )  # six pieces, three renditions each: a star of two pairs
+    passages = _load(memory_run, "aligned_passages")
+    assert set(passages["route"]) == {"midi"} and (passages["end_b"] > passages["start_b"]).all()

@@ -1,0 +1,48 @@
+"""The ``alignment`` pipeline: recordings of the same piece aligned in time, measured, cut into passages."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import align_recordings, evaluate_alignment, list_aligned_passages, pair_recordings
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=pair_recordings,
+                inputs=["track_manifest", "params:alignment"],
+                outputs="alignment_pairs",
+                name="pair_recordings",
+            ),
+            Node(
+                func=align_recordings,
+                inputs=[
+                    "alignment_pairs",
+                    "prepared_audio",
+                    "track_midi",
+                    "alignment_paths_already",
+                    "params:alignment",
+                ],
+                outputs="alignment_paths",
+                name="align_recordings",
+            ),
+            Node(
+                func=evaluate_alignment,
+                inputs=["alignment_paths", "alignment_pairs", "performance_notes", "params:alignment"],
+                outputs=["alignment_accuracy", "alignment_summary"],
+                name="evaluate_alignment",
+            ),
+            Node(
+                func=list_aligned_passages,
+                inputs=[
+                    "alignment_paths",
+                    "alignment_pairs",
+                    "track_manifest",
+                    "performance_notes",
+                    "params:alignment",
+                ],
+                outputs="aligned_passages",
+                name="list_aligned_passages",
+            ),
+        ]
+    )
