@@ -90,17 +90,27 @@ def _quiet() -> Iterator[None]:
 
 def _answer(project: str, backbone: str | None, ask) -> None:
     """Load the search, run ``ask(search) -> (title, table)``, print it; errors: one line, exit 1."""
+
+    def run():
+        from mess_kedro.serving import load_search
+
+        search = load_search(project, backbone)
+        return (search.label, *ask(search))
+
+    _respond(project, run)
+
+
+def _respond(project: str, run) -> None:
+    """``run() -> (label, title, table)`` quietly, then print it; known errors: one line on stderr, exit 1."""
     from kedro.io.core import DatasetError
 
     from mess_kedro.audio import AudioReadError
     from mess_kedro.indexing import IndexMismatchError
-    from mess_kedro.serving import load_search
 
     try:
         _check_project(project)
         with _quiet():
-            search = load_search(project, backbone)
-            title, table = ask(search)
+            label, title, table = run()
     except (
         KeyError,
         ValueError,
@@ -115,7 +125,7 @@ def _answer(project: str, backbone: str | None, ask) -> None:
         sys.exit(1)
     from mess_kedro.serving import outside_note
 
-    click.echo(f"{search.label}: {title}")
+    click.echo(f"{label}: {title}")
     note = outside_note(table)
     if note:
         click.echo(note)
@@ -221,6 +231,51 @@ def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noq
             name_clusters(s, clusters, aspect=aspect, fused=fused, method=method),
         ),
     )
+
+
+@main.command()
+@click.argument("track")
+@click.option(
+    "--at", "at_s", required=True, type=click.FloatRange(min=0), help="Passage start in TRACK (seconds)."
+)
+@click.option(
+    "--length",
+    "length_s",
+    default=4.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5, max=60),
+    help="Passage length (seconds).",
+)
+@click.option("--aspect", default=None, help="Rank the aligned passages by this aspect, e.g. dynamics.")
+@click.option(
+    "-n", "--top", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results."
+)
+@_backbone
+@_project
+def passage(track, at_s, length_s, aspect, top, backbone, project) -> None:  # noqa: PLR0917
+    """The same bars as TRACK at --at seconds in every other recording of the piece (alignment);
+    with --aspect, ranked by how alike they are played in that respect."""
+
+    def ask():
+        from mess_kedro.passages import aspect_segments, load_passage_finder, rank_by_aspect
+
+        finder = load_passage_finder(project)
+        found = finder.same_passage(track, at_s, length_s)
+        where = f"{track} at {at_s:g}-{at_s + length_s:g} s"
+        if aspect is None:
+            return "aligned", f"the same passage as {where}, in the other recordings", found.head(top)
+        import pandas as pd
+
+        label, segments, coordinates = aspect_segments(project, aspect, backbone)
+        query = pd.DataFrame({"track_id": [track], "start_s": [at_s], "end_s": [at_s + length_s]})
+        ranked = rank_by_aspect(query, found, segments, coordinates)
+        return (
+            label,
+            f"the same passage as {where}, ranked by {aspect} (selective subspace)",
+            ranked.head(top),
+        )
+
+    _respond(project, ask)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,186 @@
+"""Passage search: the same bars in every other recording of a piece, and which is played most alike.
+
+Conventions
+-----------
+- A passage is ``(track_id, start_s, end_s)`` of one recording.
+- :class:`PassageFinder` answers from the ``alignment`` pipeline's star of paths
+  (each recording aligned with its piece's reference): from the reference a
+  passage maps straight through a path; from another recording it maps back to
+  the reference (:func:`~mess_kedro.alignment.invert`) and on to the rest.
+  Each pair uses its note path where both recordings have MIDI, else its audio path.
+- With an aspect, the aligned passages are ranked by how alike they sound in
+  that respect (:func:`rank_by_aspect`): each passage's vector is the mean of
+  the coordinates of the embedding segments it overlaps, in the aspect's
+  selective subspace (learned on whole training tracks), and similarity is the
+  subspace's scale ``1 - d² / (2 k)`` (:mod:`mess_kedro.indexing`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import alignment
+
+PASSAGE_COLUMNS = ["track_id", "start_s", "end_s", "route"]
+
+
+class PassageFinder:
+    """Aligned passages across the recordings of each piece (see the module docstring)."""
+
+    def __init__(
+        self,
+        pairs: pd.DataFrame,
+        paths: Mapping[str, Callable[[], dict[str, np.ndarray]]],
+        manifest: pd.DataFrame,
+    ) -> None:
+        self._pairs = pairs[pairs["pair_key"].isin(set(paths))].reset_index(drop=True)
+        self._paths = paths
+        self._loaded: dict[str, tuple[np.ndarray, str]] = {}
+        self._durations = dict(zip(manifest["track_id"], manifest["duration_s"], strict=False))
+        self._titles = manifest.set_index("track_id")
+
+    def _path(self, pair_key: str) -> tuple[np.ndarray, str]:
+        """A pair's path (reference -> other) and its route: notes where there are, else audio."""
+        if pair_key not in self._loaded:
+            paths = self._paths[pair_key]()
+            route = "midi" if "midi" in paths else "audio"
+            self._loaded[pair_key] = (alignment.validate(paths[route]), route)
+        return self._loaded[pair_key]
+
+    def check(self, track_id: str, start_s: float, end_s: float) -> None:
+        """One-line errors for a track that has no aligned recording or a span outside it."""
+        if track_id not in self._durations:
+            raise KeyError(f"unknown track '{track_id}'")
+        if not ((self._pairs["reference"] == track_id) | (self._pairs["track_id"] == track_id)).any():
+            raise KeyError(
+                f"track '{track_id}' has no aligned recording: its piece has one recording, or "
+                "`kedro run --pipelines=alignment` has not run since it was added"
+            )
+        duration = float(self._durations[track_id])
+        if not (np.isfinite(start_s) and 0.0 <= start_s < duration):
+            raise ValueError(f"--at {start_s:g} s is outside {track_id} (0 to {duration:.1f} s)")
+        if not end_s > start_s:
+            raise ValueError(f"a passage needs a positive length, got {end_s - start_s:g} s")
+
+    def same_passage(self, track_id: str, start_s: float, length_s: float = 4.0) -> pd.DataFrame:
+        """Where every other recording of the piece plays ``[start_s, start_s + length_s]`` of ``track_id``."""
+        end_s = min(start_s + length_s, float(self._durations.get(track_id, start_s + length_s)))
+        self.check(track_id, start_s, end_s)
+        span = np.array([start_s, end_s])
+        as_reference = self._pairs[self._pairs["reference"] == track_id]
+        if len(as_reference):
+            reference, on_reference, via = track_id, span, None
+        else:
+            pair = self._pairs[self._pairs["track_id"] == track_id].iloc[0]
+            path, via = self._path(pair["pair_key"])
+            reference, on_reference = pair["reference"], alignment.time_map(alignment.invert(path), span)
+        rows = [] if reference == track_id else [(reference, *on_reference, via)]
+        for pair in self._pairs[self._pairs["reference"] == reference].to_dict("records"):
+            if pair["track_id"] == track_id:
+                continue
+            path, route = self._path(pair["pair_key"])
+            rows.append(
+                (
+                    pair["track_id"],
+                    *alignment.time_map(path, on_reference),
+                    route if via is None else f"{via}+{route}",
+                )
+            )
+        table = pd.DataFrame(rows, columns=PASSAGE_COLUMNS)
+        table[["start_s", "end_s"]] = table[["start_s", "end_s"]].round(3)
+        meta = self._titles.reindex(table["track_id"])[
+            [c for c in ("title", "performer") if c in self._titles]
+        ]
+        return pd.concat([table, meta.reset_index(drop=True)], axis=1)
+
+
+def segment_coordinates(
+    segment_index: pd.DataFrame, segment_layers: list[np.ndarray], transform
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every segment's ``(track_id, start_s, end_s)`` and its coordinates under ``transform`` (a fitted method)."""
+    rows = segment_index.sort_values("row")
+    return rows[["track_id", "start_s", "end_s"]].reset_index(drop=True), np.asarray(
+        transform.transform(segment_layers), dtype=np.float64
+    )
+
+
+def passage_vectors(
+    passages: pd.DataFrame, segments: pd.DataFrame, coordinates: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean coordinates of the segments each passage overlaps (weighted by overlap); ``found`` marks the
+    passages that overlap any segment."""
+    vectors = np.full((len(passages), coordinates.shape[1]), np.nan)
+    by_track = {track: rows.index.to_numpy() for track, rows in segments.groupby("track_id")}
+    for i, passage in enumerate(passages.itertuples(index=False)):
+        rows = by_track.get(passage.track_id, np.array([], dtype=int))
+        overlap = np.minimum(segments["end_s"].to_numpy()[rows], passage.end_s) - np.maximum(
+            segments["start_s"].to_numpy()[rows], passage.start_s
+        )
+        weight = np.clip(overlap, 0.0, None)
+        if weight.sum() > 0:
+            vectors[i] = weight @ coordinates[rows] / weight.sum()
+    return vectors, ~np.isnan(vectors).any(axis=1)
+
+
+def rank_by_aspect(
+    query: pd.DataFrame, candidates: pd.DataFrame, segments: pd.DataFrame, coordinates: np.ndarray
+) -> pd.DataFrame:
+    """``candidates`` (aligned passages) ranked by their aspect similarity to the ``query`` passage (one row)."""
+    from .indexing import subspace_similarity
+
+    query_vector, found = passage_vectors(query, segments, coordinates)
+    if not found[0]:
+        raise ValueError("the query passage overlaps no embedded segment of its recording")
+    vectors, usable = passage_vectors(candidates, segments, coordinates)
+    scores = np.full(len(candidates), np.nan)
+    squared = ((vectors[usable] - query_vector[0]) ** 2).sum(axis=1)
+    scores[usable] = subspace_similarity(squared, coordinates.shape[1])
+    return (
+        candidates.assign(score=scores)
+        .sort_values("score", ascending=False, kind="stable")
+        .reset_index(drop=True)
+    )
+
+
+def load_passage_finder(project_path: str | Path = ".", env: str | None = None) -> PassageFinder:
+    """A :class:`PassageFinder` over the latest alignment of the project at ``project_path``."""
+    from .project import project_datasets
+
+    datasets = project_datasets(project_path, ["alignment_pairs", "alignment_paths", "track_manifest"], env)
+    try:
+        pairs = datasets["alignment_pairs"].load()
+    except Exception as exc:  # noqa: BLE001 - any load failure means the same thing here
+        raise FileNotFoundError("no alignment yet: run `kedro run --pipelines=alignment` first") from exc
+    return PassageFinder(pairs, datasets["alignment_paths"].load(), datasets["track_manifest"].load())
+
+
+def aspect_segments(
+    project_path: str | Path, aspect: str, backbone: str | None = None, env: str | None = None
+) -> tuple[str, pd.DataFrame, np.ndarray]:
+    """The label of the backbone searched, its segments and their coordinates in ``aspect``'s selective subspace."""
+    from .fusion import restore
+    from .project import project_datasets
+
+    datasets = project_datasets(project_path, ["layer_embeddings", "aspect_subspaces"], env)
+    embeddings, subspaces = datasets["layer_embeddings"].load(), datasets["aspect_subspaces"].load()
+    names = [backbone] if backbone else _pretrained_first(embeddings)
+    for name in names:
+        state: Any = subspaces.get(name, {}).get(aspect)
+        if state is not None and name in embeddings.backbones:
+            chosen = embeddings.backbones[name]
+            segment_index = embeddings.segment_index[embeddings.segment_index["backbone"] == name]
+            segments, coordinates = segment_coordinates(segment_index, chosen.segments, restore(state))
+            return chosen.label, segments, coordinates
+    served = sorted({a for b in names for a in subspaces.get(b, {})})
+    raise KeyError(f"unknown or not decodable aspect '{aspect}'; available: {served}")
+
+
+def _pretrained_first(embeddings) -> list[str]:
+    return sorted(
+        embeddings.backbones, key=lambda n: (bool(embeddings.backbones[n].info.get("random_init")), n)
+    )

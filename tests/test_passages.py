@@ -1,0 +1,109 @@
+"""Passage search over known alignments: the same bars found, ranked by an aspect, and one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from mess_kedro import passages
+from mess_kedro.commands import main
+from mess_kedro.passages import PassageFinder, rank_by_aspect
+from tests.conftest import PROJECT_ROOT
+
+
+@pytest.fixture
+def finder():
+    """Piece p: reference r, b plays everything twice as slowly, c starts 1 s late; piece q has one recording."""
+    t = np.linspace(0, 10, 11)
+    paths = {
+        "r__b": lambda: {"audio": np.column_stack([t, 2 * t])},
+        "r__c": lambda: {"audio": np.column_stack([t, t + 0.5]), "midi": np.column_stack([t, t + 1.0])},
+    }
+    pairs = pd.DataFrame(
+        {
+            "pair_key": ["r__b", "r__c"],
+            "group": "p",
+            "reference": "r",
+            "track_id": ["b", "c"],
+            "has_midi": [False, True],
+        }
+    )
+    manifest = pd.DataFrame(
+        {
+            "track_id": ["r", "b", "c", "solo"],
+            "duration_s": [10.0, 20.0, 11.0, 9.0],
+            "title": "x",
+            "performer": list("RBCS"),
+        }
+    )
+    return PassageFinder(pairs, paths, manifest)
+
+
+def test_the_same_bars_are_found_from_the_reference_and_from_another_recording(finder):
+    from_reference = finder.same_passage("r", 2.0, 3.0).set_index("track_id")
+    assert from_reference.loc["b", ["start_s", "end_s"]].tolist() == [4.0, 10.0]
+    assert from_reference.loc["c", ["start_s", "end_s"]].tolist() == [
+        3.0,
+        6.0,
+    ]  # the note path, not the audio one
+    assert from_reference.loc["c", "route"] == "midi" and from_reference.loc["b", "performer"] == "B"
+    from_b = finder.same_passage("b", 4.0, 6.0).set_index("track_id")  # back to r, then on to c
+    assert from_b.loc["r", ["start_s", "end_s"]].tolist() == [2.0, 5.0]
+    assert (
+        from_b.loc["c", ["start_s", "end_s"]].tolist() == [3.0, 6.0]
+        and from_b.loc["c", "route"] == "audio+midi"
+    )
+    assert "b" not in from_b.index
+
+
+@pytest.mark.parametrize(
+    "track, at, message",
+    [
+        ("nope", 1.0, "unknown track 'nope'"),
+        ("solo", 1.0, "has no aligned recording"),
+        ("r", 10.0, "outside r"),
+    ],
+)
+def test_bad_queries_are_refused_with_their_reason(finder, track, at, message):
+    with pytest.raises((KeyError, ValueError), match=message):
+        finder.same_passage(track, at, 2.0)
+
+
+def test_aligned_passages_rank_by_the_overlap_weighted_aspect_coordinates():
+    segments = pd.DataFrame(
+        {"track_id": ["q", "a", "a", "b"], "start_s": [0.0, 0.0, 3.0, 0.0], "end_s": [3.0, 3.0, 6.0, 3.0]}
+    )
+    coordinates = np.array([[1.0, 0.0], [5.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    query = pd.DataFrame({"track_id": ["q"], "start_s": [0.0], "end_s": [3.0]})
+    candidates = pd.DataFrame(
+        {"track_id": ["a", "b", "a"], "start_s": [3.0, 0.0, 30.0], "end_s": [6.0, 3.0, 31.0]}
+    )
+    ranked = rank_by_aspect(query, candidates, segments, coordinates)
+    assert ranked["track_id"].tolist()[:2] == ["a", "b"]
+    assert ranked["score"].iloc[0] == pytest.approx(1.0) and ranked["score"].iloc[1] == pytest.approx(
+        1 - 1 / 4
+    )
+    assert np.isnan(ranked["score"].iloc[2])  # overlaps no segment: unranked, last
+    _, found = passages.passage_vectors(
+        pd.DataFrame({"track_id": ["a"], "start_s": [2.0], "end_s": [4.0]}), segments, coordinates
+    )
+    vectors, _ = passages.passage_vectors(
+        pd.DataFrame({"track_id": ["a"], "start_s": [2.0], "end_s": [4.0]}), segments, coordinates
+    )
+    assert found[0] and vectors[0].tolist() == [3.0, 0.0]  # half of each segment
+
+
+def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch):
+    monkeypatch.setattr(passages, "load_passage_finder", lambda project: finder)
+    runner = CliRunner()
+    ok = runner.invoke(main, ["passage", "r", "--at", "2", "--length", "3", "--project", str(PROJECT_ROOT)])
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.startswith("aligned: the same passage as r at 2-5 s") and "c " in ok.output
+    for args in (["nope", "--at", "1"], ["solo", "--at", "1"], ["r", "--at", "99"]):
+        failed = runner.invoke(main, ["passage", *args, "--project", str(PROJECT_ROOT)])
+        assert failed.exit_code == 1 and failed.output.startswith("error: "), failed.output
+        assert len(failed.output.strip().splitlines()) == 1
+    negative = runner.invoke(main, ["passage", "r", "--at", "-1", "--project", str(PROJECT_ROOT)])
+    assert negative.exit_code == 2 and "Invalid value for '--at'" in negative.output  # click's own check
