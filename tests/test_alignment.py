@@ -120,3 +120,84 @@ def test_accuracy_and_passages_from_known_paths():
         [2, 6, 4, 12],
     ]
     assert (passages["route"] == "midi").all() and passages["score_end"].iloc[0] == pytest.approx(4.0)
+
+
+def test_passage_ranking_follows_the_local_ground_truth_it_encodes():
+    """Six renditions of one test piece; each plays at its own loudness, which its segments encode."""
+    from mess_kedro.aspect_search import AspectSubspace
+    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.pipelines.alignment.nodes import evaluate_passage_ranking
+
+    rng = np.random.default_rng(0)
+    ids = [f"t{i}" for i in range(6)]
+    loudness = rng.permutation(np.linspace(40, 110, 6))
+    onsets = np.arange(0, 4, 0.5)
+    notes = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "track_id": t,
+                    "onset_ql": onsets,
+                    "pitch": 60,
+                    "part": 0,
+                    "nominal_start_s": onsets,
+                    "nominal_end_s": onsets + 0.4,
+                    "start_s": onsets,
+                    "end_s": onsets + 0.4,
+                    "velocity": v,
+                }
+            )
+            for t, v in zip(ids, loudness, strict=True)
+        ]
+    )
+    truth = pd.DataFrame(
+        {
+            "track_id": ids,
+            "reference_qpm": 120.0,
+            "velocity_mean": loudness,
+            "tempo_factor": 1.0,
+            "articulation": 0.8,
+        }
+    )
+    segment_index = pd.DataFrame(
+        {
+            "backbone": "m",
+            "row": range(12),
+            "track_id": np.repeat(ids, 2),
+            "segment": [0, 1] * 6,
+            "start_s": [0.0, 2.0] * 6,
+            "end_s": [2.0, 4.0] * 6,
+        }
+    )
+    segments = [np.c_[np.repeat(loudness, 2) / 50 + rng.normal(0, 0.01, 12), rng.normal(0, 1, (12, 3))]]
+    tracks = [np.c_[loudness / 50, rng.normal(0, 1, (6, 3))]]
+    embeddings = EmbeddingSet(
+        {"m": BackboneEmbeddings("m", tracks, ids, {"label": "m"}, segments, list(np.repeat(ids, 2)))},
+        pd.DataFrame({"backbone": "m", "row": range(6), "track_id": ids}),
+        segment_index,
+    )
+    subspace = AspectSubspace("dynamics", ["truth:velocity_mean"], [0], ["l0"]).fit(tracks, loudness[:, None])
+    passages = pd.DataFrame(
+        {
+            "group": "p",
+            "track_a": "t0",
+            "start_a": 0.0,
+            "end_a": 2.0,
+            "track_b": ids[1:],
+            "start_b": 0.0,
+            "end_b": 2.0,
+        }
+    )
+    splits = pd.DataFrame({"track_id": ids, "split_seed": 1, "split": "test"})
+    table = evaluate_passage_ranking(
+        passages,
+        embeddings,
+        {"m": {"dynamics": subspace.state()}},
+        notes,
+        truth,
+        splits,
+        configured("alignment"),
+    )
+    (row,) = table.to_dict("records")
+    assert row["aspect"] == "dynamics" and row["factor"] == "velocity_mean" and row["queries"] == 6
+    assert row["mean"] > 0.95 and row["goal_met"]

@@ -250,3 +250,122 @@ def _score_positions(notes: pd.DataFrame | None, times: np.ndarray) -> list[floa
     seconds, positions = onsets.to_numpy(float), onsets.index.to_numpy(float)
     keep = np.concatenate([[True], np.diff(seconds) > 0])
     return [round(float(p), 3) for p in np.interp(times, seconds[keep], positions[keep])]
+
+
+def _passage_groups(aligned_passages: pd.DataFrame, tracks: set[str]) -> list[pd.DataFrame]:
+    """Each reference passage with where the other recordings play it: one frame of spans per group."""
+    passages = aligned_passages[aligned_passages["track_a"].isin(tracks)]
+    groups = []
+    for (reference, start, end), rows in passages.groupby(["track_a", "start_a", "end_a"], sort=True):
+        spans = pd.DataFrame(
+            {
+                "track_id": [reference, *rows["track_b"]],
+                "start_s": [start, *rows["start_b"]],
+                "end_s": [end, *rows["end_b"]],
+            }
+        )
+        groups.append(spans)
+    return groups
+
+
+def _ranking_rhos(spans: pd.DataFrame, similarity: np.ndarray, truth: np.ndarray) -> list[float]:
+    """Per query span: Spearman between its similarity to the other spans and their closeness in ``truth``."""
+    from scipy.stats import spearmanr
+
+    rhos = []
+    for q in range(len(spans)):
+        others = np.flatnonzero(
+            (np.arange(len(spans)) != q) & np.isfinite(similarity[q]) & np.isfinite(truth)
+        )
+        closeness = -np.abs(truth[others] - truth[q])
+        if (
+            len(others) >= 3
+            and np.isfinite(truth[q])
+            and np.ptp(closeness) > 0
+            and np.ptp(similarity[q, others]) > 0
+        ):
+            rhos.append(float(spearmanr(similarity[q, others], closeness).statistic))
+    return rhos
+
+
+def evaluate_passage_ranking(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+    aligned_passages: pd.DataFrame,
+    layer_embeddings,
+    aspect_subspaces: dict[str, Any],
+    performance_notes: pd.DataFrame,
+    performance_ground_truth: pd.DataFrame,
+    track_splits: pd.DataFrame,
+    params: dict[str, Any],
+) -> pd.DataFrame:
+    """How well an aspect ranks the same bars played by other performers, on the test split.
+
+    For every aligned passage group (the same bars in every rendition of a test
+    piece) and every rendition in it as the query: Spearman between the
+    aspect-subspace similarity of the other renditions' passages and their
+    closeness in the aspect's *local* ground truth (tempo, velocity, articulation
+    of the notes played in the span). Mean over queries with a bootstrap CI.
+    """
+    from mess_kedro.fusion import restore
+    from mess_kedro.ground_truth import PREFIX, segment_factors
+    from mess_kedro.metrics import bootstrap_mean
+    from mess_kedro.passages import passage_vectors, segment_coordinates
+    from mess_kedro.splits import split_of, split_seeds
+
+    columns = [
+        "backbone",
+        "label",
+        "aspect",
+        "factor",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "queries",
+        "goal",
+        "goal_met",
+    ]
+    if performance_ground_truth.empty or aligned_passages.empty:
+        logger.info("passage ranking: needs the demo's ground truth and an alignment")
+        return pd.DataFrame(columns=columns)
+    primary, _ = split_seeds(track_splits)
+    tracks = track_splits.loc[track_splits["split_seed"] == primary, "track_id"].unique()
+    test = set(tracks[split_of(track_splits, primary, tracks) == "test"])
+    groups = _passage_groups(aligned_passages, test)
+    wanted = {
+        a: spec["factor"]
+        for a, spec in params["aspects"].items()
+        if spec.get("factor") in params["local_factors"]
+    }
+    truths = [segment_factors(performance_notes, performance_ground_truth, spans) for spans in groups]
+    rows = []
+    for name, subspaces in aspect_subspaces.items():
+        if name not in layer_embeddings.backbones:
+            continue  # the classic descriptors: no segment embeddings to read passages from
+        backbone = layer_embeddings.backbones[name]
+        index = layer_embeddings.segment_index[layer_embeddings.segment_index["backbone"] == name]
+        for aspect, factor in wanted.items():
+            if aspect not in subspaces:
+                continue
+            segments, coordinates = segment_coordinates(index, backbone.segments, restore(subspaces[aspect]))
+            rhos = []
+            for spans, truth in zip(groups, truths, strict=True):
+                vectors, found = passage_vectors(spans, segments, coordinates)
+                squared = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=-1)
+                similarity = np.where(found[:, None] & found[None, :], -squared, np.nan)
+                rhos += _ranking_rhos(spans, similarity, truth[PREFIX + factor].to_numpy(float))
+            ci = bootstrap_mean(np.array(rhos), int(params["n_resamples"]), int(params["seed"]))
+            goal = params["ranking_goals"].get(aspect)
+            rows.append(
+                {"backbone": name, "label": backbone.label, "aspect": aspect, "factor": factor}
+                | ci
+                | {"goal": goal, "goal_met": bool(goal is not None and ci["mean"] >= goal)}
+            )
+            logger.info(
+                "passage ranking %s, %s: rho %.2f [%.2f, %.2f] over %d queries",
+                backbone.label,
+                aspect,
+                ci["mean"],
+                ci["ci_low"],
+                ci["ci_high"],
+                ci["queries"],
+            )
+    return pd.DataFrame(rows, columns=columns)

@@ -2,7 +2,13 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import align_recordings, evaluate_alignment, list_aligned_passages, pair_recordings
+from .nodes import (
+    align_recordings,
+    evaluate_alignment,
+    evaluate_passage_ranking,
+    list_aligned_passages,
+    pair_recordings,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -43,6 +49,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="aligned_passages",
                 name="list_aligned_passages",
+            ),
+            Node(
+                func=evaluate_passage_ranking,
+                inputs=[
+                    "aligned_passages",
+                    "layer_embeddings",
+                    "aspect_subspaces",
+                    "performance_notes",
+                    "performance_ground_truth",
+                    "track_splits",
+                    "params:alignment",
+                ],
+                outputs="passage_ranking",
+                name="evaluate_passage_ranking",
             ),
         ]
     )
