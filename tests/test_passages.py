@@ -107,3 +107,49 @@ def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch):
         assert len(failed.output.strip().splitlines()) == 1
     negative = runner.invoke(main, ["passage", "r", "--at", "-1", "--project", str(PROJECT_ROOT)])
     assert negative.exit_code == 2 and "Invalid value for '--at'" in negative.output  # click's own check
+
+
+def test_local_tempo_and_loudness_of_signals_with_known_answers():
+    from mess_kedro.passages import local_tempo_ratio, loudness_db
+
+    t = np.linspace(0, 10, 101)
+    slower = np.column_stack([t, np.where(t < 5, 2 * t, 10 + (t - 5) / 2)])  # half speed, then double speed
+    ratio = local_tempo_ratio(slower, np.array([0.2, 2.0, 8.0, 9.8]), window_s=1.0)
+    assert np.isnan(ratio[0]) and np.isnan(ratio[3])  # the window leaves the path
+    np.testing.assert_allclose(ratio[1:3], [0.5, 2.0])
+    sr = 8000
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * sr) / sr)
+    tone[sr:] *= 0.1  # 20 dB quieter in the second half
+    np.testing.assert_allclose(loudness_db(tone, sr, np.array([0.5, 1.5])), [-9.03, -29.03], atol=0.05)
+
+
+def test_profiles_put_every_performance_on_the_reference_axis():
+    from mess_kedro.audio import AudioSignal
+    from mess_kedro.pipelines.alignment.nodes import plot_profiles, profile_performances
+    from tests.conftest import configured
+
+    sr = 8000
+    t = np.linspace(0, 4, 41)
+    audio = {
+        "r": lambda: AudioSignal((0.5 * np.sin(np.arange(4 * sr) / 5)).astype(np.float32), sr),
+        "b": lambda: AudioSignal((0.05 * np.sin(np.arange(8 * sr) / 5)).astype(np.float32), sr),
+    }
+    pairs = pd.DataFrame(
+        {"pair_key": ["k"], "group": ["p"], "reference": ["r"], "track_id": ["b"], "has_midi": [False]}
+    )
+    paths = {"k": lambda: {"audio": np.column_stack([t, 2 * t])}}
+    manifest = pd.DataFrame({"track_id": ["r", "b"], "duration_s": [4.0, 8.0], "performer": ["R", "B"]})
+    notes = pd.DataFrame(
+        {"track_id": "r", "onset_ql": t * 2, "start_s": t}
+    )  # the reference plays 120 quarters/min
+    profiles = profile_performances(
+        paths, pairs, audio, manifest, notes, configured("alignment", profile_step_s=0.5)
+    )
+    b = profiles[profiles["track_id"] == "b"].set_index("reference_s")
+    assert b.loc[2.0, "time_s"] == 4.0 and b.loc[2.0, "tempo_ratio"] == pytest.approx(0.5)
+    assert b.loc[2.0, "tempo_qpm"] == pytest.approx(60.0) and b.loc[2.0, "score_position"] == pytest.approx(
+        4.0
+    )
+    r = profiles[profiles["track_id"] == "r"].set_index("reference_s")
+    assert r.loc[2.0, "loudness_db"] - b.loc[2.0, "loudness_db"] == pytest.approx(20.0, abs=0.5)
+    assert list(plot_profiles(profiles, manifest)) == ["p.png"]

@@ -184,3 +184,32 @@ def _pretrained_first(embeddings) -> list[str]:
     return sorted(
         embeddings.backbones, key=lambda n: (bool(embeddings.backbones[n].info.get("random_init")), n)
     )
+
+
+def local_tempo_ratio(path: np.ndarray, grid: np.ndarray, window_s: float = 1.0) -> np.ndarray:
+    """How fast recording ``b`` plays relative to ``a`` around each ``grid`` time of ``a``.
+
+    The slope ``dt_a / dt_b`` of the path over ``±window_s / 2`` around each point:
+    2.0 where ``b`` plays twice as fast. NaN near the ends, where the window
+    leaves the path.
+    """
+    path = alignment.validate(path)
+    low, high = grid - window_s / 2, grid + window_s / 2
+    inside = (low >= path[0, 0]) & (high <= path[-1, 0])
+    span_b = alignment.time_map(path, high) - alignment.time_map(path, low)
+    return np.where(inside & (span_b > 0), (high - low) / np.where(span_b > 0, span_b, 1.0), np.nan)
+
+
+def loudness_db(
+    samples: np.ndarray, sample_rate: int, times: np.ndarray, window_s: float = 0.5
+) -> np.ndarray:
+    """RMS level (dBFS) of ``samples`` in a ``window_s`` window centred at each of ``times``."""
+    samples = np.asarray(samples, dtype=np.float64)
+    half = int(window_s * sample_rate / 2)
+    centres = np.clip((np.asarray(times) * sample_rate).astype(int), 0, max(len(samples) - 1, 0))
+    levels = []
+    for centre in centres:
+        frame = samples[max(centre - half, 0) : centre + half]
+        rms = np.sqrt(np.mean(frame**2)) if len(frame) else 0.0
+        levels.append(20 * np.log10(max(rms, 1e-10)))
+    return np.array(levels)

@@ -8,6 +8,8 @@ from .nodes import (
     evaluate_passage_ranking,
     list_aligned_passages,
     pair_recordings,
+    plot_profiles,
+    profile_performances,
 )
 
 
@@ -63,6 +65,25 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="passage_ranking",
                 name="evaluate_passage_ranking",
+            ),
+            Node(
+                func=profile_performances,
+                inputs=[
+                    "alignment_paths",
+                    "alignment_pairs",
+                    "prepared_audio",
+                    "track_manifest",
+                    "performance_notes",
+                    "params:alignment",
+                ],
+                outputs="interpretation_profiles",
+                name="profile_performances",
+            ),
+            Node(
+                func=plot_profiles,
+                inputs=["interpretation_profiles", "track_manifest"],
+                outputs="interpretation_profile_plots",
+                name="plot_profiles",
             ),
         ]
     )
