@@ -201,3 +201,72 @@ def test_passage_ranking_follows_the_local_ground_truth_it_encodes():
     (row,) = table.to_dict("records")
     assert row["aspect"] == "dynamics" and row["factor"] == "velocity_mean" and row["queries"] == 6
     assert row["mean"] > 0.95 and row["goal_met"]
+
+
+def test_passage_retrieval_scores_embeddings_and_the_chroma_baseline_against_the_alignment():
+    from mess_kedro.audio import AudioSignal
+    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.fusion import UniformMean
+    from mess_kedro.pipelines.alignment.nodes import evaluate_passage_retrieval
+
+    sr = 22050
+    notes = {
+        "a": (261.6, 392.0),
+        "b": (261.6, 392.0),
+        "c": (329.6, 440.0),
+        "d": (329.6, 440.0),
+    }  # p: C then G; q: E then A
+
+    def audio(track):
+        t = np.arange(3 * sr) / sr
+        return lambda: AudioSignal(
+            np.concatenate([0.3 * np.sin(2 * np.pi * f * t) for f in notes[track]]).astype(np.float32), sr
+        )
+
+    ids = list(notes)
+    t = np.linspace(0, 6, 7)
+    pairs = pd.DataFrame(
+        {
+            "pair_key": ["ab", "cd"],
+            "group": ["p", "q"],
+            "reference": ["a", "c"],
+            "track_id": ["b", "d"],
+            "has_midi": False,
+        }
+    )
+    paths = {
+        "ab": lambda: {"audio": np.column_stack([t, t])},
+        "cd": lambda: {"audio": np.column_stack([t, t])},
+    }
+    manifest = pd.DataFrame({"track_id": ids, "duration_s": 6.0})
+    index = pd.DataFrame(
+        {
+            "backbone": "m",
+            "row": range(8),
+            "track_id": np.repeat(ids, 2),
+            "segment": [0, 1] * 4,
+            "start_s": [0.0, 3.0] * 4,
+            "end_s": [3.0, 6.0] * 4,
+        }
+    )
+    rng = np.random.default_rng(0)
+    layers = [rng.normal(size=(8, 5))]
+    embeddings = EmbeddingSet(
+        {
+            "m": BackboneEmbeddings(
+                "m", [rng.normal(size=(4, 5))], ids, {"label": "m"}, layers, list(np.repeat(ids, 2))
+            )
+        },
+        pd.DataFrame({"backbone": "m", "row": range(4), "track_id": ids}),
+        index,
+    )
+    fusion = {"m": {"uniform_mean": UniformMean().fit(layers, None).state()}}
+    splits = pd.DataFrame({"track_id": ids, "split_seed": 1, "split": "test"})
+    params = configured("alignment", retrieval_methods=["uniform_mean", "lfn"], retrieval_ks=[1])
+    table = evaluate_passage_retrieval(
+        paths, pairs, manifest, embeddings, fusion, {k: audio(k) for k in ids}, splits, params
+    )
+    by_method = table.set_index("method")
+    assert set(by_method.index) == {"uniform_mean", "chroma"}  # lfn has no checkpoint here: left out
+    assert by_method.loc["chroma", "mean"] == 1.0 and by_method.loc["chroma", "queries"] == 8
+    assert by_method.loc["uniform_mean", "queries"] == 8

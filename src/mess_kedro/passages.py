@@ -213,3 +213,25 @@ def loudness_db(
         rms = np.sqrt(np.mean(frame**2)) if len(frame) else 0.0
         levels.append(20 * np.log10(max(rms, 1e-10)))
     return np.array(levels)
+
+
+def segment_chroma(samples: np.ndarray, sample_rate: int, spans: np.ndarray, parts: int = 3) -> np.ndarray:
+    """A content baseline: each ``[start_s, end_s]`` span's CENS chroma, averaged over ``parts`` equal
+    sub-spans in order (``12 * parts`` values, L2-normalised), so the vector keeps the harmony's order."""
+    import librosa
+
+    hop = 512
+    chroma = librosa.feature.chroma_cens(
+        y=np.asarray(samples, dtype=np.float32), sr=sample_rate, hop_length=hop
+    )
+    frames = np.arange(chroma.shape[1]) * hop / sample_rate
+    vectors = []
+    for start, end in np.asarray(spans, dtype=np.float64).reshape(-1, 2):
+        edges = np.linspace(start, end, parts + 1)
+        pieces = []
+        for low, high in zip(edges[:-1], edges[1:], strict=True):
+            inside = (frames >= low) & (frames < high)
+            pieces.append(chroma[:, inside].mean(axis=1) if inside.any() else np.zeros(12))
+        vector = np.concatenate(pieces)
+        vectors.append(vector / max(np.linalg.norm(vector), 1e-12))
+    return np.array(vectors)

@@ -478,3 +478,114 @@ def plot_profiles(interpretation_profiles: pd.DataFrame, track_manifest: pd.Data
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(group))[:80]
         figures[f"{safe}.png"] = fig
     return figures
+
+
+def _true_segments(finder, query, segments_by_track: dict[str, pd.DataFrame], max_gap_s: float) -> set[int]:
+    """Rows of the segments that play the query segment's music in the other recordings of its piece:
+    in each, the segment whose centre is nearest the aligned centre (within ``max_gap_s``)."""
+    aligned = finder.same_passage(query.track_id, float(query.start_s), float(query.end_s - query.start_s))
+    relevant = set()
+    for other in aligned.itertuples(index=False):
+        candidates = segments_by_track.get(other.track_id)
+        if candidates is None or candidates.empty:
+            continue
+        gap = ((candidates["start_s"] + candidates["end_s"]) / 2 - (other.start_s + other.end_s) / 2).abs()
+        if gap.min() <= max_gap_s:
+            relevant.add(int(gap.idxmin()))
+    return relevant
+
+
+def _chroma_vectors(
+    segments: pd.DataFrame, prepared_audio: Mapping[str, Callable[[], AudioSignal]], computed: dict
+) -> np.ndarray:
+    """Ordered CENS chroma of every segment (zeros where a recording has no prepared audio)."""
+    from mess_kedro.passages import segment_chroma
+
+    vectors = np.zeros((len(segments), 36))
+    for track_id, rows in segments.groupby("track_id"):
+        if track_id not in prepared_audio:
+            continue
+        spans = rows[["start_s", "end_s"]].to_numpy(float)
+        key = (track_id, spans.tobytes())
+        if key not in computed:  # a backbone and its twin share segment grids: compute each once per run
+            signal = prepared_audio[track_id]()
+            computed[key] = segment_chroma(to_mono(signal.samples), signal.sample_rate, spans)
+        vectors[rows.index.to_numpy()] = computed[key]
+    return vectors
+
+
+def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+    alignment_paths: Mapping[str, Callable[[], dict[str, np.ndarray]]],
+    alignment_pairs: pd.DataFrame,
+    track_manifest: pd.DataFrame,
+    layer_embeddings,
+    fusion_models: dict[str, Any],
+    prepared_audio: Mapping[str, Callable[[], AudioSignal]],
+    track_splits: pd.DataFrame,
+    params: dict[str, Any],
+) -> pd.DataFrame:
+    """Can embeddings alone find the same bars in other recordings? Hit@k on the test split, per backbone and method.
+
+    Every embedded segment of a test recording is a query; every segment of
+    every other recording is a candidate, ranked by cosine in the method's space
+    (``retrieval_methods``: fusion checkpoints, transforms fitted on training
+    tracks). The right answers come from the alignment: in each other recording
+    of the piece, the segment nearest to where it plays the query's music.
+    """
+    from mess_kedro.fusion import restore
+    from mess_kedro.metrics import bootstrap_mean
+    from mess_kedro.passages import PassageFinder
+    from mess_kedro.splits import split_of, split_seeds
+
+    columns = ["backbone", "label", "method", "metric", "mean", "ci_low", "ci_high", "queries"]
+    primary, _ = split_seeds(track_splits)
+    tracks = track_splits.loc[track_splits["split_seed"] == primary, "track_id"].unique()
+    test = set(tracks[split_of(track_splits, primary, tracks) == "test"])
+    finder = PassageFinder(alignment_pairs, alignment_paths, track_manifest)
+    aligned = set(alignment_pairs["reference"]) | set(alignment_pairs["track_id"])
+    ks, max_gap = [int(k) for k in params["retrieval_ks"]], float(params["retrieval_max_gap_s"])
+    rows, chroma = [], {}
+    for name, backbone in layer_embeddings.backbones.items():
+        index = layer_embeddings.segment_index[layer_embeddings.segment_index["backbone"] == name]
+        segments = index.sort_values("row")[["track_id", "start_s", "end_s"]].reset_index(drop=True)
+        by_track = {track: rows_ for track, rows_ in segments.groupby("track_id")}
+        queries = segments[segments["track_id"].isin(test & aligned)]
+        truth = {
+            i: _true_segments(finder, q, by_track, max_gap)
+            for i, q in zip(queries.index, queries.itertuples(index=False), strict=True)
+        }
+        spaces = {
+            method: fusion_models[name][method]
+            for method in params["retrieval_methods"]
+            if method in fusion_models.get(name, {})
+        } | {"chroma": None}
+        for method, state in spaces.items():
+            if state is None:
+                vectors = _chroma_vectors(segments, prepared_audio, chroma)
+            else:
+                vectors = restore(state).transform(backbone.segments)
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            hits = {k: [] for k in ks}
+            for i, relevant in truth.items():
+                if not relevant:
+                    continue
+                scores = vectors @ vectors[i]
+                scores[
+                    segments["track_id"].to_numpy() == segments.at[i, "track_id"]
+                ] = -np.inf  # other recordings only
+                ranked = np.argsort(-scores, kind="stable")[: max(ks)]
+                for k in ks:
+                    hits[k].append(float(bool(relevant & set(ranked[:k].tolist()))))
+            for k in ks:
+                ci = bootstrap_mean(np.array(hits[k]), int(params["n_resamples"]), int(params["seed"]))
+                rows.append(
+                    {"backbone": name, "label": backbone.label, "method": method, "metric": f"hit@{k}"} | ci
+                )
+            logger.info(
+                "passage retrieval %s %s: %s over %d queries",
+                backbone.label,
+                method,
+                ", ".join(f"{r['metric']} {r['mean']:.2f}" for r in rows[-len(ks) :]),
+                rows[-1]["queries"],
+            )
+    return pd.DataFrame(rows, columns=columns)
