@@ -95,7 +95,7 @@ def test_aligned_passages_rank_by_the_overlap_weighted_aspect_coordinates():
     assert found[0] and vectors[0].tolist() == [3.0, 0.0]  # half of each segment
 
 
-def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch):
+def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch, tmp_path):
     monkeypatch.setattr(passages, "load_passage_finder", lambda project: finder)
     runner = CliRunner()
     ok = runner.invoke(main, ["passage", "r", "--at", "2", "--length", "3", "--project", str(PROJECT_ROOT)])
@@ -105,6 +105,16 @@ def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch):
         failed = runner.invoke(main, ["passage", *args, "--project", str(PROJECT_ROOT)])
         assert failed.exit_code == 1 and failed.output.startswith("error: "), failed.output
         assert len(failed.output.strip().splitlines()) == 1
+    from mess_kedro.audio import write_audio
+    from tests.conftest import tone
+
+    new = tmp_path / "take.wav"
+    write_audio(new, tone(seconds=1.0))
+    unnamed = runner.invoke(main, ["passage", str(new), "--at", "0.5", "--project", str(PROJECT_ROOT)])
+    assert unnamed.exit_code == 1 and unnamed.output.strip().endswith(
+        "name a recording of its piece with --piece"
+    )
+    assert len(unnamed.output.strip().splitlines()) == 1
     negative = runner.invoke(main, ["passage", "r", "--at", "-1", "--project", str(PROJECT_ROOT)])
     assert negative.exit_code == 2 and "Invalid value for '--at'" in negative.output  # click's own check
 
@@ -153,3 +163,35 @@ def test_profiles_put_every_performance_on_the_reference_axis():
     r = profiles[profiles["track_id"] == "r"].set_index("reference_s")
     assert r.loc[2.0, "loudness_db"] - b.loc[2.0, "loudness_db"] == pytest.approx(20.0, abs=0.5)
     assert list(plot_profiles(profiles, manifest)) == ["p.png"]
+
+
+def test_a_new_recording_is_aligned_with_its_pieces_reference_on_the_spot(finder):
+    from mess_kedro.audio import AudioSignal
+
+    sr = 22050
+    pitches = [261.6, 329.6, 392.0, 523.3, 440.0, 349.2, 293.7, 246.9, 261.6, 392.0]
+
+    def played(seconds_per_note):
+        t = np.arange(int(seconds_per_note * sr)) / sr
+        return np.concatenate([0.3 * np.sin(2 * np.pi * f * t) * np.exp(-t) for f in pitches]).astype(
+            np.float32
+        )
+
+    reference = AudioSignal(played(1.0), sr)  # r: a note a second, 10 s
+    new = played(1.5)  # the same notes played 1.5 times as slowly
+    found = finder.same_passage_in_file(
+        new, sr, piece_track="c", start_s=6.0, length_s=3.0, reference_audio=lambda: reference
+    ).set_index("track_id")
+    assert found.loc["r", "start_s"] == pytest.approx(4.0, abs=0.15)  # 6 s of the slow take = 4 s of r
+    assert found.loc["r", "end_s"] == pytest.approx(6.0, abs=0.15)
+    assert (
+        found.loc["b", "start_s"] == pytest.approx(8.0, abs=0.3) and found.loc["b", "route"] == "audio+audio"
+    )
+    with pytest.raises(ValueError, match="outside the file"):
+        finder.same_passage_in_file(
+            new, sr, piece_track="c", start_s=99.0, length_s=3.0, reference_audio=lambda: reference
+        )
+    with pytest.raises(KeyError, match="no aligned recording"):
+        finder.same_passage_in_file(
+            new, sr, piece_track="solo", start_s=1.0, length_s=3.0, reference_audio=lambda: reference
+        )

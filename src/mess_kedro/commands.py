@@ -234,9 +234,9 @@ def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noq
 
 
 @main.command()
-@click.argument("track")
+@click.argument("query")
 @click.option(
-    "--at", "at_s", required=True, type=click.FloatRange(min=0), help="Passage start in TRACK (seconds)."
+    "--at", "at_s", required=True, type=click.FloatRange(min=0), help="Passage start in QUERY (seconds)."
 )
 @click.option(
     "--length",
@@ -246,29 +246,34 @@ def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noq
     type=click.FloatRange(min=0.5, max=60),
     help="Passage length (seconds).",
 )
+@click.option(
+    "--piece", default=None, help="For a new audio file: a track id of a recording of the same piece."
+)
 @click.option("--aspect", default=None, help="Rank the aligned passages by this aspect, e.g. dynamics.")
 @click.option(
     "-n", "--top", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results."
 )
 @_backbone
 @_project
-def passage(track, at_s, length_s, aspect, top, backbone, project) -> None:  # noqa: PLR0917
-    """The same bars as TRACK at --at seconds in every other recording of the piece (alignment);
-    with --aspect, ranked by how alike they are played in that respect."""
+def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> None:  # noqa: PLR0917
+    """The same bars as QUERY (a track id, or an audio file with --piece) at --at seconds in every
+    other recording of the piece (alignment); with --aspect, ranked by how alike they are played."""
 
     def ask():
+        import pandas as pd
+
         from mess_kedro.passages import aspect_segments, load_passage_finder, rank_by_aspect
 
         finder = load_passage_finder(project)
-        found = finder.same_passage(track, at_s, length_s)
-        where = f"{track} at {at_s:g}-{at_s + length_s:g} s"
+        track, found = _aligned_passage(finder, query, at_s, length_s, piece=piece, project=project)
+        where = f"{query} at {at_s:g}-{at_s + length_s:g} s"
         if aspect is None:
             return "aligned", f"the same passage as {where}, in the other recordings", found.head(top)
-        import pandas as pd
-
+        if track is None:
+            raise click.BadParameter("--aspect needs QUERY to be a recording of the collection (a track id)")
         label, segments, coordinates = aspect_segments(project, aspect, backbone)
-        query = pd.DataFrame({"track_id": [track], "start_s": [at_s], "end_s": [at_s + length_s]})
-        ranked = rank_by_aspect(query, found, segments, coordinates)
+        query_span = pd.DataFrame({"track_id": [track], "start_s": [at_s], "end_s": [at_s + length_s]})
+        ranked = rank_by_aspect(query_span, found, segments, coordinates)
         return (
             label,
             f"the same passage as {where}, ranked by {aspect} (selective subspace)",
@@ -276,6 +281,31 @@ def passage(track, at_s, length_s, aspect, top, backbone, project) -> None:  # n
         )
 
     _respond(project, ask)
+
+
+def _aligned_passage(finder, query: str, at_s: float, length_s: float, *, piece: str | None, project: str):
+    """``(track id or None, aligned passages)`` for a track id, a collection's own file, or a new file."""
+    from mess_kedro.audio import content_hash, read_audio, to_mono
+    from mess_kedro.passages import prepared_audio_loader
+
+    if not Path(query).is_file():
+        return query, finder.same_passage(query, at_s, length_s)
+    signal = read_audio(query)
+    own = content_hash(signal)
+    if own in finder.track_ids:  # one of the collection's recordings: answer as for its id
+        return own, finder.same_passage(own, at_s, length_s)
+    if piece is None:
+        raise click.BadParameter(f"{query} is a new recording: name a recording of its piece with --piece")
+    _, reference = finder.piece_of(piece)
+    found = finder.same_passage_in_file(
+        to_mono(signal.samples),
+        signal.sample_rate,
+        piece_track=piece,
+        start_s=at_s,
+        length_s=length_s,
+        reference_audio=prepared_audio_loader(project, reference),
+    )
+    return None, found
 
 
 if __name__ == "__main__":

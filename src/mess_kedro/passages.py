@@ -67,6 +67,61 @@ class PassageFinder:
         if not end_s > start_s:
             raise ValueError(f"a passage needs a positive length, got {end_s - start_s:g} s")
 
+    @property
+    def track_ids(self) -> set[str]:
+        """The recordings the collection's manifest lists."""
+        return set(self._durations)
+
+    def piece_of(self, track_id: str) -> tuple[str, str]:
+        """``(group, reference)`` of an aligned track, or the one-line error :meth:`check` gives."""
+        rows = self._pairs[(self._pairs["reference"] == track_id) | (self._pairs["track_id"] == track_id)]
+        if rows.empty:
+            self.check(track_id, 0.0, 1.0)  # raises: unknown, or not aligned
+        return str(rows["group"].iloc[0]), str(rows["reference"].iloc[0])
+
+    def same_passage_in_file(
+        self,
+        samples: np.ndarray,
+        sample_rate: int,
+        *,
+        piece_track: str,
+        start_s: float,
+        length_s: float,
+        reference_audio: Callable,
+    ) -> pd.DataFrame:
+        """Where the recordings of ``piece_track``'s piece play ``[start_s, start_s + length_s]`` of a new recording.
+
+        The new recording (mono ``samples``) is aligned with the piece's reference from
+        audio on the spot (``reference_audio()``: its prepared signal); the answer then
+        follows the star, the reference first.
+        """
+        from .audio import to_mono
+
+        duration = len(samples) / sample_rate
+        if not (np.isfinite(start_s) and 0.0 <= start_s < duration):
+            raise ValueError(f"--at {start_s:g} s is outside the file (0 to {duration:.1f} s)")
+        _, reference = self.piece_of(piece_track)
+        signal = reference_audio()
+        to_reference = alignment.align_features(
+            alignment.audio_features(samples, sample_rate),
+            alignment.audio_features(to_mono(signal.samples), signal.sample_rate),
+        )
+        span = alignment.time_map(to_reference, [start_s, min(start_s + length_s, duration)])
+        found = self.same_passage(reference, float(span[0]), float(span[1] - span[0]))
+        found["route"] = "audio+" + found["route"].astype(str)
+        head = pd.DataFrame(
+            {
+                "track_id": [reference],
+                "start_s": [round(float(span[0]), 3)],
+                "end_s": [round(float(span[1]), 3)],
+                "route": ["audio"],
+            }
+        )
+        meta = self._titles.reindex(head["track_id"])[
+            [c for c in ("title", "performer") if c in self._titles]
+        ]
+        return pd.concat([pd.concat([head, meta.reset_index(drop=True)], axis=1), found], ignore_index=True)
+
     def same_passage(self, track_id: str, start_s: float, length_s: float = 4.0) -> pd.DataFrame:
         """Where every other recording of the piece plays ``[start_s, start_s + length_s]`` of ``track_id``."""
         end_s = min(start_s + length_s, float(self._durations.get(track_id, start_s + length_s)))
@@ -145,6 +200,16 @@ def rank_by_aspect(
         .sort_values("score", ascending=False, kind="stable")
         .reset_index(drop=True)
     )
+
+
+def prepared_audio_loader(project_path: str | Path, track_id: str, env: str | None = None):
+    """The loader of one track's prepared audio in the project's catalog."""
+    from .project import project_datasets
+
+    audio = project_datasets(project_path, ["prepared_audio"], env)["prepared_audio"].load()
+    if track_id not in audio:
+        raise FileNotFoundError(f"no prepared audio for {track_id}: re-run `kedro run --pipelines=ingest`")
+    return audio[track_id]
 
 
 def load_passage_finder(project_path: str | Path = ".", env: str | None = None) -> PassageFinder:

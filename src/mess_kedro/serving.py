@@ -318,12 +318,12 @@ class SimilaritySearch:
             )
         config = EmbeddingConfig(
             segment_s=float(manifest.get("segment_s") or model.spec.default_segment_s),
-            min_segment_s=float(self._embed_params.get("min_segment_s", 1.0)),
-            batch_size=int(self._embed_params.get("batch_size", 8)),
-            precision=str(self._embed_params.get("precision", "auto")),
+            min_segment_s=float(self._embed_params["min_segment_s"]),
+            batch_size=int(self._embed_params["batch_size"]),
+            precision=str(self._embed_params["precision"]),
         )
         device = torch.device("cpu")
-        threads = cpu_threads(device, self._embed_params.get("num_threads"))
+        threads = cpu_threads(device, self._embed_params["num_threads"])
         if config.config_id(device, threads) != manifest.get("embed_config_id"):
             raise IndexMismatchError(
                 f"index embedded with {manifest.get('embed_config_id')}, a query now would use "
