@@ -270,3 +270,74 @@ def test_passage_retrieval_scores_embeddings_and_the_chroma_baseline_against_the
     assert set(by_method.index) == {"uniform_mean", "chroma"}  # lfn has no checkpoint here: left out
     assert by_method.loc["chroma", "mean"] == 1.0 and by_method.loc["chroma", "queries"] == 8
     assert by_method.loc["uniform_mean", "queries"] == 8
+
+
+def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path):
+    from mess_kedro.aspect_search import AspectSubspace
+    from mess_kedro.audio import AudioSignal
+    from mess_kedro.datasets import FaissIndexSetDataset
+    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.fusion import UniformMean
+    from mess_kedro.pipelines.alignment.nodes import build_segment_indices
+
+    rng = np.random.default_rng(1)
+    ids = ["a", "b", "c"]
+    layers = [rng.normal(size=(6, 4)), rng.normal(size=(6, 3))]
+    index = pd.DataFrame(
+        {
+            "backbone": "m",
+            "row": range(6),
+            "track_id": np.repeat(ids, 2),
+            "segment": [0, 1] * 3,
+            "start_s": [0.0, 3.0] * 3,
+            "end_s": [3.0, 6.0] * 3,
+        }
+    )
+    embeddings = EmbeddingSet(
+        {
+            "m": BackboneEmbeddings(
+                "m",
+                [x[:3] for x in layers],
+                ids,
+                {"label": "m", "weights_id": "w"},
+                layers,
+                list(np.repeat(ids, 2)),
+            )
+        },
+        pd.DataFrame({"backbone": "m", "row": range(3), "track_id": ids}),
+        index,
+    )
+    subspace = AspectSubspace("dynamics", ["y"], [0], ["l0"]).fit(layers, rng.normal(size=(6, 1)))
+    fused = UniformMean().fit(layers, None)
+    sr = 22050
+    audio = {
+        t: (
+            lambda f=f: AudioSignal(
+                (0.3 * np.sin(2 * np.pi * f * np.arange(6 * sr) / sr)).astype(np.float32), sr
+            )
+        )
+        for t, f in zip(ids, (262.0, 330.0, 392.0), strict=True)
+    }
+    manifest = pd.DataFrame(
+        {"track_id": ids, "title": ["x", "y", "z"], "performer": "p", "group": ["g1", "g1", "g2"]}
+    )
+    bundles, summary = build_segment_indices(
+        embeddings,
+        {"m": {"dynamics": subspace.state()}},
+        {"m": {"uniform_mean": fused.state()}},
+        audio,
+        manifest,
+        configured("alignment", segment_methods=["uniform_mean", "lfn"]),
+    )
+    assert sorted(bundles) == ["m/segments-aspect-dynamics", "m/segments-chroma", "m/segments-uniform_mean"]
+    aspect = bundles["m/segments-aspect-dynamics"]
+    np.testing.assert_allclose(aspect.vectors, subspace.transform(layers), rtol=1e-5)
+    assert aspect.metadata[["track_id", "start_s", "end_s", "title"]].iloc[3].tolist() == ["b", 3.0, 6.0, "y"]
+    _, rows = bundles["m/segments-chroma"].search(bundles["m/segments-chroma"].vectors[0], 2)
+    assert set(aspect.metadata["track_id"].iloc[rows[0]]) == {
+        "a"
+    }  # the same notes: the same recording's segments
+    assert summary["indices"]["m/segments-uniform_mean"]["vectors"] == 6
+    dataset = FaissIndexSetDataset(filepath=str(tmp_path / "segments"))
+    dataset.save(bundles)
+    assert dataset.load()["m/segments-chroma"].manifest["source"].startswith("ordered CENS chroma")

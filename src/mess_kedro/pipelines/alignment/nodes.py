@@ -589,3 +589,110 @@ def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs 
                 rows[-1]["queries"],
             )
     return pd.DataFrame(rows, columns=columns)
+
+
+def _segment_bundle(
+    name: str, key: str, backbone, vectors: np.ndarray, metadata: pd.DataFrame, *, transform, source, metric
+):
+    from mess_kedro.indexing import IndexBundle, build_index, checksum
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    manifest = {
+        "name": f"{name}/{key}",
+        "backbone": name,
+        "label": backbone.label,
+        "weights_id": backbone.info.get("weights_id"),
+        "random_init": bool(backbone.info.get("random_init")),
+        "source": source,
+        "kind": "flat",
+        "metric": metric,
+        "dim": int(vectors.shape[1]),
+        "count": int(vectors.shape[0]),
+        "checksum": checksum(vectors, metadata),
+    }
+    return IndexBundle(build_index(vectors, "flat", {}, metric), metadata, vectors, transform, manifest)
+
+
+def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+    layer_embeddings,
+    aspect_subspaces: dict[str, Any],
+    fusion_models: dict[str, Any],
+    prepared_audio: Mapping[str, Callable[[], AudioSignal]],
+    track_manifest: pd.DataFrame,
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """FAISS indices over every embedded segment, per backbone: fused methods, aspect subspaces, chroma.
+
+    Metadata rows carry ``track_id``, ``start_s``, ``end_s`` (and the track's
+    title, performer, piece), so a hit is a passage. Fused methods are cosine
+    indices (unit vectors), aspect subspaces exact L2 on their own scale, and
+    ``segments-chroma`` the ordered CENS-chroma content baseline (computed from
+    audio, so its transform is not a layer transform: ``{"class": "chroma"}``).
+
+    Returns:
+        segment_indices: ``{"<backbone>/segments-<key>": IndexBundle}``.
+        segment_index_summary: per index: vectors, dimension, bytes, build and
+            median single-query seconds.
+    """
+    from mess_kedro.fusion import restore
+
+    meta = track_manifest.set_index("track_id")
+    bundles, summary, chroma = {}, {}, {}
+    for name, backbone in layer_embeddings.backbones.items():
+        index = layer_embeddings.segment_index[layer_embeddings.segment_index["backbone"] == name]
+        segments = index.sort_values("row")[["track_id", "start_s", "end_s"]].reset_index(drop=True)
+        metadata = pd.concat(
+            [
+                segments,
+                meta.reindex(segments["track_id"])[
+                    [c for c in ("title", "performer", "group") if c in meta]
+                ].reset_index(drop=True),
+            ],
+            axis=1,
+        )
+        sources = {
+            f"segments-{method}": (fusion_models[name][method], f"fusion checkpoint {method}", "ip")
+            for method in params["segment_methods"]
+            if method in fusion_models.get(name, {})
+        } | {
+            f"segments-aspect-{aspect}": (state, f"aspect {aspect}: selective subspace", "l2")
+            for aspect, state in aspect_subspaces.get(name, {}).items()
+        }
+        for key, (state, source, metric) in sources.items():
+            started = time.perf_counter()
+            vectors = restore(state).transform(backbone.segments)
+            if metric == "ip":
+                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            bundles[f"{name}/{key}"] = _segment_bundle(
+                name, key, backbone, vectors, metadata, transform=state, source=source, metric=metric
+            )
+            summary[f"{name}/{key}"] = {"build_s": round(time.perf_counter() - started, 3)}
+        started = time.perf_counter()
+        vectors = _chroma_vectors(segments, prepared_audio, chroma)
+        bundles[f"{name}/segments-chroma"] = _segment_bundle(
+            name,
+            "segments-chroma",
+            backbone,
+            vectors,
+            metadata,
+            transform={"class": "chroma", "name": "chroma", "params": {"parts": 3}},
+            source="ordered CENS chroma of the segment's audio (mess_kedro.passages.segment_chroma)",
+            metric="ip",
+        )
+        summary[f"{name}/segments-chroma"] = {"build_s": round(time.perf_counter() - started, 3)}
+    rng = np.random.default_rng(0)
+    for key, bundle in bundles.items():
+        queries = bundle.vectors[rng.integers(0, len(bundle.vectors), min(100, len(bundle.vectors)))]
+        times = []
+        for query in queries:
+            started = time.perf_counter()
+            bundle.search(query, 10)
+            times.append(time.perf_counter() - started)
+        summary[key] |= {
+            "vectors": int(bundle.index.ntotal),
+            "dim": int(bundle.index.d),
+            "bytes": int(bundle.vectors.nbytes),
+            "query_median_ms": round(1000 * float(np.median(times)), 3),
+        }
+    logger.info("segment indices: %d over %d backbones", len(bundles), len(layer_embeddings.backbones))
+    return bundles, {"indices": summary}

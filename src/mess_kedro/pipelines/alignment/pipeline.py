@@ -4,6 +4,7 @@ from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
     align_recordings,
+    build_segment_indices,
     evaluate_alignment,
     evaluate_passage_ranking,
     evaluate_passage_retrieval,
@@ -81,6 +82,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="passage_retrieval",
                 name="evaluate_passage_retrieval",
+            ),
+            Node(
+                func=build_segment_indices,
+                inputs=[
+                    "layer_embeddings",
+                    "aspect_subspaces",
+                    "fusion_models",
+                    "prepared_audio",
+                    "track_manifest",
+                    "params:alignment",
+                ],
+                outputs=["segment_indices", "segment_index_summary"],
+                name="build_segment_indices",
             ),
             Node(
                 func=profile_performances,
