@@ -193,6 +193,7 @@ def test_passage_ranking_follows_the_local_ground_truth_it_encodes():
         passages,
         embeddings,
         {"m": {"dynamics": subspace.state()}},
+        {},
         notes,
         truth,
         splits,

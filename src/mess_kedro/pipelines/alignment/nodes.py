@@ -288,56 +288,26 @@ def _ranking_rhos(spans: pd.DataFrame, similarity: np.ndarray, truth: np.ndarray
     return rhos
 
 
-def evaluate_passage_ranking(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
-    aligned_passages: pd.DataFrame,
+def _rank_seed(
+    groups: list[pd.DataFrame],
+    truths: list[pd.DataFrame],
     layer_embeddings,
-    aspect_subspaces: dict[str, Any],
-    performance_notes: pd.DataFrame,
-    performance_ground_truth: pd.DataFrame,
-    track_splits: pd.DataFrame,
-    params: dict[str, Any],
-) -> pd.DataFrame:
-    """How well an aspect ranks the same bars played by other performers, on the test split.
-
-    For every aligned passage group (the same bars in every rendition of a test
-    piece) and every rendition in it as the query: Spearman between the
-    aspect-subspace similarity of the other renditions' passages and their
-    closeness in the aspect's *local* ground truth (tempo, velocity, articulation
-    of the notes played in the span). Mean over queries with a bootstrap CI.
-    """
+    subspaces_by_backbone: dict,
+    params: dict,
+) -> list[dict]:
+    """One split seed's rows: per backbone and aspect, the mean Spearman over queries with its CI."""
     from mess_kedro.fusion import restore
-    from mess_kedro.ground_truth import PREFIX, segment_factors
+    from mess_kedro.ground_truth import PREFIX
     from mess_kedro.metrics import bootstrap_mean
     from mess_kedro.passages import passage_vectors, segment_coordinates
-    from mess_kedro.splits import split_of, split_seeds
 
-    columns = [
-        "backbone",
-        "label",
-        "aspect",
-        "factor",
-        "mean",
-        "ci_low",
-        "ci_high",
-        "queries",
-        "goal",
-        "goal_met",
-    ]
-    if performance_ground_truth.empty or aligned_passages.empty:
-        logger.info("passage ranking: needs the demo's ground truth and an alignment")
-        return pd.DataFrame(columns=columns)
-    primary, _ = split_seeds(track_splits)
-    tracks = track_splits.loc[track_splits["split_seed"] == primary, "track_id"].unique()
-    test = set(tracks[split_of(track_splits, primary, tracks) == "test"])
-    groups = _passage_groups(aligned_passages, test)
     wanted = {
         a: spec["factor"]
         for a, spec in params["aspects"].items()
         if spec.get("factor") in params["local_factors"]
     }
-    truths = [segment_factors(performance_notes, performance_ground_truth, spans) for spans in groups]
     rows = []
-    for name, subspaces in aspect_subspaces.items():
+    for name, subspaces in subspaces_by_backbone.items():
         if name not in layer_embeddings.backbones:
             continue  # the classic descriptors: no segment embeddings to read passages from
         backbone = layer_embeddings.backbones[name]
@@ -359,14 +329,67 @@ def evaluate_passage_ranking(  # noqa: PLR0917 - Kedro passes a node's inputs po
                 | ci
                 | {"goal": goal, "goal_met": bool(goal is not None and ci["mean"] >= goal)}
             )
+    return rows
+
+
+def evaluate_passage_ranking(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+    aligned_passages: pd.DataFrame,
+    layer_embeddings,
+    aspect_subspaces: dict[str, Any],
+    aspect_subspaces_repeats: dict[str, Any],
+    performance_notes: pd.DataFrame,
+    performance_ground_truth: pd.DataFrame,
+    track_splits: pd.DataFrame,
+    params: dict[str, Any],
+) -> pd.DataFrame:
+    """How well an aspect ranks the same bars played by other performers, on each split seed's test split.
+
+    For every aligned passage group (the same bars in every rendition of a test
+    piece) and every rendition in it as the query: Spearman between the
+    aspect-subspace similarity (that seed's subspaces) of the other renditions'
+    passages and their closeness in the aspect's *local* ground truth (tempo,
+    velocity, articulation of the notes played in the span). Mean over queries
+    with a bootstrap CI, one row per seed, backbone and aspect.
+    """
+    from mess_kedro.ground_truth import segment_factors
+    from mess_kedro.splits import split_of, split_seeds
+
+    columns = [
+        "split_seed",
+        "backbone",
+        "label",
+        "aspect",
+        "factor",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "queries",
+        "goal",
+        "goal_met",
+    ]
+    if performance_ground_truth.empty or aligned_passages.empty:
+        logger.info("passage ranking: needs the demo's ground truth and an alignment")
+        return pd.DataFrame(columns=columns)
+    primary, seeds = split_seeds(track_splits)
+    rows = []
+    for seed in seeds:
+        tracks = track_splits.loc[track_splits["split_seed"] == seed, "track_id"].unique()
+        test = set(tracks[split_of(track_splits, seed, tracks) == "test"])
+        groups = _passage_groups(aligned_passages, test)
+        truths = [segment_factors(performance_notes, performance_ground_truth, spans) for spans in groups]
+        subspaces = aspect_subspaces if seed == primary else aspect_subspaces_repeats.get(str(seed), {})
+        found = _rank_seed(groups, truths, layer_embeddings, subspaces, params)
+        rows += [{"split_seed": seed} | row for row in found]
+        for row in found:
             logger.info(
-                "passage ranking %s, %s: rho %.2f [%.2f, %.2f] over %d queries",
-                backbone.label,
-                aspect,
-                ci["mean"],
-                ci["ci_low"],
-                ci["ci_high"],
-                ci["queries"],
+                "passage ranking (seed %d) %s, %s: rho %.2f [%.2f, %.2f] over %d queries",
+                seed,
+                row["label"],
+                row["aspect"],
+                row["mean"],
+                row["ci_low"],
+                row["ci_high"],
+                row["queries"],
             )
     return pd.DataFrame(rows, columns=columns)
 

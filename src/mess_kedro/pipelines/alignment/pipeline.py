@@ -60,6 +60,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "aligned_passages",
                     "layer_embeddings",
                     "aspect_subspaces",
+                    "aspect_subspaces_repeats",
                     "performance_notes",
                     "performance_ground_truth",
                     "track_splits",
