@@ -719,3 +719,175 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
         }
     logger.info("segment indices: %d over %d backbones", len(bundles), len(layer_embeddings.backbones))
     return bundles, {"indices": summary}
+
+
+def _keyed_rhos(groups: list[pd.DataFrame], truths: list[np.ndarray], vectors_of: Callable) -> dict:
+    """``{(group, query): rho}``: per query, Spearman between its similarity to the rest of the group
+    (negative squared distance between ``vectors_of(g)`` rows) and their closeness in ``truths[g]``."""
+    from scipy.stats import spearmanr
+
+    found = {}
+    for g, (spans, truth) in enumerate(zip(groups, truths, strict=True)):
+        vectors = vectors_of(g)
+        usable = np.isfinite(vectors).all(axis=1) & np.isfinite(truth)
+        for q in np.flatnonzero(usable):
+            others = np.flatnonzero(usable & (np.arange(len(spans)) != q))
+            if len(others) < 3:
+                continue
+            similarity = -((vectors[others] - vectors[q]) ** 2).sum(axis=1)
+            closeness = -np.abs(truth[others] - truth[q])
+            if np.ptp(similarity) > 0 and np.ptp(closeness) > 0:
+                found[(g, int(q))] = float(spearmanr(similarity, closeness).statistic)
+    return found
+
+
+def _split_groups(
+    aligned_passages, track_splits, *, seed, notes, truth, factor
+) -> dict[str, tuple[list, list]]:
+    """Per split name: the passage groups of its pieces and each group's local values of ``factor``."""
+    from mess_kedro.ground_truth import PREFIX, segment_factors
+    from mess_kedro.splits import split_of
+
+    tracks = track_splits.loc[track_splits["split_seed"] == seed, "track_id"].unique()
+    names = split_of(track_splits, seed, tracks)
+    out = {}
+    for split in ("train", "validation", "test"):
+        groups = _passage_groups(aligned_passages, set(tracks[names == split]))
+        values = [segment_factors(notes, truth, spans)[PREFIX + factor].to_numpy(float) for spans in groups]
+        out[split] = (groups, values)
+    return out
+
+
+def _projected(model, features: np.ndarray) -> np.ndarray:
+    """``model.transform`` of passage features, NaN rows (a passage over no segment) kept NaN."""
+    missing = ~np.isfinite(features).all(axis=1)
+    out = model.transform(np.nan_to_num(features))
+    out[missing] = np.nan
+    return out
+
+
+def compare_passage_relation(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+    aligned_passages: pd.DataFrame,
+    layer_embeddings,
+    aspect_subspaces: dict[str, Any],
+    aspect_subspaces_repeats: dict[str, Any],
+    performance_notes: pd.DataFrame,
+    performance_ground_truth: pd.DataFrame,
+    track_splits: pd.DataFrame,
+    params: dict[str, Any],
+) -> pd.DataFrame:
+    """Does training on aligned passages (the same bars, played differently) rank passages better?
+
+    Per split seed, backbone and aspect with a local factor: a
+    :class:`~mess_kedro.passage_training.PassageProjection` of the layers the
+    aspect's subspace reads, trained on the training pieces' aligned passage groups
+    (triplets by the local value; early stopping on the validation pieces), against
+    that subspace, on the test pieces' groups: per-query Spearman as in
+    ``passage_ranking``, and their paired difference with a bootstrap CI.
+    """
+    from mess_kedro.fusion import restore
+    from mess_kedro.metrics import paired_bootstrap
+    from mess_kedro.passage_training import PassageProjection
+    from mess_kedro.passages import passage_vectors, segment_coordinates
+    from mess_kedro.splits import split_seeds
+    from mess_kedro.training import TrainingConfig
+
+    columns = [
+        "split_seed",
+        "backbone",
+        "label",
+        "aspect",
+        "subspace",
+        "aligned_relation",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "n",
+        "wins",
+        "loses",
+    ]
+    if performance_ground_truth.empty or aligned_passages.empty:
+        return pd.DataFrame(columns=columns)
+    options = params["relation"]
+    wanted = {
+        a: s["factor"] for a, s in params["aspects"].items() if s.get("factor") in params["local_factors"]
+    }
+    primary, seeds = split_seeds(track_splits)
+    rows = []
+    for seed in seeds:
+        subspaces = aspect_subspaces if seed == primary else aspect_subspaces_repeats.get(str(seed), {})
+        for aspect, factor in wanted.items():
+            data = _split_groups(
+                aligned_passages,
+                track_splits,
+                seed=seed,
+                notes=performance_notes,
+                truth=performance_ground_truth,
+                factor=factor,
+            )
+            for name, by_aspect in subspaces.items():
+                if name not in layer_embeddings.backbones or aspect not in by_aspect:
+                    continue
+                backbone = layer_embeddings.backbones[name]
+                subspace = restore(by_aspect[aspect])
+                index = layer_embeddings.segment_index[layer_embeddings.segment_index["backbone"] == name]
+                segments, coordinates = segment_coordinates(index, backbone.segments, subspace)
+                features = np.concatenate(
+                    [np.asarray(backbone.segments[i], dtype=np.float64) for i in subspace.layer_indices],
+                    axis=1,
+                )
+
+                def passages_of(split, table):
+                    return [passage_vectors(spans, segments, table)[0] for spans in data[split][0]]
+
+                train_x, val_x, test_x = (passages_of(s, features) for s in ("train", "validation", "test"))
+                keep = [i for i, x in enumerate(train_x) if np.isfinite(x).all()]
+                config = TrainingConfig(**options["training"])
+                val_groups, val_values = data["validation"]
+
+                def val_score(model, val_x=val_x, val_groups=val_groups, val_values=val_values):
+                    rhos = _keyed_rhos(
+                        val_groups,
+                        val_values,
+                        lambda g: (
+                            model.transform(np.nan_to_num(val_x[g]))
+                            + np.where(np.isfinite(val_x[g]).all(1, keepdims=True), 0, np.nan)
+                        ),
+                    )
+                    return float(np.mean(list(rhos.values()))) if rhos else float("nan")
+
+                model = PassageProjection(int(options["out_dim"]), config).fit(
+                    [train_x[i] for i in keep], [data["train"][1][i] for i in keep], val_score
+                )
+                test_groups, test_values = data["test"]
+                learned = _keyed_rhos(
+                    test_groups,
+                    test_values,
+                    lambda g: (
+                        model.transform(np.nan_to_num(test_x[g]))
+                        + np.where(np.isfinite(test_x[g]).all(1, keepdims=True), 0, np.nan)
+                    ),
+                )
+                baseline_x = passages_of("test", coordinates)
+                baseline = _keyed_rhos(test_groups, test_values, lambda g: baseline_x[g])
+                common = sorted(set(learned) & set(baseline))
+                diff = paired_bootstrap(
+                    np.array([learned[k] for k in common]),
+                    np.array([baseline[k] for k in common]),
+                    int(params["n_resamples"]),
+                    int(params["seed"]),
+                )
+                rows.append(
+                    {
+                        "split_seed": seed,
+                        "backbone": name,
+                        "label": backbone.label,
+                        "aspect": aspect,
+                        "subspace": float(np.mean([baseline[k] for k in common])) if common else np.nan,
+                        "aligned_relation": float(np.mean([learned[k] for k in common]))
+                        if common
+                        else np.nan,
+                    }
+                    | diff
+                )
+    return pd.DataFrame(rows, columns=columns)

@@ -5,6 +5,7 @@ from kedro.pipeline import Node, Pipeline
 from .nodes import (
     align_recordings,
     build_segment_indices,
+    compare_passage_relation,
     evaluate_alignment,
     evaluate_passage_ranking,
     evaluate_passage_retrieval,
@@ -68,6 +69,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="passage_ranking",
                 name="evaluate_passage_ranking",
+            ),
+            Node(
+                func=compare_passage_relation,
+                inputs=[
+                    "aligned_passages",
+                    "layer_embeddings",
+                    "aspect_subspaces",
+                    "aspect_subspaces_repeats",
+                    "performance_notes",
+                    "performance_ground_truth",
+                    "track_splits",
+                    "params:alignment",
+                ],
+                outputs="passage_relation_comparison",
+                name="compare_passage_relation",
             ),
             Node(
                 func=evaluate_passage_retrieval,

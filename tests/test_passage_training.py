@@ -1,0 +1,52 @@
+"""Aligned passages as a training signal: triplets by local value, and a projection that finds a planted cue."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from mess_kedro.passage_training import PassageProjection, group_triplets
+from mess_kedro.training import TrainingConfig
+
+
+def test_triplets_pair_each_anchor_with_its_closest_and_farthest_member():
+    values = np.array([1.0, 2.0, np.nan, 10.0, 4.0])
+    expected = []
+    for anchor in (0, 1, 3, 4):  # brute force over the members with a value
+        others = [i for i in (0, 1, 3, 4) if i != anchor]
+        distance = [abs(values[i] - values[anchor]) for i in others]
+        expected.append((anchor, others[int(np.argmin(distance))], others[int(np.argmax(distance))]))
+    assert group_triplets(values).tolist() == [list(t) for t in expected]
+    assert group_triplets(np.array([3.0, 3.0, 3.0])).shape == (0, 3)  # nothing to tell apart
+
+
+def test_the_projection_learns_the_cue_that_carries_the_aspect():
+    rng = np.random.default_rng(0)
+
+    def group():
+        value = rng.uniform(0, 1, 8)
+        features = rng.normal(0, 1, (8, 20))
+        features[:, 7] += 10 * value  # one feature carries the aspect, under noise in the others
+        return features, value
+
+    train = [group() for _ in range(30)]
+    validation = [group() for _ in range(5)]
+    test = [group() for _ in range(10)]
+
+    def mean_rho(transform, groups):
+        rhos = []
+        for features, value in groups:
+            coords = transform(features)
+            for q in range(len(value)):
+                similarity = -((coords - coords[q]) ** 2).sum(axis=1)
+                rhos.append(
+                    spearmanr(np.delete(similarity, q), -np.abs(np.delete(value, q) - value[q])).statistic
+                )
+        return float(np.mean(rhos))
+
+    model = PassageProjection(2, TrainingConfig(epochs=150, patience=30, lr=0.05, seed=1)).fit(
+        [f for f, _ in train], [v for _, v in train], lambda m: mean_rho(m.transform, validation)
+    )
+    assert model.record.left_init and model.record.best_epoch > 0
+    random_map = rng.normal(size=(20, 2))
+    assert mean_rho(model.transform, test) > 0.6 > mean_rho(lambda f: f @ random_map, test) + 0.2
