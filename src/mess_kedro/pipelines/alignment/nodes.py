@@ -856,9 +856,15 @@ def compare_passage_relation(  # noqa: PLR0917 - Kedro passes a node's inputs po
                     )
                     return float(np.mean(list(rhos.values()))) if rhos else float("nan")
 
-                model = PassageProjection(int(options["out_dim"]), config).fit(
-                    [train_x[i] for i in keep], [data["train"][1][i] for i in keep], val_score
-                )
+                try:
+                    model = PassageProjection(int(options["out_dim"]), config).fit(
+                        [train_x[i] for i in keep], [data["train"][1][i] for i in keep], val_score
+                    )
+                except ValueError as exc:  # too few training groups: say so and go on with the rest
+                    logger.warning(
+                        "passage relation (seed %d) %s, %s: not trained (%s)", seed, name, aspect, exc
+                    )
+                    continue
                 test_groups, test_values = data["test"]
                 learned = _keyed_rhos(
                     test_groups,
