@@ -268,26 +268,6 @@ def _passage_groups(aligned_passages: pd.DataFrame, tracks: set[str]) -> list[pd
     return groups
 
 
-def _ranking_rhos(spans: pd.DataFrame, similarity: np.ndarray, truth: np.ndarray) -> list[float]:
-    """Per query span: Spearman between its similarity to the other spans and their closeness in ``truth``."""
-    from scipy.stats import spearmanr
-
-    rhos = []
-    for q in range(len(spans)):
-        others = np.flatnonzero(
-            (np.arange(len(spans)) != q) & np.isfinite(similarity[q]) & np.isfinite(truth)
-        )
-        closeness = -np.abs(truth[others] - truth[q])
-        if (
-            len(others) >= 3
-            and np.isfinite(truth[q])
-            and np.ptp(closeness) > 0
-            and np.ptp(similarity[q, others]) > 0
-        ):
-            rhos.append(float(spearmanr(similarity[q, others], closeness).statistic))
-    return rhos
-
-
 def _rank_seed(
     groups: list[pd.DataFrame],
     truths: list[pd.DataFrame],
@@ -316,12 +296,9 @@ def _rank_seed(
             if aspect not in subspaces:
                 continue
             segments, coordinates = segment_coordinates(index, backbone.segments, restore(subspaces[aspect]))
-            rhos = []
-            for spans, truth in zip(groups, truths, strict=True):
-                vectors, found = passage_vectors(spans, segments, coordinates)
-                squared = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(axis=-1)
-                similarity = np.where(found[:, None] & found[None, :], -squared, np.nan)
-                rhos += _ranking_rhos(spans, similarity, truth[PREFIX + factor].to_numpy(float))
+            vectors = [passage_vectors(spans, segments, coordinates)[0] for spans in groups]
+            values = [truth[PREFIX + factor].to_numpy(float) for truth in truths]
+            rhos = list(_keyed_rhos(groups, values, lambda g, vectors=vectors: vectors[g]).values())
             ci = bootstrap_mean(np.array(rhos), int(params["n_resamples"]), int(params["seed"]))
             goal = params["ranking_goals"].get(aspect)
             rows.append(
