@@ -342,3 +342,27 @@ def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path
     dataset = FaissIndexSetDataset(filepath=str(tmp_path / "segments"))
     dataset.save(bundles)
     assert dataset.load()["m/segments-chroma"].manifest["source"].startswith("ordered CENS chroma")
+
+
+def test_only_pairs_with_prepared_audio_are_aligned_and_only_missing_tracks_are_named(caplog):
+    from mess_kedro.pipelines.alignment.nodes import align_recordings
+
+    pairs = pd.DataFrame(
+        {
+            "pair_key": ["r__a", "r__b"],
+            "group": "p",
+            "reference": "r",
+            "track_id": ["a", "b"],
+            "has_midi": False,
+        }
+    )
+    loader = lambda: None  # noqa: E731 - never called: nothing is computed until the catalog saves
+    with caplog.at_level("WARNING"):
+        todo = align_recordings(
+            pairs, {"r": loader, "a": loader, "b": loader}, {}, {}, configured("alignment")
+        )
+    assert sorted(todo) == ["r__a", "r__b"] and "no prepared audio" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        todo = align_recordings(pairs, {"r": loader, "a": loader}, {}, {}, configured("alignment"))
+    assert sorted(todo) == ["r__a"] and "no prepared audio for 1 track(s), e.g. ['b']" in caplog.text

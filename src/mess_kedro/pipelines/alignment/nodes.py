@@ -82,7 +82,7 @@ def align_recordings(
     """
     rate = int(params["feature_rate"])
     todo = alignment_pairs[~alignment_pairs["pair_key"].isin(set(aligned_already))]
-    missing = sorted(set(todo["reference"]) | set(todo["track_id"]) - set(prepared_audio))
+    missing = sorted((set(todo["reference"]) | set(todo["track_id"])) - set(prepared_audio))
     if missing:
         logger.warning("alignment: no prepared audio for %d track(s), e.g. %s", len(missing), missing[:3])
         todo = todo[todo["reference"].isin(prepared_audio) & todo["track_id"].isin(prepared_audio)]
