@@ -208,7 +208,7 @@ def test_passage_retrieval_scores_embeddings_and_the_chroma_baseline_against_the
     from mess_kedro.audio import AudioSignal
     from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.fusion import UniformMean
-    from mess_kedro.pipelines.alignment.nodes import evaluate_passage_retrieval
+    from mess_kedro.pipelines.alignment.nodes import compute_segment_chroma, evaluate_passage_retrieval
 
     sr = 22050
     notes = {
@@ -265,7 +265,14 @@ def test_passage_retrieval_scores_embeddings_and_the_chroma_baseline_against_the
     splits = pd.DataFrame({"track_id": ids, "split_seed": 1, "split": "test"})
     params = configured("alignment", retrieval_methods=["uniform_mean", "lfn"], retrieval_ks=[1])
     table = evaluate_passage_retrieval(
-        paths, pairs, manifest, embeddings, fusion, {k: audio(k) for k in ids}, splits, params
+        paths,
+        pairs,
+        manifest,
+        embeddings,
+        fusion,
+        compute_segment_chroma(embeddings, {k: audio(k) for k in ids}),
+        splits,
+        params,
     )
     by_method = table.set_index("method")
     assert set(by_method.index) == {"uniform_mean", "chroma"}  # lfn has no checkpoint here: left out
@@ -279,7 +286,7 @@ def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path
     from mess_kedro.datasets import FaissIndexSetDataset
     from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.fusion import UniformMean
-    from mess_kedro.pipelines.alignment.nodes import build_segment_indices
+    from mess_kedro.pipelines.alignment.nodes import build_segment_indices, compute_segment_chroma
 
     rng = np.random.default_rng(1)
     ids = ["a", "b", "c"]
@@ -326,7 +333,7 @@ def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path
         embeddings,
         {"m": {"dynamics": subspace.state()}},
         {"m": {"uniform_mean": fused.state()}},
-        audio,
+        compute_segment_chroma(embeddings, audio),
         manifest,
         configured("alignment", segment_methods=["uniform_mean", "lfn"]),
     )

@@ -109,18 +109,8 @@ class PassageFinder:
         span = alignment.time_map(to_reference, [start_s, min(start_s + length_s, duration)])
         found = self.same_passage(reference, float(span[0]), float(span[1] - span[0]))
         found["route"] = "audio+" + found["route"].astype(str)
-        head = pd.DataFrame(
-            {
-                "track_id": [reference],
-                "start_s": [round(float(span[0]), 3)],
-                "end_s": [round(float(span[1]), 3)],
-                "route": ["audio"],
-            }
-        )
-        meta = self._titles.reindex(head["track_id"])[
-            [c for c in ("title", "performer") if c in self._titles]
-        ]
-        return pd.concat([pd.concat([head, meta.reset_index(drop=True)], axis=1), found], ignore_index=True)
+        head = self._passage_table([(reference, *span, "audio")])
+        return pd.concat([head, found], ignore_index=True)
 
     def same_passage(self, track_id: str, start_s: float, length_s: float = 4.0) -> pd.DataFrame:
         """Where every other recording of the piece plays ``[start_s, start_s + length_s]`` of ``track_id``."""
@@ -146,20 +136,29 @@ class PassageFinder:
                     route if via is None else f"{via}+{route}",
                 )
             )
+        return self._passage_table(rows)
+
+    def _passage_table(self, rows: list[tuple]) -> pd.DataFrame:
+        """``(track_id, start_s, end_s, route)`` rows, times to the millisecond, with each track's title and performer."""
         table = pd.DataFrame(rows, columns=PASSAGE_COLUMNS)
-        table[["start_s", "end_s"]] = table[["start_s", "end_s"]].round(3)
+        table[["start_s", "end_s"]] = table[["start_s", "end_s"]].astype(float).round(3)
         meta = self._titles.reindex(table["track_id"])[
             [c for c in ("title", "performer") if c in self._titles]
         ]
         return pd.concat([table, meta.reset_index(drop=True)], axis=1)
 
 
+def segment_spans(segment_index: pd.DataFrame, backbone: str) -> pd.DataFrame:
+    """``backbone``'s segments as ``(track_id, start_s, end_s)``, in the row order of its segment arrays."""
+    rows = segment_index[segment_index["backbone"] == backbone].sort_values("row")
+    return rows[["track_id", "start_s", "end_s"]].reset_index(drop=True)
+
+
 def segment_coordinates(
-    segment_index: pd.DataFrame, segment_layers: list[np.ndarray], transform
+    segment_index: pd.DataFrame, backbone: str, segment_layers: list[np.ndarray], transform
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Every segment's ``(track_id, start_s, end_s)`` and its coordinates under ``transform`` (a fitted method)."""
-    rows = segment_index.sort_values("row")
-    return rows[["track_id", "start_s", "end_s"]].reset_index(drop=True), np.asarray(
+    """``backbone``'s segment spans and their coordinates under ``transform`` (a fitted method)."""
+    return segment_spans(segment_index, backbone), np.asarray(
         transform.transform(segment_layers), dtype=np.float64
     )
 
@@ -238,8 +237,9 @@ def aspect_segments(
         state: Any = subspaces.get(name, {}).get(aspect)
         if state is not None and name in embeddings.backbones:
             chosen = embeddings.backbones[name]
-            segment_index = embeddings.segment_index[embeddings.segment_index["backbone"] == name]
-            segments, coordinates = segment_coordinates(segment_index, chosen.segments, restore(state))
+            segments, coordinates = segment_coordinates(
+                embeddings.segment_index, name, chosen.segments, restore(state)
+            )
             return chosen.label, segments, coordinates
     served = sorted({a for b in names for a in subspaces.get(b, {})})
     raise KeyError(f"unknown or not decodable aspect '{aspect}'; available: {served}")

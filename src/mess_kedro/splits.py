@@ -14,6 +14,8 @@ table holds ``track_id``, ``split_seed``, ``split`` for each, the primary seed
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -100,6 +102,17 @@ def split_seeds(track_splits: pd.DataFrame) -> tuple[int, list[int]]:
     if not seeds:
         raise ValueError("track_splits is empty: run ingest first")
     return seeds[0], seeds
+
+
+def tracks_in(track_splits: pd.DataFrame, seed: int, split: str) -> set[str]:
+    """The tracks ``seed`` puts in ``split`` (``train``, ``validation``, ``test``)."""
+    rows = track_splits[(track_splits["split_seed"] == seed) & (track_splits["split"] == split)]
+    return set(rows["track_id"])
+
+
+def models_for_seed(seed: int, primary: int, primary_models: Mapping, repeats: Mapping) -> Mapping:
+    """What was fitted on split ``seed``: the primary split's models, or that repeat seed's (keyed by str)."""
+    return primary_models if seed == primary else repeats.get(str(seed), {})
 
 
 def split_of(track_splits: pd.DataFrame, seed: int, track_ids) -> np.ndarray:

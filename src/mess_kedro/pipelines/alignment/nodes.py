@@ -268,6 +268,15 @@ def _passage_groups(aligned_passages: pd.DataFrame, tracks: set[str]) -> list[pd
     return groups
 
 
+def _local_aspects(params: dict[str, Any]) -> dict[str, str]:
+    """The aspects whose ground-truth factor the notes of a span measure (``local_factors``), with that factor."""
+    return {
+        a: spec["factor"]
+        for a, spec in params["aspects"].items()
+        if spec.get("factor") in params["local_factors"]
+    }
+
+
 def _rank_seed(
     groups: list[pd.DataFrame],
     truths: list[pd.DataFrame],
@@ -281,21 +290,17 @@ def _rank_seed(
     from mess_kedro.metrics import bootstrap_mean
     from mess_kedro.passages import passage_vectors, segment_coordinates
 
-    wanted = {
-        a: spec["factor"]
-        for a, spec in params["aspects"].items()
-        if spec.get("factor") in params["local_factors"]
-    }
     rows = []
     for name, subspaces in subspaces_by_backbone.items():
         if name not in layer_embeddings.backbones:
             continue  # the classic descriptors: no segment embeddings to read passages from
         backbone = layer_embeddings.backbones[name]
-        index = layer_embeddings.segment_index[layer_embeddings.segment_index["backbone"] == name]
-        for aspect, factor in wanted.items():
+        for aspect, factor in _local_aspects(params).items():
             if aspect not in subspaces:
                 continue
-            segments, coordinates = segment_coordinates(index, backbone.segments, restore(subspaces[aspect]))
+            segments, coordinates = segment_coordinates(
+                layer_embeddings.segment_index, name, backbone.segments, restore(subspaces[aspect])
+            )
             vectors = [passage_vectors(spans, segments, coordinates)[0] for spans in groups]
             values = [truth[PREFIX + factor].to_numpy(float) for truth in truths]
             rhos = list(_keyed_rhos(groups, values, lambda g, vectors=vectors: vectors[g]).values())
@@ -329,7 +334,7 @@ def evaluate_passage_ranking(  # noqa: PLR0917 - Kedro passes a node's inputs po
     with a bootstrap CI, one row per seed, backbone and aspect.
     """
     from mess_kedro.ground_truth import segment_factors
-    from mess_kedro.splits import split_of, split_seeds
+    from mess_kedro.splits import models_for_seed, split_seeds, tracks_in
 
     columns = [
         "split_seed",
@@ -350,11 +355,9 @@ def evaluate_passage_ranking(  # noqa: PLR0917 - Kedro passes a node's inputs po
     primary, seeds = split_seeds(track_splits)
     rows = []
     for seed in seeds:
-        tracks = track_splits.loc[track_splits["split_seed"] == seed, "track_id"].unique()
-        test = set(tracks[split_of(track_splits, seed, tracks) == "test"])
-        groups = _passage_groups(aligned_passages, test)
+        groups = _passage_groups(aligned_passages, tracks_in(track_splits, seed, "test"))
         truths = [segment_factors(performance_notes, performance_ground_truth, spans) for spans in groups]
-        subspaces = aspect_subspaces if seed == primary else aspect_subspaces_repeats.get(str(seed), {})
+        subspaces = models_for_seed(seed, primary, aspect_subspaces, aspect_subspaces_repeats)
         found = _rank_seed(groups, truths, layer_embeddings, subspaces, params)
         rows += [{"split_seed": seed} | row for row in found]
         for row in found:
@@ -495,23 +498,35 @@ def _true_segments(finder, query, segments_by_track: dict[str, pd.DataFrame], ma
     return relevant
 
 
-def _chroma_vectors(
-    segments: pd.DataFrame, prepared_audio: Mapping[str, Callable[[], AudioSignal]], computed: dict
-) -> np.ndarray:
-    """Ordered CENS chroma of every segment (zeros where a recording has no prepared audio)."""
-    from mess_kedro.passages import segment_chroma
+def compute_segment_chroma(
+    layer_embeddings, prepared_audio: Mapping[str, Callable[[], AudioSignal]]
+) -> dict[str, np.ndarray]:
+    """The chroma content baseline of every embedded segment, per backbone: ``{backbone: [M, 36]}``.
 
-    vectors = np.zeros((len(segments), 36))
-    for track_id, rows in segments.groupby("track_id"):
-        if track_id not in prepared_audio:
-            continue
-        spans = rows[["start_s", "end_s"]].to_numpy(float)
-        key = (track_id, spans.tobytes())
-        if key not in computed:  # a backbone and its twin share segment grids: compute each once per run
-            signal = prepared_audio[track_id]()
-            computed[key] = segment_chroma(to_mono(signal.samples), signal.sample_rate, spans)
-        vectors[rows.index.to_numpy()] = computed[key]
-    return vectors
+    Each segment's ordered CENS chroma (:func:`mess_kedro.passages.segment_chroma`),
+    in the row order of the backbone's segment arrays; zeros where a recording has
+    no prepared audio. Computed once here for passage retrieval and the segment
+    indices; a backbone and its random-init twin share a segment grid, so each
+    recording's grid is computed once.
+    """
+    from mess_kedro.passages import segment_chroma, segment_spans
+
+    computed: dict[tuple, np.ndarray] = {}
+    chroma = {}
+    for name in layer_embeddings.backbones:
+        segments = segment_spans(layer_embeddings.segment_index, name)
+        vectors = np.zeros((len(segments), 36))
+        for track_id, rows in segments.groupby("track_id"):
+            if track_id not in prepared_audio:
+                continue
+            spans = rows[["start_s", "end_s"]].to_numpy(float)
+            key = (track_id, spans.tobytes())
+            if key not in computed:
+                signal = prepared_audio[track_id]()
+                computed[key] = segment_chroma(to_mono(signal.samples), signal.sample_rate, spans)
+            vectors[rows.index.to_numpy()] = computed[key]
+        chroma[name] = vectors
+    return chroma
 
 
 def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
@@ -520,7 +535,7 @@ def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs 
     track_manifest: pd.DataFrame,
     layer_embeddings,
     fusion_models: dict[str, Any],
-    prepared_audio: Mapping[str, Callable[[], AudioSignal]],
+    segment_chroma: dict[str, np.ndarray],
     track_splits: pd.DataFrame,
     params: dict[str, Any],
 ) -> pd.DataFrame:
@@ -534,20 +549,18 @@ def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs 
     """
     from mess_kedro.fusion import restore
     from mess_kedro.metrics import bootstrap_mean
-    from mess_kedro.passages import PassageFinder
-    from mess_kedro.splits import split_of, split_seeds
+    from mess_kedro.passages import PassageFinder, segment_spans
+    from mess_kedro.splits import split_seeds, tracks_in
 
     columns = ["backbone", "label", "method", "metric", "mean", "ci_low", "ci_high", "queries"]
     primary, _ = split_seeds(track_splits)
-    tracks = track_splits.loc[track_splits["split_seed"] == primary, "track_id"].unique()
-    test = set(tracks[split_of(track_splits, primary, tracks) == "test"])
+    test = tracks_in(track_splits, primary, "test")
     finder = PassageFinder(alignment_pairs, alignment_paths, track_manifest)
     aligned = set(alignment_pairs["reference"]) | set(alignment_pairs["track_id"])
     ks, max_gap = [int(k) for k in params["retrieval_ks"]], float(params["retrieval_max_gap_s"])
-    rows, chroma = [], {}
+    rows = []
     for name, backbone in layer_embeddings.backbones.items():
-        index = layer_embeddings.segment_index[layer_embeddings.segment_index["backbone"] == name]
-        segments = index.sort_values("row")[["track_id", "start_s", "end_s"]].reset_index(drop=True)
+        segments = segment_spans(layer_embeddings.segment_index, name)
         by_track = {track: rows_ for track, rows_ in segments.groupby("track_id")}
         queries = segments[segments["track_id"].isin(test & aligned)]
         truth = {
@@ -560,11 +573,8 @@ def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs 
             if method in fusion_models.get(name, {})
         } | {"chroma": None}
         for method, state in spaces.items():
-            if state is None:
-                vectors = _chroma_vectors(segments, prepared_audio, chroma)
-            else:
-                vectors = restore(state).transform(backbone.segments)
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            # Fusion methods give unit vectors and chroma rows are unit (or zero): scores are cosines.
+            vectors = segment_chroma[name] if state is None else restore(state).transform(backbone.segments)
             hits = {k: [] for k in ks}
             for i, relevant in truth.items():
                 if not relevant:
@@ -617,7 +627,7 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
     layer_embeddings,
     aspect_subspaces: dict[str, Any],
     fusion_models: dict[str, Any],
-    prepared_audio: Mapping[str, Callable[[], AudioSignal]],
+    segment_chroma: dict[str, np.ndarray],
     track_manifest: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -635,12 +645,12 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
             median single-query seconds.
     """
     from mess_kedro.fusion import restore
+    from mess_kedro.passages import segment_spans
 
     meta = track_manifest.set_index("track_id")
-    bundles, summary, chroma = {}, {}, {}
+    bundles, summary = {}, {}
     for name, backbone in layer_embeddings.backbones.items():
-        index = layer_embeddings.segment_index[layer_embeddings.segment_index["backbone"] == name]
-        segments = index.sort_values("row")[["track_id", "start_s", "end_s"]].reset_index(drop=True)
+        segments = segment_spans(layer_embeddings.segment_index, name)
         metadata = pd.concat(
             [
                 segments,
@@ -660,20 +670,17 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
         }
         for key, (state, source, metric) in sources.items():
             started = time.perf_counter()
-            vectors = restore(state).transform(backbone.segments)
-            if metric == "ip":
-                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            vectors = restore(state).transform(backbone.segments)  # fusion methods: unit vectors already
             bundles[f"{name}/{key}"] = _segment_bundle(
                 name, key, backbone, vectors, metadata, transform=state, source=source, metric=metric
             )
             summary[f"{name}/{key}"] = {"build_s": round(time.perf_counter() - started, 3)}
         started = time.perf_counter()
-        vectors = _chroma_vectors(segments, prepared_audio, chroma)
         bundles[f"{name}/segments-chroma"] = _segment_bundle(
             name,
             "segments-chroma",
             backbone,
-            vectors,
+            segment_chroma[name],
             metadata,
             transform={"class": "chroma", "name": "chroma", "params": {"parts": 3}},
             source="ordered CENS chroma of the segment's audio (mess_kedro.passages.segment_chroma)",
@@ -723,13 +730,11 @@ def _split_groups(
 ) -> dict[str, tuple[list, list]]:
     """Per split name: the passage groups of its pieces and each group's local values of ``factor``."""
     from mess_kedro.ground_truth import PREFIX, segment_factors
-    from mess_kedro.splits import split_of
+    from mess_kedro.splits import tracks_in
 
-    tracks = track_splits.loc[track_splits["split_seed"] == seed, "track_id"].unique()
-    names = split_of(track_splits, seed, tracks)
     out = {}
     for split in ("train", "validation", "test"):
-        groups = _passage_groups(aligned_passages, set(tracks[names == split]))
+        groups = _passage_groups(aligned_passages, tracks_in(track_splits, seed, split))
         values = [segment_factors(notes, truth, spans)[PREFIX + factor].to_numpy(float) for spans in groups]
         out[split] = (groups, values)
     return out
@@ -766,7 +771,7 @@ def compare_passage_relation(  # noqa: PLR0917 - Kedro passes a node's inputs po
     from mess_kedro.metrics import paired_bootstrap
     from mess_kedro.passage_training import PassageProjection
     from mess_kedro.passages import passage_vectors, segment_coordinates
-    from mess_kedro.splits import split_seeds
+    from mess_kedro.splits import models_for_seed, split_seeds
     from mess_kedro.training import TrainingConfig
 
     columns = [
@@ -786,14 +791,11 @@ def compare_passage_relation(  # noqa: PLR0917 - Kedro passes a node's inputs po
     if performance_ground_truth.empty or aligned_passages.empty:
         return pd.DataFrame(columns=columns)
     options = params["relation"]
-    wanted = {
-        a: s["factor"] for a, s in params["aspects"].items() if s.get("factor") in params["local_factors"]
-    }
     primary, seeds = split_seeds(track_splits)
     rows = []
     for seed in seeds:
-        subspaces = aspect_subspaces if seed == primary else aspect_subspaces_repeats.get(str(seed), {})
-        for aspect, factor in wanted.items():
+        subspaces = models_for_seed(seed, primary, aspect_subspaces, aspect_subspaces_repeats)
+        for aspect, factor in _local_aspects(params).items():
             data = _split_groups(
                 aligned_passages,
                 track_splits,
@@ -807,8 +809,9 @@ def compare_passage_relation(  # noqa: PLR0917 - Kedro passes a node's inputs po
                     continue
                 backbone = layer_embeddings.backbones[name]
                 subspace = restore(by_aspect[aspect])
-                index = layer_embeddings.segment_index[layer_embeddings.segment_index["backbone"] == name]
-                segments, coordinates = segment_coordinates(index, backbone.segments, subspace)
+                segments, coordinates = segment_coordinates(
+                    layer_embeddings.segment_index, name, backbone.segments, subspace
+                )
                 features = np.concatenate(
                     [np.asarray(backbone.segments[i], dtype=np.float64) for i in subspace.layer_indices],
                     axis=1,

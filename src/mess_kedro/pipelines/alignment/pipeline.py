@@ -6,6 +6,7 @@ from .nodes import (
     align_recordings,
     build_segment_indices,
     compare_passage_relation,
+    compute_segment_chroma,
     evaluate_alignment,
     evaluate_passage_ranking,
     evaluate_passage_retrieval,
@@ -71,6 +72,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="evaluate_passage_ranking",
             ),
             Node(
+                func=compute_segment_chroma,
+                inputs=["layer_embeddings", "prepared_audio"],
+                outputs="segment_chroma",
+                name="compute_segment_chroma",
+            ),
+            Node(
                 func=compare_passage_relation,
                 inputs=[
                     "aligned_passages",
@@ -93,7 +100,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "track_manifest",
                     "layer_embeddings",
                     "fusion_models",
-                    "prepared_audio",
+                    "segment_chroma",
                     "track_splits",
                     "params:alignment",
                 ],
@@ -106,7 +113,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "layer_embeddings",
                     "aspect_subspaces",
                     "fusion_models",
-                    "prepared_audio",
+                    "segment_chroma",
                     "track_manifest",
                     "params:alignment",
                 ],

@@ -41,7 +41,7 @@ from mess_kedro.selectivity import (
     off_diagonal,
     rowwise_spearman,
 )
-from mess_kedro.splits import split_seeds
+from mess_kedro.splits import models_for_seed, split_seeds, tracks_in
 
 logger = logging.getLogger(__name__)
 ORACLE, CLASSIC = "ground-truth", CLASSIC_SOURCE
@@ -63,8 +63,7 @@ def _test_tracks(
     layer_embeddings: EmbeddingSet, truth: pd.DataFrame, track_splits: pd.DataFrame, seed: int
 ) -> list[str]:
     """Test tracks of ``seed`` that every backbone embedded and the ground truth describes, sorted."""
-    splits = track_splits[track_splits["split_seed"] == seed]
-    tracks = set(splits.loc[splits["split"] == "test", "track_id"]) & set(truth["track_id"])
+    tracks = tracks_in(track_splits, seed, "test") & set(truth["track_id"])
     for embeddings in layer_embeddings.backbones.values():
         tracks &= set(embeddings.track_ids)
     return sorted(tracks)
@@ -129,10 +128,6 @@ def _score(similarity: np.ndarray, views: Mapping[str, Mapping[str, np.ndarray]]
 def _judged(subspaces: Mapping, aspects: Mapping[str, str]) -> dict:
     """Per source, only the subspaces of aspects with a ground-truth factor: the others cannot be judged."""
     return {source: {a: s for a, s in states.items() if a in aspects} for source, states in subspaces.items()}
-
-
-def _models_of(seed: int, primary: int, primary_models: Mapping, repeats: Mapping) -> Mapping:
-    return primary_models if seed == primary else repeats.get(str(seed), {})
 
 
 def _similarities_for_seed(  # noqa: PLR0917 - the seed's models and data, passed through
@@ -253,10 +248,7 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
                 "split seed %d: %d test tracks with ground truth; selectivity skipped", seed, len(tracks)
             )
             continue
-        splits = track_splits[track_splits["split_seed"] == seed]
-        train_tracks = sorted(
-            set(splits.loc[splits["split"] == "train", "track_id"]) & set(truth["track_id"])
-        )
+        train_tracks = sorted(tracks_in(track_splits, seed, "train") & set(truth["track_id"]))
         test_truth = truth.set_index("track_id").loc[tracks].reset_index()
         views = _factor_views(test_truth, factors)
         found = _similarities_for_seed(
@@ -264,8 +256,8 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
             tracks,
             train_tracks,
             track_descriptors,
-            _judged(_models_of(seed, primary, aspect_subspaces, aspect_subspaces_repeats), aspects),
-            _models_of(seed, primary, fusion_models, fusion_models_repeats),
+            _judged(models_for_seed(seed, primary, aspect_subspaces, aspect_subspaces_repeats), aspects),
+            models_for_seed(seed, primary, fusion_models, fusion_models_repeats),
             list(options["fused"]),
         )
         for aspect, factor in aspects.items():
