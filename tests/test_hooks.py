@@ -113,3 +113,22 @@ def test_a_file_saved_before_its_dataset_was_versioned_becomes_its_first_version
     assert dataset.load() == {"old": 1}  # the latest version is the adopted file
     dataset.save({"new": 2})  # and a new version saves beside it
     assert JSONDataset(filepath=str(old), version=Version(None, None)).load() == {"new": 2}
+
+
+def test_an_adoption_cut_short_is_finished_by_the_next_run_not_cleaned_away(tmp_path):
+    folder = tmp_path / "data" / "01_raw"
+    folder.mkdir(parents=True)
+    # A run stopped between moving the old file aside and into its version folder.
+    (folder / ".records.json.2026-01-02T03.04.05.006Z.adopting").write_text('{"old": 1}')
+    catalog = {
+        "demo_records": {
+            "type": "json.JSONDataset",
+            "filepath": "data/01_raw/records.json",
+            "versioned": True,
+        }
+    }
+    hook = RunHygieneHook()
+    hook.after_context_created(SimpleNamespace(config_loader={"catalog": catalog}, project_path=tmp_path))
+    hook.before_pipeline_run()  # temporaries of dead runs are removed; this one is not a temporary
+    adopted = folder / "records.json" / "2026-01-02T03.04.05.006Z" / "records.json"
+    assert adopted.read_text() == '{"old": 1}' and not list(folder.glob("*.adopting"))

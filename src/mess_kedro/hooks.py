@@ -162,15 +162,16 @@ def adopt_unversioned_files(catalog_config: dict[str, Any], project_path: Path) 
         if not isinstance(location, str) or "://" in location:
             continue
         path = Path(location) if Path(location).is_absolute() else project_path / location
-        if not path.is_file():
-            continue
-        stamp = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
-        version = stamp.strftime("%Y-%m-%dT%H.%M.%S.") + f"{stamp.microsecond // 1000:03d}Z"
-        aside = path.with_name(f".{path.name}.{os.getpid()}.adopt.mess-tmp")
-        os.replace(path, aside)
-        (path / version).mkdir(parents=True)
-        os.replace(aside, path / version / path.name)
-        moved.append(path / version / path.name)
+        if path.is_file():
+            stamp = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+            version = stamp.strftime("%Y-%m-%dT%H.%M.%S.") + f"{stamp.microsecond // 1000:03d}Z"
+            # Not a .mess-tmp name: cleanup after a crash must never delete it; the next run finishes the move.
+            os.replace(path, path.with_name(f".{path.name}.{version}.adopting"))
+        for aside in sorted(path.parent.glob(f".{path.name}.*.adopting")):
+            version = aside.name[len(path.name) + 2 : -len(".adopting")]
+            (path / version).mkdir(parents=True, exist_ok=True)
+            os.replace(aside, path / version / path.name)
+            moved.append(path / version / path.name)
     return moved
 
 
