@@ -36,6 +36,7 @@ def finder():
             "duration_s": [10.0, 20.0, 11.0, 9.0],
             "title": "x",
             "performer": list("RBCS"),
+            "group": ["p", "p", "p", "q"],
         }
     )
     return PassageFinder(pairs, paths, manifest)
@@ -62,7 +63,7 @@ def test_the_same_bars_are_found_from_the_reference_and_from_another_recording(f
     "track, at, message",
     [
         ("nope", 1.0, "unknown track 'nope'"),
-        ("solo", 1.0, "has no aligned recording"),
+        ("solo", 1.0, "its piece has one recording"),
         ("r", 10.0, "outside r"),
     ],
 )
@@ -80,7 +81,9 @@ def test_aligned_passages_rank_by_the_overlap_weighted_aspect_coordinates():
     candidates = pd.DataFrame(
         {"track_id": ["a", "b", "a"], "start_s": [3.0, 0.0, 30.0], "end_s": [6.0, 3.0, 31.0]}
     )
-    ranked = rank_by_aspect(query, candidates, segments, coordinates)
+    ranked = rank_by_aspect(
+        passages.passage_vector(query, segments, coordinates), candidates, segments, coordinates
+    )
     assert ranked["track_id"].tolist()[:2] == ["a", "b"]
     assert ranked["score"].iloc[0] == pytest.approx(1.0) and ranked["score"].iloc[1] == pytest.approx(
         1 - 1 / 4
@@ -96,7 +99,7 @@ def test_aligned_passages_rank_by_the_overlap_weighted_aspect_coordinates():
 
 
 def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch, tmp_path):
-    monkeypatch.setattr(passages, "load_passage_finder", lambda project: finder)
+    monkeypatch.setattr(passages, "load_passage_finder", lambda project, backbone=None: finder)
     runner = CliRunner()
     ok = runner.invoke(main, ["passage", "r", "--at", "2", "--length", "3", "--project", str(PROJECT_ROOT)])
     assert ok.exit_code == 0, ok.output
@@ -111,9 +114,7 @@ def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch, tmp_pa
     new = tmp_path / "take.wav"
     write_audio(new, tone(seconds=1.0))
     unnamed = runner.invoke(main, ["passage", str(new), "--at", "0.5", "--project", str(PROJECT_ROOT)])
-    assert unnamed.exit_code == 1 and unnamed.output.strip().endswith(
-        "name a recording of its piece with --piece"
-    )
+    assert unnamed.exit_code == 1 and "no segment index to match by content" in unnamed.output
     assert len(unnamed.output.strip().splitlines()) == 1
     negative = runner.invoke(main, ["passage", "r", "--at", "-1", "--project", str(PROJECT_ROOT)])
     assert negative.exit_code == 2 and "Invalid value for '--at'" in negative.output  # click's own check
@@ -195,3 +196,151 @@ def test_a_new_recording_is_aligned_with_its_pieces_reference_on_the_spot(finder
         finder.same_passage_in_file(
             new, sr, piece_track="solo", start_s=1.0, length_s=3.0, reference_audio=lambda: reference
         )
+
+
+MELODY = [261.6, 329.6, 392.0, 523.3, 440.0, 349.2, 293.7, 246.9, 311.1, 415.3, 277.2, 370.0]
+
+
+def _played(seconds_per_note: float, pitches=MELODY, sr: int = 22050) -> np.ndarray:
+    t = np.arange(int(seconds_per_note * sr)) / sr
+    return np.concatenate([0.3 * np.sin(2 * np.pi * f * t) * np.exp(-t) for f in pitches]).astype(np.float32)
+
+
+@pytest.fixture
+def chroma_finder(finder):
+    """Piece p: r (a note a second) aligned with b and c; d (1.5 s a note) added since, not aligned.
+    Piece q: x, another melody. The fallback index: ordered chroma of 3-s segments every second."""
+    from mess_kedro.indexing import IndexBundle, build_index
+
+    sr = 22050
+    audio = {
+        "r": _played(1.0),
+        "c": _played(0.8),
+        "d": _played(1.5),
+        "x": _played(1.0, MELODY[::-1]),
+    }
+    rows, vectors = [], []
+    for track, samples in audio.items():
+        starts = np.arange(0.0, len(samples) / sr - 3.0 + 1e-9, 1.0)
+        spans = np.column_stack([starts, starts + 3.0])
+        vectors.append(passages.segment_chroma(samples, sr, spans))
+        rows.append(pd.DataFrame({"track_id": track, "start_s": spans[:, 0], "end_s": spans[:, 1]}))
+    vectors = np.concatenate(vectors).astype(np.float32)
+    bundle = IndexBundle(
+        build_index(vectors, "flat", {}, "ip"),
+        pd.concat(rows, ignore_index=True),
+        vectors,
+        {"class": "chroma", "params": {"parts": 3}},
+        {"name": "m/segments-chroma", "metric": "ip"},
+    )
+    manifest = pd.DataFrame(
+        {
+            "track_id": ["r", "b", "c", "d", "x", "solo"],
+            "duration_s": [12.0, 24.0, 9.6, 18.0, 12.0, 9.0],
+            "title": "x",
+            "performer": list("RBCDXS"),
+            "group": ["p", "p", "p", "p", "q", "s"],
+        }
+    )
+    opened = []
+    found = PassageFinder(finder._pairs, finder._paths, manifest, lambda: opened.append(1) or bundle)
+    return found, audio, opened
+
+
+def test_a_recording_without_alignment_falls_back_to_its_pieces_most_alike_segments(chroma_finder):
+    finder, _, opened = chroma_finder
+    aligned = finder.same_passage("r", 2.0, 3.0)
+    assert not opened and "score" not in aligned  # aligned tracks never open the index
+    found = finder.same_passage("d", 6.0, 3.0).set_index("track_id")  # d's notes 4-6
+    assert opened == [1] and set(found.index) == {"r", "c"}  # its piece only: not x, not d itself
+    assert found.loc["r", "start_s"] == pytest.approx(4.0)  # r plays notes 4-6 at 4-7 s
+    assert abs(found.loc["c", "start_s"] - 3.2) <= 0.5 and (found["route"] == "chroma").all()
+    assert found["score"].is_monotonic_decreasing
+    with pytest.raises(KeyError, match="its piece has one recording"):
+        finder.same_passage("solo", 1.0, 2.0)
+
+
+def test_a_new_file_with_no_piece_named_finds_the_same_bars_by_chroma(chroma_finder):
+    finder, _, _ = chroma_finder
+    new = _played(1.25)  # the melody at another tempo
+    found = finder.same_passage_by_content(new, 22050, 5.0)  # notes 4-6.4 of the new take
+    assert set(found["track_id"]) == {"r", "c", "d"}  # recognised as piece p: x is another piece
+    truth = {"r": 4.0, "c": 3.2, "d": 6.0}  # where each plays note 4
+    for row in found.itertuples():
+        assert abs(row.start_s - truth[row.track_id]) <= 1.0, row
+    other = finder.same_passage_by_content(_played(1.1, MELODY[::-1]), 22050, 3.3)
+    assert other["track_id"].tolist() == ["x"]  # the other melody: recognised as piece q
+    with pytest.raises(ValueError, match="outside the file"):
+        finder.same_passage_by_content(new, 22050, 99.0)
+
+
+def test_a_new_files_passage_vector_embeds_at_least_one_segment_of_it():
+    from types import SimpleNamespace
+
+    from mess_kedro.audio import AudioSignal
+
+    sr = 100
+    signal = AudioSignal(np.arange(1000, dtype=np.float32), sr)  # 10 s whose value says where it is
+    space = passages.AspectSpace(
+        "m",
+        "m",
+        pd.DataFrame({"track_id": "a", "start_s": [0.0, 3.0], "end_s": [3.0, 6.0]}),
+        np.zeros((2, 1)),
+        SimpleNamespace(transform=lambda layers: layers[0]),
+    )
+    seen = []
+
+    def embed(crop):  # two segments: the crop's first 2 s and the rest, as coordinates its mean value
+        seen.append(crop.samples)
+        head, tail = crop.samples[:200], crop.samples[200:]
+        return SimpleNamespace(
+            segments=[np.array([[head.mean()], [tail.mean()]])],
+            bounds=np.array([[0, len(head)], [len(head), len(crop.samples)]]),
+        )
+
+    vector = passages.file_passage_vector(signal, 2.0, 3.0, space, embed)
+    assert seen[-1][0] == 200 and len(seen[-1]) == 300  # widened to one 3-s segment from 2 s
+    assert vector[0] == pytest.approx(seen[-1].mean())  # segments weighted by their length
+    passages.file_passage_vector(signal, 9.5, 10.0, space, embed)
+    assert seen[-1][0] == 700 and len(seen[-1]) == 300  # at the end: moved back, still 3 s
+
+
+def test_the_cli_answers_a_new_file_by_content_and_ranks_it_by_an_aspect(
+    chroma_finder, monkeypatch, tmp_path
+):
+    from types import SimpleNamespace
+
+    from mess_kedro import serving
+    from mess_kedro.audio import AudioSignal, write_audio
+
+    finder, audio, _ = chroma_finder
+    monkeypatch.setattr(passages, "load_passage_finder", lambda project, backbone=None: finder)
+    new = tmp_path / "take.wav"
+    write_audio(new, AudioSignal(_played(1.25), 22050))
+    runner = CliRunner()
+    args = ["passage", str(new), "--at", "5", "--length", "3", "--project", str(PROJECT_ROOT)]
+    found = runner.invoke(main, args)
+    assert found.exit_code == 0, found.output
+    assert found.output.startswith("by content (chroma): the same passage as")
+    # Aspect: coordinate = the segment's start time, so the ranking is by distance from the query's start.
+    rows = finder._segments().metadata
+    space = passages.AspectSpace(
+        "m", "m", rows, rows[["start_s"]].to_numpy(float), SimpleNamespace(transform=lambda layers: layers[0])
+    )
+    monkeypatch.setattr(passages, "aspect_space", lambda project, aspect, backbone=None: space)
+
+    def embed(crop):
+        return SimpleNamespace(segments=[np.array([[4.2]])], bounds=np.array([[0, len(crop.samples)]]))
+
+    monkeypatch.setattr(
+        serving, "load_search", lambda project, backbone=None: SimpleNamespace(embed_signal=embed)
+    )
+    ranked = runner.invoke(main, [*args, "--aspect", "dynamics"])
+    assert ranked.exit_code == 0, ranked.output
+    lines = ranked.output.splitlines()
+    assert (
+        lines[0].startswith("m: the same passage as")
+        and "(by content (chroma)), ranked by dynamics" in lines[0]
+    )
+    assert lines[2].split()[0] == "r"  # r's segment starts nearest 4.2 s
+    assert "x" not in [line.split()[0] for line in lines[2:]]  # another piece than the one recognised

@@ -21,6 +21,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -247,65 +248,94 @@ def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noq
     help="Passage length (seconds).",
 )
 @click.option(
-    "--piece", default=None, help="For a new audio file: a track id of a recording of the same piece."
+    "--piece",
+    default=None,
+    help="For a new audio file: a track id of a recording of the same piece (aligns the file with it).",
 )
-@click.option("--aspect", default=None, help="Rank the aligned passages by this aspect, e.g. dynamics.")
+@click.option("--aspect", default=None, help="Rank the passages found by this aspect, e.g. dynamics.")
 @click.option(
     "-n", "--top", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results."
 )
 @_backbone
 @_project
 def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> None:  # noqa: PLR0917
-    """The same bars as QUERY (a track id, or an audio file with --piece) at --at seconds in every
-    other recording of the piece (alignment); with --aspect, ranked by how alike they are played."""
+    """The same bars as QUERY (a track id or an audio file) at --at seconds in the other recordings:
+    through the alignment where there is one, else the most alike segments by content (chroma);
+    with --aspect, ranked by how alike they are played."""
 
     def ask():
         import pandas as pd
 
-        from mess_kedro.passages import aspect_segments, load_passage_finder, rank_by_aspect
+        from mess_kedro import passages
 
-        finder = load_passage_finder(project)
-        track, found = _aligned_passage(finder, query, at_s, length_s, piece=piece, project=project)
+        finder = passages.load_passage_finder(project, backbone=backbone)
+        query_passage = _found_passage(finder, query, at_s, length_s, piece=piece, project=project)
         where = f"{query} at {at_s:g}-{at_s + length_s:g} s"
+        found = query_passage.found
+        by_content = "score" in found and len(found)  # the fallback's matches carry their similarity
+        via = f"by content ({found['route'].iloc[0]})" if by_content else "aligned"
         if aspect is None:
-            return "aligned", f"the same passage as {where}, in the other recordings", found.head(top)
-        if track is None:
-            raise click.BadParameter("--aspect needs QUERY to be a recording of the collection (a track id)")
-        label, segments, coordinates = aspect_segments(project, aspect, backbone)
-        query_span = pd.DataFrame({"track_id": [track], "start_s": [at_s], "end_s": [at_s + length_s]})
-        ranked = rank_by_aspect(query_span, found, segments, coordinates)
+            return via, f"the same passage as {where}, in the other recordings", found.head(top)
+        space = passages.aspect_space(project, aspect, backbone)
+        if query_passage.track is not None:
+            span = pd.DataFrame(
+                {"track_id": [query_passage.track], "start_s": [at_s], "end_s": [at_s + length_s]}
+            )
+            vector = passages.passage_vector(span, space.segments, space.coordinates)
+        else:
+            from mess_kedro.serving import load_search
+
+            search = load_search(project, space.backbone)
+            vector = passages.file_passage_vector(
+                query_passage.signal, at_s, at_s + length_s, space, search.embed_signal
+            )
+        ranked = passages.rank_by_aspect(
+            # A content match keeps its similarity as ``match``; ``score`` becomes the aspect's.
+            vector,
+            found.rename(columns={"score": "match"}),
+            space.segments,
+            space.coordinates,
+        )
         return (
-            label,
-            f"the same passage as {where}, ranked by {aspect} (selective subspace)",
+            space.label,
+            f"the same passage as {where} ({via}), ranked by {aspect} (selective subspace)",
             ranked.head(top),
         )
 
     _respond(project, ask)
 
 
-def _aligned_passage(finder, query: str, at_s: float, length_s: float, *, piece: str | None, project: str):
-    """``(track id or None, aligned passages)`` for a track id, a collection's own file, or a new file."""
-    from mess_kedro.audio import content_hash, read_audio, to_mono
+@dataclass
+class _QueryPassage:
+    track: str | None  # the collection's track id, None for a new file
+    signal: object  # a new file's mono AudioSignal
+    found: object  # the passages found (a DataFrame)
+
+
+def _found_passage(finder, query: str, at_s: float, length_s: float, *, piece: str | None, project: str):
+    """The same passage elsewhere, for a track id, a collection's own file, or a new file."""
+    from mess_kedro.audio import AudioSignal, content_hash, read_audio, to_mono
     from mess_kedro.passages import prepared_audio_loader
 
     if not Path(query).is_file():
-        return query, finder.same_passage(query, at_s, length_s)
+        return _QueryPassage(query, None, finder.same_passage(query, at_s, length_s))
     signal = read_audio(query)
     own = content_hash(signal)
     if own in finder.track_ids:  # one of the collection's recordings: answer as for its id
-        return own, finder.same_passage(own, at_s, length_s)
-    if piece is None:
-        raise click.BadParameter(f"{query} is a new recording: name a recording of its piece with --piece")
+        return _QueryPassage(own, None, finder.same_passage(own, at_s, length_s))
+    mono = AudioSignal(to_mono(signal.samples), signal.sample_rate)
+    if piece is None:  # no piece named: match its content against every recording
+        return _QueryPassage(None, mono, finder.same_passage_by_content(mono.samples, mono.sample_rate, at_s))
     _, reference = finder.piece_of(piece)
     found = finder.same_passage_in_file(
-        to_mono(signal.samples),
-        signal.sample_rate,
+        mono.samples,
+        mono.sample_rate,
         piece_track=piece,
         start_s=at_s,
         length_s=length_s,
         reference_audio=prepared_audio_loader(project, reference),
     )
-    return None, found
+    return _QueryPassage(None, mono, found)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -38,6 +39,13 @@ METRICS = ("ip", "l2")
 
 class IndexMismatchError(ValueError):
     """An index does not match its metadata or the embeddings it claims to serve."""
+
+
+def peek_manifest(indices: Mapping[str, IndexBundle], name: str) -> dict:
+    """An index's manifest, read without opening the index where the set allows (a lazy
+    :class:`~mess_kedro.datasets.faiss_index_dataset.IndexSet`)."""
+    peek = getattr(indices, "manifest", None)
+    return peek(name) if callable(peek) else indices[name].manifest
 
 
 def checksum(vectors: np.ndarray, metadata: pd.DataFrame | None = None) -> str:

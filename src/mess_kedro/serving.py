@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .audio import AudioChecks, content_hash, inspect_audio, prepare_audio, read_mono
+from .audio import AudioChecks, AudioSignal, content_hash, inspect_audio, prepare_audio, read_mono
 from .digests import file_digest
-from .indexing import IndexBundle, IndexMismatchError
+from .indexing import IndexBundle, IndexMismatchError, peek_manifest
 
 logger = logging.getLogger(__name__)
 SHOWN = ["track_id", "title", "composer", "performer"]
@@ -130,11 +130,6 @@ class _BackboneIndices(Mapping):
         return len(self._keys)
 
 
-def _manifest_of(indices: Mapping[str, IndexBundle], name: str) -> dict:
-    peek = getattr(indices, "manifest", None)
-    return peek(name) if callable(peek) else indices[name].manifest
-
-
 class SimilaritySearch:
     """Queries over one backbone's indices (a pretrained backbone by default).
 
@@ -216,7 +211,7 @@ class SimilaritySearch:
             random_init = True
             for key in sorted(by_backbone[owner]):
                 try:
-                    random_init = bool(_manifest_of(indices, f"{owner}/{key}").get("random_init"))
+                    random_init = bool(peek_manifest(indices, f"{owner}/{key}").get("random_init"))
                     break
                 except IndexMismatchError:
                     continue
@@ -297,15 +292,22 @@ class SimilaritySearch:
         return entry, key
 
     def _embed_file_now(self, path: Path) -> tuple[list[np.ndarray], str]:
+        signal = read_mono(path, self._max_query_s)
+        problem = inspect_audio(signal, AudioChecks())
+        if problem:
+            raise ValueError(f"{path}: {problem}")
+        result = self.embed_signal(signal, path.name)
+        return [t[None] for t in result.track], content_hash(signal)
+
+    def embed_signal(self, signal: AudioSignal, name: str = "query"):
+        """A mono signal's per-layer :class:`~mess_kedro.embedding.TrackEmbedding` (segments and track),
+        embedded exactly as this backbone's indices were (refused with
+        :class:`~mess_kedro.indexing.IndexMismatchError` where weights or settings differ)."""
         import torch
 
         from .backbones import load_backbone
         from .embedding import EmbeddingConfig, cpu_threads, embed_track, torch_threads
 
-        signal = read_mono(path, self._max_query_s)
-        problem = inspect_audio(signal, AudioChecks())
-        if problem:
-            raise ValueError(f"{path}: {problem}")
         manifest = self._manifest
         options = dict((self._embed_params.get("backbones") or {}).get(self.backbone) or {})
         options.setdefault("backbone", manifest.get("registry_backbone"))
@@ -333,7 +335,7 @@ class SimilaritySearch:
         # Long files: say how far embedding got (on stderr: stdout is the answer).
         with (
             tqdm(
-                desc=f"embedding {path.name}",
+                desc=f"embedding {name}",
                 unit="segment",
                 file=sys.stderr,
                 disable=prepared.duration_s <= 60,
@@ -345,8 +347,7 @@ class SimilaritySearch:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            result = embed_track(model, prepared.samples, config, device, progress)
-        return [t[None] for t in result.track], content_hash(signal)
+            return embed_track(model, prepared.samples, config, device, progress)
 
     def query_vectors(self, query: str, keys) -> tuple[dict[str, np.ndarray], str | None]:
         """Per index key, the query vector; and the query's track id if it is one of the collection's recordings."""
