@@ -373,3 +373,69 @@ def test_only_pairs_with_prepared_audio_are_aligned_and_only_missing_tracks_are_
     with caplog.at_level("WARNING"):
         todo = align_recordings(pairs, {"r": loader, "a": loader}, {}, {}, configured("alignment"))
     assert sorted(todo) == ["r__a"] and "no prepared audio for 1 track(s), e.g. ['b']" in caplog.text
+
+
+def test_the_passage_report_states_each_goal_by_the_issues_rule():
+    from mess_kedro.pipelines.alignment.report import write_passage_report
+
+    summary = {
+        "routes": {
+            "midi": {
+                "pairs": 2,
+                "notes": 40,
+                "median_error_s": 0.01,
+                "p95_error_s": 0.05,
+                "goal_median_s": 0.05,
+                "goal_met": True,
+                "seconds_per_pair": 0.03,
+            }
+        }
+    }
+    retrieval = pd.DataFrame(
+        {
+            "backbone": ["m", "m", "m"],
+            "label": ["m", "m", "m"],
+            "method": ["uniform_mean", "chroma", "lfn"],
+            "metric": "hit@10",
+            "mean": [0.5, 1.0, 0.95],
+            "ci_low": 0.0,
+            "ci_high": 1.0,
+            "queries": 100,
+        }
+    )
+    ranking = pd.DataFrame(
+        {
+            "split_seed": [1, 2, 1, 2],
+            "label": "m",
+            "aspect": ["tempo", "tempo", "dynamics", "dynamics"],
+            "mean": [0.7, 0.5, 0.8, 0.7],
+            "ci_low": 0.0,
+            "ci_high": 1.0,
+            "goal": 0.6,
+            "goal_met": [True, False, True, True],
+        }
+    )
+    relation = pd.DataFrame(
+        {
+            "split_seed": [1, 2],
+            "label": "m",
+            "aspect": "tempo",
+            "variant": "compact",
+            "weights": 17,
+            "mean_diff": [0.1, -0.2],
+            "wins": [True, False],
+            "loses": [False, True],
+        }
+    )
+    cost = {
+        "indices": {"m/segments-chroma": {"vectors": 9, "dim": 36, "bytes": 1296, "query_median_ms": 0.01}}
+    }
+    text = write_passage_report(
+        summary, retrieval, ranking, relation, cost, configured("alignment", retrieval_goal=0.9)
+    )
+    assert "| midi | 2 | 40 | 10 ms | 50 ms | 0.03 | ≤ 50 ms: met |" in text
+    assert "0.9 for the best pretrained method: met (m lfn: 0.95)" in text  # chroma is not a method
+    assert "| m | tempo | 0.70 [0.00, 1.00] | 0.50 [0.00, 1.00] | ≥ 0.6: not met |" in text  # one seed misses
+    assert "| m | dynamics | 0.80 [0.00, 1.00] | 0.70 [0.00, 1.00] | ≥ 0.6: met |" in text
+    assert "| m | tempo | compact | 17 | +0.10, -0.20 | 1/2 | 1/2 |" in text
+    assert "| m/segments-chroma | 9 | 36 | 0.00 | 0.010 |" in text

@@ -760,37 +760,19 @@ def compare_passage_relation(  # noqa: PLR0917 - Kedro passes a node's inputs po
 ) -> pd.DataFrame:
     """Does training on aligned passages (the same bars, played differently) rank passages better?
 
-    Per split seed, backbone and aspect with a local factor: a
-    :class:`~mess_kedro.passage_training.PassageProjection` of the layers the
-    aspect's subspace reads, trained on the training pieces' aligned passage groups
-    (triplets by the local value; early stopping on the validation pieces), against
-    that subspace, on the test pieces' groups: per-query Spearman as in
+    Per split seed, backbone, aspect with a local factor and ``relation.variants``
+    entry: a :class:`~mess_kedro.passage_training.PassageProjection` of the layers
+    the aspect's subspace reads, trained on the training pieces' aligned passage
+    groups (triplets by the local value; early stopping on the validation pieces),
+    against that subspace, on the test pieces' groups: per-query Spearman as in
     ``passage_ranking``, and their paired difference with a bootstrap CI.
+    ``weights`` says how many numbers each variant trains.
     """
     from mess_kedro.fusion import restore
-    from mess_kedro.metrics import paired_bootstrap
-    from mess_kedro.passage_training import PassageProjection
-    from mess_kedro.passages import passage_vectors, segment_coordinates
     from mess_kedro.splits import models_for_seed, split_seeds
-    from mess_kedro.training import TrainingConfig
 
-    columns = [
-        "split_seed",
-        "backbone",
-        "label",
-        "aspect",
-        "subspace",
-        "aligned_relation",
-        "mean_diff",
-        "ci_low",
-        "ci_high",
-        "n",
-        "wins",
-        "loses",
-    ]
     if performance_ground_truth.empty or aligned_passages.empty:
-        return pd.DataFrame(columns=columns)
-    options = params["relation"]
+        return pd.DataFrame(columns=RELATION_COLUMNS)
     primary, seeds = split_seeds(track_splits)
     rows = []
     for seed in seeds:
@@ -807,73 +789,96 @@ def compare_passage_relation(  # noqa: PLR0917 - Kedro passes a node's inputs po
             for name, by_aspect in subspaces.items():
                 if name not in layer_embeddings.backbones or aspect not in by_aspect:
                     continue
-                backbone = layer_embeddings.backbones[name]
-                subspace = restore(by_aspect[aspect])
-                segments, coordinates = segment_coordinates(
-                    layer_embeddings.segment_index, name, backbone.segments, subspace
-                )
-                features = np.concatenate(
-                    [np.asarray(backbone.segments[i], dtype=np.float64) for i in subspace.layer_indices],
-                    axis=1,
-                )
+                found = _relation_rows(name, layer_embeddings, restore(by_aspect[aspect]), data, params)
+                rows += [{"split_seed": seed, "aspect": aspect} | row for row in found]
+    return pd.DataFrame(rows, columns=RELATION_COLUMNS)
 
-                def passages_of(split, table):
-                    return [passage_vectors(spans, segments, table)[0] for spans in data[split][0]]
 
-                train_x, val_x, test_x = (passages_of(s, features) for s in ("train", "validation", "test"))
-                keep = [i for i, x in enumerate(train_x) if np.isfinite(x).all()]
-                config = TrainingConfig(**options["training"])
-                val_groups, val_values = data["validation"]
+RELATION_COLUMNS = [
+    "split_seed",
+    "backbone",
+    "label",
+    "aspect",
+    "variant",
+    "weights",
+    "subspace",
+    "aligned_relation",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "n",
+    "wins",
+    "loses",
+]
 
-                def val_score(model, val_x=val_x, val_groups=val_groups, val_values=val_values):
-                    rhos = _keyed_rhos(
-                        val_groups,
-                        val_values,
-                        lambda g: (
-                            model.transform(np.nan_to_num(val_x[g]))
-                            + np.where(np.isfinite(val_x[g]).all(1, keepdims=True), 0, np.nan)
-                        ),
-                    )
-                    return float(np.mean(list(rhos.values()))) if rhos else float("nan")
 
-                try:
-                    model = PassageProjection(int(options["out_dim"]), config).fit(
-                        [train_x[i] for i in keep], [data["train"][1][i] for i in keep], val_score
-                    )
-                except ValueError as exc:  # too few training groups: say so and go on with the rest
-                    logger.warning(
-                        "passage relation (seed %d) %s, %s: not trained (%s)", seed, name, aspect, exc
-                    )
-                    continue
-                test_groups, test_values = data["test"]
-                learned = _keyed_rhos(
-                    test_groups,
-                    test_values,
-                    lambda g: (
-                        model.transform(np.nan_to_num(test_x[g]))
-                        + np.where(np.isfinite(test_x[g]).all(1, keepdims=True), 0, np.nan)
-                    ),
-                )
-                baseline_x = passages_of("test", coordinates)
-                baseline = _keyed_rhos(test_groups, test_values, lambda g: baseline_x[g])
-                common = sorted(set(learned) & set(baseline))
-                diff = paired_bootstrap(
-                    np.array([learned[k] for k in common]),
-                    np.array([baseline[k] for k in common]),
-                    int(params["n_resamples"]),
-                    int(params["seed"]),
-                )
-                rows.append(
-                    {
-                        "split_seed": seed,
-                        "backbone": name,
-                        "label": backbone.label,
-                        "aspect": aspect,
-                        "subspace": float(np.mean([baseline[k] for k in common])) if common else np.nan,
-                        "aligned_relation": float(np.mean([learned[k] for k in common]))
-                        if common
-                        else np.nan,
-                    }
-                    | diff
-                )
-    return pd.DataFrame(rows, columns=columns)
+def _relation_rows(name: str, layer_embeddings, subspace, data: dict, params: dict[str, Any]) -> list[dict]:
+    """Every relation variant against ``subspace`` on one backbone and aspect (see :func:`compare_passage_relation`)."""
+    from mess_kedro.metrics import paired_bootstrap
+    from mess_kedro.passages import passage_vectors, segment_coordinates
+
+    backbone = layer_embeddings.backbones[name]
+    segments, coordinates = segment_coordinates(
+        layer_embeddings.segment_index, name, backbone.segments, subspace
+    )
+    features = np.concatenate(
+        [np.asarray(backbone.segments[i], dtype=np.float64) for i in subspace.layer_indices], axis=1
+    )
+    x = {
+        split: [passage_vectors(spans, segments, features)[0] for spans in groups]
+        for split, (groups, _) in data.items()
+    }
+    test_groups, test_values = data["test"]
+    baseline_x = [passage_vectors(spans, segments, coordinates)[0] for spans in test_groups]
+    baseline = _keyed_rhos(test_groups, test_values, lambda g: baseline_x[g])
+    rows = []
+    for variant, options in params["relation"]["variants"].items():
+        model = _fit_relation(options, x, data, f"{backbone.label}, {subspace.aspect}, {variant}")
+        if model is None:
+            continue
+        learned = _keyed_rhos(test_groups, test_values, lambda g, m=model: _projected(m, x["test"][g]))
+        common = sorted(set(learned) & set(baseline))
+        diff = paired_bootstrap(
+            np.array([learned[k] for k in common]),
+            np.array([baseline[k] for k in common]),
+            int(params["n_resamples"]),
+            int(params["seed"]),
+        )
+        rows.append(
+            {
+                "backbone": name,
+                "label": backbone.label,
+                "variant": variant,
+                "weights": model.weights,
+                "subspace": float(np.mean([baseline[k] for k in common])) if common else np.nan,
+                "aligned_relation": float(np.mean([learned[k] for k in common])) if common else np.nan,
+            }
+            | diff
+        )
+    return rows
+
+
+def _fit_relation(options: dict[str, Any], x: dict, data: dict, what: str):
+    """One relation variant trained on the training groups, stopped early on the validation groups;
+    ``None`` (with a warning) where the training groups give no triplet."""
+    from mess_kedro.passage_training import PassageProjection
+    from mess_kedro.training import TrainingConfig
+
+    val_groups, val_values = data["validation"]
+
+    def val_score(model) -> float:
+        rhos = _keyed_rhos(val_groups, val_values, lambda g: _projected(model, x["validation"][g]))
+        return float(np.mean(list(rhos.values()))) if rhos else float("nan")
+
+    keep = [i for i, features in enumerate(x["train"]) if np.isfinite(features).all()]
+    model = PassageProjection(
+        int(options["out_dim"]),
+        TrainingConfig(**options["training"]),
+        components=options["components"],
+        triplets=options["triplets"],
+    )
+    try:
+        return model.fit([x["train"][i] for i in keep], [data["train"][1][i] for i in keep], val_score)
+    except ValueError as exc:  # too few training groups: say so and go on with the rest
+        logger.warning("passage relation %s: not trained (%s)", what, exc)
+        return None

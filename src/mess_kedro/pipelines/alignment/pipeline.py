@@ -15,6 +15,7 @@ from .nodes import (
     plot_profiles,
     profile_performances,
 )
+from .report import write_passage_report
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -132,6 +133,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="interpretation_profiles",
                 name="profile_performances",
+            ),
+            Node(
+                func=write_passage_report,
+                inputs=[
+                    "alignment_summary",
+                    "passage_retrieval",
+                    "passage_ranking",
+                    "passage_relation_comparison",
+                    "segment_index_summary",
+                    "params:alignment",
+                ],
+                outputs="passage_report",
+                name="write_passage_report",
             ),
             Node(
                 func=plot_profiles,
