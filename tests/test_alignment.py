@@ -439,3 +439,20 @@ def test_the_passage_report_states_each_goal_by_the_issues_rule():
     assert "| m | dynamics | 0.80 [0.00, 1.00] | 0.70 [0.00, 1.00] | ≥ 0.6: met |" in text
     assert "| m | tempo | compact | 17 | +0.10, -0.20 | 1/2 | 1/2 |" in text
     assert "| m/segments-chroma | 9 | 36 | 0.00 | 0.010 |" in text
+
+
+def test_the_passage_report_says_what_was_not_measured():
+    from mess_kedro.pipelines.alignment.nodes import RELATION_COLUMNS
+    from mess_kedro.pipelines.alignment.report import write_passage_report
+
+    text = write_passage_report(
+        {},
+        pd.DataFrame(columns=["label", "method", "metric", "mean", "ci_low", "ci_high", "queries"]),
+        pd.DataFrame(
+            columns=["split_seed", "label", "aspect", "mean", "ci_low", "ci_high", "goal", "goal_met"]
+        ),
+        pd.DataFrame(columns=RELATION_COLUMNS),
+        {},
+        configured("alignment"),
+    )
+    assert text.count("Not measured") == 2 and "no pair with known notes" in text

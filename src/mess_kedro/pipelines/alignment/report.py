@@ -58,6 +58,8 @@ def _alignment_section(summary: dict[str, Any]) -> list[str]:
 
 
 def _retrieval_section(table: pd.DataFrame, goal: float) -> list[str]:
+    if table.empty:
+        return ["## The same bars by embeddings alone", "", "Not measured: no aligned test recording.", ""]
     lines = [
         "## The same bars by embeddings alone (test split, hit@k within the alignment's answer)",
         "",
@@ -84,6 +86,13 @@ def _retrieval_section(table: pd.DataFrame, goal: float) -> list[str]:
 
 
 def _ranking_section(table: pd.DataFrame) -> list[str]:
+    if table.empty:
+        return [
+            "## Aspect-conditioned ranking of the same bars",
+            "",
+            "Not measured: no local ground truth.",
+            "",
+        ]
     seeds = sorted(table["split_seed"].unique())
     lines = [
         "## Aspect-conditioned ranking of the same bars (test pieces, mean per-query Spearman)",
