@@ -142,3 +142,5 @@ def test_alignment_in_memory_meets_its_goals_on_the_tiny_demo(memory_run):
     )  # six pieces, three renditions each: a star of two pairs
     passages = _load(memory_run, "aligned_passages")
     assert set(passages["route"]) == {"midi"} and (passages["end_b"] > passages["start_b"]).all()
+    report = _load(memory_run, "passage_report")
+    assert report.startswith("# Passages across performances") and "| midi | 12 |" in report
