@@ -6,7 +6,7 @@ metrics datasets. Two things are added here:
 
 - tags (backbone, weights id, random-init, encoder type, device, precision), read
   from ``embed_runs`` or any ``EmbeddingSet`` a node reads or writes, so a stage
-  run alone is tagged too;
+  run alone is tagged too; and a trained encoder's A/B tags from ``encoder_run``;
 - artifacts: a catalog entry with ``metadata: {mlflow: {artifact_path: probing}}``
   has the file (or folder) it just saved, in the version this run saved, logged
   under that path. kedro-mlflow's ``MlflowArtifactDataset`` wrapper is not used:
@@ -87,14 +87,18 @@ class RunTagsHook:
         from .embedding_set import EmbeddingSet
 
         embed_runs: dict[str, Any] = {}
+        tags: dict[str, str] = {}
         for name, value in data.items():
             if isinstance(value, EmbeddingSet):
                 embed_runs |= {key: backbone.info for key, backbone in value.backbones.items()}
             elif name == "embed_runs" and isinstance(value, dict):
                 embed_runs |= value
-        mlflow = _active_mlflow() if embed_runs else None
+            elif name == "encoder_run" and isinstance(value, dict):  # train_encoder's A/B tags
+                tags |= {str(k): str(v) for k, v in value.items()}
+        tags |= run_tags(embed_runs) if embed_runs else {}
+        mlflow = _active_mlflow() if tags else None
         if mlflow is not None:
-            mlflow.set_tags(run_tags(embed_runs))
+            mlflow.set_tags(tags)
 
 
 class ArtifactLoggingHook:

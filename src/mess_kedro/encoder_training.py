@@ -1,0 +1,180 @@
+"""Training an encoder on the collection's own audio: views, the loop's measures, and validation scores.
+
+Conventions
+-----------
+- Tracks arrive decoded and resampled to the encoder's rate once (held in memory: the
+  "decoded audio cache"); a training item is a random ``clip_s`` crop of a training
+  track and its two augmented views (:class:`ClipViews`). Crops and views are drawn
+  from a generator seeded by ``(seed, epoch, item)``, so an epoch's batches do not
+  depend on the number of DataLoader workers.
+- Validation items are fixed crops with fixed views (seeded by the item alone): the
+  validation loss of two epochs compares the same pairs. Early stopping keeps the
+  epoch with the lowest validation loss (:func:`mess_kedro.training.train_module`).
+- Measures per epoch: mean training loss, validation loss, the collapse score of the
+  training batches' projections (:func:`mess_kedro.encoders.collapse_score`, averaged
+  over batches, as SimSiam's paper monitors it: in eval mode, batch norm's running
+  statistics of an early epoch would report a collapse that is not there), clips per
+  second, and the share of a step spent waiting for data.
+- After training, :func:`validation_scores` embeds each validation track (the mean
+  representation of its non-overlapping clips, no augmentation) and reports
+  leave-one-out kNN accuracy (cosine) and a cross-validated logistic-regression
+  probe per label, beside the share of the majority label (chance).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .augmentation import Augmenter
+from .encoders import SimSiam
+
+
+def crop(samples: np.ndarray, start: int, length: int) -> np.ndarray:
+    """``length`` samples from ``start``, zero-padded past the end."""
+    piece = samples[start : start + length]
+    return np.pad(piece, (0, length - len(piece))) if len(piece) < length else piece
+
+
+class ClipViews(Dataset):
+    """Two augmented log-mel views of a crop of a track (see the module docstring)."""
+
+    def __init__(
+        self,
+        tracks: list[np.ndarray],
+        clip_len: int,
+        sample_rate: int,
+        augmenter: Augmenter,
+        front,
+        *,
+        clips_per_track: int,
+        seed: int,
+        fixed: bool = False,
+    ) -> None:
+        self.tracks, self.clip_len, self.sample_rate = tracks, clip_len, sample_rate
+        self.augmenter, self.front = augmenter, front
+        self.clips_per_track, self.seed, self.fixed = clips_per_track, seed, fixed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.tracks) * self.clips_per_track
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (self.seed, item) if self.fixed else (self.seed, self.epoch, item)
+        rng = np.random.default_rng(key)
+        samples = self.tracks[item // self.clips_per_track]
+        start = int(rng.integers(0, max(len(samples) - self.clip_len, 0) + 1))
+        clip = crop(samples, start, self.clip_len)
+        views = []
+        for _ in range(2):
+            wave = self.augmenter.waveform(clip, self.sample_rate, rng)
+            with torch.no_grad():
+                mel = self.front(torch.as_tensor(wave)[None])[0, 0].numpy()
+            views.append(torch.as_tensor(self.augmenter.spectrogram(mel, rng))[None])
+        return views[0], views[1]
+
+
+@dataclass
+class LoopClock:
+    """Seconds spent waiting for batches and in total over an epoch, and the clips seen."""
+
+    waiting: float = 0.0
+    total: float = 0.0
+    clips: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def batches(self, loader: DataLoader) -> Iterator:
+        """``loader``'s batches, timing the wait for each."""
+        self.waiting, self.clips, self.started = 0.0, 0, time.perf_counter()
+        iterator = iter(loader)
+        while True:
+            asked = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            self.waiting += time.perf_counter() - asked
+            self.clips += len(batch[0])
+            yield batch
+        self.total = time.perf_counter() - self.started
+
+    def measures(self) -> dict[str, float]:
+        return {
+            "clips_per_s": self.clips / self.total if self.total else float("nan"),
+            "data_wait_share": self.waiting / self.total if self.total else float("nan"),
+        }
+
+
+def validation_loss(model: SimSiam, loader: DataLoader, device: torch.device) -> float:
+    """Mean SimSiam loss over the fixed validation views (batch norm in eval mode)."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for views in loader:
+            view_a, view_b = (v.to(device) for v in views)
+            total += float(model(view_a, view_b)[0]) * len(view_a)
+            count += len(view_a)
+    model.train()
+    return total / max(count, 1)
+
+
+def track_representations(
+    model: SimSiam, tracks: list[np.ndarray], clip_len: int, device: torch.device
+) -> np.ndarray:
+    """Per track: the mean encoder representation (stage 4, pooled) of its non-overlapping clips."""
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for samples in tracks:
+            starts = range(0, max(len(samples) - clip_len, 0) + 1, clip_len)
+            clips = torch.as_tensor(np.stack([crop(samples, s, clip_len) for s in starts]), device=device)
+            rows.append(model.encoder(model.front(clips)).float().mean(0).cpu().numpy())
+    return np.array(rows)
+
+
+def validation_scores(
+    vectors: np.ndarray, labels: dict[str, np.ndarray], k: int, seed: int
+) -> dict[str, dict]:
+    """Per label: leave-one-out kNN accuracy (cosine, majority of ``k``), a logistic-regression probe's
+    cross-validated accuracy, and chance (the majority label's share)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.preprocessing import StandardScaler
+
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    neighbours = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    scores = {}
+    for name, given in labels.items():
+        values = np.asarray(given).astype(str)
+        _, counts = np.unique(values, return_counts=True)
+        votes = [_majority(values[row]) for row in neighbours]
+        entry = {
+            "knn_accuracy": float(np.mean(np.array(votes) == values)),
+            "chance": float(counts.max() / counts.sum()),
+            "tracks": len(values),
+        }
+        folds = int(min(5, counts.min()))
+        if folds >= 2 and len(counts) > 1:
+            probe = cross_val_score(
+                LogisticRegression(max_iter=2000),
+                StandardScaler().fit_transform(vectors),
+                values,
+                cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+            )
+            entry["probe_accuracy"] = float(probe.mean())
+        scores[name] = entry
+    return scores
+
+
+def _majority(values: np.ndarray) -> str:
+    """The most common value; ties go to the nearest neighbour's (the first listed)."""
+    found, counts = np.unique(values, return_counts=True)
+    best = found[counts == counts.max()]
+    return next(v for v in values if v in set(best))
