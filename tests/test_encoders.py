@@ -79,3 +79,33 @@ def test_layers_checkpoint_round_trip_and_bad_settings():
         build_encoder("byol", MEL, TINY)
     with pytest.raises(ValueError, match="depth must be one of"):
         ResNet(34)
+
+
+def test_a_trained_encoder_is_a_backbone_and_its_twin_has_random_weights():
+    from mess_kedro.backbones import WeightsError, load_backbone, trained_state
+
+    torch.manual_seed(2)
+    state = encoders.encoder_state(build_encoder("simsiam", MEL, TINY), "simsiam", {"clip_s": 2.0})
+    trained = load_backbone("simsiam-mel", {"checkpoint": "simsiam-all"}, state)
+    twin = load_backbone("mine", {"backbone": "simsiam-mel", "random_init": True, "seed": 3}, state)
+    assert trained.spec.layer_dims == (4, 4, 8, 16, 32, 16) and trained.spec.default_segment_s == 2.0
+    assert trained.spec.sample_rate == 16000 and trained.label == "simsiam-mel"
+    assert twin.label == "simsiam-mel (random-init)" and twin.weights_id == "random-init-s3"
+    clips = np.random.default_rng(0).normal(size=(2, 32000)).astype(np.float32)
+    with torch.no_grad():
+        ours, theirs = (
+            trained.forward_layers(trained.prepare(clips)),
+            twin.forward_layers(twin.prepare(clips)),
+        )
+    assert [x.shape for x in ours] == [x.shape for x in theirs] and not torch.equal(ours[-1], theirs[-1])
+    assert (
+        trained.weights_id
+        != load_backbone(
+            "simsiam-mel", {}, encoders.encoder_state(build_encoder("simsiam", MEL, TINY), "simsiam")
+        ).weights_id
+    )  # other weights, another id (and another embedding cache key)
+    with pytest.raises(WeightsError, match="needs a trained encoder"):
+        load_backbone("simsiam-mel", {})
+    with pytest.raises(ValueError, match="names checkpoint 'simsiam-x', which is not trained"):
+        trained_state("simsiam-mel", {"checkpoint": "simsiam-x"}, {"simsiam-all": lambda: state})
+    assert trained_state("musicnn-mtt", {}, {}) is None

@@ -67,7 +67,7 @@ def test_embed_node_runs_on_cuda_and_records_it():
         "precision": "auto",
         "device": "auto",
     }
-    outputs, rejects, runs = extract_track_embeddings(loaders, manifest, {}, params)
+    outputs, rejects, runs = extract_track_embeddings(loaders, manifest, {}, {}, params)
     assert select_device("auto").type == "cuda"
     assert runs["mert-tiny"]["device"].startswith("cuda") and runs["mert-tiny"]["precision"] == "bf16"
     assert len(outputs) == 2 and len(rejects) == 0

@@ -60,6 +60,7 @@ def test_from_catalog_reads_the_serving_indices_and_parameters(indices):
             "params:embed": MemoryDataset({}),
             "params:serving_index": MemoryDataset({"candidates": 20, "max_query_s": 900}),
             "query_embeddings": MemoryDataset({}),
+            "trained_encoders": MemoryDataset({}),
         }
     )
     rec = AspectRecommender.from_catalog(catalog)

@@ -30,7 +30,7 @@ import hashlib
 import logging
 import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +146,7 @@ class SimilaritySearch:
         *,
         query_cache: QueryCache | None = None,
         max_query_s: float | None = None,
+        trained_encoders: Mapping[str, Callable[[], Any]] | None = None,
     ) -> None:
         by_backbone: dict[str, list[str]] = {}
         for name in indices:
@@ -169,6 +170,7 @@ class SimilaritySearch:
         self._candidates = positive_count(candidates, "candidates")
         self._query_cache = query_cache
         self._max_query_s = max_query_s
+        self._trained_encoders = trained_encoders or {}  # a trained backbone's weights, for file queries
         self._backbone_model = None
 
     @classmethod
@@ -182,6 +184,7 @@ class SimilaritySearch:
             serving["candidates"],
             query_cache=QueryCache(catalog.get("query_embeddings")),
             max_query_s=serving["max_query_s"],
+            trained_encoders=catalog.load("trained_encoders"),
         )
 
     def _open_backbone(self, indices, backbone: str, keys: list[str]) -> None:
@@ -305,14 +308,15 @@ class SimilaritySearch:
         :class:`~mess_kedro.indexing.IndexMismatchError` where weights or settings differ)."""
         import torch
 
-        from .backbones import load_backbone
+        from .backbones import load_backbone, trained_state
         from .embedding import EmbeddingConfig, cpu_threads, embed_track, torch_threads
 
         manifest = self._manifest
         options = dict((self._embed_params.get("backbones") or {}).get(self.backbone) or {})
         options.setdefault("backbone", manifest.get("registry_backbone"))
         if self._backbone_model is None:
-            self._backbone_model = load_backbone(self.backbone, options)
+            state = trained_state(self.backbone, options, self._trained_encoders)
+            self._backbone_model = load_backbone(self.backbone, options, state)
         model = self._backbone_model
         if model.weights_id != manifest.get("weights_id"):
             raise IndexMismatchError(
@@ -557,14 +561,17 @@ def load_search(
 ) -> SimilaritySearch:
     """A :class:`SimilaritySearch` over the latest serving indices of the project at ``project_path``.
 
-    Reads the project's configuration and opens only the two catalog datasets a
-    query needs (``serving_indices``, ``query_embeddings``), not a whole Kedro
+    Reads the project's configuration and opens only the catalog datasets a query
+    needs (``serving_indices``, ``query_embeddings``, and ``trained_encoders``, whose
+    files are read only when a trained backbone embeds a file), not a whole Kedro
     session with its hooks and plugins: opening takes well under a second.
     """
     from .project import project_datasets, project_parameters
 
     params = project_parameters(project_path, env)
-    datasets = project_datasets(project_path, ["serving_indices", "query_embeddings"], env)
+    datasets = project_datasets(
+        project_path, ["serving_indices", "query_embeddings", "trained_encoders"], env
+    )
     serving = params["serving_index"]
     return SimilaritySearch(
         datasets["serving_indices"].load(),
@@ -573,4 +580,5 @@ def load_search(
         serving["candidates"],
         query_cache=QueryCache(datasets["query_embeddings"]),
         max_query_s=serving["max_query_s"],
+        trained_encoders=datasets["trained_encoders"].load(),
     )

@@ -24,7 +24,17 @@ from tests.conftest import PROJECT_ROOT, write_tiny_project
 
 pytestmark = pytest.mark.slow  # renders the tiny demo (FluidSynth) and embeds it: about half a minute
 
-ORDER = ("ingest", "embed", "proxy_targets", "probing", "fusion", "evaluation", "serving_index", "alignment")
+ORDER = (
+    "ingest",
+    "train_encoder",
+    "embed",
+    "proxy_targets",
+    "probing",
+    "fusion",
+    "evaluation",
+    "serving_index",
+    "alignment",
+)
 
 
 class KeptMemoryDataset(MemoryDataset):
@@ -53,7 +63,17 @@ def _pipeline(name: str):
 def memory_run(tmp_path_factory):
     """Run the seven pipelines in order on one in-memory catalog; their outputs, by pipeline."""
     params = project_parameters(write_tiny_project(tmp_path_factory.mktemp("conf")))
-    params["embed"]["backbones"] = {"mert-tiny": {"seed": 0}, "musicnn-mtt": {}}
+    params["embed"]["backbones"] = {
+        "mert-tiny": {"seed": 0},
+        "musicnn-mtt": {},
+        "simsiam-mel": {"checkpoint": "simsiam-all"},  # trained just before, by train_encoder
+    }
+    params["train_encoder"] |= {
+        "model": {"depth": 18, "width": 4, "in_channels": 1, "projection_dim": 16, "predictor_dim": 8},
+        "clip_s": 2.0,
+        "clips_per_track": 1,
+        "training": {**params["train_encoder"]["training"], "epochs": 1, "batch_size": 4},
+    }
     pipelines = {name: _pipeline(name) for name in ORDER}
     names = set().union(*(p.datasets() for p in pipelines.values()))
     # "assign": the catalog passes objects as they are (loaders, models), as Kedro's own
@@ -108,19 +128,35 @@ def test_ingest_in_memory_gives_a_manifest_and_grouped_splits(memory_run):
 def test_embed_in_memory_gives_every_layer_of_every_track(memory_run):
     embeddings = _load(memory_run, "layer_embeddings")
     assert isinstance(embeddings, EmbeddingSet)
-    assert set(embeddings.backbones) == {"mert-tiny", "musicnn-mtt"}
+    assert set(embeddings.backbones) == {"mert-tiny", "musicnn-mtt", "simsiam-mel"}
     for backbone in embeddings.backbones.values():
         assert all(t.shape[0] == 18 and np.isfinite(t).all() for t in backbone.tracks)
     assert _load(memory_run, "embed_rejects").empty
+    trained = embeddings.backbones["simsiam-mel"]
+    assert [t.shape[1] for t in trained.tracks] == [4, 4, 8, 16, 32, 16]  # the checkpoint's shapes
+    assert trained.info["weights_id"].startswith("simsiam-") and not trained.info["random_init"]
+
+
+def test_train_encoder_in_memory_trains_on_the_training_split_only(memory_run):
+    report = _load(memory_run, "encoder_training_report")
+    splits = _load(memory_run, "track_splits")
+    primary = splits[splits["split_seed"] == splits["split_seed"].iloc[0]]
+    assert report["tracks"]["train"] == int((primary["split"] == "train").sum())
+    assert report["tracks"]["validation"] == int((primary["split"] == "validation").sum())
+    assert list(_load(memory_run, "trained_encoders")) == ["simsiam-all"]
 
 
 def test_proxy_targets_and_probing_in_memory(memory_run):
     targets = _load(memory_run, "track_targets")
     assert len(targets) == 18 and targets["spectral_centroid"].notna().all()
     results = _load(memory_run, "probing_results")
-    assert set(results["backbones"]) == {"mert-tiny", "musicnn-mtt"}
+    assert set(results["backbones"]) == {"mert-tiny", "musicnn-mtt", "simsiam-mel"}
     assert len(results["factors"]) == 9
-    assert set(_load(memory_run, "aspect_layer_map")["backbones"]) == {"mert-tiny", "musicnn-mtt"}
+    assert set(_load(memory_run, "aspect_layer_map")["backbones"]) == {
+        "mert-tiny",
+        "musicnn-mtt",
+        "simsiam-mel",
+    }
 
 
 def test_fusion_evaluation_and_serving_in_memory(memory_run):

@@ -7,15 +7,25 @@ random weights labelled ``random-init``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .base import Backbone, BackboneSpec
 from .mert import MERT_SPECS, WeightsError, load_mert
 from .musicnn import MUSICNN_SPECS, load_musicnn
+from .simsiam import SIMSIAM_SPECS, load_simsiam
 
-REGISTRY: dict[str, BackboneSpec] = {**MERT_SPECS, **MUSICNN_SPECS}
+REGISTRY: dict[str, BackboneSpec] = {**MERT_SPECS, **MUSICNN_SPECS, **SIMSIAM_SPECS}
 
-__all__ = ["REGISTRY", "Backbone", "BackboneSpec", "WeightsError", "get_spec", "load_backbone"]
+__all__ = [
+    "REGISTRY",
+    "Backbone",
+    "BackboneSpec",
+    "WeightsError",
+    "get_spec",
+    "load_backbone",
+    "trained_state",
+]
 
 
 def get_spec(name: str) -> BackboneSpec:
@@ -26,16 +36,24 @@ def get_spec(name: str) -> BackboneSpec:
         raise KeyError(f"unknown backbone '{name}'; registered: {sorted(REGISTRY)}") from None
 
 
-def load_backbone(name: str, options: dict[str, Any] | None = None) -> Backbone:
+def load_backbone(
+    name: str, options: dict[str, Any] | None = None, state: dict[str, Any] | None = None
+) -> Backbone:
     """Build backbone ``name``.
 
     ``options``: ``backbone`` (registry name, when ``name`` is only a label for
     the run), ``seed``, ``random_init`` (the architecture with seeded random
     weights: the control twin), and for MERT ``weights_path``,
-    ``trust_remote_code``, ``allow_random_init``.
+    ``trust_remote_code``, ``allow_random_init``. ``state``: a trained encoder's
+    checkpoint (the ``simsiam`` family; its ``checkpoint`` option names it in
+    the catalog's ``trained_encoders``).
     """
     options = options or {}
     spec = get_spec(options.get("backbone") or name)
+    if spec.family == "simsiam":
+        return load_simsiam(
+            spec, state, random_init=bool(options.get("random_init", False)), seed=int(options.get("seed", 0))
+        )
     if spec.family == "musicnn":
         return load_musicnn(
             spec, random_init=bool(options.get("random_init", False)), seed=int(options.get("seed", 0))
@@ -50,3 +68,19 @@ def load_backbone(name: str, options: dict[str, Any] | None = None) -> Backbone:
             random_init=bool(options.get("random_init", False)),
         )
     raise KeyError(f"no loader for backbone family '{spec.family}'")
+
+
+def trained_state(
+    name: str, options: dict[str, Any], trained_encoders: Mapping[str, Callable[[], Any]]
+) -> Any:
+    """The trained encoder a backbone's ``checkpoint`` option names in ``trained_encoders`` (the
+    catalog's, ``{checkpoint: load()}``), or ``None`` when it names none."""
+    checkpoint = options.get("checkpoint")
+    if checkpoint is None:
+        return None
+    if checkpoint not in trained_encoders:
+        raise ValueError(
+            f"{name} names checkpoint '{checkpoint}', which is not trained (trained: "
+            f"{sorted(trained_encoders) or 'none'}); run `kedro run --pipelines=train_encoder` first"
+        )
+    return trained_encoders[checkpoint]()

@@ -112,7 +112,7 @@ def stores(tmp_path):
 
 def run_embed(audio, manifest, store, params=PARAMS):
     loaders = {k: (lambda s=s: s) for k, s in audio.items()}
-    outputs, rejects, runs = extract_track_embeddings(loaders, manifest, store().load(), params)
+    outputs, rejects, runs = extract_track_embeddings(loaders, manifest, store().load(), {}, params)
     store().save(outputs)
     return outputs, rejects, runs
 
@@ -211,7 +211,7 @@ def test_progress_bar_starts_with_the_first_track_computed(corpus, capsys):
     """Planning shows no bar; the bar (and its audio-s/s clock) starts with the first compute."""
     audio, manifest = corpus
     loaders = {k: (lambda s=s: s) for k, s in audio.items()}
-    outputs, _, _ = extract_track_embeddings(loaders, manifest, {}, PARAMS)
+    outputs, _, _ = extract_track_embeddings(loaders, manifest, {}, {}, PARAMS)
     assert "embed mert-tiny" not in capsys.readouterr().err
     next(iter(outputs.values()))()
     assert "embed mert-tiny" in capsys.readouterr().err
@@ -245,7 +245,7 @@ def test_planning_checks_each_track_once_per_minimum_length(corpus):
     loads = []
     loaders = {k: (lambda k=k, s=s: loads.append(k) or s) for k, s in audio.items()}
     params = PARAMS | {"backbones": {"mert-tiny": {"seed": 0}, "mert-tiny-twin": {"backbone": "mert-tiny"}}}
-    outputs, rejects, _ = extract_track_embeddings(loaders, manifest, {}, params)
+    outputs, rejects, _ = extract_track_embeddings(loaders, manifest, {}, {}, params)
     assert len(loads) == len(audio)  # the twin reuses the checks
     assert len(outputs) == 2 * 4 and len(rejects) == 2 * 3
 
@@ -258,7 +258,7 @@ def test_a_damaged_prepared_file_is_a_reject_not_a_crash(corpus, tmp_path):
     damaged.write_bytes(b"fLaC" + bytes(100))  # what a disk error or an interrupted copy leaves
     loaders = {k: (lambda s=s: s) for k, s in audio.items()}
     loaders["t0"] = AudioDataset(filepath=str(damaged)).load  # as the partitioned catalog entry gives it
-    outputs, rejects, _ = extract_track_embeddings(loaders, manifest, {}, PARAMS)
+    outputs, rejects, _ = extract_track_embeddings(loaders, manifest, {}, {}, PARAMS)
     reasons = rejects.set_index("track_id")["reason"]
     assert reasons["t0"].startswith("unreadable prepared audio")
     assert len(outputs) == 3  # the other good tracks go on

@@ -21,7 +21,7 @@ import torch
 from kedro.io import DatasetError
 
 from mess_kedro.audio import AudioChecks, AudioReadError, AudioSignal, inspect_audio, prepare_audio
-from mess_kedro.backbones import Backbone, load_backbone
+from mess_kedro.backbones import Backbone, load_backbone, trained_state
 from mess_kedro.embedding import (
     EmbeddingConfig,
     TrackEmbedding,
@@ -184,6 +184,7 @@ def extract_track_embeddings(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     track_manifest: pd.DataFrame,
     embedded_tracks: Mapping[str, Callable[[], Any]],
+    trained_encoders: Mapping[str, Callable[[], Any]],
     params: dict[str, Any],
 ) -> tuple[dict[str, Callable[[], dict[str, np.ndarray]]], pd.DataFrame, dict[str, Any]]:
     """Plan and (lazily) compute the embeddings each backbone still lacks.
@@ -193,8 +194,10 @@ def extract_track_embeddings(
         track_manifest: the tracks to embed.
         embedded_tracks: what the cache already holds; an entry that does not load (a
             file damaged outside the project: writes here are atomic) is a miss and recomputed.
+        trained_encoders: ``{checkpoint: load()}`` from ``train_encoder`` (often empty),
+            for backbones whose ``checkpoint`` option names one.
         params: ``embed`` parameters: ``backbones`` (run name -> options:
-            backbone, seed, random_init, weights_path, trust_remote_code,
+            backbone, seed, random_init, weights_path, trust_remote_code, checkpoint,
             segment_s), ``segment_s`` (null: each backbone's own), ``min_segment_s``,
             ``batch_size``, ``precision``, ``device``, ``num_threads``,
             ``keep_frames``, ``silence_threshold_dbfs``.
@@ -215,7 +218,7 @@ def extract_track_embeddings(
     track_ids = sorted(track_manifest["track_id"])
     for name, given in (params.get("backbones") or {}).items():
         options = given or {}
-        backbone = load_backbone(name, options).to(device)
+        backbone = load_backbone(name, options, trained_state(name, options, trained_encoders)).to(device)
         segment_s = options.get("segment_s") or params.get("segment_s") or backbone.spec.default_segment_s
         config = EmbeddingConfig(
             segment_s=float(segment_s),

@@ -10,7 +10,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=extract_track_embeddings,
-                inputs=["prepared_audio", "track_manifest", "embedded_tracks", "params:embed"],
+                inputs=[
+                    "prepared_audio",
+                    "track_manifest",
+                    "embedded_tracks",
+                    "trained_encoders",
+                    "params:embed",
+                ],
                 outputs=["track_embeddings", "embed_rejects", "embed_runs"],
                 name="extract_track_embeddings",
             ),

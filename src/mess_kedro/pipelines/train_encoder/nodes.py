@@ -114,7 +114,8 @@ def train_encoder(
         "validation": scores,
     }
     logger.info("train_encoder %s: best epoch %d, %.0f s; %s", variant, record.best_epoch, seconds, scores)
-    state = encoder_state(model.cpu(), encoder_type, {"variant": variant, "best_epoch": record.best_epoch})
+    info = {"variant": variant, "best_epoch": record.best_epoch, "clip_s": float(params["clip_s"])}
+    state = encoder_state(model.cpu(), encoder_type, info)
     return {f"{encoder_type}-{variant}": state}, report, history_metrics({variant: record.history}), tags
 
 
