@@ -109,3 +109,21 @@ def test_a_trained_encoder_is_a_backbone_and_its_twin_has_random_weights():
     with pytest.raises(ValueError, match="names checkpoint 'simsiam-x', which is not trained"):
         trained_state("simsiam-mel", {"checkpoint": "simsiam-x"}, {"simsiam-all": lambda: state})
     assert trained_state("musicnn-mtt", {}, {}) is None
+
+
+def test_trained_backbones_join_a_run_only_once_their_checkpoint_exists():
+    from mess_kedro.backbones import configured_backbones
+
+    params = {
+        "backbones": {"musicnn-mtt": None},
+        "trained_backbones": {
+            "simsiam-all": {"backbone": "simsiam-mel", "checkpoint": "simsiam-all"},
+            "simsiam-other": {"backbone": "simsiam-mel", "checkpoint": "simsiam-other"},
+        },
+    }
+    assert list(configured_backbones(params, {})) == ["musicnn-mtt"]
+    chosen = configured_backbones(params, {"simsiam-all": lambda: None})
+    assert (
+        list(chosen) == ["musicnn-mtt", "simsiam-all"]
+        and chosen["simsiam-all"]["checkpoint"] == "simsiam-all"
+    )

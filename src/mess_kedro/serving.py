@@ -308,11 +308,11 @@ class SimilaritySearch:
         :class:`~mess_kedro.indexing.IndexMismatchError` where weights or settings differ)."""
         import torch
 
-        from .backbones import load_backbone, trained_state
+        from .backbones import configured_backbones, load_backbone, trained_state
         from .embedding import EmbeddingConfig, cpu_threads, embed_track, torch_threads
 
         manifest = self._manifest
-        options = dict((self._embed_params.get("backbones") or {}).get(self.backbone) or {})
+        options = configured_backbones(self._embed_params, self._trained_encoders).get(self.backbone, {})
         options.setdefault("backbone", manifest.get("registry_backbone"))
         if self._backbone_model is None:
             state = trained_state(self.backbone, options, self._trained_encoders)

@@ -63,11 +63,9 @@ def _pipeline(name: str):
 def memory_run(tmp_path_factory):
     """Run the seven pipelines in order on one in-memory catalog; their outputs, by pipeline."""
     params = project_parameters(write_tiny_project(tmp_path_factory.mktemp("conf")))
-    params["embed"]["backbones"] = {
-        "mert-tiny": {"seed": 0},
-        "musicnn-mtt": {},
-        "simsiam-mel": {"checkpoint": "simsiam-all"},  # trained just before, by train_encoder
-    }
+    # embed.trained_backbones (the project's own) add simsiam-all, trained just before by
+    # train_encoder, and its random-init twin; simsiam-keep_tempo_dynamics is not trained: left out.
+    params["embed"]["backbones"] = {"mert-tiny": {"seed": 0}, "musicnn-mtt": {}}
     params["train_encoder"] |= {
         "model": {"depth": 18, "width": 4, "in_channels": 1, "projection_dim": 16, "predictor_dim": 8},
         "clip_s": 2.0,
@@ -128,13 +126,14 @@ def test_ingest_in_memory_gives_a_manifest_and_grouped_splits(memory_run):
 def test_embed_in_memory_gives_every_layer_of_every_track(memory_run):
     embeddings = _load(memory_run, "layer_embeddings")
     assert isinstance(embeddings, EmbeddingSet)
-    assert set(embeddings.backbones) == {"mert-tiny", "musicnn-mtt", "simsiam-mel"}
+    assert set(embeddings.backbones) == {"mert-tiny", "musicnn-mtt", "simsiam-all", "simsiam-random"}
     for backbone in embeddings.backbones.values():
         assert all(t.shape[0] == 18 and np.isfinite(t).all() for t in backbone.tracks)
     assert _load(memory_run, "embed_rejects").empty
-    trained = embeddings.backbones["simsiam-mel"]
+    trained, twin = embeddings.backbones["simsiam-all"], embeddings.backbones["simsiam-random"]
     assert [t.shape[1] for t in trained.tracks] == [4, 4, 8, 16, 32, 16]  # the checkpoint's shapes
     assert trained.info["weights_id"].startswith("simsiam-") and not trained.info["random_init"]
+    assert trained.label == "simsiam-mel[all]" and twin.label == "simsiam-mel[all] (random-init)"
 
 
 def test_train_encoder_in_memory_trains_on_the_training_split_only(memory_run):
@@ -150,13 +149,10 @@ def test_proxy_targets_and_probing_in_memory(memory_run):
     targets = _load(memory_run, "track_targets")
     assert len(targets) == 18 and targets["spectral_centroid"].notna().all()
     results = _load(memory_run, "probing_results")
-    assert set(results["backbones"]) == {"mert-tiny", "musicnn-mtt", "simsiam-mel"}
+    assert set(results["backbones"]) == {"mert-tiny", "musicnn-mtt", "simsiam-all", "simsiam-random"}
     assert len(results["factors"]) == 9
-    assert set(_load(memory_run, "aspect_layer_map")["backbones"]) == {
-        "mert-tiny",
-        "musicnn-mtt",
-        "simsiam-mel",
-    }
+    assert set(_load(memory_run, "aspect_layer_map")["backbones"]) == set(results["backbones"])
+    assert results["backbones"]["simsiam-all"]["twin"] == "simsiam-random"
 
 
 def test_fusion_evaluation_and_serving_in_memory(memory_run):

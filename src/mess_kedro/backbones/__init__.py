@@ -84,3 +84,15 @@ def trained_state(
             f"{sorted(trained_encoders) or 'none'}); run `kedro run --pipelines=train_encoder` first"
         )
     return trained_encoders[checkpoint]()
+
+
+def configured_backbones(
+    embed_params: dict[str, Any], trained_encoders: Mapping[str, Callable[[], Any]]
+) -> dict[str, dict[str, Any]]:
+    """The backbones a run embeds: ``embed.backbones``, and each of ``embed.trained_backbones``
+    whose checkpoint exists in ``trained_encoders`` (the others wait for `train_encoder`)."""
+    chosen = {name: dict(options or {}) for name, options in (embed_params.get("backbones") or {}).items()}
+    for name, options in (embed_params.get("trained_backbones") or {}).items():
+        if options["checkpoint"] in trained_encoders:
+            chosen[name] = dict(options)
+    return chosen

@@ -23,6 +23,14 @@ from .base import Backbone, BackboneSpec
 class SimSiamBackbone(Backbone):
     """A trained (or random-init) SimSiam encoder: raw mono clips in, pooled layers out."""
 
+    variant: str = ""  # the training variant (augmentation set) the weights come from
+
+    @property
+    def label(self) -> str:
+        """``simsiam-mel[all]``, ``simsiam-mel[all] (random-init)``: variants stay apart in reports."""
+        name = f"{self.spec.name}[{self.variant}]" if self.variant else self.spec.name
+        return f"{name} (random-init)" if self.random_init else name
+
     def prepare(self, waveforms: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(waveforms, dtype=np.float32))
 
@@ -81,4 +89,6 @@ def load_simsiam(
         layer_dims=tuple(model.layer_widths),
         default_segment_s=float((state.get("info") or {}).get("clip_s", spec.default_segment_s)),
     )
-    return SimSiamBackbone(shaped, model, weights_id=weights_id, random_init=random_init)
+    backbone = SimSiamBackbone(shaped, model, weights_id=weights_id, random_init=random_init)
+    backbone.variant = str((state.get("info") or {}).get("variant", ""))
+    return backbone

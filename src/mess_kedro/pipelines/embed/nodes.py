@@ -21,7 +21,7 @@ import torch
 from kedro.io import DatasetError
 
 from mess_kedro.audio import AudioChecks, AudioReadError, AudioSignal, inspect_audio, prepare_audio
-from mess_kedro.backbones import Backbone, load_backbone, trained_state
+from mess_kedro.backbones import Backbone, configured_backbones, load_backbone, trained_state
 from mess_kedro.embedding import (
     EmbeddingConfig,
     TrackEmbedding,
@@ -194,8 +194,8 @@ def extract_track_embeddings(
         track_manifest: the tracks to embed.
         embedded_tracks: what the cache already holds; an entry that does not load (a
             file damaged outside the project: writes here are atomic) is a miss and recomputed.
-        trained_encoders: ``{checkpoint: load()}`` from ``train_encoder`` (often empty),
-            for backbones whose ``checkpoint`` option names one.
+        trained_encoders: ``{checkpoint: load()}`` from ``train_encoder`` (often empty):
+            each of ``trained_backbones`` whose checkpoint is there is embedded too.
         params: ``embed`` parameters: ``backbones`` (run name -> options:
             backbone, seed, random_init, weights_path, trust_remote_code, checkpoint,
             segment_s), ``segment_s`` (null: each backbone's own), ``min_segment_s``,
@@ -216,8 +216,7 @@ def extract_track_embeddings(
     outputs: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
     rejects, runs = [], {}
     track_ids = sorted(track_manifest["track_id"])
-    for name, given in (params.get("backbones") or {}).items():
-        options = given or {}
+    for name, options in configured_backbones(params, trained_encoders).items():
         backbone = load_backbone(name, options, trained_state(name, options, trained_encoders)).to(device)
         segment_s = options.get("segment_s") or params.get("segment_s") or backbone.spec.default_segment_s
         config = EmbeddingConfig(
