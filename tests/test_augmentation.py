@@ -107,3 +107,32 @@ def test_an_augmenter_keeps_shape_and_dtype_and_is_reproducible():
 def test_bad_augmentation_settings_are_refused(names, settings, message):
     with pytest.raises(ValueError, match=message):
         build_augmenter(names, settings)
+
+
+def test_the_listening_check_writes_views_and_names_what_each_got(tmp_path):
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from mess_kedro.audio import AudioSignal, write_audio
+    from mess_kedro.commands import main
+    from tests.conftest import PROJECT_ROOT
+
+    source = tmp_path / "take.wav"
+    write_audio(source, AudioSignal(_sine(440.0, 4.0), SR))
+    out = tmp_path / "views"
+    args = ["augment", str(source), "--out", str(out), "-n", "3", "--project", str(PROJECT_ROOT)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "original.wav",
+        "view_00.wav",
+        "view_01.wav",
+        "view_02.wav",
+    ]
+    original, rate = sf.read(out / "original.wav")
+    assert rate == 16000 and len(original) == 3 * 16000  # one clip_s clip at the encoder's rate
+    assert "time_shift" in result.output  # p = 1: every view is shifted
+    failed = CliRunner().invoke(main, [*args[:-2], "--set", "nope", "--project", str(PROJECT_ROOT)])
+    assert failed.exit_code == 1 and failed.output.strip().startswith(
+        "error: unknown augmentation set 'nope'"
+    )

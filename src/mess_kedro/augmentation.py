@@ -159,13 +159,17 @@ class Augmenter:
     names: tuple[str, ...]
     settings: Mapping[str, Mapping[str, Any]]
 
-    def waveform(self, samples: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-        """One augmented view of a mono clip (same length, float32)."""
+    def waveform(
+        self, samples: np.ndarray, sample_rate: int, rng: np.random.Generator, applied: list | None = None
+    ) -> np.ndarray:
+        """One augmented view of a mono clip (same length, float32); ``applied`` collects the names used."""
         out = np.asarray(samples, dtype=np.float32)
         with _library_random(rng):
             for name in self.names:
                 if name in WAVEFORM_FUNCTIONS and rng.random() < float(self.settings[name]["p"]):
                     out = WAVEFORM_FUNCTIONS[name](out, sample_rate, rng, self.settings[name])
+                    if applied is not None:
+                        applied.append(name)
         return _fit_length(np.asarray(out, dtype=np.float32).reshape(-1), len(samples))
 
     def spectrogram(self, mel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -202,3 +206,16 @@ def build_augmenter(
     """The :class:`Augmenter` of an augmentation set, checked (:func:`validate`), in :data:`ORDER`."""
     validate(names, settings)
     return Augmenter(tuple(n for n in ORDER if n in set(names)), {n: dict(settings[n]) for n in names})
+
+
+def listening_examples(
+    samples: np.ndarray, sample_rate: int, augmenter: Augmenter, count: int, seed: int = 0
+) -> list[tuple[np.ndarray, list[str]]]:
+    """``count`` augmented views of one clip (waveform augmentations only: masks act on the
+    spectrogram and cannot be heard), each with the names of the augmentations it got."""
+    rng = np.random.default_rng(seed)
+    views = []
+    for _ in range(count):
+        applied: list[str] = []
+        views.append((augmenter.waveform(samples, sample_rate, rng, applied), applied))
+    return views

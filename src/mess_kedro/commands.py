@@ -235,6 +235,57 @@ def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noq
 
 
 @main.command()
+@click.argument("audio", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the WAVs."
+)
+@click.option(
+    "--set", "augmentation_set", default=None, help="An augmentation set; default: train_encoder.variant's."
+)
+@click.option(
+    "-n", "--count", default=4, show_default=True, type=click.IntRange(1, 50), help="Views to write."
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the views.")
+@_project
+def augment(audio, out_dir, augmentation_set, count, seed, project) -> None:  # noqa: PLR0917
+    """Write COUNT augmented views of AUDIO's first clip (train_encoder.clip_s, at the encoder's rate)
+    to --out as WAV: a listening check of the training augmentations."""
+
+    def ask():
+        import pandas as pd
+
+        from mess_kedro.audio import AudioSignal, prepare_audio, read_mono, write_audio
+        from mess_kedro.augmentation import build_augmenter, listening_examples
+        from mess_kedro.encoder_training import crop
+        from mess_kedro.project import project_parameters
+
+        params = project_parameters(project)["train_encoder"]
+        chosen = augmentation_set or params["variant"]
+        if chosen not in params["augmentation_sets"]:
+            raise KeyError(
+                f"unknown augmentation set '{chosen}'; sets: {sorted(params['augmentation_sets'])}"
+            )
+        augmenter = build_augmenter(params["augmentation_sets"][chosen], params["augmentations"])
+        rate = int(params["mel"]["sample_rate"])
+        signal, _ = prepare_audio(read_mono(audio), rate)
+        clip = crop(signal.samples, 0, int(round(float(params["clip_s"]) * rate)))
+        rows = [("original.wav", "")]
+        write_audio(Path(out_dir) / "original.wav", AudioSignal(clip, rate))
+        for i, (view, applied) in enumerate(listening_examples(clip, rate, augmenter, count, seed)):
+            name = f"view_{i:02d}.wav"
+            write_audio(Path(out_dir) / name, AudioSignal(view, rate))
+            rows.append((name, ", ".join(applied) or "(none drawn)"))
+        table = pd.DataFrame(rows, columns=["file", "augmentations"])
+        return (
+            chosen,
+            f"{count} views of {Path(audio).name} in {out_dir} (masks act on spectrograms: not heard)",
+            table,
+        )
+
+    _respond(project, ask)
+
+
+@main.command()
 @click.argument("query")
 @click.option(
     "--at", "at_s", required=True, type=click.FloatRange(min=0), help="Passage start in QUERY (seconds)."
