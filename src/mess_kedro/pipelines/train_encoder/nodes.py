@@ -67,7 +67,7 @@ def train_encoder(
     from mess_kedro.encoder_training import track_representations, validation_scores
     from mess_kedro.encoders import encoder_state
     from mess_kedro.splits import split_seeds, tracks_in
-    from mess_kedro.tracking import history_metrics
+    from mess_kedro.tracking import history_metrics, metric_key
 
     variant, encoder_type = str(params["variant"]), str(params["encoder_type"])
     sets = params["augmentation_sets"]
@@ -116,7 +116,16 @@ def train_encoder(
     logger.info("train_encoder %s: best epoch %d, %.0f s; %s", variant, record.best_epoch, seconds, scores)
     info = {"variant": variant, "best_epoch": record.best_epoch, "clip_s": float(params["clip_s"])}
     state = encoder_state(model.cpu(), encoder_type, info)
-    return {f"{encoder_type}-{variant}": state}, report, history_metrics({variant: record.history}), tags
+    # Keys without the variant (encoder.<type>.val_loss, encoder.validation.performer.knn_accuracy):
+    # the variants are runs, compared on the same keys (mlflow.search_runs).
+    curves = history_metrics({encoder_type: record.history})
+    for label, entry in scores.items():
+        for measure, value in entry.items():
+            if measure != "tracks":
+                curves[metric_key("validation", label, measure)] = [
+                    {"step": record.best_epoch, "value": value}
+                ]
+    return {f"{encoder_type}-{variant}": state}, report, curves, tags
 
 
 def _fit(train: list[np.ndarray], val: list[np.ndarray], augmenter, params: dict[str, Any]):
