@@ -78,7 +78,7 @@ def write_tiny_project(root: Path) -> Path:
     pieces x three performers, enough training tracks for aspect subspaces; one repeat
     split; tiny backbones; "same piece" retrieval (the tiny demo's test split holds one
     piece); 20 training epochs; every aspect served (eighteen renditions decode no aspect
-    reliably, and the plumbing under test needs some served).
+    reliably, and the plumbing under test needs some served); a tiny encoder to train.
     """
     shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
     (root / "conf" / "local").mkdir()
@@ -107,6 +107,14 @@ def write_tiny_project(root: Path) -> Path:
         if name == "fusion":
             block["training"]["epochs"] = 20
         local[f"parameters_{name}"] = {name: block}
+    encoder = project_parameters("train_encoder", resolved=False)["train_encoder"]
+    encoder |= {
+        "model": {"depth": 18, "width": 4, "in_channels": 1, "projection_dim": 16, "predictor_dim": 8},
+        "clip_s": 2.0,
+        "clips_per_track": 1,
+    }
+    encoder["training"] |= {"epochs": 2, "batch_size": 4}
+    local["parameters_train_encoder"] = {"train_encoder": encoder}
     local["globals"] = {"decodable_r2": -1.0e9}
     for name, content in local.items():
         with open(root / "conf" / "local" / f"{name}.yml", "w") as f:

@@ -421,7 +421,7 @@ def test_runs_are_tracked_in_the_local_mlflow_store(project, probed):
     assert artifacts(evaluation, "evaluation") >= {"evaluation_report.md", "evaluation_plot.png"}
 
 
-NOTEBOOKS = ("exploration.ipynb", "results.ipynb")
+NOTEBOOKS = ("exploration.ipynb", "results.ipynb", "encoder_ab.ipynb")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -436,11 +436,15 @@ def test_notebooks_are_saved_without_outputs():
 
 @pytest.mark.slow
 def test_notebooks_run_against_the_tiny_run(project, served):
-    """Both notebooks execute top to bottom on the tiny run's catalog (``served``: every pipeline ran)."""
+    """The notebooks execute top to bottom on the tiny run's catalog (``served``: every pipeline ran;
+    then two encoder variants are trained for the A/B notebook)."""
     import nbformat
     from nbclient import NotebookClient
 
     root, _ = project
+    # Two encoder variants, two MLflow runs, for the A/B notebook.
+    kedro_run(root, "train_encoder")
+    kedro_run(root, "train_encoder", "--params=train_encoder.variant=keep_tempo_dynamics")
     shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks", dirs_exist_ok=True)
     outputs = {}
     for name in NOTEBOOKS:
@@ -474,6 +478,8 @@ def test_notebooks_run_against_the_tiny_run(project, served):
     assert "18 tracks, 6 pieces, 3 performers" in exploration
     assert "mert-tiny (random-init)" in exploration  # the label reaches the notebook
     assert "backbone: musicnn-mtt;" in exploration and "score" in exploration  # the aspect query ran
+    encoders = outputs["encoder_ab.ipynb"]
+    assert "2 encoder runs" in encoders and "simsiam-keep_tempo_dynamics" in encoders
     results = outputs["results.ipynb"]
     assert "headline metric: ap" in results and "uniform_mean" in results
     assert "selectivity (mean over 2 split seeds)" in results

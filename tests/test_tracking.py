@@ -56,3 +56,29 @@ def test_training_curves_cover_learned_methods_only():
         }
     }
     assert set(training_curves(models)) == {"b.lfn.loss", "b.lfn.val_map"}
+
+
+def test_encoder_runs_are_ranked_by_the_chosen_metric_and_other_runs_left_out():
+    import pandas as pd
+    import pytest
+
+    from mess_kedro.tracking import rank_encoder_runs
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c"],
+            "tags.encoder_type": ["simsiam", None, "simsiam"],
+            "tags.experiment_variant": ["simsiam-all", None, "simsiam-keep_tempo_dynamics"],
+            "tags.augmentation_set": ["all", None, "keep_tempo_dynamics"],
+            "metrics.encoder.validation.performer.probe_accuracy": [0.2, None, 0.4],
+            "metrics.encoder.simsiam.val_loss": [-0.8, None, -0.7],
+            "metrics.mess.other": [1.0, 2.0, 3.0],
+        }
+    )
+    table = rank_encoder_runs(runs)
+    assert table["run_id"].tolist() == ["c", "a"]  # best first; the run without tags left out
+    assert "simsiam.val_loss" in table and "mess.other" not in table and "augmentation_set" in table
+    assert rank_encoder_runs(runs, "simsiam.val_loss")["run_id"].tolist() == ["a", "c"]  # a loss: lower first
+    assert rank_encoder_runs(pd.DataFrame({"run_id": []})).empty
+    with pytest.raises(KeyError, match="no encoder metric 'nope'"):
+        rank_encoder_runs(runs, "nope")

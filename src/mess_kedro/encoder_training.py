@@ -23,16 +23,22 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .audio import AudioSignal, resample, to_mono
 from .augmentation import Augmenter
 from .encoders import SimSiam
+
+logger = logging.getLogger(__name__)
 
 
 def crop(samples: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -178,3 +184,97 @@ def _majority(values: np.ndarray) -> str:
     found, counts = np.unique(values, return_counts=True)
     best = found[counts == counts.max()]
     return next(v for v in values if v in set(best))
+
+
+def decoded_tracks(prepared_audio: Mapping[str, Callable[[], AudioSignal]], track_ids: list[str], rate: int):
+    """Mono float32 at ``rate`` for each track that has prepared audio (decoded once, kept in memory)."""
+    found, tracks = [], []
+    for track_id in track_ids:
+        if track_id not in prepared_audio:
+            logger.warning("train_encoder: no prepared audio for %s; left out", track_id)
+            continue
+        signal = prepared_audio[track_id]()
+        tracks.append(resample(to_mono(signal.samples), signal.sample_rate, rate).astype(np.float32))
+        found.append(track_id)
+    return found, tracks
+
+
+def fit_simsiam(train: list[np.ndarray], val: list[np.ndarray], augmenter, params: dict[str, Any]):
+    """The model trained with :func:`mess_kedro.training.train_module` (seeded), its record and device."""
+    from .embedding import select_device, torch_threads
+    from .encoders import build_encoder, collapse_score
+    from .training import TrainingConfig, train_module
+
+    options, loader = params["training"], params["loader"]
+    config = TrainingConfig(
+        epochs=int(options["epochs"]),
+        patience=int(options["patience"]),
+        lr=float(options["lr"]),
+        weight_decay=float(options["weight_decay"]),
+        seed=int(options["seed"]),
+    )
+    device = select_device(str(loader["device"]))
+    rate, clip_len = (
+        int(params["mel"]["sample_rate"]),
+        int(round(float(params["clip_s"]) * int(params["mel"]["sample_rate"]))),
+    )
+    with torch_threads(loader["num_threads"]), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_encoder(str(params["encoder_type"]), params["mel"], params["model"])
+        front = model.front  # views are made on the CPU, in the loader's workers
+        common = {"clips_per_track": int(params["clips_per_track"]), "seed": config.seed}
+        # Workers are started afresh each epoch (not persistent), so they see the epoch set below.
+        train_views = ClipViews(train, clip_len, rate, augmenter, front, **common)
+        val_views = ClipViews(val, clip_len, rate, augmenter, front, fixed=True, **common)
+        workers = int(loader["num_workers"])
+        batch = int(options["batch_size"])
+        shuffled = torch.Generator().manual_seed(config.seed)
+        train_loader = DataLoader(
+            train_views,
+            batch,
+            shuffle=True,
+            drop_last=len(train_views) > batch,
+            generator=shuffled,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+        )
+        val_loader = DataLoader(val_views, batch, num_workers=workers)
+        model = model.to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        clock, losses, collapse = LoopClock(), [], []
+
+        def batches(epoch: int):
+            train_views.epoch = epoch
+            losses.clear()
+            collapse.clear()
+            return clock.batches(train_loader)
+
+        def batch_loss(views):
+            view_a, view_b = (v.to(device, non_blocking=True) for v in views)
+            with _autocast(device):
+                loss, z = model(view_a, view_b)
+            losses.append(float(loss.detach()) * len(view_a))
+            collapse.append(collapse_score(z.float()))
+            return loss
+
+        def evaluate(_last: float) -> tuple[float, dict]:
+            val_loss = validation_loss(model, val_loader, device)
+            measures = {
+                "train_loss": sum(losses) / max(clock.clips, 1),
+                "val_loss": val_loss,
+                "collapse": float(np.mean(collapse)),
+                **clock.measures(),
+            }
+            logger.info("train_encoder: epoch %s", {k: round(v, 4) for k, v in measures.items()})
+            return -val_loss, measures
+
+        record = train_module(model, config, batches, batch_loss, evaluate)
+    return model, record, device
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (AMP without a gradient scaler); full precision elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

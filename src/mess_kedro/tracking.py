@@ -58,3 +58,28 @@ def history_metrics(histories: Mapping[str, list[Mapping[str, float]]]) -> dict[
                     {"step": int(row["epoch"]), "value": float(value)}
                 )
     return metrics
+
+
+ENCODER_TAGS = ("experiment_variant", "augmentation_set", "encoder_type", "loss_type", "backbone")
+
+
+def rank_encoder_runs(runs, by: str = "validation.performer.probe_accuracy"):
+    """``mlflow.search_runs`` rows of ``train_encoder`` runs as one table per run, best first by
+    ``encoder.<by>`` (a metric key without the ``encoder.`` prefix; higher is better, except for
+    a loss).
+
+    Columns: the A/B tags, then every ``encoder.*`` metric (its last logged value), without the
+    prefix. Runs without an ``encoder_type`` tag (other pipelines' runs) are left out.
+    """
+    import pandas as pd
+
+    if "tags.encoder_type" not in runs:
+        return pd.DataFrame(columns=[*ENCODER_TAGS, by])
+    chosen = runs[runs["tags.encoder_type"].notna()]
+    metrics = sorted(c for c in chosen.columns if c.startswith("metrics.encoder."))
+    if f"metrics.encoder.{by}" not in metrics:
+        known = [m.removeprefix("metrics.encoder.") for m in metrics]
+        raise KeyError(f"no encoder metric '{by}'; logged: {known}")
+    table = chosen[[f"tags.{t}" for t in ENCODER_TAGS if f"tags.{t}" in chosen] + ["run_id", *metrics]]
+    table = table.rename(columns=lambda c: c.removeprefix("tags.").removeprefix("metrics.encoder."))
+    return table.sort_values(by, ascending=by.endswith("loss"), kind="stable").reset_index(drop=True)

@@ -9,24 +9,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from mess_kedro.audio import AudioSignal, resample, to_mono
+from mess_kedro.audio import AudioSignal
 
 logger = logging.getLogger(__name__)
-
-
-def _decoded(prepared_audio: Mapping[str, Callable[[], AudioSignal]], track_ids: list[str], rate: int):
-    """Mono float32 at ``rate`` for each track that has prepared audio (decoded once, kept in memory)."""
-    found, tracks = [], []
-    for track_id in track_ids:
-        if track_id not in prepared_audio:
-            logger.warning("train_encoder: no prepared audio for %s; left out", track_id)
-            continue
-        signal = prepared_audio[track_id]()
-        tracks.append(resample(to_mono(signal.samples), signal.sample_rate, rate).astype(np.float32))
-        found.append(track_id)
-    return found, tracks
 
 
 def _factor_labels(
@@ -64,7 +50,12 @@ def train_encoder(
         encoder_run: the MLflow run's tags (encoder_type, loss_type, augmentation_set, ...).
     """
     from mess_kedro.augmentation import build_augmenter
-    from mess_kedro.encoder_training import track_representations, validation_scores
+    from mess_kedro.encoder_training import (
+        decoded_tracks,
+        fit_simsiam,
+        track_representations,
+        validation_scores,
+    )
     from mess_kedro.encoders import encoder_state
     from mess_kedro.splits import split_seeds, tracks_in
     from mess_kedro.tracking import history_metrics, metric_key
@@ -78,14 +69,16 @@ def train_encoder(
     augmenter = build_augmenter(sets[variant], params["augmentations"])
     primary, _ = split_seeds(track_splits)
     rate = int(params["mel"]["sample_rate"])
-    _, train = _decoded(prepared_audio, sorted(tracks_in(track_splits, primary, "train")), rate)
-    val_ids, val = _decoded(prepared_audio, sorted(tracks_in(track_splits, primary, "validation")), rate)
+    _, train = decoded_tracks(prepared_audio, sorted(tracks_in(track_splits, primary, "train")), rate)
+    val_ids, val = decoded_tracks(
+        prepared_audio, sorted(tracks_in(track_splits, primary, "validation")), rate
+    )
     if len(train) < 2 or len(val) < 2:
         raise ValueError(
             f"train_encoder needs 2+ training and validation tracks with audio, got {len(train)}, {len(val)}"
         )
     started = time.perf_counter()
-    model, record, device = _fit(train, val, augmenter, params)
+    model, record, device = fit_simsiam(train, val, augmenter, params)
     seconds = time.perf_counter() - started
     clip_len = int(round(float(params["clip_s"]) * rate))
     meta = track_manifest.set_index("track_id").reindex(val_ids)
@@ -126,89 +119,3 @@ def train_encoder(
                     {"step": record.best_epoch, "value": value}
                 ]
     return {f"{encoder_type}-{variant}": state}, report, curves, tags
-
-
-def _fit(train: list[np.ndarray], val: list[np.ndarray], augmenter, params: dict[str, Any]):
-    """The model trained with :func:`mess_kedro.training.train_module` (seeded), its record and device."""
-    from torch.utils.data import DataLoader
-
-    from mess_kedro.embedding import select_device, torch_threads
-    from mess_kedro.encoder_training import ClipViews, LoopClock, validation_loss
-    from mess_kedro.encoders import build_encoder, collapse_score
-    from mess_kedro.training import TrainingConfig, train_module
-
-    options, loader = params["training"], params["loader"]
-    config = TrainingConfig(
-        epochs=int(options["epochs"]),
-        patience=int(options["patience"]),
-        lr=float(options["lr"]),
-        weight_decay=float(options["weight_decay"]),
-        seed=int(options["seed"]),
-    )
-    device = select_device(str(loader["device"]))
-    rate, clip_len = (
-        int(params["mel"]["sample_rate"]),
-        int(round(float(params["clip_s"]) * int(params["mel"]["sample_rate"]))),
-    )
-    with torch_threads(loader["num_threads"]), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_encoder(str(params["encoder_type"]), params["mel"], params["model"])
-        front = model.front  # views are made on the CPU, in the loader's workers
-        common = {"clips_per_track": int(params["clips_per_track"]), "seed": config.seed}
-        # Workers are started afresh each epoch (not persistent), so they see the epoch set below.
-        train_views = ClipViews(train, clip_len, rate, augmenter, front, **common)
-        val_views = ClipViews(val, clip_len, rate, augmenter, front, fixed=True, **common)
-        workers = int(loader["num_workers"])
-        batch = int(options["batch_size"])
-        shuffled = torch.Generator().manual_seed(config.seed)
-        train_loader = DataLoader(
-            train_views,
-            batch,
-            shuffle=True,
-            drop_last=len(train_views) > batch,
-            generator=shuffled,
-            num_workers=workers,
-            pin_memory=device.type == "cuda",
-        )
-        val_loader = DataLoader(val_views, batch, num_workers=workers)
-        model = model.to(device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        clock, losses, collapse = LoopClock(), [], []
-
-        def batches(epoch: int):
-            train_views.epoch = epoch
-            losses.clear()
-            collapse.clear()
-            return clock.batches(train_loader)
-
-        def batch_loss(views):
-            view_a, view_b = (v.to(device, non_blocking=True) for v in views)
-            with _autocast(device):
-                loss, z = model(view_a, view_b)
-            losses.append(float(loss.detach()) * len(view_a))
-            collapse.append(collapse_score(z.float()))
-            return loss
-
-        def evaluate(_last: float) -> tuple[float, dict]:
-            val_loss = validation_loss(model, val_loader, device)
-            measures = {
-                "train_loss": sum(losses) / max(clock.clips, 1),
-                "val_loss": val_loss,
-                "collapse": float(np.mean(collapse)),
-                **clock.measures(),
-            }
-            logger.info("train_encoder: epoch %s", {k: round(v, 4) for k, v in measures.items()})
-            return -val_loss, measures
-
-        record = train_module(model, config, batches, batch_loss, evaluate)
-    return model, record, device
-
-
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA (AMP without a gradient scaler); full precision elsewhere."""
-    import contextlib
-
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
