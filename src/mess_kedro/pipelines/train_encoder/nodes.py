@@ -84,8 +84,11 @@ def train_encoder(
     meta = track_manifest.set_index("track_id").reindex(val_ids)
     labels = {c: meta[c].astype(str).to_numpy() for c in params["evaluation"]["labels"] if c in meta}
     labels |= _factor_labels(performance_ground_truth, val_ids, list(params["evaluation"]["factor_bins"]))
-    scores = validation_scores(
-        track_representations(model, val, clip_len, device), labels, int(params["evaluation"]["k"]), 0
+    k = int(params["evaluation"]["k"])
+    scores = validation_scores(track_representations(model, val, clip_len, device), labels, k, 0)
+    # The same network before training (the same seeded start): what training changed.
+    untrained = validation_scores(
+        track_representations(_untrained(params), val, clip_len, device), labels, k, 0
     )
     tags = {
         "encoder_type": encoder_type,
@@ -105,6 +108,7 @@ def train_encoder(
         "left_init": record.left_init,
         "seconds": round(seconds, 1),
         "validation": scores,
+        "validation_untrained": untrained,
     }
     logger.info("train_encoder %s: best epoch %d, %.0f s; %s", variant, record.best_epoch, seconds, scores)
     info = {"variant": variant, "best_epoch": record.best_epoch, "clip_s": float(params["clip_s"])}
@@ -112,10 +116,20 @@ def train_encoder(
     # Keys without the variant (encoder.<type>.val_loss, encoder.validation.performer.knn_accuracy):
     # the variants are runs, compared on the same keys (mlflow.search_runs).
     curves = history_metrics({encoder_type: record.history})
-    for label, entry in scores.items():
-        for measure, value in entry.items():
-            if measure != "tracks":
-                curves[metric_key("validation", label, measure)] = [
-                    {"step": record.best_epoch, "value": value}
-                ]
+    for prefix, found in (("validation", scores), ("validation_untrained", untrained)):
+        for label, entry in found.items():
+            for measure, value in entry.items():
+                if measure != "tracks":
+                    curves[metric_key(prefix, label, measure)] = [{"step": record.best_epoch, "value": value}]
     return {f"{encoder_type}-{variant}": state}, report, curves, tags
+
+
+def _untrained(params: dict[str, Any]):
+    """The encoder as training starts it (the same seed), for the before/after comparison."""
+    import torch
+
+    from mess_kedro.encoders import build_encoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(params["training"]["seed"]))
+        return build_encoder(str(params["encoder_type"]), params["mel"], params["model"]).eval()
