@@ -110,10 +110,16 @@ def test_pipelines_are_registered():
         "prepare_recordings",
         "assign_splits",
     }
-    # Alignment runs by name only: the main job's time budget has no room for it.
+    # Alignment, encoder training and maps run by name only: the main job's time budget has no room.
     default = {n.name for n in pipelines["__default__"].nodes}
     assert "align_recordings" in {n.name for n in pipelines["alignment"].nodes}
     assert "align_recordings" not in default and "extract_track_embeddings" in default
+    assert "train_encoder" not in default and "map_embeddings" not in default  # by name as well
+    assert {n.name for n in pipelines["maps"].nodes} == {
+        "map_embeddings",
+        "plot_maps",
+        "write_interactive_maps",
+    }
 
 
 @pytest.mark.slow

@@ -6,9 +6,9 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # Run by name only: the alignment pipeline takes about four minutes on the demo on two cores,
-# and training an encoder several, which the main job's ten-minute budget does not have
-# (kedro run --pipelines=alignment; kedro run --pipelines=train_encoder).
-ON_DEMAND = frozenset({"alignment", "train_encoder"})
+# training an encoder several, and the maps one or two, which the main job's ten-minute budget
+# does not have (kedro run --pipelines=alignment | train_encoder | maps).
+ON_DEMAND = frozenset({"alignment", "train_encoder", "maps"})
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -1,0 +1,77 @@
+"""Maps: UMAP and t-SNE keep clusters apart, refuse bad input, and the maps pipeline's nodes make every view."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mess_kedro.maps import colour_values, project_2d
+
+
+def _clusters(n: int = 30, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2], n // 3)
+    centres = rng.normal(size=(3, d)) * 5
+    return centres[labels] + rng.normal(size=(n, d)) * 0.3, labels
+
+
+# UMAP compiles with numba on first use (about 20 s): in the slow suite.
+@pytest.mark.parametrize("method", [pytest.param("umap", marks=pytest.mark.slow), "tsne"])
+def test_a_map_keeps_well_separated_clusters_apart_and_is_seeded(method):
+    vectors, labels = _clusters()
+    xy = project_2d(vectors, method, seed=1)
+    assert xy.shape == (30, 2) and np.isfinite(xy).all()
+    # every point's nearest neighbour on the map is from its own cluster
+    distance = ((xy[:, None] - xy[None]) ** 2).sum(-1)
+    np.fill_diagonal(distance, np.inf)
+    assert (labels[distance.argmin(axis=1)] == labels).all()
+    np.testing.assert_allclose(project_2d(vectors, method, seed=1), xy)
+
+
+@pytest.mark.parametrize(
+    "vectors, method, message",
+    [
+        (np.zeros((10, 3)), "pca", "unknown map method"),
+        (np.zeros((3, 3)), "umap", "at least 4 vectors"),
+        (np.full((10, 3), np.nan), "tsne", "finite"),
+    ],
+)
+def test_bad_map_input_is_refused(vectors, method, message):
+    with pytest.raises(ValueError, match=message):
+        project_2d(vectors, method)
+
+
+def test_colours_are_numbers_or_category_codes():
+    assert colour_values(np.array([0.5, 2.0]))[1] is True
+    codes, continuous = colour_values(np.array(["b", "a", "b"]))
+    assert not continuous and codes.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_the_maps_nodes_make_every_view_and_page():
+    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.fusion import UniformMean
+    from mess_kedro.pipelines.maps.nodes import map_embeddings, plot_maps, write_interactive_maps
+    from tests.conftest import configured
+
+    vectors, labels = _clusters(12, 8)
+    ids = [f"t{i}" for i in range(12)]
+    layers = [vectors[:, :4], vectors[:, 4:]]
+    segments = [np.repeat(x, 2, axis=0) for x in layers]
+    backbone = BackboneEmbeddings("m", layers, ids, {"label": "m"}, segments, list(np.repeat(ids, 2)))
+    embeddings = EmbeddingSet({"m": backbone}, pd.DataFrame(), pd.DataFrame())
+    manifest = pd.DataFrame({"track_id": ids, "group": labels.astype(str), "performer": ["a", "b"] * 6})
+    truth = pd.DataFrame({"track_id": ids, "tempo_factor": np.linspace(0.8, 1.2, 12), "split": "train"})
+    params = configured("maps", methods=["tsne"])  # UMAP's own test is in the slow suite
+    table = map_embeddings(
+        embeddings, {"m": {"uniform_mean": UniformMean().fit(layers, None).state()}}, manifest, truth, params
+    )
+    assert len(table) == 12 + 24  # tracks and segments
+    assert set(table["level"]) == {"track", "segment"} and set(table["method"]) == {"tsne"}
+    segs = table[table["level"] == "segment"]
+    assert segs["segment"].tolist()[:4] == [0, 1, 0, 1] and segs["tempo_factor"].notna().all()
+    figures = plot_maps(table, params)
+    assert sorted(figures) == ["m__segment__tsne.png", "m__track__tsne.png"]
+    pages = write_interactive_maps(table, params)
+    assert list(pages) == ["m"] and "segments, tsne" in pages["m"] and "plotly" in pages["m"]
+    assert map_embeddings(embeddings, {}, manifest, truth, params).empty  # no checkpoint: left out
