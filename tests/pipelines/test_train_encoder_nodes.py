@@ -53,8 +53,8 @@ def _params(**changes):
 def test_a_tiny_training_gives_a_checkpoint_measures_and_tags(corpus):
     from mess_kedro.encoders import load_encoder
 
-    checkpoints, report, curves, tags = train_encoder(*corpus, _params())
-    assert list(checkpoints) == ["simsiam-all"]
+    checkpoint, checkpoints, report, curves, tags = train_encoder(*corpus, _params())
+    assert list(checkpoints) == ["simsiam-all"] and checkpoints["simsiam-all"] is checkpoint
     model = load_encoder(checkpoints["simsiam-all"])
     assert [x.shape[1] for x in model.layers(__import__("torch").zeros(2, 16000))] == model.layer_widths
     assert len(report["history"]) == 2 and report["tracks"] == {"train": 4, "validation": 4}
@@ -77,7 +77,7 @@ def test_a_tiny_training_gives_a_checkpoint_measures_and_tags(corpus):
         "augmentation_set": "all",
         "experiment_variant": "simsiam-all",
     }
-    again, _, _, _ = train_encoder(*corpus, _params())  # seeded: the same weights again
+    _, again, _, _, _ = train_encoder(*corpus, _params())  # seeded: the same weights again
     first, second = checkpoints["simsiam-all"]["weights"], again["simsiam-all"]["weights"]
     assert all(np.array_equal(first[k], second[k]) for k in first)
 

@@ -37,14 +37,16 @@ def train_encoder(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     performance_ground_truth: pd.DataFrame,
     params: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, list], dict[str, str]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, list], dict[str, str]]:
     """Train ``params['variant']``'s encoder on the primary split's training tracks.
 
     Early stopping on the validation tracks' SimSiam loss; then the validation
     tracks' kNN and linear-probe accuracy (performer, piece, factor tertiles).
 
     Returns:
-        trained_encoders: ``{"<encoder_type>-<variant>": checkpoint}`` (plain data).
+        encoder_checkpoint: the checkpoint (plain data), versioned: every run's is kept.
+        trained_encoders: ``{"<encoder_type>-<variant>": checkpoint}``: the current one per
+            variant, which the embed stage reads.
         encoder_training_report: settings, per-epoch history, best epoch, timings, scores.
         encoder_training_curves: per-epoch measures for MLflow.
         encoder_run: the MLflow run's tags (encoder_type, loss_type, augmentation_set, ...).
@@ -121,7 +123,7 @@ def train_encoder(
             for measure, value in entry.items():
                 if measure != "tracks":
                     curves[metric_key(prefix, label, measure)] = [{"step": record.best_epoch, "value": value}]
-    return {f"{encoder_type}-{variant}": state}, report, curves, tags
+    return state, {f"{encoder_type}-{variant}": state}, report, curves, tags
 
 
 def _untrained(params: dict[str, Any]):
