@@ -18,6 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:train_encoder",
                 ],
                 outputs=[
+                    "encoder_checkpoint",
                     "trained_encoders",
                     "encoder_training_report",
                     "encoder_training_curves",
