@@ -75,10 +75,21 @@ def test_encoder_runs_are_ranked_by_the_chosen_metric_and_other_runs_left_out():
             "metrics.mess.other": [1.0, 2.0, 3.0],
         }
     )
-    table = rank_encoder_runs(runs)
+    table = rank_encoder_runs(runs, "validation.performer.probe_accuracy")
     assert table["run_id"].tolist() == ["c", "a"]  # best first; the run without tags left out
     assert "simsiam.val_loss" in table and "mess.other" not in table and "augmentation_set" in table
     assert rank_encoder_runs(runs, "simsiam.val_loss")["run_id"].tolist() == ["a", "c"]  # a loss: lower first
     assert rank_encoder_runs(pd.DataFrame({"run_id": []})).empty
     with pytest.raises(KeyError, match="no encoder metric 'nope'"):
         rank_encoder_runs(runs, "nope")
+
+
+def test_a_relative_tracking_store_is_the_projects_wherever_the_notebook_runs(tmp_path):
+    from mess_kedro.tracking import project_tracking_uri
+
+    assert (
+        project_tracking_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    )
+    assert project_tracking_uri("mlruns", tmp_path) == str(tmp_path.resolve() / "mlruns")
+    for kept in ("sqlite:////srv/mlflow.db", "http://mlflow.lab:5000", "/srv/mlruns"):
+        assert project_tracking_uri(kept, tmp_path) == kept

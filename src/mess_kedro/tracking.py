@@ -63,7 +63,7 @@ def history_metrics(histories: Mapping[str, list[Mapping[str, float]]]) -> dict[
 ENCODER_TAGS = ("experiment_variant", "augmentation_set", "encoder_type", "loss_type", "backbone")
 
 
-def rank_encoder_runs(runs, by: str = "validation.performer.probe_accuracy"):
+def rank_encoder_runs(runs, by: str = "validation.performer.knn_accuracy"):
     """``mlflow.search_runs`` rows of ``train_encoder`` runs as one table per run, best first by
     ``encoder.<by>`` (a metric key without the ``encoder.`` prefix; higher is better, except for
     a loss).
@@ -83,3 +83,15 @@ def rank_encoder_runs(runs, by: str = "validation.performer.probe_accuracy"):
     table = chosen[[f"tags.{t}" for t in ENCODER_TAGS if f"tags.{t}" in chosen] + ["run_id", *metrics]]
     table = table.rename(columns=lambda c: c.removeprefix("tags.").removeprefix("metrics.encoder."))
     return table.sort_values(by, ascending=by.endswith("loss"), kind="stable").reset_index(drop=True)
+
+
+def project_tracking_uri(uri: str, project_path) -> str:
+    """``uri`` as the project means it: a relative SQLite file or local folder is the project's
+    (a notebook runs in ``notebooks/``, where the same relative path names another, empty store)."""
+    from pathlib import Path
+
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str((Path(project_path) / uri.removeprefix("sqlite:///")).resolve())
+    if "://" not in uri and not Path(uri).is_absolute():
+        return str((Path(project_path) / uri).resolve())
+    return uri
