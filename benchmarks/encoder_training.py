@@ -15,6 +15,7 @@ Targets: data wait < 10 % of a step; the 3-epoch demo schedule <= 3 minutes on 2
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import threading
 import time
@@ -24,6 +25,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def _gpu_utilisation(stop: threading.Event, samples: list[float]) -> None:
+    if shutil.which("nvidia-smi") is None:  # no GPU here: nothing to sample
+        return
     while not stop.is_set():
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
