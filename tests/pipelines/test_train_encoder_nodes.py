@@ -66,7 +66,7 @@ def test_a_tiny_training_gives_a_checkpoint_measures_and_tags(corpus):
     )
     assert "articulation_tertile" not in report["validation"]  # not in the ground truth: left out
     assert report["validation"]["group"]["chance"] == 0.5
-    assert {"simsiam.train_loss", "simsiam.val_loss", "simsiam.collapse"} <= set(curves)
+    assert {"simsiam.train_loss", "simsiam.val_loss", "simsiam.collapse", "simsiam.seconds"} <= set(curves)
     assert curves["validation.group.knn_accuracy"] == [
         {"step": report["best_epoch"], "value": report["validation"]["group"]["knn_accuracy"]}
     ]

@@ -118,6 +118,7 @@ def train_encoder(
     # Keys without the variant (encoder.<type>.val_loss, encoder.validation.performer.knn_accuracy):
     # the variants are runs, compared on the same keys (mlflow.search_runs).
     curves = history_metrics({encoder_type: record.history})
+    curves[metric_key(encoder_type, "seconds")] = [{"step": record.best_epoch, "value": round(seconds, 1)}]
     for prefix, found in (("validation", scores), ("validation_untrained", untrained)):
         for label, entry in found.items():
             for measure, value in entry.items():
