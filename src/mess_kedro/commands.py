@@ -256,7 +256,7 @@ def augment(audio, out_dir, augmentation_set, count, seed, project) -> None:  # 
 
         from mess_kedro.audio import AudioSignal, prepare_audio, read_mono, write_audio
         from mess_kedro.augmentation import build_augmenter, listening_examples
-        from mess_kedro.encoder_training import crop
+        from mess_kedro.encoder_training import clip_samples, crop
         from mess_kedro.project import project_parameters
 
         params = project_parameters(project)["train_encoder"]
@@ -268,7 +268,7 @@ def augment(audio, out_dir, augmentation_set, count, seed, project) -> None:  # 
         augmenter = build_augmenter(params["augmentation_sets"][chosen], params["augmentations"])
         rate = int(params["mel"]["sample_rate"])
         signal, _ = prepare_audio(read_mono(audio), rate)
-        clip = crop(signal.samples, 0, int(round(float(params["clip_s"]) * rate)))
+        clip = crop(signal.samples, 0, clip_samples(params))
         rows = [("original.wav", "")]
         write_audio(Path(out_dir) / "original.wav", AudioSignal(clip, rate))
         for i, (view, applied) in enumerate(listening_examples(clip, rate, augmenter, count, seed)):

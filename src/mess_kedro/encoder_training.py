@@ -23,7 +23,6 @@ Conventions
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +38,11 @@ from .augmentation import Augmenter
 from .encoders import SimSiam
 
 logger = logging.getLogger(__name__)
+
+
+def clip_samples(params: dict[str, Any]) -> int:
+    """One view's length in samples: ``clip_s`` at the encoder's rate (``train_encoder`` parameters)."""
+    return int(round(float(params["clip_s"]) * int(params["mel"]["sample_rate"])))
 
 
 def crop(samples: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -201,7 +205,7 @@ def decoded_tracks(prepared_audio: Mapping[str, Callable[[], AudioSignal]], trac
 
 def fit_simsiam(train: list[np.ndarray], val: list[np.ndarray], augmenter, params: dict[str, Any]):
     """The model trained with :func:`mess_kedro.training.train_module` (seeded), its record and device."""
-    from .embedding import select_device, torch_threads
+    from .embedding import autocast_context, select_device, torch_threads
     from .encoders import build_encoder, collapse_score
     from .training import TrainingConfig, train_module
 
@@ -214,10 +218,7 @@ def fit_simsiam(train: list[np.ndarray], val: list[np.ndarray], augmenter, param
         seed=int(options["seed"]),
     )
     device = select_device(str(loader["device"]))
-    rate, clip_len = (
-        int(params["mel"]["sample_rate"]),
-        int(round(float(params["clip_s"]) * int(params["mel"]["sample_rate"]))),
-    )
+    rate, clip_len = int(params["mel"]["sample_rate"]), clip_samples(params)
     with torch_threads(loader["num_threads"]), torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_encoder(str(params["encoder_type"]), params["mel"], params["model"])
@@ -252,7 +253,8 @@ def fit_simsiam(train: list[np.ndarray], val: list[np.ndarray], augmenter, param
 
         def batch_loss(views):
             view_a, view_b = (v.to(device, non_blocking=True) for v in views)
-            with _autocast(device):
+            # bf16 autocast on CUDA (AMP without a gradient scaler); full precision elsewhere.
+            with autocast_context("bf16" if device.type == "cuda" else "fp32", device):
                 loss, z = model(view_a, view_b)
             losses.append(float(loss.detach()) * len(view_a))
             collapse.append(collapse_score(z.float()))
@@ -271,10 +273,3 @@ def fit_simsiam(train: list[np.ndarray], val: list[np.ndarray], augmenter, param
 
         record = train_module(model, config, batches, batch_loss, evaluate)
     return model, record, device
-
-
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA (AMP without a gradient scaler); full precision elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

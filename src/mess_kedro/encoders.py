@@ -215,6 +215,14 @@ def build_encoder(encoder_type: str, mel: dict[str, Any], model: dict[str, Any])
     raise ValueError(f"unknown encoder_type '{encoder_type}'; expected one of {list(ENCODER_TYPES)}")
 
 
+def initial_encoder(encoder_type: str, mel: dict[str, Any], model: dict[str, Any], seed: int) -> SimSiam:
+    """An untrained encoder with torch's generator seeded by ``seed`` (restored after), in eval mode:
+    where training with that seed starts, and the random-init twin's weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_encoder(encoder_type, mel, model).eval()
+
+
 def encoder_state(model: SimSiam, encoder_type: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A checkpoint as plain data: the settings and every tensor as a float32 array."""
     weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}

@@ -22,6 +22,7 @@ __all__ = [
     "Backbone",
     "BackboneSpec",
     "WeightsError",
+    "configured_backbones",
     "get_spec",
     "load_backbone",
     "trained_state",

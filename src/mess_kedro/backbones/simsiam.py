@@ -23,7 +23,11 @@ from .base import Backbone, BackboneSpec
 class SimSiamBackbone(Backbone):
     """A trained (or random-init) SimSiam encoder: raw mono clips in, pooled layers out."""
 
-    variant: str = ""  # the training variant (augmentation set) the weights come from
+    def __init__(
+        self, spec: BackboneSpec, model, weights_id: str, random_init: bool, variant: str = ""
+    ) -> None:
+        super().__init__(spec, model, weights_id, random_init)
+        self.variant = variant  # the training variant (augmentation set) the weights come from
 
     @property
     def label(self) -> str:
@@ -65,7 +69,7 @@ def load_simsiam(
     spec: BackboneSpec, state: dict[str, Any] | None, *, random_init: bool = False, seed: int = 0
 ) -> SimSiamBackbone:
     """The encoder of a ``train_encoder`` checkpoint (or its random-init twin), shapes from its settings."""
-    from ..encoders import build_encoder, load_encoder
+    from ..encoders import initial_encoder, load_encoder
     from .mert import WeightsError
 
     if state is None:
@@ -73,10 +77,9 @@ def load_simsiam(
             f"{spec.name} needs a trained encoder: run `kedro run --pipelines=train_encoder`, then name "
             "its checkpoint (e.g. simsiam-all) in the backbone's `checkpoint` option"
         )
+    info = state.get("info") or {}
     if random_init:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build_encoder(str(state["encoder_type"]), state["mel"], state["model"]).eval()
+        model = initial_encoder(str(state["encoder_type"]), state["mel"], state["model"], seed)
         weights_id = f"random-init-s{seed}"
     else:
         model, weights_id = load_encoder(state), f"{state['encoder_type']}-{weights_digest(state['weights'])}"
@@ -87,8 +90,6 @@ def load_simsiam(
         frame_rate=int(mel["sample_rate"]) / int(mel["hop_length"]),
         layer_names=tuple(model.layer_names),
         layer_dims=tuple(model.layer_widths),
-        default_segment_s=float((state.get("info") or {}).get("clip_s", spec.default_segment_s)),
+        default_segment_s=float(info.get("clip_s", spec.default_segment_s)),
     )
-    backbone = SimSiamBackbone(shaped, model, weights_id=weights_id, random_init=random_init)
-    backbone.variant = str((state.get("info") or {}).get("variant", ""))
-    return backbone
+    return SimSiamBackbone(shaped, model, weights_id, random_init, variant=str(info.get("variant", "")))

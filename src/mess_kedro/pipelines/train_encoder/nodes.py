@@ -53,12 +53,13 @@ def train_encoder(
     """
     from mess_kedro.augmentation import build_augmenter
     from mess_kedro.encoder_training import (
+        clip_samples,
         decoded_tracks,
         fit_simsiam,
         track_representations,
         validation_scores,
     )
-    from mess_kedro.encoders import encoder_state
+    from mess_kedro.encoders import encoder_state, initial_encoder
     from mess_kedro.splits import split_seeds, tracks_in
     from mess_kedro.tracking import history_metrics, metric_key
 
@@ -82,7 +83,7 @@ def train_encoder(
     started = time.perf_counter()
     model, record, device = fit_simsiam(train, val, augmenter, params)
     seconds = time.perf_counter() - started
-    clip_len = int(round(float(params["clip_s"]) * rate))
+    clip_len = clip_samples(params)
     meta = track_manifest.set_index("track_id").reindex(val_ids)
     labels = {c: meta[c].astype(str).to_numpy() for c in params["evaluation"]["labels"] if c in meta}
     labels |= _factor_labels(performance_ground_truth, val_ids, list(params["evaluation"]["factor_bins"]))
@@ -90,7 +91,15 @@ def train_encoder(
     scores = validation_scores(track_representations(model, val, clip_len, device), labels, k, 0)
     # The same network before training (the same seeded start): what training changed.
     untrained = validation_scores(
-        track_representations(_untrained(params), val, clip_len, device), labels, k, 0
+        track_representations(
+            initial_encoder(encoder_type, params["mel"], params["model"], int(params["training"]["seed"])),
+            val,
+            clip_len,
+            device,
+        ),
+        labels,
+        k,
+        0,
     )
     tags = {
         "encoder_type": encoder_type,
@@ -102,7 +111,7 @@ def train_encoder(
     report = {
         "tags": tags,
         "augmentations": list(augmenter.names),
-        "settings": {k: params[k] for k in ("model", "mel", "clip_s", "clips_per_track", "training")},
+        "settings": {key: params[key] for key in ("model", "mel", "clip_s", "clips_per_track", "training")},
         "device": str(device),
         "tracks": {"train": len(train), "validation": len(val)},
         "history": record.history,
@@ -125,14 +134,3 @@ def train_encoder(
                 if measure != "tracks":
                     curves[metric_key(prefix, label, measure)] = [{"step": record.best_epoch, "value": value}]
     return state, {f"{encoder_type}-{variant}": state}, report, curves, tags
-
-
-def _untrained(params: dict[str, Any]):
-    """The encoder as training starts it (the same seed), for the before/after comparison."""
-    import torch
-
-    from mess_kedro.encoders import build_encoder
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(params["training"]["seed"]))
-        return build_encoder(str(params["encoder_type"]), params["mel"], params["model"]).eval()
