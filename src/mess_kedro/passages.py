@@ -72,9 +72,13 @@ class PassageFinder:
             self._loaded[pair_key] = (alignment.validate(paths[route]), route)
         return self._loaded[pair_key]
 
+    def _pairs_of(self, track_id: str) -> pd.DataFrame:
+        """The aligned pairs ``track_id`` is in, as reference or as the other recording."""
+        return self._pairs[(self._pairs["reference"] == track_id) | (self._pairs["track_id"] == track_id)]
+
     def aligned(self, track_id: str) -> bool:
         """Whether ``track_id`` has a path to another recording."""
-        return bool(((self._pairs["reference"] == track_id) | (self._pairs["track_id"] == track_id)).any())
+        return not self._pairs_of(track_id).empty
 
     def other_recordings(self, track_id: str) -> set[str]:
         """The recordings the content fallback may answer with: the rest of the piece when the
@@ -109,7 +113,7 @@ class PassageFinder:
 
     def piece_of(self, track_id: str) -> tuple[str, str]:
         """``(group, reference)`` of an aligned track, or the one-line error :meth:`check` gives."""
-        rows = self._pairs[(self._pairs["reference"] == track_id) | (self._pairs["track_id"] == track_id)]
+        rows = self._pairs_of(track_id)
         if rows.empty:
             if track_id not in self._durations:
                 raise KeyError(f"unknown track '{track_id}'")
@@ -137,9 +141,7 @@ class PassageFinder:
         """
         from .audio import to_mono
 
-        duration = len(samples) / sample_rate
-        if not (np.isfinite(start_s) and 0.0 <= start_s < duration):
-            raise ValueError(f"--at {start_s:g} s is outside the file (0 to {duration:.1f} s)")
+        duration = _file_duration(samples, sample_rate, start_s)
         _, reference = self.piece_of(piece_track)
         signal = reference_audio()
         to_reference = alignment.align_features(
@@ -211,9 +213,7 @@ class PassageFinder:
         The best match's piece is taken as the recording's piece, and the answer is that
         piece's recordings; where the best match's piece is unknown, every recording's best segment.
         """
-        duration = len(samples) / sample_rate
-        if not (np.isfinite(start_s) and 0.0 <= start_s < duration):
-            raise ValueError(f"--at {start_s:g} s is outside the file (0 to {duration:.1f} s)")
+        duration = _file_duration(samples, sample_rate, start_s)
         bundle = self._segments()
         if (bundle.transform or {}).get("class") != "chroma":
             raise ValueError(
@@ -242,6 +242,14 @@ class PassageFinder:
             [c for c in ("title", "performer") if c in self._titles]
         ]
         return pd.concat([table, meta.reset_index(drop=True)], axis=1)
+
+
+def _file_duration(samples: np.ndarray, sample_rate: int, start_s: float) -> float:
+    """A new file's duration in seconds; a one-line error where ``start_s`` lies outside it."""
+    duration = len(samples) / sample_rate
+    if not (np.isfinite(start_s) and 0.0 <= start_s < duration):
+        raise ValueError(f"--at {start_s:g} s is outside the file (0 to {duration:.1f} s)")
+    return duration
 
 
 def content_matches(bundle, vector: np.ndarray, within: set[str], depth: int = 5000) -> pd.DataFrame:
