@@ -9,6 +9,7 @@ the current tracks into one versioned embedding set.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -216,6 +217,8 @@ def extract_track_embeddings(
     outputs: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
     rejects, runs = [], {}
     track_ids = sorted(track_manifest["track_id"])
+    # A trained variant and its random-init twin name the same checkpoint: read each file once.
+    trained_encoders = {key: functools.cache(load) for key, load in trained_encoders.items()}
     for name, options in configured_backbones(params, trained_encoders).items():
         backbone = load_backbone(name, options, trained_state(name, options, trained_encoders)).to(device)
         segment_s = options.get("segment_s") or params.get("segment_s") or backbone.spec.default_segment_s
