@@ -76,11 +76,16 @@ _SIGNATURES = (
 )
 
 
-def _looks_like_audio(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(12)
+def looks_like_audio(head: bytes) -> bool:
+    """Whether a file's first 12 bytes open a container the decoders here read (sniffing by
+    content, not by name)."""
     mpeg_sync = len(head) > 1 and head[0] == 0xFF and head[1] >= 0xE0  # an MPEG audio frame (mp3)
     return head.startswith(_SIGNATURES) or head[4:8] == b"ftyp" or mpeg_sync
+
+
+def _looks_like_audio(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return looks_like_audio(f.read(12))
 
 
 def check_audio_file(path: str | os.PathLike) -> Path:

@@ -4,7 +4,9 @@ Conventions
 -----------
 - Input: one backbone's vectors in a fusion method's space (the uniform layer mean by
   default, fitted on the training split), ``[N, D]``.
-- :func:`project_2d`: ``umap`` is umap-learn's UMAP (cosine, ``n_neighbors`` capped
+- :func:`project_2d`: ``pca`` is the first two principal components (centred SVD, each
+  axis signed so its largest loading is positive: the same map on every machine);
+  ``umap`` is umap-learn's UMAP (cosine, ``n_neighbors`` capped
   below N); ``tsne`` is openTSNE's t-SNE (cosine, perplexity capped at ``(N - 1) / 3``).
   Both are seeded, so a map is reproducible on the same machine.
 - A map is for looking, not for measuring: distances in it are not the embedding's,
@@ -15,11 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
-METHODS = ("umap", "tsne")
+METHODS = ("pca", "umap", "tsne")
 
 
 def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
-    """``[N, 2]`` coordinates of ``vectors`` ``[N, D]`` by ``method`` (``umap`` or ``tsne``)."""
+    """``[N, 2]`` coordinates of ``vectors`` ``[N, D]`` by ``method`` (``pca``, ``umap`` or ``tsne``)."""
     vectors = np.asarray(vectors, dtype=np.float64)
     if method not in METHODS:
         raise ValueError(f"unknown map method '{method}'; expected one of {list(METHODS)}")
@@ -28,6 +30,8 @@ def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     if not np.isfinite(vectors).all():
         raise ValueError("a map needs finite vectors")
     n = len(vectors)
+    if method == "pca":
+        return principal_components(vectors, 2)
     if method == "umap":
         import umap
 
@@ -41,6 +45,17 @@ def project_2d(vectors: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
         n_components=2, perplexity=min(30.0, (n - 1) / 3), metric="cosine", random_state=seed, n_jobs=1
     )
     return np.asarray(tsne.fit(vectors), dtype=np.float64)
+
+
+def principal_components(vectors: np.ndarray, k: int = 2) -> np.ndarray:
+    """``[N, k]`` projections of centred ``vectors`` on their first ``k`` principal axes (zeros
+    where the data has fewer dimensions); each axis signed so its largest loading is positive."""
+    centred = vectors - vectors.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    axes = axes[:k]
+    signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
+    projected = centred @ (axes * signs[:, None]).T
+    return np.pad(projected, ((0, 0), (0, k - projected.shape[1])))
 
 
 def colour_values(values) -> tuple[np.ndarray, bool]:

@@ -135,6 +135,20 @@ class FileDataset(AbstractVersionedDataset):
         for path in files:
             self._fs.put_file(str(path), f"{url.rstrip('/')}/{path.relative_to(local).as_posix()}")
 
+    def open_binary(self):
+        """The stored file, opened for reading bytes (seekable), without decoding it: to stream it
+        (the listening room's audio, with HTTP ranges). Close it after use."""
+        return self._fs.open(self._url(self._get_load_path()), "rb")
+
+    @property
+    def suffix(self) -> str:
+        """The stored file's extension, lower case (``.flac``): what format it holds."""
+        return self._filepath.suffix.lower()
+
+    def stored_size(self) -> int:
+        """The stored file's size in bytes."""
+        return int(self._fs.size(self._url(self._get_load_path())))
+
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "protocol": self._protocol, "version": self._version}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kedro.io import AbstractDataset
 from kedro_datasets.partitions import PartitionedDataset
 
 
@@ -19,3 +20,8 @@ class OptionalPartitionedDataset(PartitionedDataset):
         if not self._list_partitions():
             return {}
         return super().load()
+
+    def partitions(self) -> dict[str, AbstractDataset]:
+        """Each partition's own dataset by partition id, for what ``load()`` cannot give: a file's
+        size, or its bytes streamed (``load()`` maps ids to those datasets' bound ``load``)."""
+        return {key: loader.__self__ for key, loader in self.load().items()}
