@@ -7,6 +7,7 @@
                        [--exclude-same-piece] [--include-self] [--where composer=X ...] [--backbone B]
     mess-kedro blend A B [--mix 0.5] [--aspect A]   # style interpolation; A, B: track ids or audio files
     mess-kedro clusters [-k 5] [--aspect A]         # clusters: members and dominant metadata
+    mess-kedro serve [--host 127.0.0.1] [--port 8000]  # the listening room: web page + API
 
 QUERY is a track id of the collection or a path to an audio file. Errors
 (unknown track or aspect, unreadable audio, a stale index) print one line and
@@ -354,6 +355,47 @@ def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> Non
         )
 
     _respond(project, ask)
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@main.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback only by default)."
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@_backbone
+@_project
+def serve(host: str, port: int, backbone: str | None, project: str) -> None:
+    """The listening room: search, listen, compare and annotate in a browser (http://HOST:PORT/),
+    its API documented at /docs. No authentication: keep it on localhost or put it behind a proxy that has one."""
+    import threading
+
+    import uvicorn
+    from kedro.io.core import DatasetError
+
+    from mess_kedro.webapp.api import create_app
+    from mess_kedro.webapp.room import load_listening_room
+
+    try:
+        _check_project(project)
+        with _quiet():
+            room = load_listening_room(project, backbone)
+    except (KeyError, ValueError, FileNotFoundError, DatasetError, click.BadParameter) as exc:
+        click.echo(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", err=True)
+        sys.exit(1)
+    if host not in LOOPBACK:
+        click.echo(
+            f"warning: binding {host}: anyone who can reach it can search and annotate (no authentication)",
+            err=True,
+        )
+    # Indices open now and the backbone loads in the background: the first upload is then as fast as the rest.
+    threading.Thread(target=room.warm_up, name="warm-up", daemon=True).start()
+    click.echo(
+        f"{room.search.label}: {len(room.collection)} tracks; listening room at http://{host}:{port}/ (API: /docs)"
+    )
+    uvicorn.run(create_app(room), host=host, port=port, log_level="warning")
 
 
 @dataclass

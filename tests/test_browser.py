@@ -1,0 +1,166 @@
+"""The listening room in a real browser: Playwright driving Debian's Chromium (no browser download).
+
+Served on a free loopback port by uvicorn in a thread: the tiny collection of
+:mod:`tests.webapp_fixture`, or, with ``MESS_KEDRO_BROWSER_PROJECT=<project>``, that
+project's latest run (how the screenshot in docs/listening_room.md was made, with
+``MESS_KEDRO_SCREENSHOT=<png>``). Without Chromium the test is skipped with the
+reason; with ``MESS_KEDRO_REQUIRE_BROWSER=1`` (set by .ci/run) it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mess_kedro.datasets import OptionalCSVDataset
+from mess_kedro.webapp.annotations import AnnotationLog
+from mess_kedro.webapp.api import create_app
+from tests.webapp_fixture import make_room
+
+pytestmark = pytest.mark.browser
+# Chromium on a closed network: no background connections, no GPU, no sandbox as root.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (or ``MESS_KEDRO_CHROMIUM``); skipped, or failed where required, without it."""
+    found = (
+        os.environ.get("MESS_KEDRO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
+    problem = None
+    if not found:
+        problem = "no Chromium on this machine (bash scripts/setup.sh --browser installs Debian's chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            problem = "playwright is not installed (pip install -e '.[dev]')"
+    if problem:
+        if os.environ.get("MESS_KEDRO_REQUIRE_BROWSER"):
+            pytest.fail(f"browser test required but {problem}")
+        pytest.skip(problem)
+    return str(found)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(base URL, room) of a running service."""
+    import uvicorn
+
+    project = os.environ.get("MESS_KEDRO_BROWSER_PROJECT")
+    if project:
+        from mess_kedro.webapp.room import load_listening_room
+
+        room = load_listening_room(project)
+        # the test's answer goes to a file of its own, not the project's annotations
+        room.annotations = AnnotationLog(
+            OptionalCSVDataset(
+                filepath=str(tmp_path / "triplets.csv"), columns=["anchor", "positive", "negative"]
+            )
+        )
+    else:
+        room = make_room(tmp_path)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(room), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", room
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_search_play_and_annotate_in_chromium(served, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    url, room = served
+    aspect = room.search.aspects()[0]
+    annotator = "browser-test"
+    expected = room.propose(aspect, annotator)  # what the page will be asked (deterministic until answered)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        # bypass_csp: Playwright's waits evaluate code, which the page's own policy forbids.
+        page = browser.new_page(viewport={"width": 1400, "height": 1100}, bypass_csp=True)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url)
+
+        # a search: the first track's neighbours appear at load; then one by an aspect
+        page.wait_for_selector("body[data-results]", timeout=15000)
+        page.check("input[name=mode][value=aspect]")
+        page.select_option("#aspect", aspect)
+        page.click("#go")
+        page.wait_for_function(
+            f"() => document.getElementById('searched').textContent.includes('{aspect}')", timeout=10000
+        )
+        rows = page.locator("#results tbody tr")
+        assert rows.count() >= 1
+        assert page.locator("#tracks tbody tr").count() == min(len(room.collection), 200)
+
+        # play a result: the audio element reports a duration and its time advances
+        played = rows.first.get_attribute("data-track")
+        rows.first.locator("button.play").click()
+        page.wait_for_function(
+            "() => { const p = document.getElementById('player'); return p.duration > 0 && p.currentTime > 0.3; }",
+            timeout=15000,
+        )
+        duration = page.evaluate("() => document.getElementById('player').duration")
+        assert page.evaluate("() => document.getElementById('player').dataset.track") == played
+        stored = room.collection.set_index("track_id").loc[played, "duration_s"]
+        assert abs(duration - stored) < 0.1
+
+        # annotate: one answer lands in the CSV the evaluation reads
+        page.fill("#annotator", annotator)
+        page.select_option("#annotate-aspect", aspect)
+        page.click("#next-triplet")
+        page.wait_for_selector("#triplet:not([hidden])")
+        assert page.text_content("#t-anchor").startswith(str(expected["anchor"]["title"]))
+        if os.environ.get("MESS_KEDRO_SCREENSHOT"):
+            page.screenshot(path=os.environ["MESS_KEDRO_SCREENSHOT"], full_page=True)
+        page.click("#play-a")
+        page.click("#answer-a")
+        page.wait_for_selector("body[data-annotated='1']", timeout=10000)
+        assert "Why this triplet" in page.text_content("#triplet-reason")
+        page.screenshot(path=str(tmp_path / "listening-room.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+    table = room.annotations.table()
+    mine = table[table["annotator"] == annotator]
+    assert len(mine) == 1
+    row = mine.iloc[0]
+    assert [row["anchor"], row["positive"], row["negative"], row["aspect"]] == [
+        expected["anchor"]["track_id"],
+        expected["a"]["track_id"],
+        expected["b"]["track_id"],
+        aspect,
+    ]
+    assert pd.Timestamp(row["time"]).tzinfo is not None
+    assert Path(tmp_path / "listening-room.png").stat().st_size > 10_000
