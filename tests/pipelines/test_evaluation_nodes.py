@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mess_kedro.aspect_search import AspectSubspace
 from mess_kedro.datasets import OptionalCSVDataset
 from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.fusion import SingleLayer
@@ -36,10 +37,52 @@ def test_triplet_agreement_counts_the_right_side():
         ],
         columns=TRIPLET_COLUMNS,
     )
-    table = triplet_agreement(embeddings, {"m": {"x": method.state()}}, triplets, triplets.iloc[:0])
+    table = triplet_agreement(embeddings, {"m": {"x": method.state()}}, {}, triplets, triplets.iloc[:0])
     by_annotator = table.set_index("annotator")
     assert by_annotator.loc["ann1", "agreement"] == 0.5 and by_annotator.loc["ann1", "n"] == 2
     assert by_annotator.loc["ann2", "agreement"] == 1.0 and by_annotator.loc["ann2", "n"] == 1
+
+
+def test_triplets_judged_in_an_aspect_are_scored_in_its_subspace_by_distance():
+    """The listening room's rows (with their ``time``) are scored in the aspect's subspace, by
+    squared distance: there b (0.2 away) is nearer a than c (0.5 away), though c has the larger dot product."""
+    ids = ["a", "b", "c"]
+    vectors = np.array([[1.0, 0.0], [0.8, 0.0], [1.5, 0.0]])
+    embeddings = EmbeddingSet(
+        {"m": BackboneEmbeddings("m", [vectors], ids, {"label": "m"})}, pd.DataFrame(), pd.DataFrame()
+    )
+    method = SingleLayer(0, "x")
+    method.means = [np.zeros(2)]
+    triplets = pd.DataFrame(
+        [
+            ("a", "b", "c", "jd", "tempo", "2026-11-27T10:00:00+00:00"),
+            ("a", "b", "c", "jd", "brightness", ""),
+        ],
+        columns=[*TRIPLET_COLUMNS, "time"],
+    )
+    identity = AspectSubspace("tempo", ["tempo"], [0], ["h0"])  # coordinates = the vectors themselves
+    for key, value in {
+        "x_mean": 0.0,
+        "x_scale": 1.0,
+        "coef": np.eye(2),
+        "intercept": 0.0,
+        "centre": 0.0,
+    }.items():
+        setattr(identity, key, value)
+    identity.axes, identity.alpha, identity.dim = np.eye(2), np.ones(2), 2
+    table = triplet_agreement(
+        embeddings,
+        {"m": {"x": method.state()}},
+        {"m": {"tempo": identity.state()}},
+        triplets,
+        triplets.iloc[:0],
+    )
+    subspace = table[table["method"] == "aspect-subspace"]
+    assert subspace[["aspect", "n", "agreement"]].values.tolist() == [["tempo", 1, 1.0]]
+    fused = table[table["method"] == "x"].set_index(
+        "aspect"
+    )  # unit vectors, all alike here: a tie is no agreement
+    assert fused.loc["tempo", "agreement"] == 0.0 and fused.loc["brightness", "n"] == 1
 
 
 def test_example_triplets_follow_the_settings():

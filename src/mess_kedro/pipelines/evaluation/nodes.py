@@ -424,49 +424,58 @@ def make_example_triplets(
     return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)
 
 
+def _agreement_rows(vectors: np.ndarray, position: dict, triplets: pd.DataFrame, squared: bool) -> list[dict]:
+    """Per (annotator, aspect): how many triplets name embedded tracks, and the share where the
+    positive is nearer the anchor (larger dot product, or smaller squared distance with ``squared``)."""
+    usable = triplets[triplets[["anchor", "positive", "negative"]].isin(list(position)).all(axis=1)]
+    if usable.empty:
+        return []
+    a, p, n = (vectors[usable[c].map(position).to_numpy()] for c in ("anchor", "positive", "negative"))
+    if squared:
+        agree = ((a - p) ** 2).sum(1) < ((a - n) ** 2).sum(1)
+    else:
+        agree = (a * p).sum(1) > (a * n).sum(1)
+    scored = usable.assign(agree=agree.astype(float))
+    return [
+        {"annotator": annotator, "aspect": aspect, "n": len(group), "agreement": float(group["agree"].mean())}
+        for (annotator, aspect), group in scored.groupby(["annotator", "aspect"])
+    ]
+
+
 def triplet_agreement(
     layer_embeddings: EmbeddingSet,
     fusion_models: dict[str, Any],
+    aspect_subspaces: dict[str, Any],
     annotation_triplets: pd.DataFrame,
     example_triplets: pd.DataFrame,
 ) -> pd.DataFrame:
     """Share of triplets where a method puts the positive closer to the anchor than the negative.
 
     Human annotations (``annotation_triplets``, CSV columns anchor, positive,
-    negative, annotator, aspect; optional) are scored if present, and the
-    demo's example triplets always; per source, backbone, method, annotator
-    and aspect. Triplets naming a track that is not embedded are skipped.
+    negative, annotator, aspect, and the listening room's ``time``; optional) are
+    scored if present, and the demo's example triplets always; per source,
+    backbone, method, annotator and aspect. Each fused method scores every
+    triplet; the ``aspect-subspace`` method scores a triplet judged in an aspect
+    in that aspect's selective subspace (what the listening room searches), where
+    one is fitted. Triplets naming a track that is not embedded are skipped.
     """
     sources = [("annotations", annotation_triplets), ("demo-example", example_triplets)]
     rows = []
     for name, methods in fusion_models.items():
         embeddings = layer_embeddings.backbones[name]
         position = {t: i for i, t in enumerate(embeddings.track_ids)}
-        for method_name, state in methods.items():
+        spaces = [(method, state, None) for method, state in methods.items()]
+        spaces += [
+            ("aspect-subspace", state, aspect) for aspect, state in aspect_subspaces.get(name, {}).items()
+        ]
+        for method_name, state, aspect in spaces:
             vectors = restore(state).transform(embeddings.tracks)
             for source, triplets in sources:
-                usable = triplets[
-                    triplets[["anchor", "positive", "negative"]].isin(list(position)).all(axis=1)
-                ]
-                if usable.empty:
-                    continue
-                a, p, n = (
-                    vectors[usable[c].map(position).to_numpy()] for c in ("anchor", "positive", "negative")
-                )
-                agree = ((a * p).sum(1) > (a * n).sum(1)).astype(float)
-                scored = usable.assign(agree=agree)
-                for (annotator, aspect), group in scored.groupby(["annotator", "aspect"]):
+                judged = triplets if aspect is None else triplets[triplets["aspect"] == aspect]
+                for found in _agreement_rows(vectors, position, judged, squared=aspect is not None):
                     rows.append(
-                        {
-                            "source": source,
-                            "backbone": name,
-                            "label": embeddings.label,
-                            "method": method_name,
-                            "annotator": annotator,
-                            "aspect": aspect,
-                            "n": len(group),
-                            "agreement": float(group["agree"].mean()),
-                        }
+                        {"source": source, "backbone": name, "label": embeddings.label, "method": method_name}
+                        | found
                     )
     return pd.DataFrame(
         rows, columns=["source", "backbone", "label", "method", "annotator", "aspect", "n", "agreement"]

@@ -91,7 +91,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=triplet_agreement,
-                inputs=["layer_embeddings", "fusion_models", "annotation_triplets", "example_triplets"],
+                inputs=[
+                    "layer_embeddings",
+                    "fusion_models",
+                    "aspect_subspaces",
+                    "annotation_triplets",
+                    "example_triplets",
+                ],
                 outputs="triplet_agreement",
                 name="triplet_agreement",
             ),
