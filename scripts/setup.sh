@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # Set up mess-kedro on a fresh machine: system synthesizer library, a virtual
 # environment in .venv, torch (CPU unless one is already there), the project.
-# Idempotent: a second run only checks. Usage: bash scripts/setup.sh
+# Idempotent: a second run only checks. Usage: bash scripts/setup.sh [--browser]
+# --browser also installs Debian's Chromium for the listening room's browser test
+# (Playwright drives it through executable_path: no browser is downloaded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+BROWSER=0
+for arg in "$@"; do
+  case "$arg" in
+    --browser) BROWSER=1 ;;
+    *) echo "[setup] unknown option $arg (usage: bash scripts/setup.sh [--browser])" >&2; exit 2 ;;
+  esac
+done
 
 export KEDRO_DISABLE_TELEMETRY=1
 PYTHON=${PYTHON:-python3}
@@ -61,5 +71,19 @@ echo "[setup] installing mess-kedro and its dependencies"
 #    and pins older numba and music21; the alignment code runs on the versions installed
 #    above (tests/test_alignment.py checks it on real renditions).
 "${PIP[@]}" install --no-deps "synctoolbox==1.4.2" "libfmp==1.3.0"
+
+# 8. Chromium for the browser test, when asked. A machine where it cannot be installed still
+#    sets up: the browser test is then skipped and says why.
+if [ "$BROWSER" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "[setup] installing Debian's chromium for the browser test"
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; then
+      echo "[setup] chromium could not be installed: the browser test will be skipped" >&2
+    fi
+  else
+    echo "[setup] no apt-get: install Chromium yourself (or set MESS_KEDRO_CHROMIUM); the browser test will be skipped" >&2
+  fi
+fi
 
 .venv/bin/python -c "import fluidsynth, torch; print('[setup] ok: torch', torch.__version__, '| FluidSynth found')"
