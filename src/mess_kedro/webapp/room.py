@@ -126,6 +126,10 @@ class ListeningRoom:
 
     def __post_init__(self) -> None:
         self._rows = {t: i for i, t in enumerate(self.collection["track_id"])}
+        # each track's metadata as the API shows it, made once: a search answer is then a few dict
+        # merges (pandas per answer cost more than the search itself)
+        self._shown = {row["track_id"]: row for row in _records(self.collection[SHOWN])}
+        self.ready = False  # True once warm_up has run: searches answer at full speed
         self._query_lock = threading.Lock()  # one file embedding at a time (the backbone loads lazily)
         self._cache_lock = threading.Lock()
         self._maps: dict[tuple[str, str], np.ndarray] = {}
@@ -165,6 +169,7 @@ class ListeningRoom:
             "indices": sorted(self.search.indices),
             "map_methods": list(self.settings.map_methods),
             "passages": self.passage_finder is not None,
+            "ready": self.ready,
             "results": self.settings.results,
             "max_results": self.settings.max_results,
             "max_upload_bytes": self.limits.max_bytes,
@@ -202,7 +207,8 @@ class ListeningRoom:
         }
 
     def track(self, track_id: str) -> dict:
-        return _records(self.collection.iloc[[self.check_track(track_id)]][SHOWN])[0]
+        self.check_track(track_id)
+        return dict(self._shown[track_id])
 
     def audio_file(self, track_id: str) -> tuple[Any, int, str]:
         """The track's stored audio: (dataset, size in bytes, media type)."""
@@ -263,15 +269,11 @@ class ListeningRoom:
         sources = self.search.sources(
             options["aspect"], options["weights"], options["fused"], options["method"]
         )
-        rows = self.collection.set_index("track_id").loc[table["track_id"]]
-        results = table[["track_id", "score"]].assign(
-            **{c: rows[c].to_numpy() for c in SHOWN if c != "track_id"}
-        )
-        return {
-            "searched": self.search.describe(sources),
-            "label": self.search.label,
-            "results": _records(results),
-        }
+        results = [
+            self._shown[track] | {"score": float(score)}
+            for track, score in zip(table["track_id"], table["score"], strict=True)
+        ]
+        return {"searched": self.search.describe(sources), "label": self.search.label, "results": results}
 
     def warm_up(self, embed: bool = True) -> None:
         """Open every index now (the first query then answers as fast as the rest) and, with
@@ -284,6 +286,7 @@ class ListeningRoom:
             noise = np.random.default_rng(0).standard_normal(160000).astype(np.float32) * 0.1
             with self._query_lock:
                 self.search.embed_signal(AudioSignal(noise, 16000), "warm-up")
+        self.ready = True
 
     # -- passages, map, probing, report ---------------------------------------------
     def passages(self, track_id: str, at: float, length: float) -> dict:

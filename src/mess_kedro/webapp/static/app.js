@@ -119,7 +119,11 @@ function showResults(answer) {
     cell(row, String(i + 1));
     for (const key of ["title", "performer", "piece"]) cell(row, track[key]);
     cell(row, track.score.toFixed(4));
-    row.insertCell().append(button("▶", () => play(track), "play"));
+    const actions = row.insertCell();
+    actions.append(button("▶", () => play(track), "play"));
+    if (state.info.passages && state.query && track.piece === state.query.piece) {
+      actions.append(button("▶ passage", () => playPassageIn(track), "passage"));  // the same bars as the query's
+    }
   });
   document.body.dataset.results = String(answer.results.length);
 }
@@ -139,12 +143,26 @@ function initUpload() {
 }
 
 // -- passages -----------------------------------------------------------------------------
-async function findPassage() {
-  if (!state.query) return;
+function queryPassage() {
+  // the passage starting where the player is in the query track (its start when another track plays)
   const at = $("player").dataset.track === state.query.track_id ? $("player").currentTime : 0;
   const params = new URLSearchParams({ at: at.toFixed(2), length: $("passage-length").value });
+  return api(`/api/passages/${encodeURIComponent(state.query.track_id)}?${params}`);
+}
+
+async function playPassageIn(track) {
   try {
-    const answer = await api(`/api/passages/${encodeURIComponent(state.query.track_id)}?${params}`);
+    const found = (await queryPassage()).passages.find((p) => p.track_id === track.track_id);
+    if (!found) { status(`no aligned passage in ${track.title ?? track.track_id}`); return; }
+    status("");
+    play(track, found.start_s, found.end_s);
+  } catch (error) { status(error.message); }
+}
+
+async function findPassage() {
+  if (!state.query) return;
+  try {
+    const answer = await queryPassage();
     const body = $("passages").tBodies[0];
     body.replaceChildren();
     for (const p of answer.passages) {
@@ -177,15 +195,17 @@ async function drawMap() {
     const groups = {};
     for (const p of answer.points) (groups[p[by] ?? "?"] ??= []).push(p);
     const traces = Object.entries(groups).map(([name, points]) => ({
-      type: "scattergl", mode: "markers", name, x: points.map((p) => p.x), y: points.map((p) => p.y),
+      type: answer.points.length > 2000 ? "scattergl" : "scatter", mode: "markers", name, x: points.map((p) => p.x), y: points.map((p) => p.y),
       text: points.map((p) => `${p.title} · ${p.performer}`), customdata: points.map((p) => p.track_id),
       hoverinfo: "text",
     }));
     await Plotly.newPlot("map", traces, { margin: { t: 20 }, legend: { font: { size: 10 } } }, { responsive: true });
+    $("map").removeAllListeners?.("plotly_click");
     $("map").on("plotly_click", async (event) => {
       const id = event.points[0].customdata;
       play(await api(`/api/tracks/${encodeURIComponent(id)}`));
     });
+    document.body.dataset.map = answer.index;
     status("");
   } catch (error) { status(error.message); }
 }
@@ -196,6 +216,7 @@ async function drawProbing() {
     await Plotly.newPlot("heatmap", [{ type: "heatmap", z: answer.r2, x: answer.targets, y: answer.layers,
       zmin: 0, zmax: 1, colorscale: "Viridis", colorbar: { title: "R²" } }],
     { title: `Probing R² (cross-validated, training split): ${answer.label}`, margin: { b: 140 } }, { responsive: true });
+    document.body.dataset.probing = "drawn";
   } catch (error) { status(error.message); }
 }
 
