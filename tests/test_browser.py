@@ -97,6 +97,69 @@ def served(tmp_path):
     thread.join(10)
 
 
+PLAYING = (
+    "() => { const p = document.getElementById('player'); return p.duration > 0 && p.currentTime > 0.3; }"
+)
+
+
+def _search_and_play(page, room, aspect: str) -> None:
+    """The first track's neighbours at load, a passage jump, a search by an aspect, one result played."""
+    page.wait_for_selector("body[data-results]", timeout=15000)
+    if not os.environ.get("MESS_KEDRO_BROWSER_PROJECT"):
+        # the first track (t00) opens piece-0, whose recordings are aligned: jump to the same bars
+        # in a result (t02 starts 0.5 s late, so its passage starts at 0.5 s)
+        page.locator("#results tbody tr[data-track=t02] button.passage").click()
+        page.wait_for_function(
+            "() => { const p = document.getElementById('player');"
+            " return p.dataset.track === 't02' && p.currentTime >= 0.45; }",
+            timeout=15000,
+        )
+    page.check("input[name=mode][value=aspect]")
+    page.select_option("#aspect", aspect)
+    page.click("#go")
+    page.wait_for_function(
+        f"() => document.getElementById('searched').textContent.includes('{aspect}')", timeout=10000
+    )
+    rows = page.locator("#results tbody tr")
+    assert rows.count() >= 1
+    assert page.locator("#tracks tbody tr").count() == min(len(room.collection), 200)
+    # play a result: the audio element reports a duration and its time advances
+    played = rows.first.get_attribute("data-track")
+    rows.first.locator("button.play").click()
+    page.wait_for_function(PLAYING, timeout=15000)
+    assert page.evaluate("() => document.getElementById('player').dataset.track") == played
+    duration = page.evaluate("() => document.getElementById('player').duration")
+    assert abs(duration - room.collection.set_index("track_id").loc[played, "duration_s"]) < 0.1
+
+
+def _tabs(page) -> None:
+    """The map (a clicked point plays), the probing heatmap and the evaluation report."""
+    page.click("button[data-tab=map]")
+    page.wait_for_selector("body[data-map]", timeout=20000)
+    page.evaluate("() => { document.getElementById('player').dataset.track = ''; }")
+    page.locator("#map .point").first.click(force=True)
+    page.wait_for_function("() => document.getElementById('player').dataset.track !== ''", timeout=10000)
+    page.click("button[data-tab=probing]")
+    page.wait_for_selector("body[data-probing]", timeout=20000)
+    page.click("button[data-tab=report]")
+    page.wait_for_function("() => document.getElementById('report').textContent.length > 10")
+    page.click("button[data-tab=annotate]")
+
+
+def _annotate(page, annotator: str, aspect: str, expected: dict) -> None:
+    page.fill("#annotator", annotator)
+    page.select_option("#annotate-aspect", aspect)
+    page.click("#next-triplet")
+    page.wait_for_selector("#triplet:not([hidden])")
+    assert page.text_content("#t-anchor").startswith(str(expected["anchor"]["title"]))
+    if os.environ.get("MESS_KEDRO_SCREENSHOT"):
+        page.screenshot(path=os.environ["MESS_KEDRO_SCREENSHOT"], full_page=True)
+    page.click("#play-a")
+    page.click("#answer-a")
+    page.wait_for_selector("body[data-annotated='1']", timeout=10000)
+    assert "Why this triplet" in page.text_content("#triplet-reason")
+
+
 def test_search_play_and_annotate_in_chromium(served, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -112,70 +175,15 @@ def test_search_play_and_annotate_in_chromium(served, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1100}, bypass_csp=True)
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)
-
-        # a search: the first track's neighbours appear at load; then one by an aspect
-        page.wait_for_selector("body[data-results]", timeout=15000)
-        if not os.environ.get("MESS_KEDRO_BROWSER_PROJECT"):
-            # the first track (t00) opens piece-0, whose recordings are aligned: jump to the same bars
-            # in a result (t02 starts 0.5 s late, so its passage starts at 0.5 s)
-            page.locator("#results tbody tr[data-track=t02] button.passage").click()
-            page.wait_for_function(
-                "() => { const p = document.getElementById('player');"
-                " return p.dataset.track === 't02' && p.currentTime >= 0.45; }",
-                timeout=15000,
-            )
-        page.check("input[name=mode][value=aspect]")
-        page.select_option("#aspect", aspect)
-        page.click("#go")
-        page.wait_for_function(
-            f"() => document.getElementById('searched').textContent.includes('{aspect}')", timeout=10000
-        )
-        rows = page.locator("#results tbody tr")
-        assert rows.count() >= 1
-        assert page.locator("#tracks tbody tr").count() == min(len(room.collection), 200)
-
-        # play a result: the audio element reports a duration and its time advances
-        played = rows.first.get_attribute("data-track")
-        rows.first.locator("button.play").click()
-        page.wait_for_function(
-            "() => { const p = document.getElementById('player'); return p.duration > 0 && p.currentTime > 0.3; }",
-            timeout=15000,
-        )
-        duration = page.evaluate("() => document.getElementById('player').duration")
-        assert page.evaluate("() => document.getElementById('player').dataset.track") == played
-        stored = room.collection.set_index("track_id").loc[played, "duration_s"]
-        assert abs(duration - stored) < 0.1
-
-        # the map (click a point to play it), the probing heatmap and the evaluation report
-        page.click("button[data-tab=map]")
-        page.wait_for_selector("body[data-map]", timeout=20000)
-        page.evaluate("() => { document.getElementById('player').dataset.track = ''; }")
-        page.locator("#map .point").first.click(force=True)
-        page.wait_for_function("() => document.getElementById('player').dataset.track !== ''", timeout=10000)
-        page.click("button[data-tab=probing]")
-        page.wait_for_selector("body[data-probing]", timeout=20000)
-        page.click("button[data-tab=report]")
-        page.wait_for_function("() => document.getElementById('report').textContent.length > 10")
-        page.click("button[data-tab=annotate]")
-
-        # annotate: one answer lands in the CSV the evaluation reads
-        page.fill("#annotator", annotator)
-        page.select_option("#annotate-aspect", aspect)
-        page.click("#next-triplet")
-        page.wait_for_selector("#triplet:not([hidden])")
-        assert page.text_content("#t-anchor").startswith(str(expected["anchor"]["title"]))
-        if os.environ.get("MESS_KEDRO_SCREENSHOT"):
-            page.screenshot(path=os.environ["MESS_KEDRO_SCREENSHOT"], full_page=True)
-        page.click("#play-a")
-        page.click("#answer-a")
-        page.wait_for_selector("body[data-annotated='1']", timeout=10000)
-        assert "Why this triplet" in page.text_content("#triplet-reason")
+        _search_and_play(page, room, aspect)
+        _tabs(page)
+        _annotate(page, annotator, aspect, expected)
         page.screenshot(path=str(tmp_path / "listening-room.png"), full_page=True)
         browser.close()
     assert not errors, errors
     table = room.annotations.table()
     mine = table[table["annotator"] == annotator]
-    assert len(mine) == 1
+    assert len(mine) == 1  # the answer landed in the CSV the evaluation reads
     row = mine.iloc[0]
     assert [row["anchor"], row["positive"], row["negative"], row["aspect"]] == [
         expected["anchor"]["track_id"],

@@ -331,6 +331,38 @@ def test_serving_summary_and_the_cli_by_id_by_own_file_and_its_errors(served):
 
 
 @pytest.mark.slow
+def test_the_listening_room_serves_the_run_and_an_upload_is_embedded_for_real(served):
+    """Loaded from the catalog of a real run: collection, audio by id, and a file upload
+    embedded by the real backbone, its own recording recognised and left out of its answer."""
+    from fastapi.testclient import TestClient
+
+    from mess_kedro.webapp.api import create_app
+    from mess_kedro.webapp.room import load_listening_room
+
+    room = load_listening_room(served)
+    room.warm_up()
+    client = TestClient(create_app(room), raise_server_exceptions=False)
+    info = client.get("/api/info").json()
+    assert info["ready"] and info["label"] == "musicnn-mtt" and info["aspects"]
+    own = client.get("/api/tracks", params={"limit": 1}).json()["tracks"][0]
+    audio = client.get(f"/api/tracks/{own['track_id']}/audio", headers={"Range": "bytes=0-3"})
+    assert audio.status_code == 206 and audio.content == b"fLaC"
+    aspect = info["aspects"][0]["name"]
+    by_id = client.get(f"/api/similar/{own['track_id']}", params={"aspect": aspect, "n": 3}).json()
+    prepared = room.audio[own["track_id"]]
+    with prepared.open_binary() as f:
+        upload = client.post("/api/similar", params={"aspect": aspect, "n": 3}, content=f.read())
+    assert upload.status_code == 200, upload.text
+    # the upload is the track's own prepared file: recognised, excluded, and answered as its id is
+    assert [r["track_id"] for r in upload.json()["results"]] == [r["track_id"] for r in by_id["results"]]
+    assert client.get("/api/probing").json()["label"] == "musicnn-mtt"
+    assert "# " in client.get("/api/report").json()["markdown"]
+    assert (
+        client.get("/api/passages/" + own["track_id"], params={"at": 0}).status_code == 404
+    )  # no alignment run
+
+
+@pytest.mark.slow
 def test_kedro_viz_build_lists_every_pipeline_with_ordered_layers(project):
     root, _ = project
     env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1"}

@@ -365,6 +365,21 @@ def test_the_page_its_files_and_headers(client):
     assert client.get("/docs").status_code == 200
 
 
+def test_the_page_works_under_a_reverse_proxys_sub_path(room):
+    """Behind a proxy at /listening/ the page's relative URLs resolve under it: none is absolute."""
+    import re
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    proxied = TestClient(Starlette(routes=[Mount("/listening", app=create_app(room))]))
+    page = proxied.get("/listening/")
+    assert page.status_code == 200 and proxied.get("/listening/api/info").json()["tracks"] == 12
+    script = proxied.get("/listening/static/app.js").text
+    assert not re.findall(r"""(?:src|href)="/""", page.text)
+    assert not re.findall(r"""[`"']/(?:api|static)/""", script)
+
+
 def test_serve_binds_loopback_by_default(monkeypatch, room):
     from click.testing import CliRunner
 

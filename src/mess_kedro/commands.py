@@ -365,9 +365,12 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
     "--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback only by default)."
 )
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option(
+    "--root-path", default="", help="The sub-path a reverse proxy serves the room under (e.g. /listening)."
+)
 @_backbone
 @_project
-def serve(host: str, port: int, backbone: str | None, project: str) -> None:
+def serve(host: str, port: int, root_path: str, backbone: str | None, project: str) -> None:  # noqa: PLR0917
     """The listening room: search, listen, compare and annotate in a browser (http://HOST:PORT/),
     its API documented at /docs. No authentication: keep it on localhost or put it behind a proxy that has one."""
     import threading
@@ -395,7 +398,7 @@ def serve(host: str, port: int, backbone: str | None, project: str) -> None:
     click.echo(
         f"{room.search.label}: {len(room.collection)} tracks; listening room at http://{host}:{port}/ (API: /docs)"
     )
-    uvicorn.run(create_app(room), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(room), host=host, port=port, root_path=root_path, log_level="warning")
 
 
 @dataclass

@@ -1,5 +1,6 @@
 // The listening room's page: plain DOM, no build step. Every value from the server is put in
-// the page as text (textContent), never as HTML.
+// the page as text (textContent), never as HTML. URLs are relative, so the page works as well
+// behind a reverse proxy that serves it under a sub-path.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -25,7 +26,7 @@ function button(label, onClick, className) {
 // -- playing ------------------------------------------------------------------------------
 function play(track, from, to) {
   const player = $("player");
-  const url = `/api/tracks/${encodeURIComponent(track.track_id)}/audio`;
+  const url = `api/tracks/${encodeURIComponent(track.track_id)}/audio`;
   state.passageEnd = to ?? null;
   const start = () => { if (from) player.currentTime = from; player.play().catch(() => {}); };
   if (player.dataset.track !== track.track_id) {
@@ -53,7 +54,7 @@ async function loadTracks(append) {
     offset: state.offset, limit: 200 });
   if ($("filter").value) params.set("q", $("filter").value);
   if ($("split").value) params.set("split", $("split").value);
-  const page = await api(`/api/tracks?${params}`);
+  const page = await api(`api/tracks?${params}`);
   const body = $("tracks").tBodies[0];
   if (!append) body.replaceChildren();
   for (const track of page.tracks) {
@@ -97,10 +98,10 @@ async function search() {
     let answer;
     if (state.upload) {
       status(`embedding ${state.upload.name}…`);
-      answer = await api(`/api/similar?${params}`, { method: "POST", body: state.upload });
+      answer = await api(`api/similar?${params}`, { method: "POST", body: state.upload });
     } else if (state.query) {
       if ($("same-piece").checked) params.set("exclude_same_piece", "true");
-      answer = await api(`/api/similar/${encodeURIComponent(state.query.track_id)}?${params}`);
+      answer = await api(`api/similar/${encodeURIComponent(state.query.track_id)}?${params}`);
     } else {
       throw new Error("choose a track (similar) or a file first");
     }
@@ -147,7 +148,7 @@ function queryPassage() {
   // the passage starting where the player is in the query track (its start when another track plays)
   const at = $("player").dataset.track === state.query.track_id ? $("player").currentTime : 0;
   const params = new URLSearchParams({ at: at.toFixed(2), length: $("passage-length").value });
-  return api(`/api/passages/${encodeURIComponent(state.query.track_id)}?${params}`);
+  return api(`api/passages/${encodeURIComponent(state.query.track_id)}?${params}`);
 }
 
 async function playPassageIn(track) {
@@ -166,7 +167,7 @@ async function findPassage() {
     const body = $("passages").tBodies[0];
     body.replaceChildren();
     for (const p of answer.passages) {
-      const track = await api(`/api/tracks/${encodeURIComponent(p.track_id)}`);
+      const track = await api(`api/tracks/${encodeURIComponent(p.track_id)}`);
       const row = body.insertRow();
       cell(row, track.title); cell(row, track.performer);
       cell(row, p.start_s.toFixed(1)); cell(row, p.end_s.toFixed(1)); cell(row, p.route);
@@ -181,7 +182,7 @@ function loadPlotly() {
   if (window.Plotly) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const script = document.createElement("script");
-    script.src = "/static/plotly.min.js"; script.onload = resolve; script.onerror = reject;
+    script.src = "static/plotly.min.js"; script.onload = resolve; script.onerror = reject;
     document.head.append(script);
   });
 }
@@ -190,7 +191,7 @@ async function drawMap() {
   try {
     const params = new URLSearchParams({ index: $("map-index").value, method: $("map-method").value });
     status("placing the collection…");
-    const [answer] = await Promise.all([api(`/api/map?${params}`), loadPlotly()]);
+    const [answer] = await Promise.all([api(`api/map?${params}`), loadPlotly()]);
     const by = $("map-colour").value;
     const groups = {};
     for (const p of answer.points) (groups[p[by] ?? "?"] ??= []).push(p);
@@ -203,7 +204,7 @@ async function drawMap() {
     $("map").removeAllListeners?.("plotly_click");
     $("map").on("plotly_click", async (event) => {
       const id = event.points[0].customdata;
-      play(await api(`/api/tracks/${encodeURIComponent(id)}`));
+      play(await api(`api/tracks/${encodeURIComponent(id)}`));
     });
     document.body.dataset.map = answer.index;
     status("");
@@ -212,7 +213,7 @@ async function drawMap() {
 
 async function drawProbing() {
   try {
-    const [answer] = await Promise.all([api("/api/probing"), loadPlotly()]);
+    const [answer] = await Promise.all([api("api/probing"), loadPlotly()]);
     await Plotly.newPlot("heatmap", [{ type: "heatmap", z: answer.r2, x: answer.targets, y: answer.layers,
       zmin: 0, zmax: 1, colorscale: "Viridis", colorbar: { title: "R²" } }],
     { title: `Probing R² (cross-validated, training split): ${answer.label}`, margin: { b: 140 } }, { responsive: true });
@@ -221,7 +222,7 @@ async function drawProbing() {
 }
 
 async function showReport() {
-  try { $("report").textContent = (await api("/api/report")).markdown; } catch (error) { $("report").textContent = error.message; }
+  try { $("report").textContent = (await api("api/report")).markdown; } catch (error) { $("report").textContent = error.message; }
 }
 
 function initTabs() {
@@ -251,7 +252,7 @@ async function nextTriplet() {
   localStorage.setItem("annotator", annotator);
   try {
     const params = new URLSearchParams({ aspect: $("annotate-aspect").value, annotator });
-    const t = await api(`/api/annotations/proposal?${params}`);
+    const t = await api(`api/annotations/proposal?${params}`);
     state.triplet = t;
     describe("t-anchor", t.anchor); describe("t-a", t.a); describe("t-b", t.b);
     $("triplet-reason").textContent = "";  // shown after the answer: it must not sway it
@@ -264,7 +265,7 @@ async function answer(closer) {
   const t = state.triplet;
   if (!t) return;
   try {
-    await api("/api/annotations", { method: "POST", headers: { "Content-Type": "application/json" },
+    await api("api/annotations", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ anchor: t.anchor.track_id, a: t.a.track_id, b: t.b.track_id, closer,
         aspect: t.aspect, annotator: $("annotator").value.trim() }) });
     $("triplet-reason").textContent = `Saved. Why this triplet: ${t.reason}.`;
@@ -324,7 +325,7 @@ async function start() {
   $("filter").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => loadTracks(false), 200); });
   for (const id of ["split", "sort", "descending"]) $(id).addEventListener("change", () => loadTracks(false));
   try {
-    state.info = await api("/api/info");
+    state.info = await api("api/info");
     showInfo(state.info);
     const page = await loadTracks(false);
     for (const split of ["train", "validation", "test"]) option($("split"), split);
