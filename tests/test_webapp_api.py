@@ -402,6 +402,33 @@ def test_serve_binds_loopback_by_default(monkeypatch, room):
     assert bad.exit_code == 2 and "70000" in bad.output
 
 
+def test_serve_before_any_run_says_what_to_run_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from mess_kedro.commands import main
+    from tests.conftest import write_tiny_project
+
+    project = write_tiny_project(tmp_path)
+    result = CliRunner().invoke(main, ["serve", "--project", str(project)])
+    assert result.exit_code == 1 and "serving_index" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"results": 0}, "positive"),
+        ({"results": 20, "max_results": 10}, "over max_results"),
+        ({"map_methods": ("isomap",)}, "map_methods"),
+    ],
+)
+def test_room_settings_are_checked(changes, message):
+    from mess_kedro.webapp.room import RoomSettings
+
+    with pytest.raises(ValueError, match=message):
+        RoomSettings(**changes)
+
+
 def test_schemathesis_finds_no_server_error(room):
     """Requests generated from the OpenAPI schema for every operation (bad ids, odd values, random
     bodies): never a 500. (Driven through hypothesis directly: schemathesis' pytest plugin does

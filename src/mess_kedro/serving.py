@@ -576,6 +576,10 @@ def load_search(
         project_path, ["serving_indices", "query_embeddings", "trained_encoders"], env
     )
     serving = params["serving_index"]
+    if not datasets["serving_indices"].exists():
+        raise FileNotFoundError(
+            "no serving indices yet: run `kedro run` (or `kedro run --pipelines=serving_index`)"
+        )
     return SimilaritySearch(
         datasets["serving_indices"].load(),
         params["embed"],

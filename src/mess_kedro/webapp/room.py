@@ -55,6 +55,21 @@ class RoomSettings:
     proposal_anchors: int = 8
     proposal_pool: int = 30
 
+    def __post_init__(self) -> None:
+        from mess_kedro.maps import METHODS
+
+        counts = ("results", "max_results", "proposal_anchors", "proposal_pool")
+        bad = [
+            name for name in counts if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
+        ]
+        if bad:
+            raise ValueError(f"webapp: {', '.join(bad)} must be positive integers")
+        if self.results > self.max_results:
+            raise ValueError(f"webapp: results ({self.results}) is over max_results ({self.max_results})")
+        unknown = [m for m in self.map_methods if m not in METHODS]
+        if unknown or not self.map_methods:
+            raise ValueError(f"webapp: map_methods {list(self.map_methods)}; each one of {list(METHODS)}")
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> RoomSettings:
         return cls(
@@ -131,7 +146,8 @@ class ListeningRoom:
         self._shown = {row["track_id"]: row for row in _records(self.collection[SHOWN])}
         self.ready = False  # True once warm_up has run: searches answer at full speed
         self._query_lock = threading.Lock()  # one file embedding at a time (the backbone loads lazily)
-        self._cache_lock = threading.Lock()
+        self._finder_lock = threading.Lock()
+        self._map_lock = threading.Lock()  # a first UMAP takes seconds: it holds up only other maps
         self._maps: dict[tuple[str, str], np.ndarray] = {}
         self._finder: Any = None
 
@@ -294,7 +310,7 @@ class ListeningRoom:
         self.check_track(track_id)
         if self.passage_finder is None:
             raise NotAvailable("passage search is off for this room")
-        with self._cache_lock:
+        with self._finder_lock:
             if self._finder is None:
                 try:
                     self._finder = self.passage_finder()
@@ -311,7 +327,7 @@ class ListeningRoom:
         if method not in self.settings.map_methods:
             raise ValueError(f"unknown map method '{method}'; offered: {list(self.settings.map_methods)}")
         key = (index, method)
-        with self._cache_lock:
+        with self._map_lock:
             if key not in self._maps:
                 vectors = np.asarray(self.search.indices[index].vectors, dtype=np.float64)
                 self._maps[key] = project_2d(vectors, method, self.settings.seed)
