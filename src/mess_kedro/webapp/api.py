@@ -13,13 +13,12 @@ names. Nothing a client sends becomes a path.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterator
 from importlib import resources
 from typing import Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -30,7 +29,7 @@ from mess_kedro.audio import AudioReadError
 from mess_kedro.indexing import IndexMismatchError
 
 from . import byte_ranges
-from .room import ListeningRoom, NotAvailable, UnknownTrack
+from .room import ListeningRoom, NotAvailable, SearchRequest, UnknownTrack
 from .uploads import UploadRejected, check_declared_size, check_upload, receive_upload, upload_folder
 
 logger = logging.getLogger(__name__)
@@ -155,6 +154,19 @@ def _audio_response(room: ListeningRoom, track_id: str, range_header: str | None
     return StreamingResponse(_stream(dataset, first, last), 206, headers, media_type=media_type)
 
 
+def search_request(
+    aspect: str | None = Query(None, max_length=100),
+    weights: str | None = Query(
+        None, max_length=500, description="aspect:weight pairs, e.g. dynamics:0.7,tempo:0.3"
+    ),
+    fused: str | None = Query(None, max_length=100),
+    method: Method = "selective",
+    n: int | None = Query(None, ge=1, le=1000),
+) -> SearchRequest:
+    """The search options: query parameters of both search endpoints."""
+    return SearchRequest(aspect, weights, fused, method, n)
+
+
 def create_app(room: ListeningRoom) -> FastAPI:
     """The app over ``room`` (routes only wire HTTP to the room's methods)."""
     app = FastAPI(
@@ -225,26 +237,9 @@ def create_app(room: ListeningRoom) -> FastAPI:
         "/api/similar/{track_id}", summary="Recordings like a track: by aspect, weighted aspects or fused"
     )
     def similar(
-        track_id: str,
-        *,
-        aspect: str | None = Query(None, max_length=100),
-        weights: str | None = Query(
-            None, max_length=500, description="aspect:weight pairs, e.g. dynamics:0.7,tempo:0.3"
-        ),
-        fused: str | None = Query(None, max_length=100),
-        method: Method = "selective",
-        n: int | None = Query(None, ge=1, le=1000),
-        exclude_same_piece: bool = False,
+        track_id: str, request: SearchRequest = Depends(search_request), exclude_same_piece: bool = False
     ) -> dict:
-        return room.similar(
-            track_id,
-            aspect=aspect,
-            weights=weights,
-            fused=fused,
-            method=method,
-            n=n,
-            exclude_same_piece=exclude_same_piece,
-        )
+        return room.similar(track_id, request, exclude_same_piece)
 
     @app.post(
         "/api/similar",
@@ -257,30 +252,13 @@ def create_app(room: ListeningRoom) -> FastAPI:
         },
         responses={413: {"model": Error}, 415: {"model": Error}},
     )
-    async def similar_to_upload(
-        request: Request,
-        *,
-        aspect: str | None = Query(None, max_length=100),
-        weights: str | None = Query(None, max_length=500),
-        fused: str | None = Query(None, max_length=100),
-        method: Method = "selective",
-        n: int | None = Query(None, ge=1, le=1000),
-    ) -> dict:
+    async def similar_to_upload(request: Request, search: SearchRequest = Depends(search_request)) -> dict:
         check_declared_size(request.headers.get("content-length"), room.limits)
+        room.check_request(search)  # a bad option is refused before the upload is read
         with upload_folder() as folder:
             path = await receive_upload(request.stream(), folder, room.limits)
             duration = await run_in_threadpool(check_upload, path, room.limits)
-            answer = await run_in_threadpool(
-                functools.partial(
-                    room.similar_to_file,
-                    path,
-                    aspect=aspect,
-                    weights=weights,
-                    fused=fused,
-                    method=method,
-                    n=n,
-                )
-            )
+            answer = await run_in_threadpool(room.similar_to_file, path, search)
         return answer | {"duration_s": round(duration, 3)}
 
     @app.get("/api/passages/{track_id}", summary="The same passage in the piece's other recordings")

@@ -36,6 +36,18 @@ SORTABLE = ("title", "composer", "performer", "piece", "split", "duration_s", "t
 MEDIA_TYPES = {".flac": "audio/flac", ".wav": "audio/wav", ".ogg": "audio/ogg", ".mp3": "audio/mpeg"}
 
 
+@dataclass(frozen=True)
+class SearchRequest:
+    """What a search asks for: one of an aspect, weighted aspects (``"dynamics:0.7,tempo:0.3"``) or a
+    fused embedding (none: the default fused one); the aspect method; how many results."""
+
+    aspect: str | None = None
+    weights: str | None = None
+    fused: str | None = None
+    method: str = "selective"
+    n: int | None = None
+
+
 class NotAvailable(LookupError):
     """A part of the run that was not produced (no alignment, no evaluation report yet)."""
 
@@ -235,51 +247,36 @@ class ListeningRoom:
         return dataset, dataset.stored_size(), MEDIA_TYPES.get(dataset.suffix, "application/octet-stream")
 
     # -- search ---------------------------------------------------------------------
-    def _query_options(self, aspect, weights, fused, method, n) -> dict:
-        n = self.settings.results if n is None else n
+    def _query_options(self, request: SearchRequest) -> dict:
+        n = self.settings.results if request.n is None else request.n
         if not 1 <= n <= self.settings.max_results:
             raise ValueError(f"n must be between 1 and {self.settings.max_results}, got {n}")
         return {
-            "aspect": aspect or None,
-            "weights": parse_weights(weights) if weights else None,
-            "fused": fused or None,
-            "method": method,
+            "aspect": request.aspect or None,
+            "weights": parse_weights(request.weights) if request.weights else None,
+            "fused": request.fused or None,
+            "method": request.method,
             "n": n,
         }
 
-    def similar(
-        self,
-        track_id: str,
-        *,
-        aspect: str | None = None,
-        weights: str | None = None,
-        fused: str | None = None,
-        method: str = "selective",
-        n: int | None = None,
-        exclude_same_piece: bool = False,
-    ) -> dict:
+    def similar(self, track_id: str, request: SearchRequest, exclude_same_piece: bool = False) -> dict:
         """Recordings like the collection's ``track_id`` (a track id only: never a path)."""
         self.check_track(track_id)
-        options = self._query_options(aspect, weights, fused, method, n)
+        options = self._query_options(request)
         table = self.search.similar(track_id, exclude_same_piece=exclude_same_piece, **options)
         return self._answer(table, options)
 
-    def similar_to_file(
-        self,
-        path: Path,
-        *,
-        aspect: str | None = None,
-        weights: str | None = None,
-        fused: str | None = None,
-        method: str = "selective",
-        n: int | None = None,
-    ) -> dict:
+    def similar_to_file(self, path: Path, request: SearchRequest) -> dict:
         """Recordings like an uploaded file (already received and checked: :mod:`.uploads`)."""
-        options = self._query_options(aspect, weights, fused, method, n)
-        self.search.sources(options["aspect"], options["weights"], options["fused"], method)
+        options = self._query_options(request)
         with self._query_lock:
             table = self.search.similar(str(path), **options)
         return self._answer(table, options) | {"note": outside_note(table)}
+
+    def check_request(self, request: SearchRequest) -> None:
+        """Refuse a search that names no served index or a bad value, before any work on a file."""
+        options = self._query_options(request)
+        self.search.sources(options["aspect"], options["weights"], options["fused"], options["method"])
 
     def _answer(self, table: pd.DataFrame, options: dict) -> dict:
         sources = self.search.sources(
