@@ -144,6 +144,8 @@ def main() -> None:
             _wait(client, f"{base}/api/info", service)
             up = time.perf_counter() - started
             while not client.get(f"{base}/api/info").json()["ready"]:  # indices open, backbone loaded
+                if time.perf_counter() - started > 180:
+                    raise SystemExit("the service did not warm up in 3 minutes (see its warning)")
                 time.sleep(0.1)
             print(
                 f"service answering in {up:.1f} s, warm in {time.perf_counter() - started:.1f} s; "

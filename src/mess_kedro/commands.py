@@ -393,8 +393,15 @@ def serve(host: str, port: int, root_path: str, backbone: str | None, project: s
             f"warning: binding {host}: anyone who can reach it can search and annotate (no authentication)",
             err=True,
         )
+
+    def warm_up() -> None:
+        try:
+            room.warm_up()
+        except Exception as exc:  # noqa: BLE001 - searches by id still work; say why uploads will not
+            click.echo(f"warning: the backbone did not load ({exc}); uploads will be refused", err=True)
+
     # Indices open now and the backbone loads in the background: the first upload is then as fast as the rest.
-    threading.Thread(target=room.warm_up, name="warm-up", daemon=True).start()
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     click.echo(
         f"{room.search.label}: {len(room.collection)} tracks; listening room at http://{host}:{port}/ (API: /docs)"
     )

@@ -140,6 +140,8 @@ def _records(table: pd.DataFrame) -> list[dict]:
 
 @dataclass
 class ListeningRoom:
+    """One served run, loaded once: searches, audio, maps, reports and annotations by track id."""
+
     search: SimilaritySearch
     collection: pd.DataFrame  # SHOWN columns (and more), in index order
     audio: Mapping[str, Any]  # track id -> its FileDataset (open_binary, stored_size)
