@@ -48,7 +48,12 @@ def validate(judgement: Judgement, track_ids: Collection[str], aspects: Collecti
         raise ValueError("anchor, positive and negative must be three different tracks")
     if judgement.aspect not in aspects:
         raise ValueError(f"aspect '{judgement.aspect}' is not offered; offered: {sorted(aspects)}")
-    if not ANNOTATOR.fullmatch(judgement.annotator or ""):
+    validate_annotator(judgement.annotator)
+
+
+def validate_annotator(name: str) -> None:
+    """A plain name: ValueError in one line otherwise."""
+    if not ANNOTATOR.fullmatch(name or ""):
         raise ValueError(
             "annotator: 1 to 64 letters, digits, spaces or _ . @ -, starting with a letter or digit"
         )

@@ -93,7 +93,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(exc.status, str(exc))
 
     async def unsatisfiable(request: Request, exc: byte_ranges.RangeNotSatisfiable) -> JSONResponse:
-        return _error(416, str(exc), {"Content-Range": f"bytes */{getattr(exc, 'size', '*')}"})
+        return _error(416, str(exc), {"Content-Range": f"bytes */{exc.size}"})
 
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
@@ -138,11 +138,7 @@ def _stream(dataset, first: int, last: int) -> Iterator[bytes]:
 def _audio_response(room: ListeningRoom, track_id: str, range_header: str | None) -> Response:
     dataset, size, media_type = room.audio_file(track_id)
     headers = {"Accept-Ranges": "bytes"}
-    try:
-        wanted = byte_ranges.requested_range(range_header, size)
-    except byte_ranges.RangeNotSatisfiable as exc:
-        exc.size = size
-        raise
+    wanted = byte_ranges.requested_range(range_header, size)  # RangeNotSatisfiable: a 416
     if wanted is None:
         headers["Content-Length"] = str(size)
         return StreamingResponse(_stream(dataset, 0, size - 1), 200, headers, media_type=media_type)

@@ -22,7 +22,11 @@ _SPEC = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
 
 class RangeNotSatisfiable(ValueError):
-    """The range asks for no byte of the file."""
+    """The range asks for no byte of the file (``size`` bytes long)."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 def validate(size: int) -> None:
@@ -51,14 +55,14 @@ def requested_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not start:  # a suffix: the last ``end`` bytes
         length = int(end)
         if length == 0 or size == 0:
-            raise RangeNotSatisfiable(f"bytes=-{end} of an empty selection")
+            raise RangeNotSatisfiable(f"bytes=-{end} selects nothing", size)
         return max(size - length, 0), size - 1
     first = int(start)
     last = int(end) if end else size - 1
     if end and last < first:
         return None  # syntactically invalid: ignored, as the RFC says
     if first >= size:
-        raise RangeNotSatisfiable(f"bytes={start}-{end} starts past the end of {size} bytes")
+        raise RangeNotSatisfiable(f"bytes={start}-{end} starts past the end of {size} bytes", size)
     return first, min(last, size - 1)
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from mess_kedro.maps import project_2d
 from mess_kedro.serving import SimilaritySearch, outside_note
 
-from .annotations import AnnotationLog, Judgement, validate
+from .annotations import AnnotationLog, Judgement, validate, validate_annotator
 from .proposals import disagreeing_pair
 from .uploads import UploadLimits
 
@@ -388,7 +388,7 @@ class ListeningRoom:
     def propose(self, aspect: str, annotator: str) -> dict:
         """A triplet worth asking ``annotator`` about in ``aspect`` (:mod:`.proposals`)."""
         keys = self._aspect_keys(aspect)
-        validate(Judgement("a", "b", "c", annotator, aspect), {"a", "b", "c"}, [aspect])
+        validate_annotator(annotator)
         done = self.annotations.judged_by(annotator)
         ids = self.collection["track_id"]
         rng = np.random.default_rng([self.settings.seed, len(done), zlib.crc32(annotator.encode())])
