@@ -204,9 +204,8 @@ class SimilaritySearch:
         self.backbone, self.indices = backbone, bundles
         self.metadata = first.metadata.reset_index(drop=True)
         self.label = first.manifest.get("label", backbone)
-        self.random_init = bool(
-            first.manifest.get("random_init")
-        )  # seeded random weights, not a trained model
+        # seeded random weights, not a trained model: labelled so wherever results are shown
+        self.random_init = bool(first.manifest.get("random_init"))
         self._manifest = first.manifest
 
     @staticmethod

@@ -15,7 +15,6 @@ Conventions
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -54,11 +53,8 @@ def validate(limits: UploadLimits) -> None:
 @contextlib.contextmanager
 def upload_folder() -> Iterator[Path]:
     """A private temporary folder, removed with everything in it on exit."""
-    folder = Path(tempfile.mkdtemp(prefix="mess-upload-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="mess-upload-", ignore_cleanup_errors=True) as folder:
+        yield Path(folder)
 
 
 def check_declared_size(content_length: str | None, limits: UploadLimits) -> None:
