@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .audio import AudioChecks, AudioReadError, AudioSignal, inspect_audio
 from .backbones import Backbone
 
 
@@ -209,3 +210,27 @@ def embed_track(
         bounds=np.asarray(bounds, dtype=np.int64),
         frames=np.concatenate(frames).astype(np.float32) if frames else None,
     )
+
+
+def load_embeddable(
+    load_audio: Callable[[], AudioSignal] | None, minimum_s: float, silence_dbfs: float
+) -> tuple[AudioSignal | None, str | None]:
+    """A prepared track loaded, or why it cannot be embedded: missing, unreadable, or failing
+    ingest's checks with one segment (``minimum_s``) as the shortest length."""
+    from kedro.io import DatasetError
+
+    if load_audio is None:
+        return None, "no prepared audio"
+    try:
+        signal = load_audio()
+    except (AudioReadError, DatasetError, OSError, RuntimeError, ValueError) as exc:
+        # A damaged file in the prepared folder is one reject, not the end of the run.
+        return None, f"unreadable prepared audio: {exc.__cause__ or exc}"
+    problem = embeddable_problem(signal, minimum_s, silence_dbfs)
+    return (None, problem) if problem else (signal, None)
+
+
+def embeddable_problem(signal: AudioSignal, minimum_s: float, silence_dbfs: float) -> str | None:
+    """Why a loaded track cannot be embedded (ingest's checks, one segment as the shortest), or ``None``."""
+    checks = AudioChecks(min_duration_s=minimum_s, min_sample_rate=1, silence_threshold_dbfs=silence_dbfs)
+    return inspect_audio(signal, checks)

@@ -3,7 +3,9 @@
 ``extract_track_embeddings`` returns one lazily computed partition per track
 that is not already cached, so the catalog computes and writes them one at a
 time (a crash loses at most the track in flight, and a rerun computes only
-what is missing). ``consolidate_embeddings`` gathers the cached partitions of
+what is missing). With ``embed.cluster`` set, the tracks are tasks on a Dask
+cluster instead, each saved into the same cache by its worker
+(:mod:`mess_kedro.distributed`). ``consolidate_embeddings`` gathers the cached partitions of
 the current tracks into one versioned embedding set.
 """
 
@@ -14,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,13 +24,15 @@ import pandas as pd
 import torch
 from kedro.io import DatasetError
 
-from mess_kedro.audio import AudioChecks, AudioReadError, AudioSignal, inspect_audio, prepare_audio
+from mess_kedro.audio import AudioSignal, prepare_audio
 from mess_kedro.backbones import Backbone, configured_backbones, load_backbone, trained_state
+from mess_kedro.distributed import EmbedTask, cluster_client, embed_on_cluster, parse_cluster, worker_runtime
 from mess_kedro.embedding import (
     EmbeddingConfig,
     TrackEmbedding,
     cpu_threads,
     embed_track,
+    load_embeddable,
     minimum_segment_s,
     resolve_precision,
     select_device,
@@ -45,26 +50,6 @@ INDEX_COLUMNS = ["track_id", "split", "group", "dataset", "composer", "work", "t
 def partition_key(backbone: str, weights_id: str, config_id: str, track_id: str) -> str:
     """Cache key of one track's embeddings: everything that changes the numbers."""
     return f"{backbone}/{weights_id}/{config_id}/{track_id}"
-
-
-def _planning_problem(
-    load_audio: Callable[[], AudioSignal] | None, minimum_s: float, silence_dbfs: float
-) -> str | None:
-    if load_audio is None:
-        return "no prepared audio"
-    try:
-        signal = load_audio()
-    except (AudioReadError, DatasetError, OSError, RuntimeError, ValueError) as exc:
-        # A damaged file in the prepared folder is one reject, not the end of the run.
-        cause = exc.__cause__ or exc
-        return f"unreadable prepared audio: {cause}"
-    return _audio_problem(signal, minimum_s, silence_dbfs)
-
-
-def _audio_problem(signal: AudioSignal, minimum_s: float, silence_dbfs: float) -> str | None:
-    """Why a prepared track cannot be embedded (ingest's checks, with one segment as minimum)."""
-    checks = AudioChecks(min_duration_s=minimum_s, min_sample_rate=1, silence_threshold_dbfs=silence_dbfs)
-    return inspect_audio(signal, checks)
 
 
 class _AudioPrefetcher:
@@ -175,52 +160,40 @@ def _plan_tracks(
     unchecked = [t for t in missing if (t, minimum) not in checked]
     # Decoding every missing track to check it is I/O and CPU work: spread it over threads.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        found = pool.map(lambda t: _planning_problem(prepared_audio.get(t), minimum, silence), unchecked)
+        found = pool.map(lambda t: load_embeddable(prepared_audio.get(t), minimum, silence)[1], unchecked)
         checked.update(zip([(t, minimum) for t in unchecked], found, strict=True))
     problems = {t: checked[(t, minimum)] for t in missing if checked[(t, minimum)]}
     return {t: prepared_audio[t] for t in missing if t not in problems}, problems
 
 
-def extract_track_embeddings(
+@dataclass
+class _BackbonePlan:
+    """One backbone's share of the run: what to compute, with which settings."""
+
+    name: str
+    options: dict[str, Any]
+    backbone: Backbone
+    config: EmbeddingConfig
+    loaders: dict[str, Callable[[], AudioSignal]]  # cache key -> the track's prepared audio
+
+
+def _plan_backbones(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
-    track_manifest: pd.DataFrame,
-    embedded_tracks: Mapping[str, Callable[[], Any]],
+    track_ids: list[str],
+    cached: set[str],
     trained_encoders: Mapping[str, Callable[[], Any]],
+    *,
     params: dict[str, Any],
-) -> tuple[dict[str, Callable[[], dict[str, np.ndarray]]], pd.DataFrame, dict[str, Any]]:
-    """Plan and (lazily) compute the embeddings each backbone still lacks.
-
-    Args:
-        prepared_audio: ``{track_id: load()}`` from ingest.
-        track_manifest: the tracks to embed.
-        embedded_tracks: what the cache already holds; an entry that does not load (a
-            file damaged outside the project: writes here are atomic) is a miss and recomputed.
-        trained_encoders: ``{checkpoint: load()}`` from ``train_encoder`` (often empty):
-            each of ``trained_backbones`` whose checkpoint is there is embedded too.
-        params: ``embed`` parameters: ``backbones`` (run name -> options:
-            backbone, seed, random_init, weights_path, trust_remote_code, checkpoint,
-            segment_s), ``segment_s`` (null: each backbone's own), ``min_segment_s``,
-            ``batch_size``, ``precision``, ``device``, ``num_threads``,
-            ``keep_frames``, ``silence_threshold_dbfs``.
-
-    Returns:
-        track_embeddings: ``{key: compute()}`` for the missing tracks only.
-        embed_rejects: tracks that cannot be embedded, with the reason.
-        embed_runs: per backbone, what produced the numbers (weights id,
-            random-init flag, config id, device, precision, shapes).
-    """
-    device = select_device(str(params["device"]))
-    threads = cpu_threads(device, params.get("num_threads"))
+    runtime: tuple[torch.device, int | None],
+    on_cluster: bool,
+) -> tuple[list[_BackbonePlan], list[dict], dict[str, Any]]:
+    """Per backbone: the tracks it still lacks (in cache-key form), its rejects and its run record."""
+    device, threads = runtime
     silence = float(params["silence_threshold_dbfs"])
-    cached = _readable_entries(embedded_tracks)
     checked: dict[tuple[str, float], str | None] = {}  # (track, minimum length) -> problem
-    outputs: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
-    rejects, runs = [], {}
-    track_ids = sorted(track_manifest["track_id"])
-    # A trained variant and its random-init twin name the same checkpoint: read each file once.
-    trained_encoders = {key: functools.cache(load) for key, load in trained_encoders.items()}
+    plans, rejects, runs = [], [], {}
     for name, options in configured_backbones(params, trained_encoders).items():
-        backbone = load_backbone(name, options, trained_state(name, options, trained_encoders)).to(device)
+        backbone = load_backbone(name, options, trained_state(name, options, trained_encoders))
         segment_s = options.get("segment_s") or params.get("segment_s") or backbone.spec.default_segment_s
         config = EmbeddingConfig(
             segment_s=float(segment_s),
@@ -235,7 +208,11 @@ def extract_track_embeddings(
             t for t in track_ids if partition_key(name, backbone.weights_id, config_id, t) not in cached
         ]
         minimum = minimum_segment_s(backbone, config)
-        plan, problems = _plan_tracks(missing, prepared_audio, checked, minimum=minimum, silence=silence)
+        if on_cluster:  # the workers check each track as they load it: the driver decodes nothing
+            plan = {t: prepared_audio[t] for t in missing if t in prepared_audio}
+            problems = {t: "no prepared audio" for t in missing if t not in prepared_audio}
+        else:
+            plan, problems = _plan_tracks(missing, prepared_audio, checked, minimum=minimum, silence=silence)
         rejects += [{"backbone": name, "track_id": t, "reason": problem} for t, problem in problems.items()]
         logger.info(
             "embed %s [%s, %s on %s]: %d tracks cached, %d to compute, %d rejected",
@@ -247,18 +224,142 @@ def extract_track_embeddings(
             len(plan),
             len(missing) - len(plan),
         )
-        progress = LazyProgress(len(plan), f"embed {backbone.label}")
         loaders = {partition_key(name, backbone.weights_id, config_id, t): load for t, load in plan.items()}
-        prefetcher = _AudioPrefetcher(loaders, backbone.spec.sample_rate)
-        for key in loaders:
+        plans.append(_BackbonePlan(name, options, backbone, config, loaders))
+    return plans, rejects, runs
+
+
+def _lazy_outputs(
+    plans: list[_BackbonePlan], runtime: tuple[torch.device, int | None]
+) -> dict[str, Callable[[], dict[str, np.ndarray]]]:
+    """In this process: one lazily computed partition per track, written by the catalog."""
+    device, threads = runtime
+    outputs = {}
+    for plan in plans:
+        backbone = plan.backbone.to(device)
+        progress = LazyProgress(len(plan.loaders), f"embed {backbone.label}")
+        prefetcher = _AudioPrefetcher(plan.loaders, backbone.spec.sample_rate)
+        for key in plan.loaders:
             outputs[key] = _embed_lazily(
                 key,
                 prefetcher,
                 backbone=backbone,
-                config=config,
+                config=plan.config,
                 device=device,
                 progress=progress,
                 threads=threads,
+            )
+    return outputs
+
+
+def _embed_on_cluster(
+    client,
+    plans: list[_BackbonePlan],
+    embedded_tracks: Mapping,
+    trained_encoders: Mapping[str, Callable[[], Any]],
+    *,
+    runtime: tuple[torch.device, int | None],
+    retries: int,
+    silence_dbfs: float,
+) -> list[dict]:
+    """On the cluster: every track a task, saved by its worker into the cache; the failures as rejects."""
+    if not hasattr(embedded_tracks, "dataset_for"):
+        raise DatasetError(
+            "embed.cluster needs embedded_tracks from the catalog (a partitioned dataset the workers write to)"
+        )
+    device, threads = runtime
+    rejects = []
+    for plan in plans:
+        checkpoint = plan.options.get("checkpoint")
+        tasks = [
+            EmbedTask(
+                key=key,
+                name=plan.name,
+                options=plan.options,
+                state=trained_encoders.get(checkpoint) if checkpoint else None,
+                load_audio=load,
+                config=plan.config,
+                device=str(device),
+                threads=threads,
+                store=embedded_tracks.dataset_for(key),
+                minimum_s=minimum_segment_s(plan.backbone, plan.config),
+                silence_dbfs=float(silence_dbfs),
+            )
+            for key, load in plan.loaders.items()
+        ]
+        progress = LazyProgress(len(tasks), f"embed {plan.backbone.label} on the cluster")
+        failed = embed_on_cluster(client, tasks, retries=retries, on_done=lambda _, s: progress.advance(s))
+        rejects += [
+            {"backbone": plan.name, "track_id": key.rsplit("/", 1)[-1], "reason": reason}
+            for key, reason in failed.items()
+        ]
+    return rejects
+
+
+def extract_track_embeddings(
+    prepared_audio: Mapping[str, Callable[[], AudioSignal]],
+    track_manifest: pd.DataFrame,
+    embedded_tracks: Mapping[str, Callable[[], Any]],
+    trained_encoders: Mapping[str, Callable[[], Any]],
+    params: dict[str, Any],
+) -> tuple[dict[str, Callable[[], dict[str, np.ndarray]]], pd.DataFrame, dict[str, Any]]:
+    """Plan and compute the embeddings each backbone still lacks: lazily in this process, or
+    on a Dask cluster (``params['cluster']``: :mod:`mess_kedro.distributed`).
+
+    Args:
+        prepared_audio: ``{track_id: load()}`` from ingest.
+        track_manifest: the tracks to embed.
+        embedded_tracks: what the cache already holds; an entry that does not load (a
+            file damaged outside the project: writes here are atomic) is a miss and recomputed.
+            On a cluster, each worker saves its tracks into it (``dataset_for(key)``).
+        trained_encoders: ``{checkpoint: load()}`` from ``train_encoder`` (often empty):
+            each of ``trained_backbones`` whose checkpoint is there is embedded too.
+        params: ``embed`` parameters: ``backbones`` (run name -> options:
+            backbone, seed, random_init, weights_path, trust_remote_code, checkpoint,
+            segment_s), ``segment_s`` (null: each backbone's own), ``min_segment_s``,
+            ``batch_size``, ``precision``, ``device``, ``num_threads``,
+            ``keep_frames``, ``silence_threshold_dbfs``, ``cluster``, ``cluster_retries``.
+
+    Returns:
+        track_embeddings: ``{key: compute()}`` for the missing tracks only (empty on a
+            cluster: the workers saved them already).
+        embed_rejects: tracks that cannot be embedded, with the reason.
+        embed_runs: per backbone, what produced the numbers (weights id,
+            random-init flag, config id, device, precision, shapes).
+    """
+    cached = _readable_entries(embedded_tracks)
+    # A trained variant and its random-init twin name the same checkpoint: read each file once.
+    trained_encoders = {key: functools.cache(load) for key, load in trained_encoders.items()}
+    track_ids = sorted(track_manifest["track_id"])
+    with cluster_client(parse_cluster(params["cluster"])) as client:
+        if client is None:
+            device = select_device(str(params["device"]))
+            runtime = (device, cpu_threads(device, params["num_threads"]))
+        else:  # the workers' device and threads: they compute, and the cache key says how
+            found = client.submit(worker_runtime, str(params["device"]), params["num_threads"]).result()
+            runtime = (torch.device(found[0]), found[1])
+        plans, rejects, runs = _plan_backbones(
+            prepared_audio,
+            track_ids,
+            cached,
+            trained_encoders,
+            params=params,
+            runtime=runtime,
+            on_cluster=client is not None,
+        )
+        if client is None:
+            outputs = _lazy_outputs(plans, runtime)
+        else:
+            outputs = {}
+            retries = int(params["cluster_retries"])
+            rejects += _embed_on_cluster(
+                client,
+                plans,
+                embedded_tracks,
+                trained_encoders,
+                runtime=runtime,
+                retries=retries,
+                silence_dbfs=params["silence_threshold_dbfs"],
             )
     for reject in rejects:
         logger.warning(
