@@ -33,7 +33,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-INDEX_KINDS = ("flat", "hnsw", "ivfpq")
+INDEX_KINDS = ("flat", "hnsw", "ivfflat", "ivfpq")
 METRICS = ("ip", "l2")
 
 
@@ -62,8 +62,25 @@ def checksum(vectors: np.ndarray, metadata: pd.DataFrame | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
+def index_kind(kind: str, rows: int, exact_below: int) -> str:
+    """The index kind for ``rows`` vectors: ``auto`` is exact (``flat``) below ``exact_below``
+    rows and ``hnsw`` from there on (``benchmarks/index_realistic.py``); any other kind as named."""
+    if kind == "auto":
+        return "flat" if rows < exact_below else "hnsw"
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"unknown index kind '{kind}'; expected auto or one of {INDEX_KINDS}")
+    return kind
+
+
 def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = None, metric: str = "ip"):
-    """A FAISS index over ``vectors`` ``[N, D]`` float32: inner product (unit rows) or exact L2 (``metric="l2"``)."""
+    """A FAISS index over ``vectors`` ``[N, D]`` float32, by inner product (unit rows) or L2
+    (``metric="l2"``, the aspect subspaces).
+
+    ``kind``: ``flat`` (exact); ``hnsw`` (``M``, ``ef_construction``, ``ef_search``);
+    ``ivfflat`` (``nlist``, ``nprobe``); ``ivfpq`` (``nlist``, ``m``, ``nbits``, ``nprobe``, and
+    ``refine``: re-rank ``refine`` × k candidates by exact distance, 0 for none).
+    ``benchmarks/index_realistic.py`` measured the defaults.
+    """
     import faiss
 
     options = options or {}
@@ -71,25 +88,33 @@ def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = 
     n, dim = data.shape
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; expected one of {METRICS}")
-    if metric == "l2":
-        index = faiss.IndexFlatL2(dim)
-    elif kind == "flat":
-        index = faiss.IndexFlatIP(dim)
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    nlist = int(options.get("nlist", max(1, min(4096, int(4 * np.sqrt(n))))))
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
     elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(options.get("M", 32)), faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = int(options.get("ef_construction", 200))
+        index = faiss.IndexHNSWFlat(dim, int(options.get("M", 32)), faiss_metric)
+        index.hnsw.efConstruction = int(options.get("ef_construction", 40))
         index.hnsw.efSearch = int(options.get("ef_search", 64))
+    elif kind == "ivfflat":
+        quantiser = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        index = faiss.IndexIVFFlat(quantiser, dim, nlist, faiss_metric)
+        index.train(data)
+        index.nprobe = int(options.get("nprobe", 16))
     elif kind == "ivfpq":
-        nlist = int(options.get("nlist", max(1, min(4096, int(4 * np.sqrt(n))))))
         m = int(options.get("m", 16 if dim % 16 == 0 else 8))
         while dim % m:
             m -= 1
-        quantiser = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFPQ(
-            quantiser, dim, nlist, m, int(options.get("nbits", 8)), faiss.METRIC_INNER_PRODUCT
-        )
-        index.train(data)
-        index.nprobe = int(options.get("nprobe", 16))
+        quantiser = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        ivf = faiss.IndexIVFPQ(quantiser, dim, nlist, m, int(options.get("nbits", 8)), faiss_metric)
+        ivf.train(data)
+        ivf.nprobe = int(options.get("nprobe", 16))
+        refine = int(options.get("refine", 0))
+        if refine:
+            index = faiss.IndexRefineFlat(ivf)
+            index.k_factor = float(refine)
+        else:
+            index = ivf
     else:
         raise ValueError(f"unknown index kind '{kind}'; expected one of {INDEX_KINDS}")
     index.add(data)

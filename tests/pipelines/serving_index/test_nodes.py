@@ -36,7 +36,13 @@ def test_every_aspect_gets_its_subspace_and_whole_layer_and_fused_methods_are_in
         {"model": {"dynamics": subspace.state()}},
         {"model": {"uniform_mean": fused.state(), "concat_pca": {}}},
         manifest,
-        {"kind": "flat", "options": {}, "fused_methods": ["uniform_mean"], "backbones": None},
+        {
+            "kind": "flat",
+            "exact_below": 10000,
+            "options": {},
+            "fused_methods": ["uniform_mean"],
+            "backbones": None,
+        },
     )
     assert sorted(bundles) == ["model/aspect-dynamics", "model/fused-uniform_mean", "model/layer-dynamics"]
     aspect = bundles["model/aspect-dynamics"]
@@ -55,5 +61,25 @@ def test_a_manifest_that_lacks_embedded_tracks_is_refused(collection):
     embeddings, subspace, _, manifest, _ = collection
     with pytest.raises(StaleInputError, match="layer_embeddings"):
         build_serving_indices(
-            embeddings, {}, {}, manifest.iloc[:-1], {"kind": "flat", "options": {}, "fused_methods": []}
+            embeddings,
+            {},
+            {},
+            manifest.iloc[:-1],
+            {"kind": "flat", "exact_below": 10000, "options": {}, "fused_methods": []},
         )
+
+
+def test_auto_is_exact_below_its_threshold_and_hnsw_from_there_for_both_metrics(collection):
+    embeddings, subspace, fused, manifest, _ = collection
+    states = ({"model": {"dynamics": subspace.state()}}, {"model": {"uniform_mean": fused.state()}})
+    params = {"kind": "auto", "options": {"hnsw": {"M": 8, "ef_construction": 40, "ef_search": 32}}}
+    params |= {"fused_methods": ["uniform_mean"], "backbones": None}
+    exact = build_serving_indices(embeddings, *states, manifest, params | {"exact_below": 21})
+    approximate = build_serving_indices(embeddings, *states, manifest, params | {"exact_below": 20})
+    for key, bundle in approximate.items():
+        assert exact[key].manifest["kind"] == "flat" and bundle.manifest["kind"] == "hnsw"
+        assert bundle.manifest["options"] == params["options"]["hnsw"]
+        # twenty tracks: HNSW finds exactly what the flat index finds
+        for row in range(20):
+            query = bundle.vectors[row]
+            np.testing.assert_array_equal(bundle.search(query, 5)[1], exact[key].search(query, 5)[1])

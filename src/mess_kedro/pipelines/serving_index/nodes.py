@@ -18,7 +18,7 @@ import pandas as pd
 from mess_kedro.consistency import require_same_tracks
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
-from mess_kedro.indexing import IndexBundle, build_index, checksum
+from mess_kedro.indexing import IndexBundle, build_index, checksum, index_kind
 from mess_kedro.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
 
 logger = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def _manifest(
         "embed_config_id": embeddings.info.get("config_id"),
         "segment_s": embeddings.info.get("segment_s"),
         "source": source,
-        "kind": "flat" if low_dimensional else kind,
-        "options": {} if low_dimensional else options,
+        "kind": kind,
+        "options": options,
         "metric": metric,
         "dim": int(vectors.shape[1]),
         "low_dimensional": low_dimensional,
@@ -88,14 +88,13 @@ def build_serving_indices(
 
     Args:
         aspect_subspaces: the primary split's aspect subspaces per backbone (fusion).
-        params: ``serving_index``: ``kind`` (flat | hnsw | ivfpq, for the
-            full-width indices), ``options`` (per kind), ``fused_methods``
+        params: ``serving_index``: ``kind`` (auto | flat | hnsw | ivfflat | ivfpq;
+            auto: exact below ``exact_below`` rows, else HNSW), ``options`` (per kind), ``fused_methods``
             (fusion methods to index), ``backbones`` (null: all).
 
     Returns:
         ``{"<backbone>/aspect-<aspect>" | "<backbone>/layer-<aspect>" | "<backbone>/fused-<method>": IndexBundle}``.
     """
-    kind, options = params["kind"], params["options"].get(params["kind"], {})
     wanted = params.get("backbones") or list(layer_embeddings.backbones)
     manifest = track_manifest.set_index("track_id")
     bundles: dict[str, IndexBundle] = {}
@@ -119,6 +118,8 @@ def build_serving_indices(
                 )
         for key, (state, source, metric) in sources.items():
             vectors = restore(state).transform(embeddings.tracks).astype("float32")
+            kind = index_kind(params["kind"], len(vectors), int(params["exact_below"]))
+            options = params["options"].get(kind, {})
             bundles[f"{name}/{key}"] = IndexBundle(
                 index=build_index(vectors, kind, options, metric),
                 metadata=metadata,
@@ -137,10 +138,10 @@ def build_serving_indices(
                 ),
             )
         logger.info(
-            "%s: %d indices (%s; aspect subspaces exact L2) over %d tracks",
+            "%s: %d indices (%s) over %d tracks",
             embeddings.label,
             len(sources),
-            kind,
+            index_kind(params["kind"], len(embeddings.track_ids), int(params["exact_below"])),
             len(embeddings.track_ids),
         )
     return bundles
