@@ -79,7 +79,8 @@ def test_the_cluster_writes_exactly_what_the_serial_run_writes(tmp_path, client,
     params = CLUSTER_PARAMS | {"cluster": "local:2"}
     outputs_c, rejects_c, runs_c = extract_track_embeddings(audio, manifest, clustered.load(), {}, params)
     assert outputs_c == {} and rejects_c.empty and rejects.empty
-    assert runs_c == runs  # same device, threads, config ids: the same cache keys
+    for name, run in runs_c.items():  # same device, threads, config ids: the same cache keys
+        assert run == runs[name] | {"cluster": "local:2"} and runs[name]["cluster"] is None
     expected, got = _arrays(tmp_path / "serial"), _arrays(tmp_path / "cluster")
     assert sorted(got) == sorted(expected) and len(got) == 12  # 6 tracks x 2 backbones
     for key in expected:
@@ -171,3 +172,12 @@ def test_without_the_catalogs_cache_the_cluster_path_says_why(tmp_path, client, 
     monkeypatch.setattr("mess_kedro.pipelines.embed.nodes.cluster_client", lambda spec: _reuse(client))
     with pytest.raises(Exception, match="embedded_tracks from the catalog"):
         extract_track_embeddings(audio, manifest, {}, {}, PARAMS | {"cluster": "local:2"})
+
+
+def test_a_local_cluster_leaves_this_process_environment_as_it_found_it():
+    """distributed sets OMP_NUM_THREADS=1 when it starts local workers; later subprocesses (the
+    next kedro run, a test's) would otherwise run torch on one thread and key their cache so."""
+    before = dict(os.environ)
+    with cluster_client(ClusterSpec(workers=1)) as client:
+        assert client.submit(os.getpid).result() != os.getpid()
+    assert dict(os.environ) == before

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -74,13 +75,20 @@ def cluster_client(spec: ClusterSpec | None) -> Iterator[Any]:
         with Client(spec.address) as client:
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    # Starting local workers sets OMP_NUM_THREADS=1 (and its kin) in this process's environment
+    # and leaves it there: every later subprocess would then run torch on one thread. Restore it.
+    environment = dict(os.environ)
+    try:
+        with (
+            LocalCluster(
+                n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 def worker_runtime(device_preference: str, num_threads: int | None) -> tuple[str, int | None]:

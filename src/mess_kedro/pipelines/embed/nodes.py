@@ -287,6 +287,7 @@ def _embed_on_cluster(
             )
             for key, load in plan.loaders.items()
         ]
+        logger.info("embed %s: %d tracks on the cluster", plan.backbone.label, len(tasks))
         progress = LazyProgress(len(tasks), f"embed {plan.backbone.label} on the cluster")
         failed = embed_on_cluster(client, tasks, retries=retries, on_done=lambda _, s: progress.advance(s))
         rejects += [
@@ -347,6 +348,8 @@ def extract_track_embeddings(
             runtime=runtime,
             on_cluster=client is not None,
         )
+        for run in runs.values():
+            run["cluster"] = params["cluster"]  # where this run computed (null: in process)
         if client is None:
             outputs = _lazy_outputs(plans, runtime)
         else:
