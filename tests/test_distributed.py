@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -75,7 +76,9 @@ def test_the_cluster_writes_exactly_what_the_serial_run_writes(tmp_path, client,
     serial.save(outputs)
 
     clustered = _cache(tmp_path / "cluster")
-    monkeypatch.setattr("mess_kedro.pipelines.embed.nodes.cluster_client", lambda spec: _reuse(client))
+    monkeypatch.setattr(
+        "mess_kedro.pipelines.embed.nodes.cluster_client", lambda spec: contextlib.nullcontext(client)
+    )
     params = CLUSTER_PARAMS | {"cluster": "local:2"}
     outputs_c, rejects_c, runs_c = extract_track_embeddings(audio, manifest, clustered.load(), {}, params)
     assert outputs_c == {} and rejects_c.empty and rejects.empty
@@ -116,7 +119,9 @@ def test_retries_a_lost_worker_and_a_track_that_keeps_failing(tmp_path, client, 
     audio = dict(audio)
     audio["t0"] = _Flaky(audio["t0"], tmp_path / "t0.tried", kill=False)
     audio["t1"] = _Flaky(audio["t1"], tmp_path / "t1.tried", kill=True)
-    monkeypatch.setattr("mess_kedro.pipelines.embed.nodes.cluster_client", lambda spec: _reuse(client))
+    monkeypatch.setattr(
+        "mess_kedro.pipelines.embed.nodes.cluster_client", lambda spec: contextlib.nullcontext(client)
+    )
     cache = _cache(tmp_path / "cache")
     params = PARAMS | {"num_threads": 1, "cluster": "local:2"}
     audio["t3"] = _Broken()
@@ -139,7 +144,9 @@ def test_a_silent_track_is_the_same_reject_on_the_cluster_as_in_process(tmp_path
     )
     params = PARAMS | {"num_threads": 1}
     _, serial, _ = extract_track_embeddings(audio, manifest, {}, {}, params)
-    monkeypatch.setattr("mess_kedro.pipelines.embed.nodes.cluster_client", lambda spec: _reuse(client))
+    monkeypatch.setattr(
+        "mess_kedro.pipelines.embed.nodes.cluster_client", lambda spec: contextlib.nullcontext(client)
+    )
     cache = _cache(tmp_path / "cache")
     _, clustered, _ = extract_track_embeddings(
         audio, manifest, cache.load(), {}, params | {"cluster": "local:2"}
@@ -154,22 +161,11 @@ def _cache_like(folder: Path):
     ).load()
 
 
-class _reuse:
-    """The module's client as cluster_client would yield it, without closing it."""
-
-    def __init__(self, client) -> None:
-        self.client = client
-
-    def __enter__(self):
-        return self.client
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
 def test_without_the_catalogs_cache_the_cluster_path_says_why(tmp_path, client, monkeypatch):
     audio, manifest = _prepared(tmp_path / "audio", count=1)
-    monkeypatch.setattr("mess_kedro.pipelines.embed.nodes.cluster_client", lambda spec: _reuse(client))
+    monkeypatch.setattr(
+        "mess_kedro.pipelines.embed.nodes.cluster_client", lambda spec: contextlib.nullcontext(client)
+    )
     with pytest.raises(Exception, match="embedded_tracks from the catalog"):
         extract_track_embeddings(audio, manifest, {}, {}, PARAMS | {"cluster": "local:2"})
 
