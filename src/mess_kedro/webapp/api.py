@@ -13,6 +13,7 @@ names. Nothing a client sends becomes a path.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from importlib import resources
@@ -114,10 +115,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, crashed)
 
 
+@functools.cache  # the package's files do not change while it runs: read each once
 def _static(name: str) -> bytes:
     return (resources.files("mess_kedro.webapp") / "static" / name).read_bytes()
 
 
+@functools.cache
 def _plotly() -> bytes:
     """plotly.js as bundled with the plotly package (no CDN: the service works offline)."""
     return (resources.files("plotly") / "package_data" / "plotly.min.js").read_bytes()
@@ -171,7 +174,6 @@ def create_app(room: ListeningRoom) -> FastAPI:
         responses={400: {"model": Error}, 404: {"model": Error}, 422: {"model": Error}},
     )
     _install_error_handlers(app)
-    plotly_js: list[bytes] = []
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -190,8 +192,7 @@ def create_app(room: ListeningRoom) -> FastAPI:
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         if name == "plotly.min.js":
-            plotly_js[:] = plotly_js or [_plotly()]
-            return Response(plotly_js[0], media_type="text/javascript")
+            return Response(_plotly(), media_type="text/javascript")
         if name not in STATIC:
             raise NotAvailable(f"no static file '{name[:80]}'")
         return Response(_static(name), media_type=STATIC[name])
