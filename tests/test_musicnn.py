@@ -129,7 +129,7 @@ def test_random_init_twin_is_labelled_and_differs():
     assert not torch.equal(twin.model.output.weight, real.model.output.weight)
 
 
-def test_log_mel_is_librosas_melspectrogram_bit_for_bit():
+def test_log_mel_is_librosas_melspectrogram():
     import librosa
 
     from mess_kedro.backbones.musicnn import HOP, N_FFT, N_MELS, SAMPLE_RATE
@@ -137,4 +137,17 @@ def test_log_mel_is_librosas_melspectrogram_bit_for_bit():
     y = (np.random.default_rng(0).normal(size=(2, SAMPLE_RATE * 3 + 17)) * 0.1).astype(np.float32)
     mel = librosa.feature.melspectrogram(y=y, sr=SAMPLE_RATE, hop_length=HOP, n_fft=N_FFT, n_mels=N_MELS)
     expected = np.log10(10000.0 * mel.astype(np.float32) + 1.0).swapaxes(-1, -2)
-    np.testing.assert_array_equal(log_mel(y), expected)
+    # torch's float32 FFT against numpy's: equal to float32 rounding of values up to about 4
+    np.testing.assert_allclose(log_mel(y), expected, rtol=0, atol=1e-5)
+
+
+def test_the_front_end_stays_float32_under_autocast():
+    from mess_kedro.backbones.musicnn import LogMelFrontEnd
+
+    y = torch.from_numpy((np.random.default_rng(1).normal(size=(2, 48000)) * 0.01).astype(np.float32))
+    front = LogMelFrontEnd()
+    plain = front(y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = front(y)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, plain, rtol=0, atol=0)

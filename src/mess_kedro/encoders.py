@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .mel import mel_power
+
 ENCODER_TYPES = ("simsiam",)
 
 
@@ -48,10 +50,7 @@ class LogMel(nn.Module):
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        spectrum = torch.stft(
-            clips, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True
-        )
-        mel = self.basis @ spectrum.abs().pow(2)
+        mel = mel_power(clips, self.window, self.basis, self.hop_length)  # torch's reflect padding
         return torch.log1p(1e4 * mel).unsqueeze(1)
 
 

@@ -66,9 +66,15 @@ class BackboneSpec:
 class Backbone:
     """A loaded model: turns a batch of equal-length waveforms into per-layer outputs.
 
-    Subclasses override :meth:`prepare` (waveform -> model input) and
-    :meth:`forward_layers`; this base class is MERT's (normalised waveform in,
-    hidden states out).
+    Three steps, so that the host does as little as possible per batch:
+
+    - :meth:`prepare` (on the host): ``[B, n]`` audio -> a float32 tensor, nothing more;
+    - :meth:`front_end` (on the model's device): the model's input features;
+    - :meth:`network`: the features -> one tensor per layer.
+
+    :meth:`forward_layers` chains the last two. This base class is MERT's (the waveform
+    normalised per clip, then the hidden states); subclasses override :meth:`front_end` and
+    :meth:`network`.
     """
 
     def __init__(
@@ -89,12 +95,21 @@ class Backbone:
         return self
 
     def prepare(self, waveforms: np.ndarray) -> torch.Tensor:
-        """``[B, n]`` -> per-waveform zero mean, unit variance: MERT's feature extractor, applied."""
-        from transformers import Wav2Vec2FeatureExtractor  # seconds to import: only when MERT runs
+        """``[B, n]`` audio -> a contiguous float32 tensor on the host (pinned and moved by the caller)."""
+        return torch.from_numpy(np.ascontiguousarray(waveforms, dtype=np.float32))
 
-        normed = Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm(list(waveforms), attention_mask=None)
-        return torch.from_numpy(np.stack(normed).astype(np.float32))
+    def front_end(self, batch: torch.Tensor) -> torch.Tensor:
+        """Per clip zero mean, unit variance (``(x - mean) / sqrt(var + 1e-7)``, population
+        variance): what MERT's ``Wav2Vec2FeatureExtractor`` does, on the batch's device, in float32."""
+        with torch.autocast(device_type=batch.device.type, enabled=False):
+            batch = batch.float()
+            variance, mean = torch.var_mean(batch, dim=-1, correction=0, keepdim=True)
+            return (batch - mean) / torch.sqrt(variance + 1e-7)
+
+    def network(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Front-end features -> one tensor per layer: ``[B, T, D_l]`` (frames) or ``[B, D_l]``."""
+        return list(self.model(features, output_hidden_states=True).hidden_states)
 
     def forward_layers(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """Prepared batch -> one tensor per layer: ``[B, T, D_l]`` (frames) or ``[B, D_l]``."""
-        return list(self.model(batch, output_hidden_states=True).hidden_states)
+        """A prepared batch, already on the model's device -> one tensor per layer."""
+        return self.network(self.front_end(batch))

@@ -9,7 +9,8 @@ files at first use (:mod:`.tf_checkpoint`, no TensorFlow) and cached under
 
 Input pipeline, as in the wheel: 16 kHz mono, mel spectrogram (512-point FFT,
 hop 256, 96 bands, librosa's defaults otherwise), ``log10(10000 * x + 1)``,
-patches of 187 frames (3 s). The wheel casts the mel spectrogram to float16
+patches of 187 frames (3 s). The spectrogram is computed in torch on the model's device
+(:class:`LogMelFrontEnd`), so the embed stage hands the device raw audio. The wheel casts the mel spectrogram to float16
 *before* the 10000x scaling, which overflows with current librosa and makes
 every patch look the same; here the compression is computed in float32.
 
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_file
+from ..mel import mel_power
 from .base import Backbone, BackboneSpec
 from .tf_checkpoint import read_checkpoint
 
@@ -103,22 +105,31 @@ def _mel_frontend() -> tuple[np.ndarray, np.ndarray]:
     return window, basis
 
 
-def log_mel(waveforms: np.ndarray) -> np.ndarray:
-    """``[B, n]`` 16 kHz audio -> ``[B, frames, 96]`` log-compressed mel spectrogram (float32).
+class LogMelFrontEnd(nn.Module):
+    """``[B, n]`` 16 kHz audio -> ``[B, frames, 96]`` log-compressed mel spectrogram, in torch.
 
-    ``librosa.feature.melspectrogram`` (centred, zero-padded frames, power 2),
-    computed step by step with numpy: bit-identical (tested), without importing librosa.
+    ``log10(10000 * mel + 1)`` of ``librosa.feature.melspectrogram`` (centred, zero-padded
+    frames, power 2, Slaney filters; tested against librosa), on the model's device and always
+    in float32: under bf16 autocast the quiet bands would round away before the log.
     """
-    window, basis = _mel_frontend()
-    y = np.asarray(waveforms, dtype=np.float32)
-    padded = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(N_FFT // 2, N_FFT // 2)])
-    n_frames = 1 + (padded.shape[-1] - N_FFT) // HOP
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[..., ::HOP, :][
-        ..., :n_frames, :
-    ]
-    power = np.abs(np.fft.rfft(frames * window, axis=-1).astype(np.complex64)) ** 2  # [B, T, F]
-    mel = np.einsum("...ft,mf->...mt", power.swapaxes(-1, -2), basis, optimize=True)
-    return np.log10(10000.0 * mel.astype(np.float32) + 1.0).swapaxes(-1, -2)
+
+    def __init__(self) -> None:
+        super().__init__()
+        window, basis = _mel_frontend()
+        # Not persistent: the converted checkpoints hold the network's weights only.
+        self.register_buffer("window", torch.as_tensor(window, dtype=torch.float32), persistent=False)
+        self.register_buffer("basis", torch.as_tensor(basis, dtype=torch.float32), persistent=False)
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=waveforms.device.type, enabled=False):
+            mel = mel_power(waveforms.float(), self.window, self.basis, HOP, pad_mode="constant")
+            return torch.log10(10000.0 * mel + 1.0).transpose(-1, -2)
+
+
+def log_mel(waveforms: np.ndarray) -> np.ndarray:
+    """:class:`LogMelFrontEnd` on the CPU for numpy audio ``[B, n]`` -> ``[B, frames, 96]``."""
+    with torch.inference_mode():
+        return LogMelFrontEnd()(torch.from_numpy(np.asarray(waveforms, dtype=np.float32))).numpy()
 
 
 def _bn(channels: int, dims: int = 2) -> nn.Module:
@@ -324,13 +335,21 @@ def converted_state_dict(checkpoint: str, architecture: str) -> tuple[dict[str, 
 
 
 class MusicnnBackbone(Backbone):
-    """A musicnn/VGG model behind the common backbone interface."""
+    """A musicnn/VGG model behind the common backbone interface; the log-mel runs on its device."""
 
-    def prepare(self, waveforms: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(log_mel(waveforms))
+    def __init__(self, spec: BackboneSpec, model: nn.Module, weights_id: str, random_init: bool) -> None:
+        super().__init__(spec, model, weights_id, random_init)
+        self.mel = LogMelFrontEnd()
 
-    def forward_layers(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        out = self.model(batch)
+    def to(self, device: torch.device) -> MusicnnBackbone:
+        self.mel.to(device)
+        return super().to(device)
+
+    def front_end(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.mel(batch)
+
+    def network(self, features: torch.Tensor) -> list[torch.Tensor]:
+        out = self.model(features)
         return [out[name] for name in self.spec.layer_names]
 
 

@@ -35,11 +35,11 @@ class SimSiamBackbone(Backbone):
         name = f"{self.spec.name}[{self.variant}]" if self.variant else self.spec.name
         return f"{name} (random-init)" if self.random_init else name
 
-    def prepare(self, waveforms: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(waveforms, dtype=np.float32))
+    def front_end(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch  # the encoder's own LogMel is part of its layers
 
-    def forward_layers(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.layers(batch)
+    def network(self, features: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.layers(features)
 
 
 SIMSIAM_SPECS = {
