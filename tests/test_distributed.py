@@ -69,7 +69,7 @@ def test_bad_cluster_specs_are_one_line_errors(spec):
         parse_cluster(spec)
 
 
-def test_the_cluster_writes_exactly_what_the_serial_run_writes(tmp_path, client, monkeypatch):
+def test_the_cluster_writes_what_the_serial_run_writes(tmp_path, client, monkeypatch):
     audio, manifest = _prepared(tmp_path / "audio")
     serial = _cache(tmp_path / "serial")
     outputs, rejects, runs = extract_track_embeddings(audio, manifest, serial.load(), {}, CLUSTER_PARAMS)
@@ -88,7 +88,11 @@ def test_the_cluster_writes_exactly_what_the_serial_run_writes(tmp_path, client,
     assert sorted(got) == sorted(expected) and len(got) == 12  # 6 tracks x 2 backbones
     for key in expected:
         for name in expected[key]:
-            np.testing.assert_array_equal(got[key][name], expected[key][name], err_msg=f"{key} {name}")
+            # In process, segments are batched across tracks; a worker batches within its track. The
+            # batch changes oneDNN's kernels, so the last float32 bit may differ: the issue allows 1e-6.
+            np.testing.assert_allclose(
+                got[key][name], expected[key][name], rtol=1e-6, atol=1e-6, err_msg=f"{key} {name}"
+            )
     # a second run finds everything cached: nothing is sent to the cluster
     again, _, _ = extract_track_embeddings(audio, manifest, clustered.load(), {}, params)
     assert again == {}

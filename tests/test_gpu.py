@@ -12,8 +12,9 @@ import torch
 
 from mess_kedro.audio import AudioSignal
 from mess_kedro.backbones import load_backbone
-from mess_kedro.embedding import EmbeddingConfig, embed_track, resolve_precision, select_device
+from mess_kedro.embedding import EmbeddingConfig, embed_track, embed_tracks, resolve_precision, select_device
 from mess_kedro.pipelines.embed.nodes import extract_track_embeddings
+from tests.conftest import project_parameters
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -59,8 +60,9 @@ def test_embed_node_runs_on_cuda_and_records_it():
     loaders = {
         tid: (lambda seed=i: AudioSignal(_clip(6.0, sr, seed), sr)) for i, tid in enumerate(manifest.track_id)
     }
-    params = {
+    params = project_parameters("embed")["embed"] | {
         "backbones": {"mert-tiny": {"seed": 0}},
+        "trained_backbones": {},
         "segment_s": 2.0,
         "min_segment_s": 1.0,
         "batch_size": 4,
@@ -73,3 +75,20 @@ def test_embed_node_runs_on_cuda_and_records_it():
     assert len(outputs) == 2 and len(rejects) == 0
     arrays = next(iter(outputs.values()))()
     assert np.isfinite(arrays["track_0"]).all()
+
+
+@pytest.mark.parametrize("name", ["mert-tiny", "musicnn-mtt"])
+def test_pipelined_batches_across_tracks_on_cuda_match_one_track_at_a_time(name):
+    """Pinned memory, asynchronous copies and one batch in flight must not mix up rows or tracks."""
+    backbone = load_backbone(name, {"seed": 1}).to(torch.device("cuda"))
+    sr = backbone.spec.sample_rate
+    segment_s = backbone.spec.default_segment_s if name.startswith("musicnn") else 1.0
+    tracks = [(f"t{i}", _clip(segment_s * (i + 1) + 0.6, sr, seed=i)) for i in range(5)]
+    config = EmbeddingConfig(segment_s=segment_s, min_segment_s=0.5, batch_size=3, precision="fp32")
+    together = list(embed_tracks(backbone, tracks, config, torch.device("cuda")))
+    assert [key for key, _ in together] == [key for key, _ in tracks]
+    for (_, samples), (key, result) in zip(tracks, together, strict=True):
+        alone = embed_track(backbone, samples, config, torch.device("cuda"))
+        for got, expected in zip(result.segments, alone.segments, strict=True):
+            scale = np.abs(expected).max() + 1e-12
+            assert np.abs(got - expected).max() / scale < 5e-3, key  # TF32 rounding at most

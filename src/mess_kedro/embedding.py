@@ -14,8 +14,10 @@ request and only for backbones whose layers share one frame shape (MERT).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -146,17 +148,208 @@ def minimum_segment_s(backbone: Backbone, config: EmbeddingConfig) -> float:
     return config.segment_s if backbone.spec.fixed_length else config.min_segment_s
 
 
-def _run(
-    backbone: Backbone, waveforms: np.ndarray, config: EmbeddingConfig, device: torch.device
-) -> list[torch.Tensor]:
-    batch = backbone.prepare(waveforms).to(device)
-    with torch.inference_mode(), autocast_context(config.precision, device):
-        return [layer.float() for layer in backbone.forward_layers(batch)]
-
-
-def _pool(layer: torch.Tensor) -> np.ndarray:
+def _pool(layer: torch.Tensor) -> torch.Tensor:
     """``[B, T, D]`` -> time mean ``[B, D]``; ``[B, D]`` stays."""
-    return (layer.mean(dim=1) if layer.ndim == 3 else layer).cpu().numpy()
+    return layer.mean(dim=1) if layer.ndim == 3 else layer
+
+
+@dataclass
+class _Batch:
+    """One batch sent to the device: which segment each row is, and its pooled layers on the way
+    back to the host (``[B, sum of widths]``, readable once ``ready`` has passed)."""
+
+    rows: list[tuple[_Track, int]]
+    pooled: torch.Tensor
+    widths: list[int]
+    ready: Any = None  # a CUDA event; None where the copy was synchronous
+    frames: np.ndarray | None = None  # [B, L, T, D], on request
+
+
+@dataclass
+class _Track:
+    """A track whose segments are in flight."""
+
+    key: Any
+    bounds: list[tuple[int, int]]
+    pooled: list[list[np.ndarray] | None]
+    frames: list[np.ndarray | None]
+    remaining: int
+
+    def result(self, keep_frames: bool) -> TrackEmbedding:
+        segments = [
+            np.stack([p[layer] for p in self.pooled]).astype(np.float32)
+            for layer in range(len(self.pooled[0]))
+        ]
+        full = [f for f in self.frames if f is not None]
+        return TrackEmbedding(
+            segments=segments,
+            track=[seg.mean(axis=0) for seg in segments],
+            bounds=np.asarray(self.bounds, dtype=np.int64),
+            frames=np.stack(full).astype(np.float32) if keep_frames and full else None,
+        )
+
+
+def _launch(
+    backbone: Backbone,
+    rows: list[tuple[_Track, int]],
+    waveforms: np.ndarray,
+    config: EmbeddingConfig,
+    device: torch.device,
+    *,
+    keep_frames: bool = False,
+) -> _Batch:
+    """Send one batch through the model (keeping its frames on request).
+
+    On CUDA nothing here waits for the device: the audio goes up from pinned memory, and the
+    pooled layers (one tensor, not one per layer) come back into pinned memory behind an event,
+    so the host prepares the next batch meanwhile."""
+    on_cuda = device.type == "cuda"
+    batch = backbone.prepare(waveforms)
+    if on_cuda:
+        batch = batch.pin_memory()
+    with torch.inference_mode(), autocast_context(config.precision, device):
+        layers = [layer.float() for layer in backbone.forward_layers(batch.to(device, non_blocking=on_cuda))]
+        pooled = torch.cat([_pool(layer) for layer in layers], dim=1)
+        frames = torch.stack(layers, dim=1).cpu().numpy() if keep_frames else None
+        ready = None
+        if on_cuda:
+            host = torch.empty(pooled.shape, dtype=pooled.dtype, pin_memory=True)
+            host.copy_(pooled, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(device))  # the model's device, whichever is current
+            pooled = host
+        else:
+            pooled = pooled.cpu()
+    return _Batch(rows, pooled, [layer.shape[-1] for layer in layers], ready, frames)
+
+
+def _land(batch: _Batch) -> None:
+    """Wait for ``batch`` to reach the host and hand each row to its track."""
+    values = batch.pooled.numpy()
+    if batch.ready is not None:
+        batch.ready.synchronize()
+        values = values.copy()  # pinned memory goes back to torch's pool; the tracks keep a copy
+    per_layer = np.split(values, np.cumsum(batch.widths)[:-1], axis=1)
+    for row, (track, segment) in enumerate(batch.rows):
+        track.pooled[segment] = [layer[row] for layer in per_layer]
+        if batch.frames is not None:
+            track.frames[segment] = batch.frames[row]
+        track.remaining -= 1
+
+
+def _open_track(backbone: Backbone, key: Any, samples: np.ndarray, config: EmbeddingConfig) -> _Track:
+    sr = backbone.spec.sample_rate
+    minimum = minimum_segment_s(backbone, config)
+    bounds = segment_bounds(len(samples), sr, config.segment_s, minimum)
+    if not bounds:
+        name = f"{key}: " if key is not None else ""
+        raise ValueError(f"{name}too short for one segment: {len(samples) / sr:.2f} s < {minimum:g} s")
+    return _Track(key, bounds, [None] * len(bounds), [None] * len(bounds), len(bounds))
+
+
+def embed_tracks(
+    backbone: Backbone,
+    tracks: Iterable[tuple[Any, np.ndarray]],
+    config: EmbeddingConfig,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[Any, TrackEmbedding]]:
+    """Embed ``(key, samples)`` tracks (mono, at ``backbone.spec.sample_rate``); yield
+    ``(key, embedding)`` in the order given, each as soon as its last segment is back.
+
+    Full-length segments are batched *across* tracks, ``config.batch_size`` at a time, so short
+    tracks still fill a batch; a shorter tail runs alone, so no padding ever reaches the model
+    (HuBERT-style group norm would see it). Batches are pipelined one deep: batch ``k + 1`` is
+    prepared and launched before batch ``k`` is read back. Each segment's numbers do not depend
+    on its batch beyond float rounding. ``progress(done, total)`` counts segments so far.
+
+    Raises
+    ------
+    ValueError
+        If a track holds no segment of the minimum length (naming its key), or frames are
+        requested from a backbone whose layers differ in shape.
+    """
+    if config.keep_frames and backbone.spec.uniform_width is None:
+        raise ValueError(f"keep_frames needs layers of one shape; {backbone.spec.name}'s differ")
+    batcher = _CrossTrackBatcher(backbone, config, device, progress)
+    for key, samples in tracks:
+        try:
+            track = _open_track(backbone, key, samples, config)
+        except ValueError:
+            yield from batcher.flush()  # the tracks before it are done: hand them over first
+            raise
+        batcher.add(track, samples)
+        yield from batcher.finished()
+    yield from batcher.flush()
+
+
+class _CrossTrackBatcher:
+    """The state of :func:`embed_tracks`: tracks in flight, full segments waiting for a batch,
+    and the one batch launched but not yet read back."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        config: EmbeddingConfig,
+        device: torch.device,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.backbone, self.config, self.device, self.progress = backbone, config, device, progress
+        self.size = int(round(config.segment_s * backbone.spec.sample_rate))
+        self.open_tracks: deque[_Track] = deque()
+        self.waiting: list[tuple[_Track, int, np.ndarray]] = []
+        self.in_flight: _Batch | None = None
+        self.done, self.seen = 0, 0  # segments
+
+    def add(self, track: _Track, samples: np.ndarray) -> None:
+        self.open_tracks.append(track)
+        self.seen += len(track.bounds)
+        for i, (s, e) in enumerate(track.bounds):
+            if e - s == self.size:
+                self.waiting.append((track, i, samples[s:e]))
+            else:
+                self.send([(track, i, samples[s:e])], full=False)
+        batch_size = self.config.batch_size
+        while len(self.waiting) >= batch_size:
+            self.send(self.waiting[:batch_size])
+            self.waiting = self.waiting[batch_size:]
+
+    def send(self, rows: list[tuple[_Track, int, np.ndarray]], full: bool = True) -> None:
+        """Launch ``rows``, then read back the batch before it (the device has the new one queued)."""
+        # Frames are kept for full-length segments only: one [S, L, T, D] array per track.
+        launched = _launch(
+            self.backbone,
+            [(track, i) for track, i, _ in rows],
+            np.stack([waveform for *_, waveform in rows]),
+            self.config,
+            self.device,
+            keep_frames=self.config.keep_frames and full,
+        )
+        self.land()
+        self.in_flight = launched
+
+    def land(self) -> None:
+        if self.in_flight is None:
+            return
+        _land(self.in_flight)
+        self.done += len(self.in_flight.rows)
+        self.in_flight = None
+        if self.progress is not None:
+            self.progress(self.done, self.seen)
+
+    def finished(self) -> Iterator[tuple[Any, TrackEmbedding]]:
+        """The complete tracks at the head of the queue, in order."""
+        while self.open_tracks and self.open_tracks[0].remaining == 0:
+            track = self.open_tracks.popleft()
+            yield track.key, track.result(self.config.keep_frames)
+
+    def flush(self) -> Iterator[tuple[Any, TrackEmbedding]]:
+        """Run what waits, read everything back, and hand over every complete track."""
+        if self.waiting:
+            self.send(self.waiting)
+            self.waiting = []
+        self.land()
+        yield from self.finished()
 
 
 def embed_track(
@@ -166,7 +359,7 @@ def embed_track(
     device: torch.device,
     progress: Callable[[int, int], None] | None = None,
 ) -> TrackEmbedding:
-    """Embed one mono track already at ``backbone.spec.sample_rate``.
+    """Embed one mono track already at ``backbone.spec.sample_rate`` (:func:`embed_tracks` of one).
 
     ``progress(done, total)`` is called with segment counts after each batch.
 
@@ -176,40 +369,8 @@ def embed_track(
         If the track holds no segment of the minimum length, or frames are
         requested from a backbone whose layers differ in shape.
     """
-    sr = backbone.spec.sample_rate
-    minimum = minimum_segment_s(backbone, config)
-    bounds = segment_bounds(len(samples), sr, config.segment_s, minimum)
-    if not bounds:
-        raise ValueError(f"too short for one segment: {len(samples) / sr:.2f} s < {minimum:g} s")
-    if config.keep_frames and backbone.spec.uniform_width is None:
-        raise ValueError(f"keep_frames needs layers of one shape; {backbone.spec.name}'s differ")
-    size = int(round(config.segment_s * sr))
-    full = [b for b in bounds if b[1] - b[0] == size]
-    partial = [b for b in bounds if b[1] - b[0] != size]
-    pooled: dict[tuple[int, int], list[np.ndarray]] = {}
-    frames = []
-    # Equal-length segments run in batches; a shorter tail runs alone, so no
-    # padding ever reaches the model (HuBERT-style group norm would see it).
-    for i in range(0, len(full), config.batch_size):
-        chunk = full[i : i + config.batch_size]
-        layers = _run(backbone, np.stack([samples[s:e] for s, e in chunk]), config, device)
-        per_layer = [_pool(layer) for layer in layers]
-        for j, bound in enumerate(chunk):
-            pooled[bound] = [p[j] for p in per_layer]
-        if config.keep_frames:
-            frames.append(torch.stack(layers, dim=1).cpu().numpy())
-        if progress is not None:
-            progress(len(pooled), len(bounds))
-    for s, e in partial:
-        pooled[(s, e)] = [p[0] for p in map(_pool, _run(backbone, samples[None, s:e], config, device))]
-    n_layers = len(pooled[bounds[0]])
-    segments = [np.stack([pooled[b][layer] for b in bounds]).astype(np.float32) for layer in range(n_layers)]
-    return TrackEmbedding(
-        segments=segments,
-        track=[seg.mean(axis=0) for seg in segments],
-        bounds=np.asarray(bounds, dtype=np.int64),
-        frames=np.concatenate(frames).astype(np.float32) if frames else None,
-    )
+    ((_, result),) = embed_tracks(backbone, [(None, samples)], config, device, progress)
+    return result
 
 
 def load_embeddable(

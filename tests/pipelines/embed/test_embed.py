@@ -1,5 +1,7 @@
 """embed: aggregation against a direct computation, rejects, resume, atomic writes."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ import mess_kedro.pipelines.embed.nodes as embed_nodes
 from mess_kedro.audio import AudioSignal
 from mess_kedro.backbones import load_backbone
 from mess_kedro.datasets import EmbeddingSetDataset, OptionalPartitionedDataset
-from mess_kedro.embedding import EmbeddingConfig, embed_track, segment_bounds
+from mess_kedro.embedding import EmbeddingConfig, embed_track, embed_tracks, segment_bounds
 from mess_kedro.pipelines.embed.nodes import consolidate_embeddings, extract_track_embeddings
 from tests.conftest import project_parameters
 
@@ -160,12 +162,16 @@ def test_resume_recomputes_only_what_is_missing(corpus, tmp_path, monkeypatch):
     victim.unlink()
 
     calls = []
-    real = embed_nodes.embed_track
-    monkeypatch.setattr(
-        embed_nodes, "embed_track", lambda b, s, c, d: calls.append(len(s)) or real(b, s, c, d)
-    )
+    real = embed_nodes.embed_tracks
+
+    def counting(backbone, tracks, config, device):
+        for key, samples in tracks:
+            calls.append(key)
+            yield from real(backbone, [(key, samples)], config, device)
+
+    monkeypatch.setattr(embed_nodes, "embed_tracks", counting)
     outputs, _, _ = run_embed(audio, manifest, store)
-    assert [k.rsplit("/", 1)[1] for k in outputs] == ["t1"] and len(calls) == 1
+    assert [k.rsplit("/", 1)[1] for k in outputs] == ["t1"] and [c.rsplit("/", 1)[1] for c in calls] == ["t1"]
     for f, (content, mtime) in before.items():
         assert f.read_bytes() == content
         if f != victim:
@@ -217,27 +223,43 @@ def test_progress_bar_starts_with_the_first_track_computed(corpus, capsys):
     assert "embed mert-tiny" in capsys.readouterr().err
 
 
-def test_prefetcher_decodes_each_track_once_ahead_of_use_and_tolerates_any_order():
-    calls = []
+@pytest.mark.parametrize("keep_frames", [False, True])
+def test_segments_are_batched_across_tracks_and_match_one_track_at_a_time(keep_frames):
+    backbone = load_backbone("mert-tiny", {"seed": 2})
+    sizes = []
+    real = backbone.forward_layers
+    backbone.forward_layers = lambda batch: sizes.append(len(batch)) or real(batch)
+    # 2 full segments + a 0.5 s tail, 2 full, 1 full + 0.7 s tail, a 0.6 s tail alone, 3 full
+    lengths = (2.5, 2.0, 1.7, 0.6, 3.0)
+    tracks = [(f"t{i}", noise(seconds, seed=i).samples) for i, seconds in enumerate(lengths)]
+    config = EmbeddingConfig(1.0, 0.5, batch_size=4, precision="fp32", keep_frames=keep_frames)
+    seen = []
+    together = list(embed_tracks(backbone, tracks, config, torch.device("cpu"), lambda *c: seen.append(c)))
+    assert [key for key, _ in together] == [key for key, _ in tracks]  # in the order given
+    # Full segments fill batches across track boundaries; each tail runs alone, never padded.
+    assert sorted(sizes) == [1, 1, 1, 4, 4] and sum(sizes) == 11
+    assert seen[-1] == (11, 11) and all(done <= total for done, total in seen)
+    for (key, samples), (_, result) in zip(tracks, together, strict=True):
+        alone = embed_track(backbone, samples, replace(config, batch_size=1), torch.device("cpu"))
+        np.testing.assert_array_equal(result.bounds, alone.bounds)
+        for got, expected in zip(result.segments + result.track, alone.segments + alone.track, strict=True):
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6, err_msg=key)
+        if keep_frames:
+            full = int((result.bounds[:, 1] - result.bounds[:, 0] == SR).sum())
+            if full == 0:  # frames are kept for full-length segments only
+                assert result.frames is None and alone.frames is None
+                continue
+            assert result.frames.shape[:2] == (full, 3)
+            np.testing.assert_allclose(result.frames, alone.frames, rtol=1e-6, atol=1e-6)
 
-    def loader(key):
-        def load():
-            calls.append(key)
-            return noise(1.0, seed=int(key[1:]), sr=SR)
 
-        return load
-
-    keys = [f"k{i}" for i in range(6)]
-    prefetcher = embed_nodes._AudioPrefetcher({k: loader(k) for k in reversed(keys)}, SR, depth=2)
-    first = prefetcher.get("k0")
-    np.testing.assert_array_equal(first.samples, noise(1.0, seed=0).samples)
-    for key in keys[1:4]:
-        assert prefetcher.get(key).samples[0] == noise(1.0, seed=int(key[1:])).samples[0]
-        assert len(prefetcher._pending) <= 2  # never more than `depth` tracks held ahead
-    prefetcher.get("k5")  # out of order: still the right track
-    prefetcher.get("k4")
-    assert sorted(calls) == keys and len(calls) == len(set(calls))  # every track decoded once
-    assert prefetcher._pool is None  # the last key shut the thread down
+def test_a_track_too_short_is_named_and_the_earlier_ones_still_come_out():
+    backbone = load_backbone("mert-tiny", {"seed": 2})
+    tracks = [("fine", noise(1.0).samples), ("tiny", noise(0.1).samples)]
+    results = embed_tracks(backbone, tracks, EmbeddingConfig(1.0, 0.5, batch_size=1), torch.device("cpu"))
+    assert next(results)[0] == "fine"
+    with pytest.raises(ValueError, match=r"tiny: too short for one segment: 0\.10 s < 0\.5 s"):
+        next(results)
 
 
 def test_planning_checks_each_track_once_per_minimum_length(corpus):

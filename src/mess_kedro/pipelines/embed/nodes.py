@@ -1,9 +1,10 @@
 """Nodes of the ``embed`` pipeline: prepared audio -> per-layer embeddings, per backbone.
 
 ``extract_track_embeddings`` returns one lazily computed partition per track
-that is not already cached, so the catalog computes and writes them one at a
-time (a crash loses at most the track in flight, and a rerun computes only
-what is missing). With ``embed.cluster`` set, the tracks are tasks on a Dask
+that is not already cached; the catalog writes them one at a time while an
+:class:`~mess_kedro.embedding_stream.EmbeddingStream` decodes and embeds the
+next ones on background threads (segments batched across tracks), so a crash
+loses at most the few tracks in flight, and a rerun computes only what is missing. With ``embed.cluster`` set, the tracks are tasks on a Dask
 cluster instead, each saved into the same cache by its worker
 (:mod:`mess_kedro.distributed`). ``consolidate_embeddings`` gathers the cached partitions of
 the current tracks into one versioned embedding set.
@@ -15,7 +16,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from mess_kedro.embedding import (
     EmbeddingConfig,
     TrackEmbedding,
     cpu_threads,
-    embed_track,
+    embed_tracks,
     load_embeddable,
     minimum_segment_s,
     resolve_precision,
@@ -39,6 +40,7 @@ from mess_kedro.embedding import (
     torch_threads,
 )
 from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.embedding_stream import EmbeddingStream
 from mess_kedro.progress import LazyProgress
 
 logger = logging.getLogger(__name__)
@@ -52,65 +54,42 @@ def partition_key(backbone: str, weights_id: str, config_id: str, track_id: str)
     return f"{backbone}/{weights_id}/{config_id}/{track_id}"
 
 
-class _AudioPrefetcher:
-    """Decodes (and resamples) the next tracks on a background thread while the
-    current one is embedded, so a GPU is not kept waiting on the CPU.
-
-    The catalog saves lazy partitions in sorted key order; ``order`` is that
-    order. At most ``depth`` decoded tracks wait in memory; a key asked for out
-    of order is simply decoded on the spot.
-    """
-
-    def __init__(
-        self, loaders: dict[str, Callable[[], AudioSignal]], sample_rate: int, depth: int = 2
-    ) -> None:
-        self._loaders, self._sample_rate, self._depth = loaders, sample_rate, depth
-        self._order = sorted(loaders)
-        self._position = {key: i for i, key in enumerate(self._order)}
-        self._pending: dict[str, Future] = {}
-        self._done: set[str] = set()
-        self._pool: ThreadPoolExecutor | None = None
-
-    def _prepare(self, key: str) -> AudioSignal:
-        return prepare_audio(self._loaders[key](), self._sample_rate)[0]
-
-    def get(self, key: str) -> AudioSignal:
-        self._done.add(key)
-        future = self._pending.pop(key, None)
-        upcoming = [k for k in self._order[self._position[key] + 1 :] if k not in self._done]
-        for next_key in upcoming[: self._depth]:
-            if next_key not in self._pending and len(self._pending) < self._depth:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-prefetch")
-                self._pending[next_key] = self._pool.submit(self._prepare, next_key)
-        signal = future.result() if future is not None else self._prepare(key)
-        if len(self._done) == len(self._order) and self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
-        return signal
-
-
 def _embed_lazily(
-    key: str,
-    prefetcher: _AudioPrefetcher,
-    *,
-    backbone: Backbone,
-    config: EmbeddingConfig,
-    device: torch.device,
-    progress: LazyProgress,
-    threads: int | None,
+    key: str, stream: EmbeddingStream, progress: LazyProgress
 ) -> Callable[[], dict[str, np.ndarray]]:
     def compute() -> dict[str, np.ndarray]:
         progress.begin()
-        signal = prefetcher.get(key)
-        # Computed when the catalog saves it, after the node returned: the thread
-        # count (part of the cache key) is set here, around the computation only.
-        with torch_threads(threads):
-            result = embed_track(backbone, signal.samples, config, device).to_arrays()
-        progress.advance(signal.duration_s)
-        return result
+        arrays, duration_s = stream.result(key)
+        progress.advance(duration_s)
+        return arrays
 
     return compute
+
+
+def _stream_for(plan: _BackbonePlan, device: torch.device, threads: int | None) -> EmbeddingStream:
+    """The plan's tracks decoded, embedded (batched across tracks) and handed over in the order
+    the catalog saves them, each stage on its own thread (:mod:`mess_kedro.embedding_stream`)."""
+    backbone, config = plan.backbone, plan.config
+    sr = backbone.spec.sample_rate
+    loaders = {
+        key: (lambda load=load: prepare_audio(load(), sr)[0].samples) for key, load in plan.loaders.items()
+    }
+
+    def embed(tracks):
+        seconds = {}
+
+        def noted(tracks):
+            for key, samples in tracks:
+                seconds[key] = len(samples) / sr
+                yield key, samples
+
+        # On the stream's thread: the thread count (part of the cache key) is set around the model only.
+        with torch_threads(threads):
+            for key, result in embed_tracks(backbone, noted(tracks), config, device):
+                yield key, (result.to_arrays(), seconds.pop(key))
+
+    # Frames are large (about 15 MB per 5 s segment): keep fewer of them waiting.
+    return EmbeddingStream(loaders, embed, lookahead=2 if config.keep_frames else 4)
 
 
 def _readable_entries(entries: Mapping[str, Callable[[], Any]]) -> set[str]:
@@ -236,19 +215,10 @@ def _lazy_outputs(
     device, threads = runtime
     outputs = {}
     for plan in plans:
-        backbone = plan.backbone.to(device)
-        progress = LazyProgress(len(plan.loaders), f"embed {backbone.label}")
-        prefetcher = _AudioPrefetcher(plan.loaders, backbone.spec.sample_rate)
-        for key in plan.loaders:
-            outputs[key] = _embed_lazily(
-                key,
-                prefetcher,
-                backbone=backbone,
-                config=plan.config,
-                device=device,
-                progress=progress,
-                threads=threads,
-            )
+        plan.backbone.to(device)
+        progress = LazyProgress(len(plan.loaders), f"embed {plan.backbone.label}")
+        stream = _stream_for(plan, device, threads)
+        outputs.update({key: _embed_lazily(key, stream, progress) for key in plan.loaders})
     return outputs
 
 
