@@ -2,14 +2,16 @@
 
 Run on demand (not part of the tests):
 
-    .venv/bin/python benchmarks/embed_throughput.py [--backbone mert-v1-95m] [--tracks 8] [--seconds 20] [--device auto]
+    .venv/bin/python benchmarks/embed_throughput.py [--backbone mert-v1-95m] [--tracks 8] [--seconds 20] [--device auto] [--repeats 3]
 
 For each precision it times, in one process and on the same audio,
-1. the raw model: forward passes over the very batches the pipeline builds
-   (normalised segments already in memory), and
-2. the pipeline: extract_track_embeddings + saving through the partitioned
+1. the raw model: forward passes over the very batches the pipeline builds (segments already
+   in memory), including the device-side front end (MERT's normalisation, musicnn's log-mel);
+2. the network alone: the same, from the front end's output computed beforehand;
+3. the pipeline: extract_track_embeddings + saving through the partitioned
    cache (FLAC decode, checks, segmenting, forward, pooling, atomic .npz write),
-then prints audio-seconds per second for both, their ratio, and the peak RSS. The
+alternating the three ``--repeats`` times, then prints the median audio-seconds per second of
+each, the median of the ratios within each alternation, and the peak RSS. The
 pipeline's time includes building the backbone (the node loads its own, about a
 second): on a GPU, use enough audio (``--tracks 128 --seconds 60``) that this
 fixed cost does not hide the per-track rate.
@@ -39,6 +41,9 @@ from mess_kedro.embedding import (
     select_device,
 )
 from mess_kedro.pipelines.embed.nodes import extract_track_embeddings
+from mess_kedro.project import project_parameters
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def make_tracks(folder: Path, count: int, seconds: float, sr: int) -> dict[str, Path]:
@@ -56,25 +61,41 @@ def make_tracks(folder: Path, count: int, seconds: float, sr: int) -> dict[str, 
     return paths
 
 
-def raw_forward(backbone, audio: list[np.ndarray], config: EmbeddingConfig, device: torch.device) -> float:
-    """Seconds spent in the model alone on the pipeline's batches."""
+def model_batches(backbone, audio: list[np.ndarray], config: EmbeddingConfig) -> list[torch.Tensor]:
+    """The batches the pipeline feeds the model: full segments batched across tracks, tails alone."""
     sr = backbone.spec.sample_rate
-    batches = []
+    size = int(round(config.segment_s * sr))
+    full, tails = [], []
     for samples in audio:
-        bounds = segment_bounds(len(samples), sr, config.segment_s, minimum_segment_s(backbone, config))
-        size = int(round(config.segment_s * sr))
-        full = [samples[s:e] for s, e in bounds if e - s == size]
-        tail = [samples[s:e] for s, e in bounds if e - s != size]
-        for i in range(0, len(full), config.batch_size):
-            batches.append(backbone.prepare(np.stack(full[i : i + config.batch_size])))
-        batches.extend(backbone.prepare(seg[None]) for seg in tail)
-    started = time.perf_counter()
+        for s, e in segment_bounds(len(samples), sr, config.segment_s, minimum_segment_s(backbone, config)):
+            (full if e - s == size else tails).append(samples[s:e])
+    batches = [
+        backbone.prepare(np.stack(full[i : i + config.batch_size]))
+        for i in range(0, len(full), config.batch_size)
+    ]
+    return batches + [backbone.prepare(seg[None]) for seg in tails]
+
+
+def raw_forward(
+    backbone,
+    batches: list[torch.Tensor],
+    config: EmbeddingConfig,
+    device: torch.device,
+    *,
+    network_only: bool = False,
+) -> float:
+    """Seconds spent in the model alone on the pipeline's batches: with its device-side front end
+    (log-mel, normalisation: part of the model's work since they run on the device), or with the
+    front end's output computed beforehand (``network_only``)."""
     with torch.inference_mode(), autocast_context(config.precision, device):
-        for batch in batches:
+        inputs = [backbone.front_end(b.to(device)) for b in batches] if network_only else batches
+        _synchronize(device)
+        started = time.perf_counter()
+        for batch in inputs:
             # Copying each batch to the device is part of the model's cost, as in the pipeline.
-            layers = backbone.forward_layers(batch.to(device))
+            layers = backbone.network(batch) if network_only else backbone.forward_layers(batch.to(device))
             [layer.float().mean(dim=1).cpu() if layer.ndim == 3 else layer.cpu() for layer in layers]
-    _synchronize(device)
+        _synchronize(device)
     return time.perf_counter() - started
 
 
@@ -92,6 +113,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU) | cpu | cuda")
     parser.add_argument("--batch-size", type=int, default=EmbeddingConfig.batch_size)
+    parser.add_argument("--repeats", type=int, default=3, help="alternated runs of each; medians reported")
     args = parser.parse_args()
 
     device = select_device(args.device)
@@ -104,34 +126,46 @@ def main() -> None:
         total_audio_s = sum(len(a) for a in audio) / sr
         manifest = pd.DataFrame({"track_id": list(paths)})
         loaders = {k: (lambda p=p: read_audio(p)) for k, p in paths.items()}
-        # Warm up kernels and allocator once, outside the timings.
         segment_s = backbone.spec.default_segment_s
         for precision in args.precisions.split(","):
             config = EmbeddingConfig(segment_s=segment_s, precision=precision, batch_size=args.batch_size)
-            raw_forward(backbone, [audio[0][: sr * 12]], config, device)
-            raw_s = raw_forward(backbone, audio, config, device)
-            cache = OptionalPartitionedDataset(
-                path=str(Path(tmp) / f"cache-{len(rows)}-{precision}"),
-                dataset="mess_kedro.datasets.NpzDataset",
-                filename_suffix=".npz",
-            )
-            params = {
+            params = project_parameters(PROJECT)["embed"] | {
                 "backbones": {args.backbone: {"seed": 0}},
+                "trained_backbones": {},
                 "precision": precision,
                 "device": str(device),
                 "segment_s": config.segment_s,
                 "batch_size": config.batch_size,
             }
-            started = time.perf_counter()
-            outputs, _, _ = extract_track_embeddings(loaders, manifest, cache.load(), params)
-            cache.save(outputs)
-            pipeline_s = time.perf_counter() - started
+            batches = model_batches(backbone, audio, config)
+            # Warm up kernels and allocator once, outside the timings.
+            raw_forward(backbone, model_batches(backbone, [audio[0][: sr * 12]], config), config, device)
+            times = {"raw": [], "network": [], "pipeline": []}
+            # Alternated, and the median of each kept: a shared machine's speed drifts between runs.
+            for repeat in range(args.repeats):
+                times["raw"].append(raw_forward(backbone, batches, config, device))
+                times["network"].append(raw_forward(backbone, batches, config, device, network_only=True))
+                cache = OptionalPartitionedDataset(
+                    path=str(Path(tmp) / f"cache-{precision}-{len(rows)}-{repeat}"),
+                    dataset="mess_kedro.datasets.NpzDataset",
+                    filename_suffix=".npz",
+                )
+                started = time.perf_counter()
+                outputs, _, _ = extract_track_embeddings(loaders, manifest, cache.load(), {}, params)
+                cache.save(outputs)
+                times["pipeline"].append(time.perf_counter() - started)
+            raw_s, network_s, pipeline_s = (
+                float(np.median(times[k])) for k in ("raw", "network", "pipeline")
+            )
             rows.append(
                 {
                     "precision": precision,
+                    "network audio-s/s": total_audio_s / network_s,
                     "raw audio-s/s": total_audio_s / raw_s,
                     "pipeline audio-s/s": total_audio_s / pipeline_s,
-                    "pipeline / raw": raw_s / pipeline_s,
+                    # ratios within each alternation, then their median: robust to the drift
+                    "pipeline / raw": float(np.median(np.divide(times["raw"], times["pipeline"]))),
+                    "pipeline / network": float(np.median(np.divide(times["network"], times["pipeline"]))),
                     "peak RSS (MB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                     **(
                         {"peak GPU memory (MB)": torch.cuda.max_memory_allocated(device) / 2**20}
