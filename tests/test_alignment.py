@@ -346,9 +346,25 @@ def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path
         "a"
     }  # the same notes: the same recording's segments
     assert summary["indices"]["m/segments-uniform_mean"]["vectors"] == 6
+    assert {b.manifest["kind"] for b in bundles.values()} == {"flat"}  # 6 segments: below exact_below
     dataset = FaissIndexSetDataset(filepath=str(tmp_path / "segments"))
     dataset.save(bundles)
     assert dataset.load()["m/segments-chroma"].manifest["source"].startswith("ordered CENS chroma")
+    # From exact_below segments on, the segment indices are HNSW, recorded as such, and answer alike.
+    params = configured("alignment", segment_methods=["uniform_mean"])
+    params["segment_index"] = params["segment_index"] | {"exact_below": 4}
+    approximate, _ = build_segment_indices(
+        embeddings,
+        {"m": {"dynamics": subspace.state()}},
+        {"m": {"uniform_mean": fused.state()}},
+        compute_segment_chroma(embeddings, audio),
+        manifest,
+        params,
+    )
+    for key, bundle in approximate.items():
+        assert bundle.manifest["kind"] == "hnsw" and bundle.manifest["options"]["M"] == 32, key
+        query = bundles[key].vectors[1]
+        np.testing.assert_array_equal(bundle.search(query, 6)[1], bundles[key].search(query, 6)[1])
 
 
 def test_only_pairs_with_prepared_audio_are_aligned_and_only_missing_tracks_are_named(caplog):

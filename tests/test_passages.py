@@ -344,3 +344,36 @@ def test_the_cli_answers_a_new_file_by_content_and_ranks_it_by_an_aspect(
     )
     assert lines[2].split()[0] == "r"  # r's segment starts nearest 4.2 s
     assert "x" not in [line.split()[0] for line in lines[2:]]  # another piece than the one recognised
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_content_matches_scores_a_pieces_segments_exactly_whatever_the_index(kind):
+    from mess_kedro.indexing import IndexBundle, build_index
+    from mess_kedro.passages import content_matches
+
+    rng = np.random.default_rng(3)
+    tracks = np.repeat([f"t{i}" for i in range(40)], 25)  # 1000 segments
+    vectors = rng.normal(size=(len(tracks), 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    starts = np.tile(np.arange(25) * 3.0, 40)
+    metadata = pd.DataFrame({"track_id": tracks, "start_s": starts, "end_s": starts + 3.0})
+    options = {"M": 4, "ef_construction": 8, "ef_search": 4}  # a deliberately poor graph
+    bundle = IndexBundle(build_index(vectors, kind, options, "ip"), metadata, vectors, {}, {"name": "m/x"})
+    query = rng.normal(size=8).astype(np.float32)
+    within = {"t3", "t7", "t21"}
+    found = content_matches(bundle, query, within)
+    # brute force: each recording's best segment by cosine, best first
+    expected = []
+    for track in within:
+        rows = np.flatnonzero(tracks == track)
+        best = rows[np.argmax(vectors[rows] @ query)]
+        expected.append((track, starts[best], float(vectors[best] @ query)))
+    expected.sort(key=lambda item: -item[2])
+    assert found["track_id"].tolist() == [t for t, _, _ in expected]
+    assert found["start_s"].tolist() == [s for _, s, _ in expected]
+    np.testing.assert_allclose(found["score"], [s for *_, s in expected], rtol=1e-5)
+    # more segments than the depth: the index is searched instead (found by the exact index alone)
+    deep = content_matches(bundle, query, set(tracks), depth=50)
+    assert len(deep) >= 1 and (
+        kind == "hnsw" or deep["score"].iloc[0] == pytest.approx((vectors @ query).max(), rel=1e-5)
+    )

@@ -256,11 +256,19 @@ def content_matches(bundle, vector: np.ndarray, within: set[str], depth: int = 5
     """The segment of each recording in ``within`` most like ``vector`` in a segment index, best first.
 
     ``bundle`` is an :class:`~mess_kedro.indexing.IndexBundle` whose metadata rows are
-    segments (``track_id``, ``start_s``, ``end_s``); the ``depth`` nearest segments are
-    searched, enough for every recording of a piece in a collection of thousands.
+    segments (``track_id``, ``start_s``, ``end_s``). Where ``within``'s recordings hold at most
+    ``depth`` segments (a piece's recordings), every one of them is scored exactly, whatever
+    the index's kind; otherwise the ``depth`` nearest segments of the index are searched.
     """
-    similarity, rows = bundle.search(np.asarray(vector, dtype=np.float32), depth)
+    query = np.asarray(vector, dtype=np.float32)
     meta = bundle.metadata.reset_index(drop=True)
+    candidates = np.flatnonzero(meta["track_id"].astype(str).isin([str(t) for t in within]).to_numpy())
+    if len(candidates) <= depth:
+        scores = np.asarray(bundle.score(candidates, query), dtype=np.float64).ravel()
+        order = np.argsort(-scores, kind="stable")
+        similarity, rows = scores[order][None], candidates[order][None]
+    else:
+        similarity, rows = bundle.search(query, depth)
     found, seen = [], set()
     for score, row in zip(similarity[0], rows[0], strict=True):
         if row < 0:

@@ -601,12 +601,23 @@ def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs 
     return pd.DataFrame(rows, columns=columns)
 
 
-def _segment_bundle(
-    name: str, key: str, backbone, vectors: np.ndarray, metadata: pd.DataFrame, *, transform, source, metric
+def _segment_bundle(  # noqa: PLR0913 - one index's ingredients, all named
+    name: str,
+    key: str,
+    backbone,
+    vectors: np.ndarray,
+    metadata: pd.DataFrame,
+    *,
+    transform,
+    source,
+    metric,
+    index: dict[str, Any],
 ):
-    from mess_kedro.indexing import IndexBundle, build_index, checksum
+    from mess_kedro.indexing import IndexBundle, build_index, checksum, index_kind
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    kind = index_kind(str(index["kind"]), len(vectors), int(index["exact_below"]))
+    options = dict(index["options"].get(kind, {}))
     manifest = {
         "name": f"{name}/{key}",
         "backbone": name,
@@ -614,13 +625,14 @@ def _segment_bundle(
         "weights_id": backbone.info.get("weights_id"),
         "random_init": bool(backbone.info.get("random_init")),
         "source": source,
-        "kind": "flat",
+        "kind": kind,
+        "options": options,
         "metric": metric,
         "dim": int(vectors.shape[1]),
         "count": int(vectors.shape[0]),
         "checksum": checksum(vectors, metadata),
     }
-    return IndexBundle(build_index(vectors, "flat", {}, metric), metadata, vectors, transform, manifest)
+    return IndexBundle(build_index(vectors, kind, options, metric), metadata, vectors, transform, manifest)
 
 
 def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
@@ -635,9 +647,11 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
 
     Metadata rows carry ``track_id``, ``start_s``, ``end_s`` (and the track's
     title, performer, piece), so a hit is a passage. Fused methods are cosine
-    indices (unit vectors), aspect subspaces exact L2 on their own scale, and
+    indices (unit vectors), aspect subspaces L2 on their own scale, and
     ``segments-chroma`` the ordered CENS-chroma content baseline (computed from
     audio, so its transform is not a layer transform: ``{"class": "chroma"}``).
+    Each index is exact below ``segment_index.exact_below`` segments and HNSW from there on
+    (``segment_index.kind: auto``; the manifest records the kind built).
 
     Returns:
         segment_indices: ``{"<backbone>/segments-<key>": IndexBundle}``.
@@ -672,7 +686,15 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
             started = time.perf_counter()
             vectors = restore(state).transform(backbone.segments)  # fusion methods: unit vectors already
             bundles[f"{name}/{key}"] = _segment_bundle(
-                name, key, backbone, vectors, metadata, transform=state, source=source, metric=metric
+                name,
+                key,
+                backbone,
+                vectors,
+                metadata,
+                transform=state,
+                source=source,
+                metric=metric,
+                index=params["segment_index"],
             )
             summary[f"{name}/{key}"] = {"build_s": round(time.perf_counter() - started, 3)}
         started = time.perf_counter()
@@ -685,6 +707,7 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
             transform={"class": "chroma", "name": "chroma", "params": {"parts": 3}},
             source="ordered CENS chroma of the segment's audio (mess_kedro.passages.segment_chroma)",
             metric="ip",
+            index=params["segment_index"],
         )
         summary[f"{name}/segments-chroma"] = {"build_s": round(time.perf_counter() - started, 3)}
     rng = np.random.default_rng(0)
