@@ -11,6 +11,8 @@ served pretrained backbone, musicnn-mtt, and from random-init MERT-95M:
 - ``musicnn-lfn``: the fused LFN embedding, cosine;
 - ``musicnn-dynamics``: the dynamics subspace's coordinates, L2;
 - ``mert-h4``: random-init MERT-95M's layer h4 (768-d), cosine;
+- ``musicnn-chroma``: the passage finder's content baseline, each segment's ordered CENS chroma
+  (36-d), cosine; needs ``kedro run --pipelines=alignment`` (not in ``all``);
 - ``clustered``: synthetic 768-d unit vectors around 1000 random centres (spread 0.35), the set
   of the issue's plain-FAISS comparison.
 
@@ -49,7 +51,10 @@ def _segments(names: list[str]) -> dict[str, tuple[np.ndarray, str]]:
     from mess_kedro.fusion import restore
     from mess_kedro.project import project_datasets
 
-    datasets = project_datasets(PROJECT, ["layer_embeddings", "fusion_models", "aspect_subspaces"])
+    wanted = ["layer_embeddings", "fusion_models", "aspect_subspaces"]
+    if "musicnn-chroma" in names:  # made by `kedro run --pipelines=alignment`
+        wanted.append("segment_chroma")
+    datasets = project_datasets(PROJECT, wanted)
     embeddings = datasets["layer_embeddings"].load()
     fusion, subspaces = datasets["fusion_models"].load(), datasets["aspect_subspaces"].load()
     musicnn, mert = embeddings.backbones["musicnn-mtt"], embeddings.backbones["mert-v1-95m"]
@@ -61,6 +66,7 @@ def _segments(names: list[str]) -> dict[str, tuple[np.ndarray, str]]:
             "l2",
         ),
         "mert-h4": lambda: (mert.segments[4], "ip"),
+        "musicnn-chroma": lambda: (datasets["segment_chroma"].load()["musicnn-mtt"], "ip"),
     }
     return {name: tuple(makers[name]()) for name in names if name in makers}
 

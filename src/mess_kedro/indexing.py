@@ -189,6 +189,14 @@ class IndexBundle:
         return np.sqrt(np.maximum(scale * (1.0 - np.asarray(similarity, dtype=np.float64)), 0.0))
 
     @cached_property
+    def rows_by_track(self) -> dict[str, np.ndarray]:
+        """Each ``track_id``'s row numbers (for a segment index: the recording's segments), found once."""
+        groups = self.metadata.reset_index(drop=True).groupby(
+            self.metadata["track_id"].astype(str).to_numpy()
+        )
+        return {str(track): np.asarray(rows) for track, rows in groups.indices.items()}
+
+    @cached_property
     def typical_gap(self) -> float:
         """How far a collection item's nearest other item usually is: the 99th percentile of
         leave-one-out nearest-neighbour distances over up to 2000 items (computed once)."""

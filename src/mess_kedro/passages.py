@@ -262,7 +262,9 @@ def content_matches(bundle, vector: np.ndarray, within: set[str], depth: int = 5
     """
     query = np.asarray(vector, dtype=np.float32)
     meta = bundle.metadata.reset_index(drop=True)
-    candidates = np.flatnonzero(meta["track_id"].astype(str).isin([str(t) for t in within]).to_numpy())
+    by_track = bundle.rows_by_track
+    parts = [by_track[str(t)] for t in within if str(t) in by_track]
+    candidates = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
     if len(candidates) <= depth:
         scores = np.asarray(bundle.score(candidates, query), dtype=np.float64).ravel()
         order = np.argsort(-scores, kind="stable")
