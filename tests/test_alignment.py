@@ -329,14 +329,13 @@ def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path
     manifest = pd.DataFrame(
         {"track_id": ids, "title": ["x", "y", "z"], "performer": "p", "group": ["g1", "g1", "g2"]}
     )
-    bundles, summary = build_segment_indices(
-        embeddings,
-        {"m": {"dynamics": subspace.state()}},
-        {"m": {"uniform_mean": fused.state()}},
-        compute_segment_chroma(embeddings, audio),
-        manifest,
-        configured("alignment", segment_methods=["uniform_mean", "lfn"]),
-    )
+    chroma = compute_segment_chroma(embeddings, audio)
+
+    def build(params):
+        subspaces, fusion = {"m": {"dynamics": subspace.state()}}, {"m": {"uniform_mean": fused.state()}}
+        return build_segment_indices(embeddings, subspaces, fusion, chroma, manifest, params)
+
+    bundles, summary = build(configured("alignment", segment_methods=["uniform_mean", "lfn"]))
     assert sorted(bundles) == ["m/segments-aspect-dynamics", "m/segments-chroma", "m/segments-uniform_mean"]
     aspect = bundles["m/segments-aspect-dynamics"]
     np.testing.assert_allclose(aspect.vectors, subspace.transform(layers), rtol=1e-5)
@@ -353,14 +352,7 @@ def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path
     # From exact_below segments on, the segment indices are HNSW, recorded as such, and answer alike.
     params = configured("alignment", segment_methods=["uniform_mean"])
     params["segment_index"] = params["segment_index"] | {"exact_below": 4}
-    approximate, _ = build_segment_indices(
-        embeddings,
-        {"m": {"dynamics": subspace.state()}},
-        {"m": {"uniform_mean": fused.state()}},
-        compute_segment_chroma(embeddings, audio),
-        manifest,
-        params,
-    )
+    approximate, _ = build(params)
     for key, bundle in approximate.items():
         assert bundle.manifest["kind"] == "hnsw" and bundle.manifest["options"]["M"] == 32, key
         query = bundles[key].vectors[1]
