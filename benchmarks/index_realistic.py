@@ -183,8 +183,10 @@ def measure_pca_rerank(name: str, data: np.ndarray, queries: np.ndarray, dims: l
     vectors as cosine does), its 100 nearest re-ranked by exact cosine, as serving re-ranks its
     candidates. Timings include the re-ranking. Caveat: the expansion is itself at most 64
     principal components plus isotropic noise, so this flatters PCA on these sets."""
+    from mess_kedro.indexing import build_index
+
     faiss.omp_set_num_threads(2)
-    _, truth = _exact_top(data, queries)
+    _, truth = build_index(data, "flat", {}, "ip").search(queries, 10)
     rows_out = []
     for dim in dims:
         started = time.perf_counter()
@@ -213,12 +215,6 @@ def measure_pca_rerank(name: str, data: np.ndarray, queries: np.ndarray, dims: l
         print(pd.DataFrame(rows_out[-2:]).to_string(index=False, header=False), flush=True)
         faiss.omp_set_num_threads(2)
     return rows_out
-
-
-def _exact_top(data: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    exact = faiss.IndexFlatIP(data.shape[1])
-    exact.add(data)
-    return exact.search(queries, 10)
 
 
 def _row(name, data, kind, options, build_s, index, p50, p99, recall) -> dict:  # noqa: PLR0917

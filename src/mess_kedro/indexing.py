@@ -72,6 +72,13 @@ def index_kind(kind: str, rows: int, exact_below: int) -> str:
     return kind
 
 
+def index_choice(settings: dict, rows: int) -> tuple[str, dict]:
+    """The kind and build options for ``rows`` vectors under ``settings`` (``globals.yml``'s
+    ``ann_index``: ``kind``, ``exact_below``, ``options`` per kind), as both index stages build them."""
+    kind = index_kind(str(settings["kind"]), rows, int(settings["exact_below"]))
+    return kind, dict(settings["options"].get(kind, {}))
+
+
 def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = None, metric: str = "ip"):
     """A FAISS index over ``vectors`` ``[N, D]`` float32, by inner product (unit rows) or L2
     (``metric="l2"``, the aspect subspaces).
@@ -91,13 +98,13 @@ def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = 
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
     nlist = int(options.get("nlist", max(1, min(4096, int(4 * np.sqrt(n))))))
     if kind == "flat":
-        index = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        index = faiss.IndexFlat(dim, faiss_metric)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, int(options.get("M", 32)), faiss_metric)
         index.hnsw.efConstruction = int(options.get("ef_construction", 40))
         index.hnsw.efSearch = int(options.get("ef_search", 64))
     elif kind == "ivfflat":
-        quantiser = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        quantiser = faiss.IndexFlat(dim, faiss_metric)
         index = faiss.IndexIVFFlat(quantiser, dim, nlist, faiss_metric)
         index.train(data)
         index.nprobe = int(options.get("nprobe", 16))
@@ -105,7 +112,7 @@ def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = 
         m = int(options.get("m", 16 if dim % 16 == 0 else 8))
         while dim % m:
             m -= 1
-        quantiser = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        quantiser = faiss.IndexFlat(dim, faiss_metric)
         ivf = faiss.IndexIVFPQ(quantiser, dim, nlist, m, int(options.get("nbits", 8)), faiss_metric)
         ivf.train(data)
         ivf.nprobe = int(options.get("nprobe", 16))

@@ -613,11 +613,10 @@ def _segment_bundle(  # noqa: PLR0913 - one index's ingredients, all named
     metric,
     index: dict[str, Any],
 ):
-    from mess_kedro.indexing import IndexBundle, build_index, checksum, index_kind
+    from mess_kedro.indexing import IndexBundle, build_index, checksum, index_choice
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    kind = index_kind(str(index["kind"]), len(vectors), int(index["exact_below"]))
-    options = dict(index["options"].get(kind, {}))
+    kind, options = index_choice(index, len(vectors))
     manifest = {
         "name": f"{name}/{key}",
         "backbone": name,

@@ -18,7 +18,7 @@ import pandas as pd
 from mess_kedro.consistency import require_same_tracks
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
-from mess_kedro.indexing import IndexBundle, build_index, checksum, index_kind
+from mess_kedro.indexing import IndexBundle, build_index, checksum, index_choice
 from mess_kedro.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
 
 logger = logging.getLogger(__name__)
@@ -118,8 +118,7 @@ def build_serving_indices(
                 )
         for key, (state, source, metric) in sources.items():
             vectors = restore(state).transform(embeddings.tracks).astype("float32")
-            kind = index_kind(params["kind"], len(vectors), int(params["exact_below"]))
-            options = params["options"].get(kind, {})
+            kind, options = index_choice(params, len(vectors))
             bundles[f"{name}/{key}"] = IndexBundle(
                 index=build_index(vectors, kind, options, metric),
                 metadata=metadata,
@@ -141,7 +140,7 @@ def build_serving_indices(
             "%s: %d indices (%s) over %d tracks",
             embeddings.label,
             len(sources),
-            index_kind(params["kind"], len(embeddings.track_ids), int(params["exact_below"])),
+            index_choice(params, len(embeddings.track_ids))[0],
             len(embeddings.track_ids),
         )
     return bundles
