@@ -175,7 +175,7 @@ class _Track:
     frames: list[np.ndarray | None]
     remaining: int
 
-    def result(self, keep_frames: bool) -> TrackEmbedding:
+    def result(self) -> TrackEmbedding:
         segments = [
             np.stack([p[layer] for p in self.pooled]).astype(np.float32)
             for layer in range(len(self.pooled[0]))
@@ -185,7 +185,7 @@ class _Track:
             segments=segments,
             track=[seg.mean(axis=0) for seg in segments],
             bounds=np.asarray(self.bounds, dtype=np.int64),
-            frames=np.stack(full).astype(np.float32) if keep_frames and full else None,
+            frames=np.stack(full).astype(np.float32) if full else None,  # kept only on request
         )
 
 
@@ -341,7 +341,7 @@ class _CrossTrackBatcher:
         """The complete tracks at the head of the queue, in order."""
         while self.open_tracks and self.open_tracks[0].remaining == 0:
             track = self.open_tracks.popleft()
-            yield track.key, track.result(self.config.keep_frames)
+            yield track.key, track.result()
 
     def flush(self) -> Iterator[tuple[Any, TrackEmbedding]]:
         """Run what waits, read everything back, and hand over every complete track."""

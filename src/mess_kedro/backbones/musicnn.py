@@ -9,10 +9,11 @@ files at first use (:mod:`.tf_checkpoint`, no TensorFlow) and cached under
 
 Input pipeline, as in the wheel: 16 kHz mono, mel spectrogram (512-point FFT,
 hop 256, 96 bands, librosa's defaults otherwise), ``log10(10000 * x + 1)``,
-patches of 187 frames (3 s). The spectrogram is computed in torch on the model's device
-(:class:`LogMelFrontEnd`), so the embed stage hands the device raw audio. The wheel casts the mel spectrogram to float16
-*before* the 10000x scaling, which overflows with current librosa and makes
-every patch look the same; here the compression is computed in float32.
+patches of 187 frames (3 s). The spectrogram is computed in torch on the model's
+device (:class:`LogMelFrontEnd`), so the embed stage hands the device raw audio.
+The wheel casts the mel spectrogram to float16 *before* the 10000x scaling, which
+overflows with current librosa and makes every patch look the same; here the
+compression is computed in float32.
 
 Layers exposed for probing (each pooled to one vector per patch; frame-level
 ones by their mean over time):

@@ -4,10 +4,11 @@
 that is not already cached; the catalog writes them one at a time while an
 :class:`~mess_kedro.embedding_stream.EmbeddingStream` decodes and embeds the
 next ones on background threads (segments batched across tracks), so a crash
-loses at most the few tracks in flight, and a rerun computes only what is missing. With ``embed.cluster`` set, the tracks are tasks on a Dask
-cluster instead, each saved into the same cache by its worker
-(:mod:`mess_kedro.distributed`). ``consolidate_embeddings`` gathers the cached partitions of
-the current tracks into one versioned embedding set.
+loses at most the few tracks in flight, and a rerun computes only what is
+missing. With ``embed.cluster`` set, the tracks are tasks on a Dask cluster
+instead, each saved into the same cache by its worker
+(:mod:`mess_kedro.distributed`). ``consolidate_embeddings`` gathers the cached
+partitions of the current tracks into one versioned embedding set.
 """
 
 from __future__ import annotations
