@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up mess-kedro on a fresh machine: system synthesizer library, a virtual
+# Set up mess-kedro on a fresh machine: system synthesizer library and SoundFont, a virtual
 # environment in .venv, torch (CPU unless one is already there), the project.
 # Idempotent: a second run only checks. Usage: bash scripts/setup.sh [--browser]
 # --browser also installs Debian's Chromium for the listening room's browser test
@@ -35,6 +35,20 @@ if ! have_fluidsynth; then
   else
     echo "[setup] please install FluidSynth (libfluidsynth) with your package manager, then rerun" >&2
     exit 1
+  fi
+fi
+
+# 1b. A second General MIDI SoundFont (FluidR3_GM): the demo renders half its renditions
+#     with it, so a map fitted on one sample set can be tested on another.
+if [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; then
+  echo "[setup] installing the FluidR3_GM SoundFont"
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends fluid-soundfont-gm
+  else
+    echo "[setup] no apt-get: put FluidR3_GM.sf2 somewhere and set demo_corpus.synth.soundfonts.FluidR3_GM" \
+      "in conf/local/parameters_ingest.yml (or drop the soundfont choice)" >&2
   fi
 fi
 

@@ -63,7 +63,8 @@ def tiny_demo_params(seed: int = 11, pieces: int = 3, performers: int = 3) -> di
     params = copy.deepcopy(project_parameters("ingest")["demo_corpus"])
     by_id = {piece["id"]: piece for piece in params["pieces"]}
     params["pieces"] = [by_id[name] for name in TINY_PIECES[:pieces]]
-    params["excerpt_seconds"] = 4
+    params["excerpt_seconds"] = 5
+    params["window_s"] = 3  # filled at the fastest tempo: 3 s x 1.45 x rubato < 5 s
     params["seed"] = seed
     params["performers"]["count"] = performers
     params["independence"] = None

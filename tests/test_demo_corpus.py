@@ -8,18 +8,27 @@ import pandas as pd
 import pretty_midi
 import pytest
 
-from mess_kedro.audio import content_hash
+from mess_kedro.audio import AudioSignal, content_hash
 from mess_kedro.datasets import AudioDataset, OptionalPartitionedDataset
 from mess_kedro.demo.performers import (
     DYNAMIC_SHAPES,
+    WindowNotFilledError,
     dynamic_curve,
     perform_excerpt,
     rubato_curve,
     score_time_map,
 )
 from mess_kedro.demo.scores import load_excerpt
-from mess_kedro.demo.synth import apply_brightness, apply_room, instrument_gain, render_midi, render_rendition
-from mess_kedro.pipelines.ingest.nodes import render_demo_corpus
+from mess_kedro.demo.synth import (
+    FADE_OUT_S,
+    apply_brightness,
+    apply_room,
+    fit_to_window,
+    instrument_gain,
+    render_midi,
+    render_rendition,
+)
+from mess_kedro.pipelines.ingest.nodes import render_demo_corpus, rendition_synth
 from tests.conftest import plain_settings, tiny_demo_params
 
 SR = 22050
@@ -95,13 +104,72 @@ def test_every_rendition_has_ground_truth_and_its_own_settings(tiny_demo, demo_p
     assert (settings["instrument"] == settings["program"].map(pretty_midi.program_to_instrument_name)).all()
 
 
-def test_faster_renditions_play_shorter_tracks(tiny_demo):
-    audio, _, _, settings, _ = tiny_demo
-    settings = settings.assign(seconds=settings["render_key"].map(lambda k: audio[k].duration_s))
+def test_every_rendition_lasts_its_window_whatever_its_tempo(tiny_demo, demo_params):
+    audio, midi, _, settings, notes = tiny_demo
+    window = demo_params["window_s"]
+    assert {audio[k].n_samples for k in settings["render_key"]} == {
+        window * demo_params["synth"]["sample_rate"]
+    }
+    assert notes["start_s"].min() >= 0 and notes["end_s"].max() <= window
+    assert all(m.get_end_time() <= window for m in midi.values())
+    # Faster renditions fit more notes into the same window; the measured tempo follows the set one.
     for _, piece in settings.groupby("piece_id"):
-        assert piece["tempo_factor"].corr(piece["seconds"], method="spearman") == pytest.approx(-1.0)
-    # The tempo a listener would measure follows the set tempo.
+        assert piece["tempo_factor"].corr(piece["n_notes"], method="spearman") > 0.4
     assert np.corrcoef(settings["tempo_qpm"], settings["realised_qpm"])[0, 1] > 0.95
+
+
+def test_a_window_the_excerpt_cannot_fill_is_refused_by_name(excerpt, plain):
+    with pytest.raises(WindowNotFilledError, match="bwv66.6.*less than the 30 s window"):
+        perform_excerpt(excerpt, plain, 0, window_s=30.0)
+
+
+def test_the_dynamic_contour_spans_the_window_not_the_score(excerpt, plain):
+    crescendo = replace(plain, dynamic_shape="crescendo", dynamic_range=40.0)
+    _, notes = perform_excerpt(excerpt, crescendo, 0, window_s=3.0)
+    assert notes["start_s"].max() < 3.0 <= notes["nominal_end_s"].max()
+    slope = np.polyfit(notes["nominal_start_s"] / 3.0, notes["velocity"], 1)[0]
+    assert slope == pytest.approx(40.0, rel=0.1)  # the whole crescendo is heard
+
+
+def test_brightness_and_room_change_the_timbre_not_the_level(excerpt, plain):
+    midi, _, _ = rendered(excerpt, plain)
+
+    def render(brightness: float, room: float):
+        return render_rendition(
+            midi, program=0, brightness=brightness, room=room, sample_rate=SR, duration_s=4.0
+        )
+
+    reference = render(0.0, 0.0)
+    assert reference.n_samples == 4 * SR and np.abs(reference.samples[-20:]).max() < 1e-3  # faded out
+    for brightness, room in ((-1.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)):
+        assert level_db(render(brightness, room)) == pytest.approx(level_db(reference), abs=0.05)
+
+
+def test_fit_to_window_cuts_with_a_fade_and_pads_with_silence():
+    signal = AudioSignal(np.ones(SR, dtype=np.float32), SR)
+    cut = fit_to_window(signal, 0.5)
+    assert (
+        cut.n_samples == SR // 2 and cut.samples[0] == 1.0 and cut.samples[-1] == pytest.approx(0.0, abs=1e-6)
+    )
+    assert np.all(np.diff(cut.samples[-int(FADE_OUT_S * SR) :]) <= 0)  # a monotone fade
+    padded = fit_to_window(signal, 2.0)
+    assert padded.n_samples == 2 * SR and padded.samples[SR - 1] == 1.0 and not padded.samples[SR:].any()
+    with pytest.raises(ValueError, match="more than 0 s"):
+        fit_to_window(signal, 0.0)
+
+
+def test_an_unknown_or_missing_soundfont_is_a_clear_error(tmp_path):
+    synth = {
+        "sample_rate": SR,
+        "gain": 0.25,
+        "soundfonts": {"TimGM6mb": None, "Other": str(tmp_path / "x.sf2")},
+    }
+    assert rendition_synth(synth, "TimGM6mb")["soundfont"] is None
+    assert rendition_synth(synth, None) == {"sample_rate": SR, "gain": 0.25}
+    with pytest.raises(ValueError, match="'Nope' is not in demo_corpus.synth.soundfonts"):
+        rendition_synth(synth, "Nope")
+    with pytest.raises(FileNotFoundError, match="'Other' not found.*fluid-soundfont-gm"):
+        rendition_synth(synth, "Other")
 
 
 def test_render_cache_renders_nothing_twice_and_keeps_files_identical(tmp_path, demo_params):

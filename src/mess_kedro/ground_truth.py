@@ -50,7 +50,7 @@ CONTINUOUS_FACTORS: dict[str, str] = {
     "brightness": "linear",
     "room": "linear",
 }
-CATEGORICAL_FACTORS = ("program", "rubato_shape", "rubato_phrase_beats", "dynamic_shape")
+CATEGORICAL_FACTORS = ("program", "soundfont", "rubato_shape", "rubato_phrase_beats", "dynamic_shape")
 LOCAL_FACTORS = ("tempo_factor", "velocity_mean", "articulation")
 MIN_LOCAL_ONSETS = 2
 

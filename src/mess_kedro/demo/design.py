@@ -92,7 +92,7 @@ def _latin_rectangle(
     n_levels: int,
     *,
     placed: Sequence[np.ndarray],
-    tries: int = 64,
+    tries: int = 256,  # four two-level factors (parities included) need ~100 draws to balance
 ) -> np.ndarray:
     """Level index per rendition: ``(performer + offset[piece]) mod n_levels``, levels in a seeded order.
 

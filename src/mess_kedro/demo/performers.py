@@ -13,7 +13,8 @@ notes) to performed seconds and MIDI velocities:
   holds back at both ends (``sin(pi*phase) - 2/pi``); ``phrase_final`` plays on
   and slows into each phrase end (``1/4 - phase**3``).
 - **dynamics**: velocity = ``velocity_mean + dynamic_range * c(p)`` plus
-  ``velocity_jitter`` noise, where ``p`` runs 0..1 over the excerpt and ``c`` is
+  ``velocity_jitter`` noise, where ``p`` runs 0..1 over what is heard (the
+  window when one is given, else the excerpt) and ``c`` is
   ``p - 1/2`` (crescendo), ``1/2 - p`` (diminuendo), ``1/2 - |2p - 1|`` (arch:
   swell and fade) or 0 (flat).
 - **articulation**: each note sounds for ``articulation`` times its written
@@ -21,6 +22,10 @@ notes) to performed seconds and MIDI velocities:
 - **timing noise**: onsets move by Gaussian noise of ``onset_jitter_ms``.
 - **timbre and room** (applied to the audio by :mod:`mess_kedro.demo.synth`):
   GM ``program``, a spectral ``brightness`` tilt and a ``room`` reverb.
+- **window**: with ``window_s``, only what starts inside the first
+  ``window_s`` seconds is played, and notes end by then. Every rendition then
+  lasts the same time whatever its tempo: a corpus whose durations follow the
+  tempo lets a search "find" tempo by reading the duration.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class RenditionSettings:
     program: int
     brightness: float
     room: float = 0.0
+    soundfont: str | None = None  # a name in the synth's ``soundfonts`` (None: the default SoundFont)
 
     def __post_init__(self) -> None:
         if self.rubato_shape not in RUBATO_SHAPES:
@@ -74,7 +80,13 @@ class RenditionSettings:
     @classmethod
     def from_row(cls, row: dict) -> RenditionSettings:
         """Settings from a design row (extra columns are ignored; numbers rounded for readability)."""
-        kinds = {"program": int, "rubato_shape": str, "dynamic_shape": str, "performer_id": str}
+        kinds = {
+            "program": int,
+            "rubato_shape": str,
+            "dynamic_shape": str,
+            "performer_id": str,
+            "soundfont": str,
+        }
         values = {}
         for field in fields(cls):
             if field.name not in row:
@@ -124,10 +136,14 @@ def score_time_map(
     return grid, seconds
 
 
+class WindowNotFilledError(ValueError):
+    """A rendition's notes end before its window does (the excerpt is too short for it)."""
+
+
 def perform_excerpt(
-    excerpt: ScoreExcerpt, settings: RenditionSettings, seed: int
+    excerpt: ScoreExcerpt, settings: RenditionSettings, seed: int, window_s: float | None = None
 ) -> tuple[pretty_midi.PrettyMIDI, pd.DataFrame]:
-    """Play ``excerpt`` as ``settings`` say.
+    """Play ``excerpt`` as ``settings`` say, the first ``window_s`` seconds only when given.
 
     Returns
     -------
@@ -137,6 +153,11 @@ def perform_excerpt(
         Per note: score onset/duration, performed ``start_s``/``end_s``, the
         rubato-only onset and written end ``nominal_start_s``/``nominal_end_s``
         (the note's written length in seconds at the local tempo) and ``velocity``.
+
+    Raises
+    ------
+    WindowNotFilledError
+        If ``window_s`` is given and the excerpt's last written note ends before it.
     """
     rng = np.random.default_rng(seed)
     qpm = excerpt.reference_qpm * settings.tempo_factor
@@ -147,9 +168,20 @@ def perform_excerpt(
     nominal_start = np.interp(onset_ql, grid, seconds)
     nominal_end = np.interp(end_ql, grid, seconds)
     jitter = rng.normal(0.0, settings.onset_jitter_ms / 1000.0, len(notes))
-    start = np.maximum(nominal_start + jitter, 0.0)
+    start = nominal_start + jitter
+    # The first sound starts at 0 s: a late first note would be a leading silence that tells the jitter.
+    start = start - (start.min() if len(start) else 0.0)
     end = start + np.maximum((nominal_end - nominal_start) * settings.articulation, _MIN_NOTE_S)
-    progress = onset_ql / excerpt.length_ql if excerpt.length_ql > 0 else np.zeros_like(onset_ql)
+    if window_s is None:
+        progress = onset_ql / excerpt.length_ql if excerpt.length_ql > 0 else np.zeros_like(onset_ql)
+    else:
+        if len(nominal_end) == 0 or float(nominal_end.max()) < window_s:
+            played = float(nominal_end.max()) if len(nominal_end) else 0.0
+            raise WindowNotFilledError(
+                f"excerpt '{excerpt.piece_id}' plays only {played:.2f} s at tempo factor "
+                f"{settings.tempo_factor:g}, less than the {window_s:g} s window: raise excerpt_seconds"
+            )
+        progress = np.clip(nominal_start / window_s, 0.0, 1.0)
     velocity = (
         settings.velocity_mean
         + settings.dynamic_range * dynamic_curve(progress, settings.dynamic_shape)
@@ -157,15 +189,25 @@ def perform_excerpt(
     )
     velocity = np.clip(np.round(velocity), 1, 127).astype(int)
 
-    midi = pretty_midi.PrettyMIDI(initial_tempo=qpm)
-    instrument = pretty_midi.Instrument(program=settings.program, name=settings.performer_id)
-    pitches = notes["pitch"].to_numpy(int)
-    for s, e, p, v in zip(start, end, pitches, velocity, strict=True):
-        instrument.notes.append(pretty_midi.Note(velocity=int(v), pitch=int(p), start=float(s), end=float(e)))
-    midi.instruments.append(instrument)
     performed = notes.assign(
         nominal_start_s=nominal_start, nominal_end_s=nominal_end, start_s=start, end_s=end, velocity=velocity
     )
+    if window_s is not None:
+        performed = performed[performed["start_s"] < window_s - _MIN_NOTE_S].copy()
+        performed["end_s"] = np.minimum(performed["end_s"], window_s)
+        performed = performed.reset_index(drop=True)
+    midi = pretty_midi.PrettyMIDI(initial_tempo=qpm)
+    instrument = pretty_midi.Instrument(program=settings.program, name=settings.performer_id)
+    for row in performed[["start_s", "end_s", "pitch", "velocity"]].itertuples(index=False):
+        instrument.notes.append(
+            pretty_midi.Note(
+                velocity=int(row.velocity),
+                pitch=int(row.pitch),
+                start=float(row.start_s),
+                end=float(row.end_s),
+            )
+        )
+    midi.instruments.append(instrument)
     return midi, performed
 
 

@@ -97,6 +97,9 @@ def load_excerpt(
     notes = score_notes(score)
     if notes.empty:
         raise ValueError(f"'{corpus_path}' holds no notes")
+    # The first note plays at time 0: a leading rest (an upbeat) would last 1/tempo seconds,
+    # so a corpus's leading silence would tell its tempo.
+    notes["onset_ql"] -= float(notes["onset_ql"].min())
     if onset_rate:
         length_ql = onset_rate_excerpt_length(notes, max(2, int(round(excerpt_seconds * onset_rate))))
         reference_qpm = 60.0 * length_ql / excerpt_seconds

@@ -15,6 +15,11 @@ Signal chain of one rendition (:func:`render_rendition`):
    instrument drawn.
 3. :func:`apply_brightness`: a first-order high shelf of +-9 dB at 1.5 kHz.
 4. :func:`apply_room`: pedalboard's reverb (Freeverb), dry .. reverberant.
+5. The RMS level is brought back to what it was before 3 and 4, so that
+   brightness and room change the timbre and the tail, never the level: a
+   level that followed them would let "dynamics" rank by brightness.
+6. With ``duration_s``, :func:`fit_to_window` cuts (with a short fade) or
+   pads the audio to exactly that length.
 
 :func:`render_fingerprint` hashes everything that changes the audio (the
 excerpt, the settings, the SoundFont's bytes, the versions of FluidSynth,
@@ -37,9 +42,10 @@ import pretty_midi
 from mess_kedro.audio import AudioSignal
 
 _INT16_FULL_SCALE = 32768.0
-# Bump when anything below changes the rendered audio for the same inputs.
-RENDER_VERSION = "2"
+# Bump when anything here or in performers.py changes the rendered audio for the same inputs.
+RENDER_VERSION = "4"
 REFERENCE_LEVEL_DBFS = -28.0  # RMS of the calibration phrase at velocity 80, after instrument_gain
+FADE_OUT_S = 0.05  # a window's cut fades out over this long (no click)
 
 
 def default_soundfont() -> Path:
@@ -161,6 +167,24 @@ def instrument_gain(program: int, sample_rate: int, soundfont: str | None, synth
     return 10.0 ** (REFERENCE_LEVEL_DBFS / 20.0) / rms
 
 
+def _rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+
+
+def fit_to_window(signal: AudioSignal, duration_s: float, fade_s: float = FADE_OUT_S) -> AudioSignal:
+    """Exactly ``duration_s`` seconds of ``signal``: cut with a raised-cosine fade-out, or padded with zeros."""
+    n = int(round(duration_s * signal.sample_rate))
+    if n <= 0:
+        raise ValueError(f"a window must last more than 0 s, got {duration_s}")
+    samples = np.zeros(n, dtype=np.float32)
+    kept = signal.samples[:n]
+    samples[: len(kept)] = kept
+    if signal.n_samples > n:
+        fade = min(n, int(round(fade_s * signal.sample_rate)))
+        samples[n - fade :] *= (0.5 * (1.0 + np.cos(np.linspace(0.0, np.pi, fade)))).astype(np.float32)
+    return AudioSignal(samples, signal.sample_rate)
+
+
 def render_rendition(
     midi: pretty_midi.PrettyMIDI,
     *,
@@ -170,12 +194,26 @@ def render_rendition(
     sample_rate: int,
     soundfont: str | None = None,
     synth_gain: float = 0.25,
+    duration_s: float | None = None,
 ) -> AudioSignal:
-    """FluidSynth, level calibration per instrument, brightness, room: one rendition's audio."""
+    """FluidSynth, level calibration per instrument, brightness and room at a kept level, window.
+
+    With ``duration_s`` the result lasts exactly that long (see :func:`fit_to_window`).
+    """
     audio = render_midi(midi, sample_rate, soundfont, synth_gain)
     gain = instrument_gain(int(program), int(sample_rate), soundfont, float(synth_gain))
     audio = AudioSignal((audio.samples * gain).astype(np.float32), audio.sample_rate)
-    return apply_room(apply_brightness(audio, brightness), room)
+    heard = (
+        (lambda signal: signal)
+        if duration_s is None
+        else functools.partial(fit_to_window, duration_s=duration_s)
+    )
+    level = _rms(heard(audio).samples)
+    shaped = heard(apply_room(apply_brightness(audio, brightness), room))
+    after = _rms(shaped.samples)
+    if level > 0 and after > 0:
+        shaped = AudioSignal((shaped.samples * (level / after)).astype(np.float32), shaped.sample_rate)
+    return shaped
 
 
 @functools.lru_cache(maxsize=16)

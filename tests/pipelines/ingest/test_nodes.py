@@ -150,7 +150,7 @@ def test_demo_tracks_flow_through_with_ground_truth(tiny_demo, demo_params):
     original = audio[one["audio_key"]]
     assert prepared[one["track_id"]]().samples.std() == pytest.approx(original.samples.std(), rel=0.05)
 
-    summary = summarise_ingest(manifest, rejects, truth, demo_params)
+    summary = summarise_ingest(manifest, rejects, truth, demo_params=demo_params)
     assert summary["tracks"] == 9 and summary["performers"] == 3 and summary["pieces"] == 3
     assert summary["minutes_of_audio"] == pytest.approx(manifest["duration_s"].sum() / 60, abs=0.01)
     # The independence of the accepted renditions' factors is written into the summary.
@@ -160,6 +160,9 @@ def test_demo_tracks_flow_through_with_ground_truth(tiny_demo, demo_params):
         and 0 <= check["max_abs_spearman"] <= 1
         and "instrument_max_eta_squared" in check
     )
+    # Fixed-length windows: the duration predicts no factor, and the audit says so.
+    assert manifest["duration_s"].nunique() == 1
+    assert set(summary["demo_leaks"]["associations"]["duration_s"].values()) == {0.0}
 
 
 def test_prepared_audio_roundtrips_through_the_dataset(tmp_path):
@@ -223,6 +226,8 @@ def test_ground_truth_without_the_demo_is_empty_not_an_error(tmp_path):
     empty = pd.DataFrame({"source_key": pd.Series(dtype="object")})  # what a disabled demo hands on
     truth, notes = index_ground_truth(empty, empty, manifest)
     assert truth.empty and notes.empty
-    summary = summarise_ingest(manifest, rejects, truth, project_parameters("ingest")["demo_corpus"])
+    summary = summarise_ingest(
+        manifest, rejects, truth, demo_params=project_parameters("ingest")["demo_corpus"]
+    )
     assert "demo_independence" not in summary
     assert (summary["pieces"], summary["unknown_piece"], summary["unknown_performer"]) == (0, 3, 3)

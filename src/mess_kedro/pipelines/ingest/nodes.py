@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from mess_kedro.demo.design import draw_design, independence_report, validate_in
 from mess_kedro.demo.performers import RenditionSettings, perform_excerpt, realised_expression
 from mess_kedro.demo.scores import load_excerpt
 from mess_kedro.demo.synth import render_fingerprint, render_rendition
+from mess_kedro.leaks import leak_report, segment_count, silence_edges, validate_leaks
 from mess_kedro.progress import LazyProgress
 from mess_kedro.sources import RECORD_COLUMNS, AudioCollection, empty_records
 from mess_kedro.splits import assign_group_splits, check_enough_groups, composition_group
@@ -41,7 +43,30 @@ logger = logging.getLogger(__name__)
 REJECT_COLUMNS = ["source_key", "source_path", "dataset", "reason"]
 
 
-def _render_track(midi, settings: RenditionSettings, synth: Mapping[str, Any]) -> AudioSignal:
+def rendition_synth(synth: Mapping[str, Any], soundfont: str | None) -> dict[str, Any]:
+    """The synthesizer settings of one rendition: ``soundfont`` resolved to a file (None: the default).
+
+    ``synth["soundfonts"]`` maps names to files (null: TimGM6mb, bundled with
+    pretty_midi); a rendition without a ``soundfont`` setting uses ``synth["soundfont"]``.
+    """
+    chosen = {k: v for k, v in synth.items() if k != "soundfonts"}
+    if soundfont is None:
+        return chosen
+    known = synth.get("soundfonts") or {}
+    if soundfont not in known:
+        raise ValueError(f"SoundFont '{soundfont}' is not in demo_corpus.synth.soundfonts {sorted(known)}")
+    path = known[soundfont]
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(
+            f"SoundFont '{soundfont}' not found at {path}: install it (Debian: apt-get install "
+            "fluid-soundfont-gm; bash scripts/setup.sh does) or change demo_corpus.synth.soundfonts"
+        )
+    return chosen | {"soundfont": path}
+
+
+def _render_track(
+    midi, settings: RenditionSettings, synth: Mapping[str, Any], window_s: float | None
+) -> AudioSignal:
     audio = render_rendition(
         midi,
         program=settings.program,
@@ -50,6 +75,7 @@ def _render_track(midi, settings: RenditionSettings, synth: Mapping[str, Any]) -
         sample_rate=int(synth["sample_rate"]),
         soundfont=synth.get("soundfont"),
         synth_gain=float(synth["gain"]),
+        duration_s=window_s,
     )
     peak = float(np.max(np.abs(audio.samples))) if audio.n_samples else 0.0
     if peak >= 0.999:
@@ -141,7 +167,8 @@ def render_demo_corpus(
 
     Args:
         params: ``demo_corpus`` parameters: ``enabled``, ``seed``,
-            ``excerpt_seconds``, ``onset_rate``, ``pieces``, ``performers``
+            ``excerpt_seconds``, ``onset_rate``, ``window_s`` (every rendition's
+            length; null: as long as it plays), ``pieces``, ``performers``
             (count, share, style), ``factors``, ``choices``, ``independence``, ``synth``.
         demo_audio_cached, demo_midi_cached: what the render cache holds (keys only).
 
@@ -169,6 +196,7 @@ def render_demo_corpus(
         100 * report.get("instrument_max_eta_squared", 0.0),
     )
     synth, seed = dict(params["synth"]), int(params["seed"])
+    window_s = None if params.get("window_s") is None else float(params["window_s"])
     excerpts = _load_excerpts(params)
     audio, midi_files, records, truth, notes = {}, {}, [], [], []
     for row in design.to_dict("records"):
@@ -180,17 +208,19 @@ def render_demo_corpus(
         track_seed = int(
             np.random.SeedSequence([seed, row["piece_index"], row["performer_index"]]).generate_state(1)[0]
         )
+        chosen_synth = rendition_synth(synth, settings.soundfont)
         key = render_fingerprint(
             excerpt.notes[["onset_ql", "duration_ql", "pitch", "part"]].to_numpy(),
-            settings.as_dict() | {"seed": track_seed, "reference_qpm": excerpt.reference_qpm},
-            synth,
+            settings.as_dict()
+            | {"seed": track_seed, "reference_qpm": excerpt.reference_qpm, "window_s": window_s},
+            chosen_synth,
         )
-        midi, performed = perform_excerpt(excerpt, settings, track_seed)
+        midi, performed = perform_excerpt(excerpt, settings, track_seed, window_s)
         source_key = f"{excerpt.piece_id}/{settings.performer_id}"
         if key not in demo_midi_cached:
             midi_files[key] = midi
         if key not in demo_audio_cached:
-            audio[key] = partial(_render_track, midi, settings, synth)
+            audio[key] = partial(_render_track, midi, settings, chosen_synth, window_s)
         records.append(_demo_record(source_key, key, excerpt, settings))
         truth.append(_demo_truth(source_key, key, excerpt, settings, performed))
         notes.append(performed.assign(source_key=source_key))
@@ -296,6 +326,13 @@ def _track_row(track_id: str, record: dict, signal: AudioSignal, *, has_midi: bo
         "original_sample_rate": signal.sample_rate,
         "channels": signal.n_channels,
         "rms_dbfs": round(rms_dbfs(to_mono(signal.samples)), 2),
+        **dict(
+            zip(
+                ("leading_silence_s", "trailing_silence_s"),
+                (round(v, 3) for v in silence_edges(to_mono(signal.samples), signal.sample_rate)),
+                strict=True,
+            )
+        ),
         "peak": round(float(np.max(np.abs(signal.samples))), 4),
         "has_midi": has_midi,
         "prepared_sample_rate": rate,
@@ -452,17 +489,69 @@ def index_ground_truth(
     )
 
 
+STRAY_SCALARS = ("duration_s", "leading_silence_s", "trailing_silence_s", "rms_dbfs", "peak")
+
+
+def _segment_lengths(embed_params: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{backbone: (segment_s, shortest segment kept)}`` for every configured backbone."""
+    from mess_kedro.backbones import get_spec
+
+    lengths = {}
+    for name, options in (embed_params.get("backbones") or {}).items():
+        spec = get_spec((options or {}).get("backbone") or name)
+        segment_s = float(
+            (options or {}).get("segment_s") or embed_params.get("segment_s") or spec.default_segment_s
+        )
+        lengths[name] = (segment_s, segment_s if spec.fixed_length else float(embed_params["min_segment_s"]))
+    return lengths
+
+
+def audit_leaks(
+    manifest: pd.DataFrame,
+    performance_ground_truth: pd.DataFrame,
+    demo_params: Mapping[str, Any],
+    audit: Mapping[str, Any] | None,
+    embed_params: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Whether a stray scalar of the demo tracks predicts a factor (see :mod:`mess_kedro.leaks`).
+
+    Scalars: duration, the segment count under each configured backbone's
+    segmentation, leading and trailing silence, RMS level, peak. Raises
+    :class:`mess_kedro.leaks.LeakError` if one predicts a factor it does not
+    carry beyond ``audit``'s thresholds (``None``: report only).
+    """
+    tracks = performance_ground_truth[["track_id"]].merge(manifest, on="track_id", how="left")
+    scalars = tracks[[c for c in STRAY_SCALARS if c in tracks]].copy()
+    for name, (segment_s, minimum) in _segment_lengths(embed_params).items():
+        scalars[f"segments:{name}"] = [segment_count(d, segment_s, minimum) for d in tracks["duration_s"]]
+    continuous = [f for f in demo_params["factors"] if f in performance_ground_truth]
+    categorical = [c for c in demo_params["choices"] if c in performance_ground_truth]
+    audit = dict(audit or {})
+    report = leak_report(
+        scalars, performance_ground_truth, continuous, categorical, carriers=audit.get("carriers")
+    )
+    report["thresholds"] = {k: audit.get(k) for k in ("max_abs_spearman", "max_eta_squared")}
+    if audit:
+        validate_leaks(report, audit.get("max_abs_spearman"), audit.get("max_eta_squared"), categorical)
+    return report
+
+
 def summarise_ingest(
     manifest: pd.DataFrame,
     rejects: pd.DataFrame,
     performance_ground_truth: pd.DataFrame,
+    *,
     demo_params: dict[str, Any],
+    ingest_params: dict[str, Any] | None = None,
+    embed_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A short report of what ingest produced, logged and saved as JSON.
 
     With demo tracks, ``demo_independence`` measures how independent the
     factors of the accepted renditions are (see
-    :func:`mess_kedro.demo.design.independence_report`).
+    :func:`mess_kedro.demo.design.independence_report`), and ``demo_leaks``
+    whether a stray scalar predicts one (:func:`audit_leaks`, with
+    ``ingest_params["leak_audit"]``): the run stops if one does.
     """
     summary = {
         "tracks": int(len(manifest)),
@@ -489,6 +578,13 @@ def summarise_ingest(
             [c for c in demo_params["choices"] if c in design],
             demo_params["performers"]["style"],
         ) | {"thresholds": demo_params.get("independence")}
+        summary["demo_leaks"] = audit_leaks(
+            manifest,
+            performance_ground_truth,
+            demo_params,
+            (ingest_params or {}).get("leak_audit"),
+            embed_params or {},
+        )
     logger.info(
         "Ingest: %d tracks, %d performers, %d pieces, %.1f min of audio, splits %s, %d rejected",
         summary["tracks"],
@@ -504,5 +600,12 @@ def summarise_ingest(
             "Demo factors: largest |Spearman| %.3f, instrument explains <= %.1f%% of any factor",
             check["max_abs_spearman"],
             100 * check.get("instrument_max_eta_squared", 0.0),
+        )
+        worst = max(summary["demo_leaks"]["worst"].items(), key=lambda item: item[1]["value"])
+        logger.info(
+            "Demo leak audit: the stray scalar that best predicts a factor it does not carry is %s (%s, %.3f)",
+            worst[0],
+            worst[1]["factor"],
+            worst[1]["value"],
         )
     return summary

@@ -47,7 +47,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=summarise_ingest,
-                inputs=["track_manifest", "ingest_rejects", "performance_ground_truth", "params:demo_corpus"],
+                inputs={
+                    "manifest": "track_manifest",
+                    "rejects": "ingest_rejects",
+                    "performance_ground_truth": "performance_ground_truth",
+                    "demo_params": "params:demo_corpus",
+                    "ingest_params": "params:ingest",
+                    "embed_params": "params:embed",
+                },
                 outputs="ingest_summary",
                 name="summarise_ingest",
             ),
