@@ -23,8 +23,8 @@ def sine(freq: float, seconds: float = 4.0, amp=0.5) -> np.ndarray:
     return (np.asarray(amp) * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def test_there_are_22_targets():
-    assert len(TARGETS) == 22 and len(AUDIO_TARGETS) == 15 and len(MIDI_TARGETS) == 7
+def test_there_are_27_targets():
+    assert len(TARGETS) == 27 and len(AUDIO_TARGETS) == 20 and len(MIDI_TARGETS) == 7
 
 
 @pytest.mark.parametrize("bpm", [90.0, 120.0])

@@ -1,4 +1,4 @@
-"""The 22 proxy targets: measurable stand-ins for expressive aspects.
+"""The 27 proxy targets: measurable stand-ins for expressive aspects.
 
 Audio targets take a mono signal (float32 ``[n]``, any rate); MIDI targets take
 the performed notes of a ``pretty_midi.PrettyMIDI``, optionally cut to a time
@@ -21,6 +21,13 @@ diminuendo_strength  falling slope of that line, dB/s (0 if rising)
 harmonic_complexity  mean normalised entropy of the chroma vector (0 one pitch class, 1 all)
 attack_slopes        mean onset-strength peak: how steeply energy rises at onsets
 attack_sharpness     onset-envelope peak over its mean level at onsets (impulsiveness)
+loudness_lufs        dynamics as level: integrated loudness, LUFS (BS.1770-4)
+onset_rate           tempo: note events per second (superflux-style onsets)
+sounding_fraction    articulation: share of time a note is sounding (about the duty cycle)
+spectral_slope       brightness relative to pitch: dB/octave through the spectral peaks
+decay_time           room: reverberation time T60 of the envelope's free decays, s
+                     (the five above: :mod:`mess_kedro.aspect_proxies`, built to
+                     follow one aspect each and tested on signals of known answer)
 phrase_regularity    1 - coefficient of variation of intervals between level minima
                      of the 1 s-smoothed RMS envelope (phrase boundaries); needs >= 8 s
 num_phrases          phrase boundaries per minute, same boundaries; needs >= 8 s
@@ -40,6 +47,7 @@ import warnings
 
 import numpy as np
 
+from .aspect_proxies import ASPECT_PROXIES, aspect_proxies
 from .features import HOP, FrameAnalysis, analyse
 
 AUDIO_TARGETS = (
@@ -58,6 +66,7 @@ AUDIO_TARGETS = (
     "attack_sharpness",
     "phrase_regularity",
     "num_phrases",
+    *ASPECT_PROXIES,
 )
 MIDI_TARGETS = (
     "rubato",
@@ -76,6 +85,7 @@ TARGET_GROUPS = {
     "harmony": ("harmonic_complexity",),
     "articulation": ("attack_slopes", "attack_sharpness"),
     "phrasing": ("phrase_regularity", "num_phrases"),
+    "aspect_proxies": ASPECT_PROXIES,
     "midi_expression": MIDI_TARGETS,
 }
 MIN_PHRASE_SECONDS = 8.0
@@ -85,7 +95,7 @@ _CHORD_S = 0.05
 def audio_targets(
     samples: np.ndarray | None = None, sr: int | None = None, *, analysis: FrameAnalysis | None = None
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """The 15 audio targets of one signal, and a reason for each that is NaN.
+    """The 20 audio targets of one signal, and a reason for each that is NaN.
 
     Give ``samples`` and ``sr``, or a precomputed ``analysis`` of them (the
     proxy-targets stage shares one with the classic descriptors).
@@ -134,6 +144,9 @@ def audio_targets(
         p = chroma / np.maximum(chroma.sum(axis=0, keepdims=True), 1e-12)
         entropy = -(p * np.log(np.maximum(p, 1e-12))).sum(axis=0) / np.log(12)
         values["harmonic_complexity"] = float(np.mean(entropy))
+    proxies, proxy_reasons = aspect_proxies(samples, sr)
+    values |= proxies
+    reasons |= proxy_reasons
     if duration < MIN_PHRASE_SECONDS:
         reasons["phrase_regularity"] = reasons["num_phrases"] = f"shorter than {MIN_PHRASE_SECONDS:g} s"
     else:

@@ -1,7 +1,7 @@
 """Nodes of the ``probing`` pipeline: grouped-CV ridge probes per backbone, layer and target.
 
 For every backbone of the embedding set and both levels (whole tracks; embedded
-segments), every layer is probed for all 22 proxy targets and, on the demo
+segments), every layer is probed for all 27 proxy targets and, on the demo
 corpus, every ground-truth factor (``truth:<factor>``) at once
 (:func:`mess_kedro.probes.ridge_probe`), with folds grouped by composition.
 Beside each result: a shuffled-target control (targets permuted across rows,

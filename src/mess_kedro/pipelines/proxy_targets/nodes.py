@@ -1,6 +1,6 @@
 """Nodes of the ``proxy_targets`` pipeline: what each track and segment measurably is.
 
-- the 22 proxy targets (:mod:`mess_kedro.targets`) per track and per embedded
+- the 27 proxy targets (:mod:`mess_kedro.targets`) per track and per embedded
   segment, and their check against the demo's known settings;
 - the classic descriptors (:mod:`mess_kedro.descriptors`), the handcrafted
   baseline, on the same tracks and spans (one spectral analysis serves both);
@@ -57,7 +57,7 @@ def compute_track_targets(
     track_manifest: pd.DataFrame,
     midi_sources: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The 22 targets and the classic descriptors of every whole track.
+    """The 27 targets and the classic descriptors of every whole track.
 
     Args:
         track_midi: per track, the notes its MIDI targets read (its own MIDI or a transcription).
@@ -112,7 +112,7 @@ def compute_segment_targets(
     track_midi: Mapping[str, Callable[[], Any]],
     layer_embeddings: EmbeddingSet,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The 22 targets and the classic descriptors of every embedded segment, aligned with the segment index.
+    """The 27 targets and the classic descriptors of every embedded segment, aligned with the segment index.
 
     Spans shared by several backbones (a model and its random-init twin) are
     computed once.
