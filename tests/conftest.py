@@ -91,6 +91,8 @@ def write_tiny_project(root: Path) -> Path:
         "parameters_ingest": {
             "demo_corpus": tiny_demo_params(pieces=6),
             "splits": splits | {"repeat_seeds": [2027]},
+            # Eighteen renditions correlate by chance: the leak audit reports, never stops.
+            "ingest": project_parameters("ingest", resolved=False)["ingest"] | {"leak_audit": None},
         }
     }
     embed = project_parameters("embed", resolved=False)["embed"]
@@ -117,6 +119,9 @@ def write_tiny_project(root: Path) -> Path:
     encoder["training"] |= {"epochs": 2, "batch_size": 4}
     local["parameters_train_encoder"] = {"train_encoder": encoder}
     local["globals"] = {"decodable_r2": -1.0e9}
+    serving = project_parameters("serving_index", resolved=False)["serving_index"]
+    serving["aspect_gate"] = {"min_selectivity": -1.0, "unmeasured": "serve"}  # the plumbing needs aspects
+    local["parameters_serving_index"] = {"serving_index": serving}
     for name, content in local.items():
         with open(root / "conf" / "local" / f"{name}.yml", "w") as f:
             yaml.safe_dump(content, f)

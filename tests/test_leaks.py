@@ -6,7 +6,7 @@ import pytest
 
 from mess_kedro.embedding import segment_bounds
 from mess_kedro.leaks import LeakError, leak_report, segment_count, silence_edges, validate_leaks
-from mess_kedro.pipelines.ingest.nodes import audit_leaks
+from mess_kedro.pipelines.ingest.nodes import audit_demo_tracks, audit_leaks
 
 SR = 24000
 
@@ -89,10 +89,12 @@ def test_mismatched_tables_and_unknown_factors_are_refused():
 
 def _audit_inputs(durations):
     truth = corpus()
+    truth = truth.assign(source_key=truth["track_id"].map(lambda t: f"piece/{t}"))
     manifest = pd.DataFrame(
         {
-            "track_id": truth["track_id"],
-            "duration_s": durations(truth),
+            "source_key": truth["source_key"][::-1].to_numpy(),  # matched by key, not by order
+            "track_id": truth["track_id"][::-1].to_numpy(),
+            "duration_s": durations(truth)[::-1],
             "leading_silence_s": 0.0,
             "trailing_silence_s": 0.0,
             "rms_dbfs": -30.0,
@@ -120,6 +122,16 @@ def test_ingest_audit_stops_a_corpus_whose_durations_track_the_tempo():
 
 def test_ingest_audit_passes_fixed_length_windows():
     manifest, truth, demo, embed = _audit_inputs(lambda t: np.full(len(t), 6.0))
-    report = audit_leaks(manifest, truth, demo, {"max_abs_spearman": 0.1, "max_eta_squared": 0.05}, embed)
-    assert all(w["value"] == 0.0 for w in report["worst"].values())
+    ingest = {"leak_audit": {"max_abs_spearman": 0.1, "max_eta_squared": 0.05}}
+    tracks, report = audit_demo_tracks(
+        manifest, truth, demo_params=demo, ingest_params=ingest, embed_params=embed
+    )
+    assert tracks is manifest and all(w["value"] == 0.0 for w in report["worst"].values())
     assert {"segments:mert-v1-95m", "segments:musicnn-mtt"} <= set(report["associations"])
+    # A collection without demo tracks has nothing to audit.
+    assert (
+        audit_demo_tracks(
+            manifest, truth.iloc[:0], demo_params=demo, ingest_params=ingest, embed_params=embed
+        )[1]
+        == {}
+    )

@@ -10,6 +10,7 @@ from mess_kedro.audio import AudioSignal, read_audio, write_audio
 from mess_kedro.datasets import AudioCollectionDataset
 from mess_kedro.pipelines.ingest.nodes import (
     assign_splits,
+    audit_demo_tracks,
     index_ground_truth,
     prepare_recordings,
     summarise_ingest,
@@ -162,7 +163,21 @@ def test_demo_tracks_flow_through_with_ground_truth(tiny_demo, demo_params):
     )
     # Fixed-length windows: the duration predicts no factor, and the audit says so.
     assert manifest["duration_s"].nunique() == 1
-    assert set(summary["demo_leaks"]["associations"]["duration_s"].values()) == {0.0}
+    _, audit = audit_demo_tracks(
+        manifest,
+        settings,
+        demo_params=demo_params,
+        ingest_params={"leak_audit": None},  # nine renditions correlate by chance: report only
+        embed_params=project_parameters("embed")["embed"],
+    )
+    assert set(audit["associations"]["duration_s"].values()) == {0.0}
+    assert "segments:musicnn-mtt" in audit["associations"]
+    assert (
+        summarise_ingest(manifest, rejects, truth, demo_params=demo_params, demo_leak_audit=audit)[
+            "demo_leaks"
+        ]
+        == audit
+    )
 
 
 def test_prepared_audio_roundtrips_through_the_dataset(tmp_path):

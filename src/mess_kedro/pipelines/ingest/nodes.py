@@ -507,33 +507,62 @@ def _segment_lengths(embed_params: Mapping[str, Any]) -> dict[str, tuple[float, 
 
 
 def audit_leaks(
-    manifest: pd.DataFrame,
-    performance_ground_truth: pd.DataFrame,
+    tracks: pd.DataFrame,
+    ground_truth: pd.DataFrame,
     demo_params: Mapping[str, Any],
     audit: Mapping[str, Any] | None,
     embed_params: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Whether a stray scalar of the demo tracks predicts a factor (see :mod:`mess_kedro.leaks`).
 
-    Scalars: duration, the segment count under each configured backbone's
+    ``tracks`` and ``ground_truth`` are matched by ``source_key``. Scalars:
+    duration, the segment count under each configured backbone's
     segmentation, leading and trailing silence, RMS level, peak. Raises
     :class:`mess_kedro.leaks.LeakError` if one predicts a factor it does not
     carry beyond ``audit``'s thresholds (``None``: report only).
     """
-    tracks = performance_ground_truth[["track_id"]].merge(manifest, on="track_id", how="left")
+    truth = ground_truth.merge(tracks[["source_key"]], on="source_key", how="inner")
+    tracks = truth[["source_key"]].merge(tracks, on="source_key", how="left")
     scalars = tracks[[c for c in STRAY_SCALARS if c in tracks]].copy()
     for name, (segment_s, minimum) in _segment_lengths(embed_params).items():
         scalars[f"segments:{name}"] = [segment_count(d, segment_s, minimum) for d in tracks["duration_s"]]
-    continuous = [f for f in demo_params["factors"] if f in performance_ground_truth]
-    categorical = [c for c in demo_params["choices"] if c in performance_ground_truth]
+    continuous = [f for f in demo_params["factors"] if f in truth]
+    categorical = [c for c in demo_params["choices"] if c in truth]
     audit = dict(audit or {})
-    report = leak_report(
-        scalars, performance_ground_truth, continuous, categorical, carriers=audit.get("carriers")
-    )
+    report = leak_report(scalars, truth, continuous, categorical, carriers=audit.get("carriers"))
     report["thresholds"] = {k: audit.get(k) for k in ("max_abs_spearman", "max_eta_squared")}
     if audit:
         validate_leaks(report, audit.get("max_abs_spearman"), audit.get("max_eta_squared"), categorical)
     return report
+
+
+def audit_demo_tracks(
+    ingested_tracks: pd.DataFrame,
+    demo_settings: pd.DataFrame,
+    *,
+    demo_params: dict[str, Any],
+    ingest_params: dict[str, Any],
+    embed_params: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Stop the run before anything is embedded if a stray scalar of the demo predicts a factor.
+
+    Returns the tracks unchanged (splits and embedding wait for this node) and
+    the audit (:func:`audit_leaks` with ``ingest_params["leak_audit"]``; empty
+    without demo tracks).
+    """
+    if len(demo_settings) < 2 or not demo_params.get("factors") or "source_key" not in demo_settings:
+        return ingested_tracks, {}
+    report = audit_leaks(
+        ingested_tracks, demo_settings, demo_params, ingest_params.get("leak_audit"), embed_params
+    )
+    worst = max(report["worst"].items(), key=lambda item: item[1]["value"])
+    logger.info(
+        "Demo leak audit: the stray scalar that best predicts a factor it does not carry is %s (%s, %.3f)",
+        worst[0],
+        worst[1]["factor"],
+        worst[1]["value"],
+    )
+    return ingested_tracks, report
 
 
 def summarise_ingest(
@@ -542,16 +571,15 @@ def summarise_ingest(
     performance_ground_truth: pd.DataFrame,
     *,
     demo_params: dict[str, Any],
-    ingest_params: dict[str, Any] | None = None,
-    embed_params: dict[str, Any] | None = None,
+    demo_leak_audit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A short report of what ingest produced, logged and saved as JSON.
 
     With demo tracks, ``demo_independence`` measures how independent the
     factors of the accepted renditions are (see
     :func:`mess_kedro.demo.design.independence_report`), and ``demo_leaks``
-    whether a stray scalar predicts one (:func:`audit_leaks`, with
-    ``ingest_params["leak_audit"]``): the run stops if one does.
+    whether a stray scalar predicts one (:func:`audit_demo_tracks`, which
+    stops the run before anything is embedded if one does).
     """
     summary = {
         "tracks": int(len(manifest)),
@@ -578,13 +606,8 @@ def summarise_ingest(
             [c for c in demo_params["choices"] if c in design],
             demo_params["performers"]["style"],
         ) | {"thresholds": demo_params.get("independence")}
-        summary["demo_leaks"] = audit_leaks(
-            manifest,
-            performance_ground_truth,
-            demo_params,
-            (ingest_params or {}).get("leak_audit"),
-            embed_params or {},
-        )
+        if demo_leak_audit:
+            summary["demo_leaks"] = demo_leak_audit
     logger.info(
         "Ingest: %d tracks, %d performers, %d pieces, %.1f min of audio, splits %s, %d rejected",
         summary["tracks"],
@@ -600,12 +623,5 @@ def summarise_ingest(
             "Demo factors: largest |Spearman| %.3f, instrument explains <= %.1f%% of any factor",
             check["max_abs_spearman"],
             100 * check.get("instrument_max_eta_squared", 0.0),
-        )
-        worst = max(summary["demo_leaks"]["worst"].items(), key=lambda item: item[1]["value"])
-        logger.info(
-            "Demo leak audit: the stray scalar that best predicts a factor it does not carry is %s (%s, %.3f)",
-            worst[0],
-            worst[1]["factor"],
-            worst[1]["value"],
         )
     return summary

@@ -4,6 +4,7 @@ from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
     assign_splits,
+    audit_demo_tracks,
     index_ground_truth,
     prepare_recordings,
     render_demo_corpus,
@@ -34,8 +35,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="prepare_recordings",
             ),
             Node(
+                func=audit_demo_tracks,
+                inputs={
+                    "ingested_tracks": "ingested_tracks",
+                    "demo_settings": "demo_settings",
+                    "demo_params": "params:demo_corpus",
+                    "ingest_params": "params:ingest",
+                    "embed_params": "params:embed",
+                },
+                outputs=["audited_tracks", "demo_leak_audit"],
+                name="audit_demo_tracks",
+            ),
+            Node(
                 func=assign_splits,
-                inputs=["ingested_tracks", "params:splits"],
+                inputs=["audited_tracks", "params:splits"],
                 outputs=["track_manifest", "track_splits"],
                 name="assign_splits",
             ),
@@ -52,8 +65,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "rejects": "ingest_rejects",
                     "performance_ground_truth": "performance_ground_truth",
                     "demo_params": "params:demo_corpus",
-                    "ingest_params": "params:ingest",
-                    "embed_params": "params:embed",
+                    "demo_leak_audit": "demo_leak_audit",
                 },
                 outputs="ingest_summary",
                 name="summarise_ingest",
