@@ -9,9 +9,13 @@ For one backbone (or the classic descriptors) and one aspect:
 1. **Supervision** ``Y`` ``[N, T]``: the aspect's ground-truth factor where the
    training tracks have it (the demo corpus; ``T = 1``), else its proxy targets
    (any audio; ``T`` = 1-3). Standardised on the training tracks.
-2. **Layer choice**, on the training tracks only: every layer's grouped-CV R²
-   for ``Y`` (:func:`mess_kedro.probes.ridge_probe`, folds by composition);
-   the ``n_layers`` best layers (by mean R² over ``Y``'s columns) are kept.
+2. **Layer choice**, on the training tracks only: every layer's pooled
+   out-of-fold R² for ``Y`` (:func:`mess_kedro.probes.ridge_probe`, folds by
+   composition), averaged over three seeded assignments of compositions to
+   folds; the ``n_layers`` best layers (by mean R² over ``Y``'s columns) are
+   kept, and the share of assignments that alone would choose the same layers
+   is reported (``layer_choice_agreement``), with the map's out-of-fold error
+   in the supervision's units (``cv_rmse``).
 3. **Map**: ridge regression from the standardised, concatenated kept layers to
    ``Y`` (scikit-learn ``RidgeCV``, a strength per target by efficient
    leave-one-out over the grid).
@@ -49,10 +53,11 @@ import pandas as pd
 
 from .fusion import FusionMethod, register
 from .ground_truth import PREFIX
-from .probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe
+from .probes import DEFAULT_ALPHAS, grouped_folds, pooled_r2, ridge_probe
 
 logger = logging.getLogger(__name__)
 MIN_TRAIN_ROWS = 12
+REPEATS = 3  # fold assignments the layer choice is averaged over
 MIN_TRAIN_GROUPS = 3
 AXIS_FLOOR = 0.05
 
@@ -94,17 +99,49 @@ def aspect_supervision(
 
 
 def rank_layers(
-    layers: list[np.ndarray], Y: np.ndarray, groups: np.ndarray, n_folds: int = 5, alphas=DEFAULT_ALPHAS
+    layers: list[np.ndarray],
+    Y: np.ndarray,
+    groups: np.ndarray,
+    n_folds: int = 5,
+    *,
+    alphas=DEFAULT_ALPHAS,
+    repeats: int = REPEATS,
 ) -> np.ndarray:
-    """Mean grouped-CV R² ``[L, T]`` of each layer for each column of ``Y`` (rows: training tracks only)."""
-    folds = grouped_folds(groups, n_folds)
-    scores = []
-    for X in layers:
-        r2 = ridge_probe(X, Y, folds, tuple(alphas)).r2
-        with warnings.catch_warnings():  # a column no fold could score stays NaN: expected, not a problem
-            warnings.simplefilter("ignore", RuntimeWarning)
-            scores.append(np.nanmean(r2, axis=0))
-    return np.stack(scores)
+    """Pooled out-of-fold R² ``[R, L, T]`` of each layer for each column of ``Y``, for each of
+    ``repeats`` seeded assignments of compositions to folds (rows: training tracks only).
+
+    Pooled, not the mean of per-fold R²: folds of two or three tracks made single
+    folds score -8000 and sank real layers. Repeated: one fold assignment made
+    the chosen layers flip when the same groups were dealt differently.
+    """
+    return np.stack(
+        [
+            np.stack([pooled_r2(Y, ridge_probe(X, Y, folds, tuple(alphas)).predictions) for X in layers])
+            for folds in (grouped_folds(groups, n_folds, seed) for seed in range(int(repeats)))
+        ]
+    )
+
+
+def choice_agreement(scores: np.ndarray, chosen: list[int], n_layers: int) -> float:
+    """Share of fold assignments (``scores`` ``[R, L]``) whose own best ``n_layers`` are ``chosen``."""
+    wanted = set(chosen)
+    agree = [
+        set(np.argsort(-np.nan_to_num(row, nan=-np.inf), kind="stable")[:n_layers].tolist()) == wanted
+        for row in scores
+    ]
+    return float(np.mean(agree)) if agree else float("nan")
+
+
+def out_of_fold_rmse(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, n_folds: int) -> list[float]:
+    """Root-mean-square error per column of ``Y`` of a grouped-CV ridge map from ``X``, in ``Y``'s units."""
+    predictions = ridge_probe(X, Y, grouped_folds(groups, n_folds, 0), tuple(DEFAULT_ALPHAS)).predictions
+    errors = []
+    for t in range(Y.shape[1]):
+        keep = np.isfinite(Y[:, t]) & np.isfinite(predictions[:, t])
+        errors.append(
+            float(np.sqrt(np.mean((Y[keep, t] - predictions[keep, t]) ** 2))) if keep.any() else float("nan")
+        )
+    return errors
 
 
 @register
@@ -138,6 +175,7 @@ class AspectSubspace(FusionMethod):
         self.x_scale = np.where(self.x_scale > 1e-12, self.x_scale, 1.0)
         y_scale = Y.std(0)
         y_scale = np.where(y_scale > 1e-12, y_scale, 1.0)
+        self.y_mean, self.y_scale = Y.mean(0), y_scale  # to read coordinates back in the supervision's units
         model = RidgeCV(alphas=np.asarray(DEFAULT_ALPHAS), alpha_per_target=True)
         model.fit((X - self.x_mean) / self.x_scale, (Y - Y.mean(0)) / y_scale)
         self.coef = np.atleast_2d(model.coef_).T  # [D, T]
@@ -158,6 +196,17 @@ class AspectSubspace(FusionMethod):
     def transform(self, layers) -> np.ndarray:
         return (self._predict(layers) - self.centre) @ self.axes
 
+    def values_of(self, coordinates: np.ndarray) -> np.ndarray | None:
+        """``[N, T]`` supervision values (its own units) that ``transform`` coordinates stand for.
+
+        Exact where every axis was kept (one supervising column always is);
+        otherwise the least-squares reading. ``None`` for a subspace saved before
+        the supervision's scale was kept.
+        """
+        from .aspect_units import subspace_values
+
+        return subspace_values(vars(self), coordinates)
+
     def state(self) -> dict:
         """Plain data: numbers and nested lists (JSON-safe); :meth:`from_state` rebuilds it."""
         data = {
@@ -170,7 +219,7 @@ class AspectSubspace(FusionMethod):
     def from_state(cls, state: Mapping[str, Any]) -> AspectSubspace:
         params = dict(state["params"])
         method = cls(params["aspect"], params["supervision"], params["layer_indices"], params["layer_names"])
-        arrays = ("x_mean", "x_scale", "coef", "intercept", "alpha", "axes", "centre")
+        arrays = ("x_mean", "x_scale", "coef", "intercept", "alpha", "axes", "centre", "y_mean", "y_scale")
         for key, value in params.items():
             setattr(method, key, np.asarray(value, dtype=np.float64) if key in arrays else value)
         return method
@@ -236,14 +285,17 @@ def fit_subspaces(
                 "skipped": f"{int(rows.sum())} training rows in {len(np.unique(groups[rows]))} compositions"
             }
             continue
-        layer_score = np.nanmean(scores[:, idx], axis=1)
+        with warnings.catch_warnings():  # a column no fold could score stays NaN: expected
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per_repeat = np.nanmean(scores[:, :, idx], axis=2)  # [R, L]
+            layer_score = np.nanmean(per_repeat, axis=0)
         if not np.isfinite(layer_score).any():
             report[aspect] = {"skipped": "no layer could be scored on the training split"}
             continue
         order = np.argsort(-np.nan_to_num(layer_score, nan=-np.inf), kind="stable")[: max(1, int(n_layers))]
         if layer_score[order[0]] < min_cv_r2:
             report[aspect] = {
-                "skipped": f"not decodable: best training-split CV R² {layer_score[order[0]]:.2f} "
+                "skipped": f"not decodable: best training-split pooled CV R² {layer_score[order[0]]:.2f} "
                 f"({layer_names[order[0]]}) < {min_cv_r2}",
                 "supervision": cols,
             }
@@ -251,11 +303,18 @@ def fit_subspaces(
         method = AspectSubspace(aspect, cols, order.tolist(), [layer_names[i] for i in order])
         method.fit([np.asarray(x)[rows] for x in layers], values[rows][:, idx])
         method.train_cv_r2 = [round(float(layer_score[i]), 4) for i in order]
+        method.cv_rmse = out_of_fold_rmse(
+            method._stack(layers)[rows], values[rows][:, idx], groups[rows], n_folds
+        )
+        agreement = choice_agreement(per_repeat, order.tolist(), len(order))
         subspaces[aspect] = method
         report[aspect] = {
             "supervision": cols,
             "layers": method.layer_names,
             "train_cv_r2": method.train_cv_r2,
+            "train_cv_r2_sd": [round(float(np.nanstd(per_repeat[:, i])), 4) for i in order],
+            "layer_choice_agreement": round(agreement, 4),
+            "cv_rmse": [round(e, 6) for e in method.cv_rmse],
             "alpha": [float(a) for a in method.alpha],
             "dim": method.dim,
             "train_rows": int(rows.sum()),

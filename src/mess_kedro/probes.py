@@ -31,8 +31,15 @@ import numpy as np
 DEFAULT_ALPHAS = tuple(10.0 ** np.arange(-3, 8))
 
 
-def grouped_folds(groups: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(train, test)`` row indices; every group lies wholly on one side of each fold."""
+def grouped_folds(
+    groups: np.ndarray, n_splits: int, seed: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(train, test)`` row indices; every group lies wholly on one side of each fold.
+
+    ``seed`` None: scikit-learn's ``GroupKFold`` (balanced by size, deterministic).
+    A seed shuffles which groups share a fold (``GroupKFold(shuffle=True)``), for
+    repeated cross-validation.
+    """
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise ValueError(f"grouped cross-validation needs at least 2 groups, got {n_groups}")
@@ -40,8 +47,31 @@ def grouped_folds(groups: np.ndarray, n_splits: int) -> list[tuple[np.ndarray, n
         GroupKFold,  # imported on use: restoring a fitted subspace needs no sklearn
     )
 
-    splitter = GroupKFold(n_splits=min(n_splits, n_groups))
+    shuffled = {} if seed is None else {"shuffle": True, "random_state": int(seed)}
+    splitter = GroupKFold(n_splits=min(n_splits, n_groups), **shuffled)
     return list(splitter.split(np.zeros(len(groups)), groups=groups))
+
+
+def pooled_r2(Y: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """R² per column over every row predicted out of fold (NaN-aware): ``1 - SS_res / SS_tot``.
+
+    Unlike the mean of per-fold R², a fold of two or three tracks cannot make it
+    hugely negative: the residuals of all folds are pooled against one mean.
+    """
+    Y, predictions = (
+        np.atleast_2d(np.asarray(Y, float).T).T,
+        np.atleast_2d(np.asarray(predictions, float).T).T,
+    )
+    out = np.full(Y.shape[1], np.nan)
+    for t in range(Y.shape[1]):
+        keep = np.isfinite(Y[:, t]) & np.isfinite(predictions[:, t])
+        if keep.sum() < 3:
+            continue
+        y, p = Y[keep, t], predictions[keep, t]
+        total = float(((y - y.mean()) ** 2).sum())
+        if total > 0:
+            out[t] = 1.0 - float(((y - p) ** 2).sum()) / total
+    return out
 
 
 # Why a fold's R² is undefined (``ProbeScores.undefined``).
@@ -62,6 +92,7 @@ class ProbeScores:
     r2: np.ndarray  # [K, T]
     alpha: np.ndarray  # [K, T]
     undefined: np.ndarray  # [K, T] int codes
+    predictions: np.ndarray | None = None  # [N, T] out of fold; NaN where a row was not predicted
 
 
 def _scale(variance: np.ndarray) -> np.ndarray:
@@ -161,7 +192,8 @@ def ridge_probe(
     Returns
     -------
     ProbeScores
-        ``r2``, ``alpha`` and ``undefined``, each ``[len(folds), T]``.
+        ``r2``, ``alpha`` and ``undefined``, each ``[len(folds), T]``, and
+        ``predictions`` ``[N, T]``: each row's prediction by the fold that held it out.
     """
     Y = np.asarray(Y, dtype=np.float64)
     if Y.ndim == 1:
@@ -170,6 +202,7 @@ def ridge_probe(
     r2 = np.full((n_folds, n_targets), np.nan)
     chosen = np.full((n_folds, n_targets), np.nan)
     undefined = np.full((n_folds, n_targets), TOO_FEW_ROWS)
+    predictions = np.full(Y.shape, np.nan)
     present = ~np.isnan(Y)
     patterns: dict[bytes, list[int]] = {}
     for t in range(n_targets):
@@ -214,9 +247,10 @@ def ridge_probe(
                 }
                 pred, alpha = _predict_primal(stats, Xt, alphas)
             r2[k, targets] = _r2(Yt, pred)
+            predictions[np.ix_(np.flatnonzero(rows)[test_rows], targets)] = pred
             chosen[k, targets] = alpha
             undefined[k, targets] = np.where(np.ptp(Yt, axis=0) > 0, SCORED, CONSTANT_IN_TEST)
-    return ProbeScores(r2=r2, alpha=chosen, undefined=undefined)
+    return ProbeScores(r2=r2, alpha=chosen, undefined=undefined, predictions=predictions)
 
 
 def summarise_folds(r2: np.ndarray, confidence: float = 0.95) -> dict[str, np.ndarray]:
