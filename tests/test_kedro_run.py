@@ -257,7 +257,7 @@ def test_probing_reports_every_backbone_factor_and_aspect(probed):
     assert results["backbones"]["mert-tiny"]["random_init"] is True
     track = results["backbones"]["musicnn-mtt"]["levels"]["track"]
     assert len(results["factors"]) == 9  # the demo's ground-truth factors, probed beside the proxies
-    assert len(track["r2_mean"]) == 9 and len(track["r2_mean"][0]) == 22 + 9  # layers x (targets + factors)
+    assert len(track["r2_mean"]) == 9 and len(track["r2_mean"][0]) == 27 + 9  # layers x (targets + factors)
     assert track["n_folds"] == 5  # six compositions in the tiny demo
     assert results["backbones"]["musicnn-mtt"]["classic"]["levels"]["track"]["n_rows"] == 18
     aspects = json.loads(latest(probed, "07_model_output/aspect_layer_map.json").read_text())

@@ -163,3 +163,48 @@ def test_supervision_falls_back_to_proxies_and_skips_what_it_cannot_fit():
     assert aspect_supervision({"alpha": {"targets": ["proxy_a"], "factor": "a"}}, table, train, "truth") == {}
     _, report = fit_subspaces(layers, ["x"], table, supervision, groups=groups, train=train)
     assert "skipped" in report["alpha"]  # 6 training rows in 3 compositions: too few to fit
+
+
+def _triplets_by_loop(similarity, values, close, far):
+    """Every (anchor, positive, negative) written out: the reference for triplet_accuracy."""
+    n = len(values)
+    gaps = [abs(values[i] - values[j]) for i in range(n) for j in range(i + 1, n)]
+    low, high = np.quantile(gaps, close), np.quantile(gaps, far)
+    right = count = 0.0
+    for a in range(n):
+        for p in range(n):
+            for q in range(n):
+                if (
+                    len({a, p, q}) < 3
+                    or abs(values[a] - values[p]) > low
+                    or abs(values[a] - values[q]) <= high
+                ):
+                    continue
+                count += 1
+                right += (
+                    1.0
+                    if similarity[a, p] > similarity[a, q]
+                    else 0.5
+                    if similarity[a, p] == similarity[a, q]
+                    else 0.0
+                )
+    return right / count, int(count)
+
+
+def test_triplet_accuracy_equals_a_brute_force_loop_and_reads_as_intended():
+    from mess_kedro.selectivity import triplet_accuracy
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=30)
+    noisy = closeness(values + 0.3 * rng.normal(size=30))
+    noisy[0, 1] = noisy[0, 2]  # a tie counts half
+    for close, far in ((0.1, 0.5), (0.2, 0.7)):
+        accuracy, count = triplet_accuracy(noisy, values, close, far)
+        expected, expected_count = _triplets_by_loop(noisy, values, close, far)
+        assert count == expected_count and accuracy == pytest.approx(expected)
+    assert triplet_accuracy(closeness(values), values)[0] == 1.0  # the factor itself orders every triplet
+    many, independent = rng.normal(size=200), rng.normal(size=200)
+    assert (
+        abs(triplet_accuracy(closeness(many), independent)[0] - 0.5) < 0.05
+    )  # an independent factor: chance
+    assert np.isnan(triplet_accuracy(closeness(values[:3]), [np.nan, 1.0, 2.0])[0])

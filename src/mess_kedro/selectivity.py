@@ -34,6 +34,11 @@ Functions
 - :func:`closeness` builds ``closeness_F`` for one factor.
 - :func:`rowwise_spearman`, :func:`graded_ndcg_at_k`: per-query scores.
 - :func:`linked_factors`, :func:`leakage`: reading a matrix.
+- :func:`triplet_accuracy`: in the spirit of MERIT (2026), the share of clearly
+  separated triplets (anchor and positive among the closest pairs in a factor,
+  the negative among the farthest) that a method orders right. Scored with the
+  aspect's own factor it should approach 1; with another factor, drawn
+  independently, it should stay near 0.5.
 """
 
 from __future__ import annotations
@@ -141,3 +146,38 @@ def leakage(row: Mapping[str, float], linked: set[str]) -> tuple[float, str | No
         return float("nan"), None
     factor = max(candidates, key=candidates.get)
     return float(candidates[factor]), factor
+
+
+def triplet_accuracy(
+    similarity: np.ndarray, values: np.ndarray, close: float = 0.1, far: float = 0.5
+) -> tuple[float, int]:
+    """``(accuracy, triplets)``: the share of triplets ``(a, p, n)`` with ``similarity[a, p] >
+    similarity[a, n]`` (ties count half).
+
+    A triplet's positive is within the ``close`` quantile of all pairwise gaps
+    ``|v_a - v_p|`` (0.1: the closest tenth of pairs), its negative beyond the
+    ``far`` quantile (0.5: farther than the median pair); rows with a NaN value
+    take no part. ``(nan, 0)`` when no triplet exists.
+    """
+    similarity = validate(similarity, values)
+    values = np.asarray(values, float)
+    keep = np.flatnonzero(np.isfinite(values))
+    if len(keep) < 3:
+        return float("nan"), 0
+    gaps = np.abs(values[keep, None] - values[None, keep])
+    upper = gaps[np.triu_indices(len(keep), 1)]
+    low, high = np.quantile(upper, close), np.quantile(upper, far)
+    sims = similarity[np.ix_(keep, keep)]
+    np.fill_diagonal(gaps, np.inf)  # a track is not its own positive
+    right, count = 0.0, 0
+    for a in range(len(keep)):
+        positives, negatives = (
+            np.flatnonzero(gaps[a] <= low),
+            np.flatnonzero((gaps[a] > high) & np.isfinite(gaps[a])),
+        )
+        if not len(positives) or not len(negatives):
+            continue
+        order = sims[a, positives][:, None] - sims[a, negatives][None, :]
+        right += float((order > 0).sum() + 0.5 * (order == 0).sum())
+        count += order.size
+    return (right / count if count else float("nan")), count

@@ -274,3 +274,111 @@ def test_the_layer_weights_plot_is_labelled_and_reports_spearman_against_probing
         "learned weight",
         "mean probing R² over targets",
     ]
+
+
+def measure_routes(corpus, served, fitted, options, params):
+    """evaluate_aspect_routes on a synthetic corpus ``(embeddings, targets, descriptors, truth, splits)``."""
+    from mess_kedro.pipelines.evaluation.route_nodes import evaluate_aspect_routes
+
+    embeddings, targets, descriptors, truth, splits = corpus
+    return evaluate_aspect_routes(
+        layer_embeddings=embeddings,
+        aspect_subspaces=served[0],
+        aspect_subspaces_repeats=served[1],
+        aspect_subspace_routes=fitted,
+        track_targets=targets,
+        track_descriptors=descriptors,
+        performance_ground_truth=truth,
+        track_splits=splits,
+        params=options,
+        fusion_params=params,
+    )
+
+
+def test_routes_without_ground_truth_are_measured_on_the_held_out_soundfont():
+    """Tempo lives in dims 0-3 for SoundFont A and in dims 4-7 for B: a map fitted on A alone (transfer)
+    cannot find it in B, one fitted on both (truth) or on a good proxy can; the proxy alone is a search too."""
+    from mess_kedro.pipelines.evaluation.route_nodes import compare_aspect_routes
+    from mess_kedro.pipelines.fusion.nodes import fit_aspect_subspaces, fit_route_subspaces
+
+    embeddings, truth, descriptors, splits = synthetic_corpus()
+    rng = np.random.default_rng(1)
+    soundfont = np.where(np.arange(len(truth)) % 2 == 0, "A", "B")
+    truth = truth.assign(soundfont=soundfont)
+    tempo = np.log2(truth["tempo_factor"].to_numpy())
+    layer = embeddings.backbones["b"].tracks[1]
+    layer[:, :8] = 0.05 * rng.normal(size=(len(truth), 8))
+    layer[soundfont == "A", :4] += tempo[soundfont == "A", None] * np.array([1.0, -1.0, 0.5, 2.0])
+    layer[soundfont == "B", 4:8] += tempo[soundfont == "B", None] * np.array([1.0, -1.0, 0.5, 2.0])
+    targets = pd.DataFrame(
+        {
+            "track_id": truth["track_id"],
+            "good_proxy": tempo + 0.05 * rng.normal(size=len(truth)),
+            "noise_proxy": rng.normal(size=len(truth)),
+        }
+    )
+    aspects = {"tempo": {"targets": ["noise_proxy", "good_proxy"], "factor": "tempo_factor"}}
+    routes = {
+        "proxies": {"supervision": "proxies"},
+        "transfer": {"supervision": "truth", "fit_on": {"soundfont": "A"}},
+    }
+    params = configured("fusion", aspect_search={"aspects": aspects, "n_layers": 1, "routes": routes})
+    subspaces, repeats, _ = fit_aspect_subspaces(embeddings, targets, descriptors, truth, splits, params)
+    fitted = fit_route_subspaces(embeddings, targets, descriptors, truth, splits, params)
+    assert set(fitted) == {"proxies", "transfer"} and set(fitted["transfer"]) == {"5", "6"}
+    assert set(fitted["proxies"]["5"]) == {"b", "classic-descriptors"}
+    assert fitted["proxies"]["5"]["b"]["tempo"]["params"]["supervision"] == ["noise_proxy", "good_proxy"]
+    options = configured("evaluation", selectivity={"aspects": aspects, "ndcg_k": 5}, n_resamples=200, seed=0)
+    corpus = (embeddings, targets, descriptors, truth, splits)
+    summary, per_query, triplets = measure_routes(corpus, (subspaces, repeats), fitted, options, params)
+    # Only test tracks of the SoundFont no transfer map saw are queries.
+    assert set(truth.set_index("track_id").loc[per_query["query"].unique(), "soundfont"]) == {"B"}
+    test = splits[(splits["split_seed"] == 5) & (splits["split"] == "test")]["track_id"]
+    assert set(per_query.loc[per_query["split_seed"] == 5, "query"]) == set(test) & set(
+        truth.loc[soundfont == "B", "track_id"]
+    )
+    across = summary[summary["split_seed"] == "all"].set_index(["source", "method"])["selectivity"]
+    assert across[("b", "truth")] > 0.8 and across[("proxies", "proxy-direct")] > 0.8
+    assert (
+        across[("b", "transfer")] < across[("b", "truth")] - 0.3
+    )  # fitted on A only: B keeps tempo elsewhere
+    # Triplets: the truth route orders tempo's clearly separated triplets; the instrument-blind
+    # transfer map does not; every route stays near chance on room, which nothing encodes.
+    accuracy = triplets[triplets["split_seed"] == "all"].set_index(["source", "method"])
+    assert accuracy.loc[("b", "truth"), "triplet_accuracy"] > 0.9
+    assert (
+        accuracy.loc[("b", "truth"), "triplet_accuracy"] > accuracy.loc[("b", "transfer"), "triplet_accuracy"]
+    )
+    assert abs(accuracy.loc[("b", "truth"), "cross_factor_accuracy"] - 0.5) < 0.15
+    assert accuracy.loc[("b", "truth"), "cross_factor"] == "room"
+    comparisons = compare_aspect_routes(per_query, summary, options)
+    held = comparisons[comparisons["split_seed"] == "all"].set_index(["source", "method", "reference"])
+    assert held.loc[("b", "transfer", "proxy-direct"), "loses"]
+    assert (
+        not held.loc[("b", "truth", "proxy-direct"), "wins"]
+        or across[("b", "truth")] > across[("proxies", "proxy-direct")]
+    )
+
+
+def test_the_best_proxy_is_chosen_on_training_tracks_only():
+    from mess_kedro.pipelines.evaluation.route_nodes import best_proxy, held_out_tracks, twin_pairs
+
+    truth = pd.DataFrame({"track_id": list("abcdefgh"), "room": np.arange(8.0), "soundfont": ["A", "B"] * 4})
+    targets = pd.DataFrame(
+        {"track_id": list("abcdefgh"), "p1": [0, 1, 2, 3, 4, 5, 6, 7.0], "p2": [0, 1, 2, 3, 4, 7, 6, 5.0]}
+    )
+    assert best_proxy(["p1", "p2"], targets, truth, "room", list("abcde")) in {"p1", "p2"}
+    assert best_proxy(["p2", "p1"], targets, truth, "room", list("abcdefgh")) == "p1"  # p2 errs on f, g, h
+    assert best_proxy(["missing"], targets, truth, "room", list("abcdefgh")) is None
+    assert held_out_tracks(list("abcd"), truth, {"t": {"fit_on": {"soundfont": "A"}}}) == ["b", "d"]
+    assert held_out_tracks(list("abcd"), truth, {"p": {"supervision": "proxies"}}) == list("abcd")
+    labels = {"m": "musicnn", "r": "musicnn (random-init)", "x": "mert (random-init)"}
+    assert twin_pairs(["m", "r", "x"], labels) == {"m": "r"}
+
+
+def test_a_proxy_named_like_its_factor_is_still_found():
+    from mess_kedro.pipelines.evaluation.route_nodes import best_proxy
+
+    truth = pd.DataFrame({"track_id": list("abcdef"), "velocity_mean": [40, 50, 60, 70, 80, 90.0]})
+    targets = pd.DataFrame({"track_id": list("abcdef"), "velocity_mean": [41, 52, 58, 71, 83, 88.0]})
+    assert best_proxy(["velocity_mean"], targets, truth, "velocity_mean", list("abcdef")) == "velocity_mean"

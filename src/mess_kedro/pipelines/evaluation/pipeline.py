@@ -11,6 +11,7 @@ from .nodes import (
     triplet_agreement,
     write_report,
 )
+from .route_nodes import compare_aspect_routes, evaluate_aspect_routes
 from .selectivity_nodes import compare_selectivity, evaluate_selectivity, plot_selectivity
 
 
@@ -51,6 +52,29 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["selectivity_per_query", "params:evaluation"],
                 outputs="selectivity_comparisons",
                 name="compare_selectivity",
+            ),
+            Node(
+                func=evaluate_aspect_routes,
+                inputs={
+                    "layer_embeddings": "layer_embeddings",
+                    "aspect_subspaces": "aspect_subspaces",
+                    "aspect_subspaces_repeats": "aspect_subspaces_repeats",
+                    "aspect_subspace_routes": "aspect_subspace_routes",
+                    "track_targets": "track_targets",
+                    "track_descriptors": "track_descriptors",
+                    "performance_ground_truth": "performance_ground_truth",
+                    "track_splits": "track_splits",
+                    "params": "params:evaluation",
+                    "fusion_params": "params:fusion",
+                },
+                outputs=["aspect_routes_summary", "aspect_routes_per_query", "aspect_routes_triplets"],
+                name="evaluate_aspect_routes",
+            ),
+            Node(
+                func=compare_aspect_routes,
+                inputs=["aspect_routes_per_query", "aspect_routes_summary", "params:evaluation"],
+                outputs="aspect_routes_comparisons",
+                name="compare_aspect_routes",
             ),
             Node(
                 func=plot_selectivity,

@@ -59,6 +59,17 @@ def _aspect_factors(aspects: Mapping[str, Any], truth: pd.DataFrame) -> dict[str
     }
 
 
+def judged_truth(
+    layer_embeddings: EmbeddingSet, performance_ground_truth: pd.DataFrame, aspects: Mapping[str, Any]
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The ground truth with each track's composition and performer, and the aspects it can judge."""
+    identities = [c for c in ("track_id", "group", "performer") if c in layer_embeddings.index.columns]
+    truth = performance_ground_truth.drop(columns=["group", "performer"], errors="ignore").merge(
+        layer_embeddings.index[identities].drop_duplicates("track_id"), on="track_id", how="left"
+    )
+    return truth, _aspect_factors(aspects, truth)
+
+
 def _test_tracks(
     layer_embeddings: EmbeddingSet, truth: pd.DataFrame, track_splits: pd.DataFrame, seed: int
 ) -> list[str]:
@@ -225,11 +236,7 @@ def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positi
         Empty tables when the corpus has no ground truth (no demo tracks).
     """
     options = params["selectivity"]
-    identities = [c for c in ("track_id", "group", "performer") if c in layer_embeddings.index.columns]
-    truth = performance_ground_truth.drop(columns=["group", "performer"], errors="ignore").merge(
-        layer_embeddings.index[identities].drop_duplicates("track_id"), on="track_id", how="left"
-    )
-    aspects = _aspect_factors(options["aspects"], truth)
+    truth, aspects = judged_truth(layer_embeddings, performance_ground_truth, options["aspects"])
     if truth.empty or not aspects:
         logger.info("No ground truth: the selectivity matrix needs the demo corpus")
         return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
@@ -418,10 +425,15 @@ def compare_selectivity(selectivity_per_query: pd.DataFrame, params: dict[str, A
                     }
                     | result
                 )
-    table = pd.DataFrame(rows)
+    return with_every_seed(pd.DataFrame(rows), ["source", "aspect", "method", "reference", "metric"])
+
+
+def with_every_seed(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Paired comparisons per seed plus one ``all`` row per ``keys``: the mean difference, and
+    whether the method won (or lost) on every split seed."""
     if table.empty:
         return table
-    every = table.groupby(["source", "aspect", "method", "reference", "metric"], sort=False).agg(
+    every = table.groupby(keys, sort=False).agg(
         mean_diff=("mean_diff", "mean"),
         wins=("wins", "all"),
         loses=("loses", "all"),

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import fit_aspect_subspaces, train_fusion_models, training_curves
+from .nodes import fit_aspect_subspaces, fit_route_subspaces, train_fusion_models, training_curves
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -32,6 +32,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["aspect_subspaces", "aspect_subspaces_repeats", "aspect_search_report"],
                 name="fit_aspect_subspaces",
+            ),
+            Node(
+                func=fit_route_subspaces,
+                inputs=[
+                    "layer_embeddings",
+                    "track_targets",
+                    "track_descriptors",
+                    "performance_ground_truth",
+                    "track_splits",
+                    "params:fusion",
+                ],
+                outputs="aspect_subspace_routes",
+                name="fit_route_subspaces",
             ),
             Node(
                 func=training_curves,
