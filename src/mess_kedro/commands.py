@@ -125,14 +125,16 @@ def _respond(project: str, run) -> None:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         click.echo(f"error: {message}", err=True)
         sys.exit(1)
-    from mess_kedro.serving import outside_note
+    from mess_kedro.serving import outside_note, printable
 
     click.echo(f"{label}: {title}")
     note = outside_note(table)
     if note:
         click.echo(note)
     click.echo(
-        table.to_string(index=False, float_format=lambda x: f"{x:.4f}") if len(table) else "(no results)"
+        printable(table).to_string(index=False, float_format=lambda x: f"{x:.4f}")
+        if len(table)
+        else "(no results)"
     )
 
 

@@ -440,9 +440,46 @@ class SimilaritySearch:
             table = table[table[column].astype(str) == str(value)]
         table = table.sort_values("score", ascending=False, kind="stable").head(n)
         result = table[[c for c in SHOWN if c in table.columns] + ["score"]].reset_index(drop=True)
+        if len(sources) == 1 and next(iter(sources)).startswith("aspect-"):
+            key = next(iter(sources))
+            result = self._in_units(result, key, vectors[key], own_id)
         if own_id is None:  # a file from outside: say how far outside the collection it lies
             result.attrs["outside"] = {key: self.indices[key].outside(vectors[key]) for key in sources}
         return result
+
+    def _in_units(
+        self, result: pd.DataFrame, key: str, query: np.ndarray, own_id: str | None
+    ) -> pd.DataFrame:
+        """An aspect search's hits with ``difference`` (the predicted difference from the query in the
+        supervision's units, in words, :mod:`mess_kedro.aspect_units`) and ``closer_than`` (% of the
+        collection farther from the query)."""
+        from .aspect_units import closer_than, describe_difference, subspace_values
+
+        bundle = self.indices[key]
+        params = bundle.transform.get("params", {})
+        vectors = np.asarray(bundle.vectors, np.float64)
+        rows = [self._row[t] for t in result["track_id"]]
+        query = np.asarray(query, np.float64).reshape(1, -1)
+        values = subspace_values(params, np.vstack([query, vectors[rows]]))
+        if values is None or not len(result):
+            return result
+        error = (params.get("cv_rmse") or [None])[0]
+        column = params["supervision"][0]
+        distances = ((vectors - query) ** 2).sum(axis=1)
+        if own_id is not None:
+            distances = np.delete(distances, self._row[own_id])
+        return result.assign(
+            difference=[describe_difference(column, float(v - values[0, 0]), error) for v in values[1:, 0]],
+            closer_than=[closer_than(distances, d) for d in ((vectors[rows] - query) ** 2).sum(axis=1)],
+        )
+
+
+def printable(table: pd.DataFrame) -> pd.DataFrame:
+    """Results as a person reads them: an aspect search's hits by their difference in the factor's
+    units and how much of the collection lies farther, without the 4-decimal score."""
+    if "difference" not in table:
+        return table
+    return table.drop(columns="score").assign(closer_than=table["closer_than"].map(lambda p: f"{p:.1f} %"))
 
 
 def outside_note(table: pd.DataFrame, threshold: float = 1.0) -> str | None:

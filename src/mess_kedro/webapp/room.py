@@ -284,9 +284,13 @@ class ListeningRoom:
         sources = self.search.sources(
             options["aspect"], options["weights"], options["fused"], options["method"]
         )
+        # An aspect search also says each hit's predicted difference in the factor's units.
+        readable = [c for c in ("difference", "closer_than") if c in table]
         results = [
-            self._shown[track] | {"score": float(score)}
-            for track, score in zip(table["track_id"], table["score"], strict=True)
+            self._shown[row["track_id"]]
+            | {"score": float(row["score"])}
+            | {c: (row[c] if c == "difference" else round(float(row[c]), 1)) for c in readable}
+            for row in table.to_dict("records")
         ]
         return {"searched": self.search.describe(sources), "label": self.search.label, "results": results}
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mess_kedro.aspect_gate import gate_aspects
 from mess_kedro.consistency import require_same_tracks
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
@@ -75,6 +76,33 @@ def _manifest(
         else "L2 (inner product = cosine)",
         "checksum": checksum(vectors, metadata),
     }
+
+
+def gate_served_aspects(
+    aspect_subspaces: dict[str, Any], aspect_routes_summary: pd.DataFrame, params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keep only the aspect subspaces measured to rank by their aspect (:mod:`mess_kedro.aspect_gate`).
+
+    Args:
+        aspect_routes_summary: evaluation's per-route selectivity on held-out demo queries.
+        params: ``serving_index.aspect_gate``: ``min_selectivity``, ``unmeasured`` (serve | refuse).
+
+    Returns:
+        served_aspect_subspaces: ``{backbone: {aspect: state}}`` to index.
+        aspect_gate_report: ``{backbone: {aspect: decision with its one-line reason}}``.
+    """
+    gate = params["aspect_gate"]
+    served, decisions = gate_aspects(
+        aspect_subspaces,
+        aspect_routes_summary,
+        min_selectivity=float(gate["min_selectivity"]),
+        unmeasured=str(gate["unmeasured"]),
+    )
+    for source, entries in decisions.items():
+        for aspect, decision in entries.items():
+            if not decision["served"]:
+                logger.info("%s %s %s", source, aspect, decision["reason"])
+    return served, decisions
 
 
 def build_serving_indices(
@@ -241,11 +269,13 @@ def _known(value: Any, fallback: str = "unknown") -> str:
     return fallback if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
-def _served_aspect_lines(search, aspects: list[str]) -> list[str]:
+def _served_aspect_lines(search, aspects: list[str], gate: dict[str, Any]) -> list[str]:
     served = search.aspects()
-    missing = [a for a in aspects if a not in served]
+    decisions = gate.get(search.backbone, {})
+    missing = [a for a in aspects if a not in served and a not in decisions]
     lines = ["", f"## Aspects served ({search.label})", ""]
     lines.append(f"- searchable: {', '.join(served) if served else 'none'}")
+    lines += [f"- {aspect}: {decision['reason']}" for aspect, decision in decisions.items()]
     if missing:
         lines.append(
             f"- not served (not decodable on the training split, or too little data; see aspect_search_report): "
@@ -271,10 +301,11 @@ def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     serving_indices: dict[str, IndexBundle],
     performance_ground_truth: pd.DataFrame,
     params: dict[str, Any],
+    aspect_gate_report: dict[str, Any] | None = None,
 ) -> str:
     """The main job's closing summary: corpus, what probing found for each ground-truth factor,
     retrieval over split seeds, aspect selectivity, and one example query on the served indices."""
-    from mess_kedro.serving import SimilaritySearch
+    from mess_kedro.serving import SimilaritySearch, printable
 
     headline = params["headline_metric"]
     lines = ["# mess-kedro run summary", "", *_corpus_lines(ingest_summary)]
@@ -288,7 +319,7 @@ def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     )
     lines += _selectivity_lines(selectivity_summary)
     search = SimilaritySearch(serving_indices)
-    lines += _served_aspect_lines(search, list(params["aspects"]))
+    lines += _served_aspect_lines(search, list(params["aspects"]), aspect_gate_report or {})
     query = search.metadata.iloc[0]
     aspect = params["example_aspect"]
     if aspect not in search.aspects():
@@ -306,7 +337,7 @@ def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
         f"in {aspect + ' (selective subspace)' if respect else f'the fused embedding {fused}'}{truth_note}",
         "",
         "```",
-        table.fillna("unknown").to_string(index=False, float_format=lambda x: f"{x:.4f}"),
+        printable(table).fillna("unknown").to_string(index=False, float_format=lambda x: f"{x:.4f}"),
         "```",
         "",
         f"Try: mess-kedro similar {query['track_id']} --aspect {aspect} -n 5   (--method layer: the whole-layer baseline)"

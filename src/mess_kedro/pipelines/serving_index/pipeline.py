@@ -2,17 +2,23 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_serving_indices, summarise_run
+from .nodes import build_serving_indices, gate_served_aspects, summarise_run
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                func=gate_served_aspects,
+                inputs=["aspect_subspaces", "aspect_routes_summary", "params:serving_index"],
+                outputs=["served_aspect_subspaces", "aspect_gate_report"],
+                name="gate_served_aspects",
+            ),
+            Node(
                 func=build_serving_indices,
                 inputs=[
                     "layer_embeddings",
-                    "aspect_subspaces",
+                    "served_aspect_subspaces",
                     "fusion_models",
                     "track_manifest",
                     "params:serving_index",
@@ -31,6 +37,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "serving_indices",
                     "performance_ground_truth",
                     "params:serving_index",
+                    "aspect_gate_report",
                 ],
                 outputs="run_summary",
                 name="summarise_run",

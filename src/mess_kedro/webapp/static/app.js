@@ -119,7 +119,8 @@ function showResults(answer) {
     row.dataset.track = track.track_id;
     cell(row, String(i + 1));
     for (const key of ["title", "performer", "piece"]) cell(row, track[key]);
-    cell(row, track.score.toFixed(4));
+    // An aspect hit reads in the factor's units ("≈ 6 velocity softer"), not as a 4-decimal score.
+    cell(row, track.difference ? `${track.difference}; closer than ${track.closer_than} %` : track.score.toFixed(4));
     const actions = row.insertCell();
     actions.append(button("▶", () => play(track), "play"));
     if (state.info.passages && state.query && track.piece === state.query.piece) {
