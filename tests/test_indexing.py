@@ -120,7 +120,7 @@ def test_search_options_and_errors(search):
     assert "t1" not in set(other_pieces["track_id"])  # t1 is the same piece
     filtered = s.similar("t0", aspect="tempo", n=11, where={"composer": "c2"})
     assert set(filtered["composer"]) == {"c2"}
-    with pytest.raises(KeyError, match="unknown or not decodable aspect"):
+    with pytest.raises(KeyError, match="unknown or not served aspect"):
         s.similar("t0", aspect="sparkle")
     with pytest.raises(KeyError, match="neither a track id"):
         s.similar("nope", aspect="tempo")

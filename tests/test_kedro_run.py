@@ -282,7 +282,7 @@ def test_the_recommender_names_answer_through_the_serving_indices(served):
     query = recommender.track_ids[0]
     similar = recommender.recommend_by_aspect(query, "dynamics", n=3)
     assert len(similar) == 3 and query not in set(similar["track_id"])
-    with pytest.raises(KeyError, match="unknown or not decodable aspect"):
+    with pytest.raises(KeyError, match="unknown or not served aspect"):
         recommender.recommend_by_aspect(query, "sparkle")
 
 

@@ -45,9 +45,9 @@ def test_aliases_return_what_the_search_returns(indices):
 
 def test_errors_are_the_searchs_own(indices):
     rec = AspectRecommender(SimilaritySearch(indices[0], candidates=20))
-    with pytest.raises(KeyError, match="unknown or not decodable aspect"):
+    with pytest.raises(KeyError, match="unknown or not served aspect"):
         rec.recommend_by_aspect("t0", "sparkle")
-    with pytest.raises(KeyError, match="unknown or not decodable aspect"):
+    with pytest.raises(KeyError, match="unknown or not served aspect"):
         rec.aspect_info("sparkle")
     with pytest.raises(ValueError, match="non-negative"):
         rec.recommend_multi_aspect("t0", {"dynamics": -1.0, "tempo": 2.0})
@@ -65,3 +65,18 @@ def test_from_catalog_reads_the_serving_indices_and_parameters(indices):
     )
     rec = AspectRecommender.from_catalog(catalog)
     assert rec.available_aspects() == ["dynamics", "tempo"] and rec.search._candidates == 20
+
+
+def test_a_refused_aspect_says_why_it_is_not_served(indices):
+    gate = {
+        "b": {
+            "room": {
+                "served": False,
+                "reason": "not served: ranks by room at rho 0.07 on held-out demo queries",
+            }
+        }
+    }
+    search = SimilaritySearch(indices[0], candidates=20, aspect_gate=gate)
+    with pytest.raises(KeyError, match=r"\['room'\] \(room: not served: ranks by room at rho 0.07"):
+        search.similar("t0", aspect="room")
+    assert search.aspect_decisions == gate["b"]

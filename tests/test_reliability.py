@@ -362,7 +362,7 @@ def cli(monkeypatch):
         (["clusters", "-k", "1000"], "between 2 and the 12 tracks"),
         (["clusters", "-k", "1"], "1 is not in the range x>=2"),
         (["similar", "nope"], "neither a track id"),
-        (["similar", "t0", "--aspect", "sparkle", "--method", "layer"], "unknown or not decodable aspect"),
+        (["similar", "t0", "--aspect", "sparkle", "--method", "layer"], "unknown or not served aspect"),
     ],
 )
 def test_hostile_cli_values_get_one_line_errors(cli, args, words):

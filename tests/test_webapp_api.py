@@ -50,6 +50,9 @@ def test_info_offers_the_served_aspects_with_their_confidence(client):
     assert by_name["dynamics"]["low_confidence"] is False and by_name["tempo"]["low_confidence"] is True
     assert by_name["dynamics"]["baseline"] is True and by_name["tempo"]["baseline"] is False
     assert info["tracks"] == 12 and info["default_fused"] == "lfn" and info["passages"] is True
+    assert info["not_served"] == [
+        {"name": "room", "reason": "not served: ranks by room at rho 0.07 on held-out demo queries"}
+    ]
 
 
 def test_the_collection_is_filtered_sorted_and_paged(client):

@@ -76,7 +76,16 @@ def make_room(folder: Path, **changes) -> ListeningRoom:
         AudioDataset(filepath=str(folder / "audio" / f"{track}.flac")).save(
             tone_signal(220.0 * (1 + i / 12), 3.0 + (i % 3))
         )
-    search = SimilaritySearch(served_indices(), {}, candidates=20)
+    # One aspect refused by the serving gate, to show that the room says why.
+    gate = {
+        "tiny": {
+            "room": {
+                "served": False,
+                "reason": "not served: ranks by room at rho 0.07 on held-out demo queries",
+            }
+        }
+    }
+    search = SimilaritySearch(served_indices(), {}, candidates=20, aspect_gate=gate)
     manifest = pd.DataFrame(
         {
             "track_id": IDS,

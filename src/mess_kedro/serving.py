@@ -147,6 +147,7 @@ class SimilaritySearch:
         query_cache: QueryCache | None = None,
         max_query_s: float | None = None,
         trained_encoders: Mapping[str, Callable[[], Any]] | None = None,
+        aspect_gate: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         by_backbone: dict[str, list[str]] = {}
         for name in indices:
@@ -172,6 +173,8 @@ class SimilaritySearch:
         self._max_query_s = max_query_s
         self._trained_encoders = trained_encoders or {}  # a trained backbone's weights, for file queries
         self._backbone_model = None
+        # Why each aspect of this backbone is or is not served (serving_index's aspect_gate_report).
+        self.aspect_decisions = dict((aspect_gate or {}).get(self.backbone, {}))
 
     @classmethod
     def from_catalog(cls, catalog, backbone: str | None = None) -> SimilaritySearch:
@@ -185,6 +188,7 @@ class SimilaritySearch:
             query_cache=QueryCache(catalog.get("query_embeddings")),
             max_query_s=serving["max_query_s"],
             trained_encoders=catalog.load("trained_encoders"),
+            aspect_gate=catalog.load("aspect_gate_report") if catalog.exists("aspect_gate_report") else None,
         )
 
     def _open_backbone(self, indices, backbone: str, keys: list[str]) -> None:
@@ -266,7 +270,13 @@ class SimilaritySearch:
             prefix = ASPECT_METHODS[method]
             unknown = [a for a in weights if f"{prefix}{a}" not in self.indices]
             if unknown:
-                raise KeyError(f"unknown or not decodable aspect(s) {unknown}; available: {self.aspects()}")
+                reasons = [
+                    f"{a}: {self.aspect_decisions[a]['reason']}"
+                    for a in unknown
+                    if a in self.aspect_decisions
+                ]
+                why = f" ({'; '.join(reasons)})" if reasons else ""
+                raise KeyError(f"unknown or not served aspect(s) {unknown}{why}; available: {self.aspects()}")
             values = [float(w) for w in weights.values()]
             total = sum(values)
             if not all(math.isfinite(w) and w >= 0 for w in values) or not math.isfinite(total) or total <= 0:
@@ -609,7 +619,7 @@ def load_search(
 
     params = project_parameters(project_path, env)
     datasets = project_datasets(
-        project_path, ["serving_indices", "query_embeddings", "trained_encoders"], env
+        project_path, ["serving_indices", "query_embeddings", "trained_encoders", "aspect_gate_report"], env
     )
     serving = params["serving_index"]
     if not datasets["serving_indices"].exists():
@@ -624,4 +634,7 @@ def load_search(
         query_cache=QueryCache(datasets["query_embeddings"]),
         max_query_s=serving["max_query_s"],
         trained_encoders=datasets["trained_encoders"].load(),
+        aspect_gate=datasets["aspect_gate_report"].load()
+        if datasets["aspect_gate_report"].exists()
+        else None,
     )

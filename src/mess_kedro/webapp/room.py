@@ -194,6 +194,12 @@ class ListeningRoom:
             "random_init": self.search.random_init,
             "tracks": len(self.collection),
             "aspects": aspects,
+            # Why the others are not offered: one line each (serving_index's aspect_gate_report).
+            "not_served": [
+                {"name": name, "reason": decision["reason"]}
+                for name, decision in self.search.aspect_decisions.items()
+                if not decision.get("served")
+            ],
             "fused": self.search.fused(),
             "default_fused": self.search.default_fused(),
             "indices": sorted(self.search.indices),
@@ -370,7 +376,11 @@ class ListeningRoom:
     # -- annotation -----------------------------------------------------------------
     def _aspect_keys(self, aspect: str) -> tuple[str, str]:
         if aspect not in self.search.aspects():
-            raise KeyError(f"unknown or not served aspect '{aspect[:80]}'; served: {self.search.aspects()}")
+            decision = self.search.aspect_decisions.get(aspect, {}).get("reason")
+            why = f" ({decision})" if decision else ""
+            raise KeyError(
+                f"unknown or not served aspect '{aspect[:80]}'{why}; served: {self.search.aspects()}"
+            )
         baseline = f"layer-{aspect}"
         if baseline not in self.search.indices:
             baseline = f"fused-{self.search.default_fused()}"

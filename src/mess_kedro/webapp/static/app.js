@@ -292,6 +292,8 @@ function option(select, value, label) {
 
 function showInfo(info) {
   $("served").textContent = `${info.label} · ${info.tracks} tracks · ${info.aspects.length} aspects`;
+  // Each aspect not offered says why, on hover: measured not to rank by its aspect, or not measurable.
+  $("served").title = (info.not_served || []).map((a) => `${a.name}: ${a.reason}`).join("\n");
   if (info.random_init) {
     const badge = document.createElement("span"); badge.className = "badge";
     badge.textContent = "random-init: not a trained model"; $("served").append(" ", badge);
