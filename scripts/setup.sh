@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Set up mess-kedro on a fresh machine: system synthesizer library and SoundFont, a virtual
 # environment in .venv, torch (CPU unless one is already there), the project.
-# Idempotent: a second run only checks. Usage: bash scripts/setup.sh [--browser]
+# Idempotent: a second run only checks. Usage: bash scripts/setup.sh [--dev] [--browser]
+# --dev also installs the test tools (pytest, hypothesis, playwright, ...);
 # --browser also installs Debian's Chromium for the listening room's browser test
 # (Playwright drives it through executable_path: no browser is downloaded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BROWSER=0
+DEV=0
 for arg in "$@"; do
   case "$arg" in
     --browser) BROWSER=1 ;;
-    *) echo "[setup] unknown option $arg (usage: bash scripts/setup.sh [--browser])" >&2; exit 2 ;;
+    --dev) DEV=1 ;;
+    *) echo "[setup] unknown option $arg (usage: bash scripts/setup.sh [--dev] [--browser])" >&2; exit 2 ;;
   esac
 done
 
@@ -67,9 +70,15 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   "${PIP[@]}" install -c constraints.txt torch
 fi
 
-# 4. The project and its test tools (editable, so kedro finds the package).
-echo "[setup] installing mess-kedro and its dependencies"
-"${PIP[@]}" install -e ".[dev]"
+# 4. The project (editable, so kedro finds the package); with --dev its test tools too
+#    (the main job needs none of them: leaving them out saves the demo a fresh install).
+if [ "$DEV" = 1 ]; then
+  echo "[setup] installing mess-kedro, its dependencies and its test tools"
+  "${PIP[@]}" install -e ".[dev]"
+else
+  echo "[setup] installing mess-kedro and its dependencies"
+  "${PIP[@]}" install -e .
+fi
 
 # 5. The musicnn wheel, for its pretrained checkpoints only (converted to
 #    PyTorch at first use). --no-deps: its metadata pins TensorFlow 1.x and an

@@ -3,6 +3,6 @@
 # Usage: bash scripts/test.sh [extra pytest options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --browser
+bash scripts/setup.sh --dev --browser
 export KEDRO_DISABLE_TELEMETRY=1
 exec .venv/bin/python -m pytest "$@"
