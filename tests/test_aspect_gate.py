@@ -31,6 +31,7 @@ def test_decodable_but_not_selective_is_refused_and_selective_is_served():
             "dynamics": state("truth:velocity_mean"),
             "tempo": state("onset_rate"),
             "room": state("truth:room"),
+            "articulation": state("truth:articulation"),
         }
     }
     table = measured(
@@ -38,6 +39,8 @@ def test_decodable_but_not_selective_is_refused_and_selective_is_served():
         + [(s, "b", "proxies", "tempo", 0.7, 0.5) for s in ("1", "2", "3")]
         + [(s, "b", "truth", "tempo", 0.9, 0.8) for s in ("1", "2", "3")]  # another route: not what is served
         + [("1", "b", "truth", "room", 0.6, 0.4), ("2", "b", "truth", "room", 0.5, -0.02)]
+        + [("3", "b", "truth", "room", 0.6, 0.4)]
+        + [(s, "b", "truth", "articulation", 0.8, 0.6) for s in ("1", "2")]  # not decodable on seed 3
         + [("all", "b", "truth", "dynamics", 0.9, 0.8)]  # the across-seed row is not a seed
     )
     served, decisions = gate_aspects(subspaces, table, min_selectivity=0.3)
@@ -54,6 +57,8 @@ def test_decodable_but_not_selective_is_refused_and_selective_is_served():
         and "at least 0.3 is needed" in dynamics["reason"]
     )
     assert not room["served"] and "CI reaches 0 on a split seed (lowest bound -0.02)" in room["reason"]
+    articulation = decisions["b"]["articulation"]
+    assert not articulation["served"] and "not decodable on 1 of 3 split seeds" in articulation["reason"]
 
 
 def test_unmeasured_aspects_follow_the_policy_and_say_why():

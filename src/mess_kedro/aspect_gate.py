@@ -13,8 +13,9 @@ Conventions
   the aspect's own factor), ``selectivity_ci_low``, ``leakage``,
   ``leakage_factor`` and ``factor``; rows with ``split_seed == "all"`` are
   ignored (the rule is per seed).
-- An aspect is served when its route's mean selectivity over seeds is at least
-  ``min_selectivity`` *and* its CI lies above 0 on every seed.
+- An aspect is served when its route was measured on every split seed (decodable
+  on each), its mean selectivity over seeds is at least ``min_selectivity`` *and*
+  its CI lies above 0 on every seed.
 - An aspect the demo cannot measure (no factor drives it) is served only when
   ``unmeasured == "serve"``, and then marked unverified.
 - Every decision carries one line saying why, for the CLI, the room and the summary.
@@ -51,8 +52,14 @@ def validate(measured: pd.DataFrame, min_selectivity: float, unmeasured: str) ->
     return measured[measured["split_seed"].astype(str) != "all"]
 
 
-def gate_decision(rows: pd.DataFrame, aspect: str, route: str, min_selectivity: float) -> dict[str, Any]:
-    """Serve or not, from one aspect's per-seed measurements of its served route (``rows`` not empty)."""
+def gate_decision(
+    rows: pd.DataFrame, aspect: str, route: str, min_selectivity: float, seeds_run: int | None = None
+) -> dict[str, Any]:
+    """Serve or not, from one aspect's per-seed measurements of its served route (``rows`` not empty).
+
+    ``seeds_run``: how many split seeds were evaluated; an aspect measured on fewer (not
+    decodable on the others) is not served: only what survives every split is.
+    """
     mean = float(rows["selectivity"].mean())
     worst_low = float(rows["selectivity_ci_low"].min())
     seeds = len(rows)
@@ -62,12 +69,15 @@ def gate_decision(rows: pd.DataFrame, aspect: str, route: str, min_selectivity: 
         leak = f", leakage {rows['leakage'].mean():.2f}"
         if "leakage_factor" in rows and rows["leakage_factor"].notna().any():
             leak += f" (into {rows['leakage_factor'].mode().iloc[0]})"
-    served = mean >= min_selectivity and worst_low > 0
+    every_seed = seeds_run is None or seeds >= seeds_run
+    served = mean >= min_selectivity and worst_low > 0 and every_seed
     measured = (
         f"ranks by {factor} at rho {mean:.2f} on held-out demo queries ({route} route, {seeds} seeds{leak})"
     )
     if served:
         reason = f"served: {measured}"
+    elif not every_seed:
+        reason = f"not served: {measured}; not decodable on {seeds_run - seeds} of {seeds_run} split seeds"
     elif mean < min_selectivity:
         reason = f"not served: {measured}; at least {min_selectivity:g} is needed"
     else:
@@ -119,7 +129,7 @@ def gate_aspects(
                 else rows
             )
             if len(mine):
-                decision = gate_decision(mine, aspect, route, min_selectivity)
+                decision = gate_decision(mine, aspect, route, min_selectivity, rows["split_seed"].nunique())
             else:
                 keep = unmeasured == "serve"
                 why = (
