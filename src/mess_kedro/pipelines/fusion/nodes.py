@@ -345,12 +345,16 @@ def fit_route_subspaces(  # noqa: PLR0917 - Kedro passes a node's inputs positio
     truth = track_factors(performance_ground_truth) if len(performance_ground_truth) else pd.DataFrame()
     measured = options | {"min_cv_r2": -np.inf}
     fitted: dict[str, Any] = {route: {} for route in routes}
+    # Each backbone's rows and supervising columns depend on neither the route nor the seed.
+    tables = {}
+    for name in layer_embeddings.backbones:
+        index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+        tables[name] = (index, _supervision_table(index, track_targets, truth))
     for route, spec in routes.items():
         for seed in seeds:
             by_source: dict[str, Any] = {}
             for name, backbone in layer_embeddings.backbones.items():
-                index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
-                table = _supervision_table(index, track_targets, truth)
+                index, table = tables[name]
                 rows = (split_of(track_splits, seed, index["track_id"]) == "train") & _fit_rows(
                     index, performance_ground_truth, spec.get("fit_on")
                 )
