@@ -9,6 +9,7 @@ from mess_kedro.datasets import OptionalCSVDataset
 from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.fusion import SingleLayer
 from mess_kedro.pipelines.evaluation.nodes import TRIPLET_COLUMNS, make_example_triplets, triplet_agreement
+from mess_kedro.selectivity import closeness
 from tests.conftest import configured
 
 
@@ -382,3 +383,18 @@ def test_a_proxy_named_like_its_factor_is_still_found():
     truth = pd.DataFrame({"track_id": list("abcdef"), "velocity_mean": [40, 50, 60, 70, 80, 90.0]})
     targets = pd.DataFrame({"track_id": list("abcdef"), "velocity_mean": [41, 52, 58, 71, 83, 88.0]})
     assert best_proxy(["velocity_mean"], targets, truth, "velocity_mean", list("abcdef")) == "velocity_mean"
+
+
+def test_a_proxy_no_held_out_query_has_is_not_measured_and_a_missing_value_takes_the_median():
+    from mess_kedro.pipelines.evaluation.route_nodes import _proxy_similarities
+
+    truth = pd.DataFrame({"track_id": list("abcdefgh"), "room": np.arange(8.0)})
+    decay = [0.1, 0.2, 0.3, 0.4, 0.5, np.nan, np.nan, np.nan]  # f, g, h: no free decay to measure
+    targets = pd.DataFrame({"track_id": list("abcdefgh"), "decay_time": decay})
+    aspects = {"room": {"targets": ["decay_time"]}}
+    kwargs = {"train": list("abcde"), "audio_only": True}
+    assert _proxy_similarities(aspects, {"room": "room"}, targets, truth, tracks=list("fgh"), **kwargs) == {}
+    found = _proxy_similarities(aspects, {"room": "room"}, targets, truth, tracks=list("bcf"), **kwargs)
+    similarity = found[("proxies", "proxy-direct", "room")]
+    assert np.isfinite(similarity).all()
+    np.testing.assert_allclose(similarity, closeness(np.array([0.2, 0.3, 0.25])))

@@ -117,6 +117,9 @@ def _proxy_similarities(
         if proxy is None:
             continue
         column = values.reindex(tracks)[proxy].to_numpy(float)
+        if not np.isfinite(column).any():  # no query has it (decay time needs a free decay): nothing to rank
+            logger.info("%s: no held-out query has %s; proxy-direct not measured", aspect, proxy)
+            continue
         if not np.isfinite(column).all():  # a query without its proxy cannot be searched this way
             column = np.where(np.isfinite(column), column, np.nanmedian(column))
         found[(PROXY_SOURCE, "proxy-direct", aspect)] = closeness(column)
