@@ -165,6 +165,16 @@ def test_supervision_falls_back_to_proxies_and_skips_what_it_cannot_fit():
     assert "skipped" in report["alpha"]  # 6 training rows in 3 compositions: too few to fit
 
 
+def test_auto_supervision_calibrates_on_the_demo_however_large_the_users_collection():
+    _, table, *_ = known_world(n=48)
+    train = np.ones(len(table), dtype=bool)
+    table.loc[table.index[5:], "truth:a"] = np.nan  # 5 demo renditions beside 43 of a user's recordings
+    aspects = {"alpha": {"targets": ["proxy_a"], "factor": "a"}}
+    assert aspect_supervision(aspects, table, train) == {"alpha": ["truth:a"]}
+    assert aspect_supervision(aspects, table, train, min_rows=6) == {"alpha": ["proxy_a"]}
+    assert aspect_supervision(aspects, table, train, "proxies") == {"alpha": ["proxy_a"]}
+
+
 def _triplets_by_loop(similarity, values, close, far):
     """Every (anchor, positive, negative) written out: the reference for triplet_accuracy."""
     n = len(values)

@@ -67,14 +67,16 @@ def aspect_supervision(
     available: pd.DataFrame,
     train: np.ndarray,
     mode: str = "auto",
-    min_share: float = 0.5,
+    min_rows: int = 1,
 ) -> dict[str, list[str]]:
     """Per aspect, the columns of ``available`` that supervise its subspace.
 
     ``auto``: the ground-truth factor (``truth:<factor>``) when at least
-    ``min_share`` of the training rows have it, else the proxy targets the
-    training rows have; ``truth`` / ``proxies``: only that kind. Aspects with
-    neither are left out.
+    ``min_rows`` training rows have it, however few of the training rows they are
+    (beside a user's collection the demo's renditions are the calibration set:
+    the map they fit serves the whole collection, and the serving gate judges
+    it by how it transferred), else the proxy targets the training rows have;
+    ``truth`` / ``proxies``: only that kind. Aspects with neither are left out.
     """
     if mode not in ("auto", "truth", "proxies"):
         raise ValueError(f"aspect supervision must be auto, truth or proxies, got '{mode}'")
@@ -83,8 +85,8 @@ def aspect_supervision(
         factor = spec.get("factor") if isinstance(spec, Mapping) else None
         truth = PREFIX + factor if factor else None
         if mode != "proxies" and truth in available.columns:
-            share = float(available.loc[train, truth].notna().mean()) if train.any() else 0.0
-            if share >= min_share or (mode == "truth" and share > 0):
+            rows = int(available.loc[train, truth].notna().sum())
+            if rows >= (1 if mode == "truth" else min_rows):
                 chosen[aspect] = [truth]
                 continue
         if mode == "truth":
