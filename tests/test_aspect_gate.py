@@ -112,3 +112,43 @@ def test_a_planted_instrument_proxy_is_decodable_yet_refused_end_to_end():
     assert served == {"b": {}} and decisions["b"]["tempo"]["reason"].startswith(
         "not served: ranks by tempo_factor"
     )
+
+
+def test_a_collection_without_truth_gets_the_better_of_calibrated_and_proxies_judged_as_they_transfer():
+    truth_maps = {a: state(f"truth:{a}_factor") for a in ("dynamics", "room", "tempo")}
+    proxy_maps = {
+        "dynamics": state("loudness_lufs"),
+        "room": state("decay_time"),
+        "tempo": state("onset_rate"),
+    }
+    seeds = ("1", "2", "3")
+    table = measured(
+        [(s, "b", "truth", a, 0.9, 0.8) for s in seeds for a in truth_maps]  # the optimistic case
+        + [(s, "b", "transfer", "dynamics", 0.7, 0.6) for s in seeds]
+        + [(s, "b", "proxies", "dynamics", 0.8, 0.7) for s in seeds]
+        + [(s, "b", "transfer", "room", 0.5, 0.3) for s in seeds]
+        + [(s, "b", "proxies", "room", 0.05, -0.1) for s in seeds]
+        + [(s, "b", "transfer", "tempo", 0.05, -0.1) for s in seeds]
+        + [(s, "b", "proxies", "tempo", 0.2, 0.1) for s in seeds]
+    )
+    # The demo indexed: its own truth-supervised maps, judged by the truth route.
+    served, _ = gate_aspects({"b": truth_maps}, table, min_selectivity=0.3)
+    assert served == {"b": truth_maps}
+    # A user's collection: the truth route's 0.9 no longer counts.
+    served, decisions = gate_aspects(
+        {"b": truth_maps},
+        table,
+        min_selectivity=0.3,
+        calibrated=True,
+        alternatives={"proxies": {"b": proxy_maps}},
+    )
+    assert served == {"b": {"dynamics": proxy_maps["dynamics"], "room": truth_maps["room"]}}
+    dynamics, room, tempo = (decisions["b"][a] for a in ("dynamics", "room", "tempo"))
+    assert dynamics["route"] == "proxies" and dynamics["selectivity"] == pytest.approx(0.8)
+    assert dynamics["reason"].endswith("other routes: calibrated 0.70")
+    assert room["route"] == "calibrated" and "calibrated on the demo" in room["reason"]
+    assert room["reason"].startswith("served: ranks by room_factor at rho 0.50")
+    assert not tempo["served"] and tempo["route"] == "proxies" and "at least 0.3 is needed" in tempo["reason"]
+    # Without a proxies map the calibrated one is judged alone, by its transfer measurement.
+    _, alone = gate_aspects({"b": truth_maps}, table, min_selectivity=0.3, calibrated=True)
+    assert alone["b"]["dynamics"]["route"] == "calibrated" and alone["b"]["dynamics"]["selectivity"] == 0.7

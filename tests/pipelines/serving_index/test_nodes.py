@@ -10,7 +10,7 @@ from mess_kedro.aspect_search import AspectSubspace
 from mess_kedro.consistency import StaleInputError
 from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.fusion import UniformMean
-from mess_kedro.pipelines.serving_index.nodes import build_serving_indices
+from mess_kedro.pipelines.serving_index.nodes import build_serving_indices, indexed_datasets
 
 
 @pytest.fixture
@@ -83,3 +83,36 @@ def test_auto_is_exact_below_its_threshold_and_hnsw_from_there_for_both_metrics(
         for row in range(20):
             query = bundle.vectors[row]
             np.testing.assert_array_equal(bundle.search(query, 5)[1], exact[key].search(query, 5)[1])
+
+
+def test_beside_a_users_collection_the_demo_calibrates_and_is_not_indexed(collection):
+    embeddings, subspace, fused, manifest, layers = collection
+    manifest = manifest.assign(dataset=["demo"] * 12 + ["folder"] * 8)
+    assert indexed_datasets(manifest) == ["folder"]
+    assert indexed_datasets(manifest.assign(dataset="demo")) == ["demo"]
+    assert indexed_datasets(manifest, "all") == ["demo", "folder"]
+    assert indexed_datasets(manifest, ["demo"]) == ["demo"]
+    with pytest.raises(ValueError, match=r"names \['smd'\]; this run's datasets are \['demo', 'folder'\]"):
+        indexed_datasets(manifest, "smd")
+    params = {"kind": "flat", "exact_below": 10000, "options": {}, "fused_methods": ["uniform_mean"]}
+    bundles = build_serving_indices(
+        embeddings,
+        {"model": {"dynamics": subspace.state()}},
+        {"model": {"uniform_mean": fused.state()}},
+        manifest,
+        params,
+    )
+    user = [layer[12:] for layer in layers]
+    aspect = bundles["model/aspect-dynamics"]
+    assert list(aspect.metadata["track_id"]) == [f"t{i}" for i in range(12, 20)]
+    assert set(aspect.metadata["dataset"]) == {"folder"} and aspect.manifest["count"] == 8
+    np.testing.assert_allclose(aspect.vectors, subspace.transform(user).astype("float32"), rtol=1e-6)
+    np.testing.assert_allclose(
+        bundles["model/fused-uniform_mean"].vectors, fused.transform(user).astype("float32"), rtol=1e-6
+    )
+    assert "calibrating this collection" in aspect.manifest["source"]
+    assert bundles["model/layer-dynamics"].vectors.shape == (8, 6)
+    everything = build_serving_indices(
+        embeddings, {"model": {"dynamics": subspace.state()}}, {}, manifest, params | {"collection": "all"}
+    )
+    assert everything["model/aspect-dynamics"].manifest["count"] == 20

@@ -5,6 +5,9 @@
 - ``layer-<aspect>``: the whole layer that subspace reads, centred cosine
   (the search served before aspect subspaces: the baseline ``layer`` method);
 - ``fused-<method>``: a fusion method's embedding.
+
+The indices hold one collection (``serving_index.collection``): beside a user's
+collection the demo's renditions are its calibration set, not search results.
 """
 
 from __future__ import annotations
@@ -15,19 +18,56 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mess_kedro.aspect_gate import gate_aspects
+from mess_kedro.aspect_gate import CALIBRATED, gate_aspects, served_route
 from mess_kedro.consistency import require_same_tracks
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.indexing import IndexBundle, build_index, checksum, index_choice
 from mess_kedro.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
+from mess_kedro.splits import split_seeds
 
 logger = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ["track_id", "title", "composer", "performer", "group", "split", "dataset"]
+DEMO = "demo"
 
 
-def _aspect_sources(embeddings, subspaces: dict[str, Any]) -> dict[str, tuple[dict, str, str]]:
+def indexed_datasets(track_manifest: pd.DataFrame, collection: str | list[str] = "auto") -> list[str]:
+    """The datasets the served indices hold.
+
+    ``auto``: the user's collection when ingest read one (every dataset but the
+    demo), else the demo; ``all``; or dataset names (``demo``, ``folder``, ``smd``, ``maestro``).
+    """
+    present = sorted(_dataset_column(track_manifest).unique())
+    if collection == "auto":
+        user = [d for d in present if d != DEMO]
+        return user or present
+    if collection == "all":
+        return present
+    wanted = [collection] if isinstance(collection, str) else list(collection)
+    unknown = sorted(set(wanted) - set(present))
+    if unknown or not wanted:
+        raise ValueError(
+            f"serving_index.collection names {unknown or 'nothing'}; this run's datasets are {present} "
+            "(or use auto | all)"
+        )
+    return wanted
+
+
+def _dataset_column(track_manifest: pd.DataFrame) -> pd.Series:
+    """Each track's dataset (``unknown`` where the manifest does not say)."""
+    if "dataset" not in track_manifest:
+        return pd.Series("unknown", index=track_manifest.index)
+    return track_manifest["dataset"].fillna("unknown").astype(str)
+
+
+def _has_truth(datasets: list[str]) -> bool:
+    return set(datasets) <= {DEMO}
+
+
+def _aspect_sources(
+    layers: list[np.ndarray], subspaces: dict[str, Any], calibrated: bool
+) -> dict[str, tuple[dict, str, str]]:
     """``{key: (transform state, description, metric)}`` for every aspect subspace and its whole layer."""
     sources: dict[str, tuple[dict, str, str]] = {}
     for aspect, state in subspaces.items():
@@ -36,13 +76,19 @@ def _aspect_sources(embeddings, subspaces: dict[str, Any]) -> dict[str, tuple[di
             f"{layer} {r2:.2f}"
             for layer, r2 in zip(method.layer_names, getattr(method, "train_cv_r2", []), strict=False)
         )
+        route = served_route(state, calibrated)
+        where = (
+            "the demo's training renditions, calibrating this collection"
+            if route == CALIBRATED
+            else "the training split"
+        )
         sources[f"aspect-{aspect}"] = (
             state,
             f"aspect {aspect}: {method.dim}-dimensional selective subspace of {'+'.join(method.layer_names)}, "
-            f"supervised by {', '.join(method.supervision)} on the training split{f' (CV R² {cv})' if cv else ''}",
+            f"supervised by {', '.join(method.supervision)} on {where}{f' (CV R² {cv})' if cv else ''}",
             "l2",
         )
-        whole = SingleLayer(method.layer_indices[0], method.layer_names[0]).fit(embeddings.tracks, None)
+        whole = SingleLayer(method.layer_indices[0], method.layer_names[0]).fit(layers, None)
         sources[f"layer-{aspect}"] = (
             whole.state(),
             f"aspect {aspect}, baseline: the whole layer {method.layer_names[0]} (centred cosine)",
@@ -78,30 +124,49 @@ def _manifest(
     }
 
 
-def gate_served_aspects(
-    aspect_subspaces: dict[str, Any], aspect_routes_summary: pd.DataFrame, params: dict[str, Any]
+def gate_served_aspects(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+    aspect_subspaces: dict[str, Any],
+    aspect_subspace_routes: dict[str, Any],
+    aspect_routes_summary: pd.DataFrame,
+    track_manifest: pd.DataFrame,
+    track_splits: pd.DataFrame,
+    params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Keep only the aspect subspaces measured to rank by their aspect (:mod:`mess_kedro.aspect_gate`).
 
+    When the indices hold the demo, its truth-supervised maps are judged by the ``truth``
+    route. When they hold a collection without ground truth, each aspect may be served
+    *calibrated* (the map fitted on the demo's renditions, judged by how the ``transfer``
+    route carried to another SoundFont and other pieces) or by the ``proxies`` route's
+    map (fitted to audio proxies): the better of those that pass.
+
     Args:
+        aspect_subspace_routes: fusion's route maps per split seed (the primary seed's are candidates).
         aspect_routes_summary: evaluation's per-route selectivity on held-out demo queries.
-        params: ``serving_index.aspect_gate``: ``min_selectivity``, ``unmeasured`` (serve | refuse).
+        params: ``serving_index``: ``aspect_gate`` (``min_selectivity``, ``unmeasured``:
+            serve | refuse) and ``collection``.
 
     Returns:
         served_aspect_subspaces: ``{backbone: {aspect: state}}`` to index.
-        aspect_gate_report: ``{backbone: {aspect: decision with its one-line reason}}``.
+        aspect_gate_report: ``{backbone: {aspect: decision with its route and one-line reason}}``.
     """
     gate = params["aspect_gate"]
+    calibrated = not _has_truth(indexed_datasets(track_manifest, params.get("collection", "auto")))
+    primary = str(split_seeds(track_splits)[0])
+    alternatives = (
+        {"proxies": aspect_subspace_routes.get("proxies", {}).get(primary, {})} if calibrated else None
+    )
     served, decisions = gate_aspects(
         aspect_subspaces,
         aspect_routes_summary,
         min_selectivity=float(gate["min_selectivity"]),
         unmeasured=str(gate["unmeasured"]),
+        calibrated=calibrated,
+        alternatives=alternatives,
     )
     for source, entries in decisions.items():
         for aspect, decision in entries.items():
-            if not decision["served"]:
-                logger.info("%s %s %s", source, aspect, decision["reason"])
+            logger.info("%s %s %s", source, aspect, decision["reason"])
     return served, decisions
 
 
@@ -118,12 +183,14 @@ def build_serving_indices(
         aspect_subspaces: the primary split's aspect subspaces per backbone (fusion).
         params: ``serving_index``: ``kind`` (auto | flat | hnsw | ivfflat | ivfpq;
             auto: exact below ``exact_below`` rows, else HNSW), ``options`` (per kind), ``fused_methods``
-            (fusion methods to index), ``backbones`` (null: all).
+            (fusion methods to index), ``backbones`` (null: all), ``collection`` (which
+            datasets are indexed: :func:`indexed_datasets`).
 
     Returns:
         ``{"<backbone>/aspect-<aspect>" | "<backbone>/layer-<aspect>" | "<backbone>/fused-<method>": IndexBundle}``.
     """
     wanted = params.get("backbones") or list(layer_embeddings.backbones)
+    datasets = indexed_datasets(track_manifest, params.get("collection", "auto"))
     manifest = track_manifest.set_index("track_id")
     bundles: dict[str, IndexBundle] = {}
     for name in wanted:
@@ -135,8 +202,12 @@ def build_serving_indices(
             rerun="kedro run --from-nodes=extract_track_embeddings",
         )
         metadata = manifest.reindex(embeddings.track_ids).reset_index()
-        metadata = metadata[[c for c in METADATA_COLUMNS if c in metadata.columns]]
-        sources = _aspect_sources(embeddings, aspect_subspaces.get(name, {}))
+        rows = _dataset_column(metadata).isin(datasets).to_numpy()
+        metadata = metadata.loc[rows, [c for c in METADATA_COLUMNS if c in metadata.columns]].reset_index(
+            drop=True
+        )
+        layers = [layer[rows] for layer in embeddings.tracks]
+        sources = _aspect_sources(layers, aspect_subspaces.get(name, {}), calibrated=not _has_truth(datasets))
         for method_name in params["fused_methods"]:
             if method_name in fusion_models.get(name, {}):
                 sources[f"fused-{method_name}"] = (
@@ -145,7 +216,7 @@ def build_serving_indices(
                     "ip",
                 )
         for key, (state, source, metric) in sources.items():
-            vectors = restore(state).transform(embeddings.tracks).astype("float32")
+            vectors = restore(state).transform(layers).astype("float32")
             kind, options = index_choice(params, len(vectors))
             bundles[f"{name}/{key}"] = IndexBundle(
                 index=build_index(vectors, kind, options, metric),
@@ -165,11 +236,12 @@ def build_serving_indices(
                 ),
             )
         logger.info(
-            "%s: %d indices (%s) over %d tracks",
+            "%s: %d indices (%s) over %d tracks of %s",
             embeddings.label,
             len(sources),
-            index_choice(params, len(embeddings.track_ids))[0],
-            len(embeddings.track_ids),
+            index_choice(params, len(metadata))[0],
+            len(metadata),
+            ", ".join(datasets),
         )
     return bundles
 
@@ -269,11 +341,23 @@ def _known(value: Any, fallback: str = "unknown") -> str:
     return fallback if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
-def _served_aspect_lines(search, aspects: list[str], gate: dict[str, Any]) -> list[str]:
+def _indexed_line(search, ingest_summary: dict[str, Any]) -> str:
+    counts = _dataset_column(search.metadata).value_counts()
+    held = ", ".join(f"{n} of {d}" for d, n in counts.items())
+    left = int(ingest_summary.get("tracks", len(search.metadata))) - int(counts.sum())
+    if left > 0 and DEMO not in counts:
+        return (
+            f"- indexed: {held}; the demo's {left} renditions are not indexed: they calibrate the "
+            "aspects served for this collection and measure them (serving_index.collection)"
+        )
+    return f"- indexed: {held}"
+
+
+def _served_aspect_lines(search, aspects: list[str], gate: dict[str, Any], indexed: str) -> list[str]:
     served = search.aspects()
     decisions = gate.get(search.backbone, {})
     missing = [a for a in aspects if a not in served and a not in decisions]
-    lines = ["", f"## Aspects served ({search.label})", ""]
+    lines = ["", f"## Aspects served ({search.label})", "", indexed]
     lines.append(f"- searchable: {', '.join(served) if served else 'none'}")
     lines += [f"- {aspect}: {decision['reason']}" for aspect, decision in decisions.items()]
     if missing:
@@ -319,7 +403,9 @@ def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     )
     lines += _selectivity_lines(selectivity_summary)
     search = SimilaritySearch(serving_indices)
-    lines += _served_aspect_lines(search, list(params["aspects"]), aspect_gate_report or {})
+    lines += _served_aspect_lines(
+        search, list(params["aspects"]), aspect_gate_report or {}, _indexed_line(search, ingest_summary)
+    )
     query = search.metadata.iloc[0]
     aspect = params["example_aspect"]
     if aspect not in search.aspects():

@@ -10,7 +10,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=gate_served_aspects,
-                inputs=["aspect_subspaces", "aspect_routes_summary", "params:serving_index"],
+                inputs=[
+                    "aspect_subspaces",
+                    "aspect_subspace_routes",
+                    "aspect_routes_summary",
+                    "track_manifest",
+                    "track_splits",
+                    "params:serving_index",
+                ],
                 outputs=["served_aspect_subspaces", "aspect_gate_report"],
                 name="gate_served_aspects",
             ),
