@@ -223,6 +223,41 @@ def test_a_five_track_folder_without_metadata_runs_to_the_end(project, five_trac
     assert "Traceback" not in log
 
 
+@pytest.mark.slow
+def test_beside_a_folder_without_metadata_the_demo_calibrates_its_aspects_and_stays_out_of_its_index(
+    project, five_track_folder
+):
+    root, _ = project
+    # Six performers: enough held-out renditions (other SoundFont, test pieces) to measure routes on.
+    params = f"source.kind=folder,source.path={five_track_folder},demo_corpus.performers.count=6"
+    kedro_run(root, "__default__", "--params", params)
+    summary = (versions(root / "data" / "08_reporting" / "run_summary.md")[-1] / "run_summary.md").read_text()
+    assert "- indexed: 5 of folder; the demo's 36 renditions are not indexed" in summary
+    manifest = pd.read_parquet(
+        versions(root / "data" / "03_primary" / "track_manifest.parquet")[-1] / "track_manifest.parquet"
+    )
+    folder_ids = set(manifest.loc[manifest["dataset"] == "folder", "track_id"])
+    assert len(folder_ids) == 5
+    reports = versions(root / "data" / "08_reporting" / "aspect_gate_report.json")
+    gate = json.loads((reports[-1] / "aspect_gate_report.json").read_text())
+    measured = {a: d for a, d in gate["musicnn-mtt"].items() if d.get("verified")}
+    assert measured, gate["musicnn-mtt"]  # the demo measured some aspect routes
+    # What a folder gets is judged by how a route transfers, never by the demo's own truth route:
+    # the calibrated map is a candidate for every measured aspect.
+    assert {d["route"] for d in measured.values()} <= {"calibrated", "proxies"}
+    assert not any("truth route" in d["reason"] for d in measured.values())
+    assert all(
+        d["route"] == "calibrated" or "other routes: calibrated" in d["reason"] for d in measured.values()
+    )
+    from mess_kedro.serving import load_search
+
+    search = load_search(root, "musicnn-mtt")
+    assert set(search.metadata["track_id"]) == folder_ids  # the demo is not among the results
+    for aspect in search.aspects():
+        hits = search.similar(sorted(folder_ids)[0], n=3, aspect=aspect)
+        assert set(hits["track_id"]) <= folder_ids and len(hits) == 3
+
+
 def latest(root: Path, name: str) -> Path:
     """The newest version of a versioned catalog file under ``root/data``."""
     return versions(root / "data" / name)[-1] / Path(name).name
