@@ -233,6 +233,7 @@ def test_beside_a_folder_without_metadata_the_demo_calibrates_its_aspects_and_st
     kedro_run(root, "__default__", "--params", params)
     summary = (versions(root / "data" / "08_reporting" / "run_summary.md")[-1] / "run_summary.md").read_text()
     assert "- indexed: 5 of folder; the demo's 36 renditions are not indexed" in summary
+    assert "its true" not in summary and "nan" not in summary  # a folder has no truth to show
     manifest = pd.read_parquet(
         versions(root / "data" / "03_primary" / "track_manifest.parquet")[-1] / "track_manifest.parquet"
     )

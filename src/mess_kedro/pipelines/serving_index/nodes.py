@@ -372,8 +372,10 @@ def _with_truth(table: pd.DataFrame, truth: pd.DataFrame, factor: str | None) ->
     """Results with the demo's true value of the searched aspect's factor beside each (when known)."""
     if not factor or truth.empty or factor not in truth.columns:
         return table
-    values = truth.set_index("track_id")[factor]
-    return table.assign(**{f"true {factor}": table["track_id"].map(values)})
+    values = table["track_id"].map(truth.set_index("track_id")[factor])
+    if values.isna().all():  # a user's recordings: no truth to show
+        return table
+    return table.assign(**{f"true {factor}": values})
 
 
 def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
