@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 import schemathesis
 import soundfile as sf
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from mess_kedro.webapp.api import create_app
-from tests.webapp_fixture import IDS, make_room, tone_signal
+from tests.webapp_fixture import IDS, make_room, room_client, tone_signal
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def room(tmp_path):
 
 @pytest.fixture
 def client(room):
-    return TestClient(create_app(room), raise_server_exceptions=False)
+    return room_client(create_app(room))
 
 
 def _wav(signal, subtype="PCM_16") -> bytes:
@@ -172,7 +171,7 @@ def test_audio_streams_the_stored_file_with_ranges(client, tmp_path):
 def test_a_track_without_stored_audio_is_a_404(tmp_path):
     room = make_room(tmp_path)
     room.audio = {k: v for k, v in room.audio.items() if k != "t03"}
-    client = TestClient(create_app(room), raise_server_exceptions=False)
+    client = room_client(create_app(room))
     _is_error(client.get("/api/tracks/t03/audio"), 404, "no prepared audio for t03")
 
 
@@ -235,9 +234,7 @@ def test_passages_are_a_404_until_the_alignment_runs(tmp_path):
     def missing():
         raise FileNotFoundError("no alignment yet: run `kedro run --pipelines=alignment` first")
 
-    client = TestClient(
-        create_app(make_room(tmp_path, passage_finder=missing)), raise_server_exceptions=False
-    )
+    client = room_client(create_app(make_room(tmp_path, passage_finder=missing)))
     _is_error(client.get("/api/passages/t00", params={"at": 0}), 404, "no alignment yet")
 
 
@@ -260,7 +257,7 @@ def test_probing_and_report_are_served_and_missing_parts_are_404(client, tmp_pat
         raise OSError("gone")
 
     bare = make_room(tmp_path / "bare", probing={}, report=unreadable)
-    bare_client = TestClient(create_app(bare), raise_server_exceptions=False)
+    bare_client = room_client(create_app(bare))
     _is_error(bare_client.get("/api/probing"), 404, "probing")
     _is_error(bare_client.get("/api/report"), 404, "evaluation")
 
@@ -328,7 +325,7 @@ def test_an_answer_is_appended_to_the_triplet_csv_the_evaluation_reads(client, t
 
 
 def test_answers_given_at_once_all_land(room, tmp_path):
-    client = TestClient(create_app(room), raise_server_exceptions=False)
+    client = room_client(create_app(room))
     answers = [
         {
             "anchor": IDS[i],
@@ -354,7 +351,7 @@ def test_answers_given_at_once_all_land(room, tmp_path):
 
 def test_a_bug_is_a_json_500_without_a_traceback(room, monkeypatch):
     monkeypatch.setattr(room, "info", lambda: 1 / 0)
-    client = TestClient(create_app(room), raise_server_exceptions=False)
+    client = room_client(create_app(room))
     _is_error(client.get("/api/info"), 500, "internal error")
 
 
@@ -375,7 +372,7 @@ def test_the_page_works_under_a_reverse_proxys_sub_path(room):
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    proxied = TestClient(Starlette(routes=[Mount("/listening", app=create_app(room))]))
+    proxied = room_client(Starlette(routes=[Mount("/listening", app=create_app(room))]))
     page = proxied.get("/listening/")
     assert page.status_code == 200 and proxied.get("/listening/api/info").json()["tracks"] == 12
     script = proxied.get("/listening/static/app.js").text
@@ -438,7 +435,9 @@ def test_schemathesis_finds_no_server_error(room):
     not load under pytest 9.)"""
     from hypothesis import given
 
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(room))
+    schema = schemathesis.openapi.from_asgi(
+        "/openapi.json", create_app(room, allowed_hosts=["*"])
+    )  # its own test host
     failures, operations = [], 0
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -447,7 +446,7 @@ def test_schemathesis_finds_no_server_error(room):
         @given(case=operation.as_strategy())
         @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case):
-            response = case.call()
+            response = case.call(headers={"X-Mess-Kedro": "1"})
             if response.status_code >= 500:
                 failures.append(
                     f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:200]}"
@@ -455,3 +454,131 @@ def test_schemathesis_finds_no_server_error(room):
 
         check()
     assert operations >= 11 and not failures, failures
+
+
+# --------------------------------------------------------------------------- a hostile page
+
+
+def test_a_rebound_host_name_is_refused_and_loopback_names_are_answered(room):
+    app = create_app(room)
+    for base in ("http://127.0.0.1:8000", "http://localhost:8777", "http://[::1]:8000"):
+        assert room_client(app, base_url=base).get("/api/info").status_code == 200, base
+    rebound = room_client(app, base_url="http://evil.example")
+    _is_error(rebound.get("/api/tracks"), 400, "not one of this room's names")
+    lab = room_client(
+        create_app(room, allowed_hosts=["127.0.0.1", "room.lab.example"]), base_url="http://room.lab.example"
+    )
+    assert lab.get("/api/info").status_code == 200
+
+
+def test_writes_from_another_sites_page_are_refused_and_stored_nothing(room, client):
+    answer = {
+        "anchor": IDS[0],
+        "a": IDS[1],
+        "b": IDS[2],
+        "closer": "a",
+        "aspect": "dynamics",
+        "annotator": "x",
+    }
+    foreign = client.post("/api/annotations", json=answer, headers={"Origin": "http://evil.example"})
+    _is_error(foreign, 403, "another site")
+    # A cross-site "simple" request: text/plain, no custom header (no preflight): refused.
+    bare = room_client(create_app(room))
+    del bare.headers["X-Mess-Kedro"]
+    simple = bare.post(
+        "/api/similar",
+        params={"aspect": "dynamics"},
+        content=_wav(tone_signal(330, 2.0)),
+        headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
+    )
+    _is_error(simple, 403, "another site")
+    _is_error(bare.post("/api/annotations", json=answer), 403, "X-Mess-Kedro")
+    assert len(room.annotations.table()) == 0  # nothing of the refused writes was stored
+    same_site = client.post("/api/annotations", json=answer, headers={"Origin": "http://127.0.0.1:8000"})
+    assert same_site.status_code == 201
+
+
+def test_a_body_over_its_budget_is_refused_as_it_arrives(room, client):
+    _is_error(
+        client.post(
+            "/api/annotations", content=b"{" * (65 * 1024), headers={"Content-Type": "application/json"}
+        ),
+        413,
+        "over",
+    )
+
+    def stream():  # no Content-Length: counted as it arrives, refused before the end
+        sent = 0
+        while sent < 10 * 1024 * 1024:
+            sent += 64 * 1024
+            yield b" " * (64 * 1024)
+
+    answer = client.post("/api/annotations", content=stream(), headers={"Content-Type": "application/json"})
+    _is_error(answer, 413, "over the limit of 65536 bytes")
+    upload = client.post(
+        "/api/similar", params={"aspect": "dynamics"}, content=b"\0" * (room.limits.max_bytes + 1)
+    )
+    assert upload.status_code == 413
+
+
+def test_range_parsing_is_linear_and_bounded():
+    from mess_kedro.webapp.byte_ranges import requested_range
+
+    hostile = "bytes=1-" + " " * 150_000 + "x"  # froze the server for 60 s (a quadratic regex)
+    assert requested_range(hostile, 1000) is None
+    assert requested_range("bytes = 1 - 9", 1000) == (1, 9)
+    assert requested_range("bytes=" + "9" * 5000 + "-", 1000) is None  # no 4300-digit int conversion
+
+
+def test_a_sample_rate_bomb_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch):
+    """8 channels at 192 kHz: small on the wire, large once decoded (the room's budget here: 1 MB)."""
+    from mess_kedro.webapp.uploads import UploadLimits
+
+    room = make_room(tmp_path, limits=UploadLimits(4_000_000, 300.0, max_decoded_mb=1.0))
+    monkeypatch.setattr(room, "similar_to_file", lambda *a: pytest.fail("decoded past the budget"))
+    bomb = io.BytesIO()
+    sf.write(bomb, np.zeros((96_000, 8), np.int16), 192_000, format="FLAC")  # 0.5 s, 3 MB decoded
+    answer = room_client(create_app(room)).post("/api/similar", content=bomb.getvalue())
+    _is_error(answer, 413, "too large to decode", "8 ch", "192000 Hz")
+
+
+def test_uploads_are_decoded_a_few_at_a_time(tmp_path, monkeypatch):
+    import time
+    from dataclasses import replace
+
+    room = make_room(tmp_path)
+    room = replace(room, settings=replace(room.settings, decode_slots=1))
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_search(path, search):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.2)
+        with lock:
+            inside[0] -= 1
+        return {"results": []}
+
+    monkeypatch.setattr(room, "similar_to_file", slow_search)
+    client = room_client(create_app(room))
+    body = _wav(tone_signal(330, 2.0))
+    answers = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(client.post("/api/similar", content=body).status_code))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert answers == [200] * 4 and most[0] == 1
+
+
+def test_the_cli_and_the_room_read_one_query_length_and_decode_budget():
+    from tests.conftest import project_parameters
+
+    webapp = project_parameters("webapp")["webapp"]
+    serving = project_parameters("serving_index")["serving_index"]
+    assert webapp["max_upload_s"] == serving["max_query_s"]
+    assert webapp["max_upload_decoded_mb"] == serving["max_query_decoded_mb"]

@@ -131,3 +131,12 @@ def make_room(folder: Path, **changes) -> ListeningRoom:
         "passage_finder": passage_finder,
     }
     return ListeningRoom(**(options | changes))
+
+
+def room_client(app, **options):
+    """A test client as the room's own page is: a loopback name, the write header sent."""
+    from fastapi.testclient import TestClient
+
+    options = {"base_url": "http://127.0.0.1", "raise_server_exceptions": False} | options
+    options["headers"] = {"X-Mess-Kedro": "1"} | options.get("headers", {})
+    return TestClient(app, **options)

@@ -190,18 +190,25 @@ def read_audio(path: str | os.PathLike, max_decoded_mb: float | None = DEFAULT_M
 
 
 def read_mono(
-    path: str | os.PathLike, max_duration_s: float | None = None, block_s: float = 30.0
+    path: str | os.PathLike,
+    max_duration_s: float | None = None,
+    block_s: float = 30.0,
+    *,
+    max_decoded_mb: float | None = None,
+    block_mb: float = 16.0,
 ) -> AudioSignal:
     """Decode ``path`` to mono float32 in blocks (memory: the mono signal, not every channel).
 
     Files libsndfile cannot read are decoded whole by :func:`read_audio`.
-    ``max_duration_s`` refuses longer files before decoding anything.
+    ``max_duration_s`` and ``max_decoded_mb`` (every channel's samples, from the header)
+    refuse a file before anything is decoded; a block holds at most ``block_s`` seconds
+    and ``block_mb`` of samples, so 8 channels at 655 kHz cannot take a 600 MB block.
     """
     path = check_audio_file(path)
     with _stdout_to_stderr():
-        info = _check_header(path, None)
+        info = _check_header(path, max_decoded_mb)
     if info is None:
-        signal = read_audio(path)
+        signal = read_audio(path, max_decoded_mb if max_decoded_mb is not None else DEFAULT_MAX_DECODED_MB)
         if max_duration_s is not None and signal.duration_s > max_duration_s:
             raise AudioReadError(
                 f"too long: {signal.duration_s:.0f} s > limit {max_duration_s:g} s"
@@ -212,7 +219,7 @@ def read_mono(
         raise AudioReadError(f"too long: {duration:.0f} s > limit {max_duration_s:g} s")
     out = np.empty(info.frames, dtype=np.float32)
     filled = 0
-    blocksize = max(1, int(block_s * info.samplerate))
+    blocksize = max(1, min(int(block_s * info.samplerate), int(block_mb * 2**20 / (4 * info.channels))))
     for block in sf.blocks(str(path), blocksize=blocksize, dtype="float32", always_2d=True):
         out[filled : filled + len(block)] = block.mean(axis=1)
         filled += len(block)

@@ -360,6 +360,7 @@ def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> Non
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+MAX_HEADER_BYTES = 16 * 1024  # the request line and headers together
 
 
 @main.command()
@@ -370,9 +371,18 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 @click.option(
     "--root-path", default="", help="The sub-path a reverse proxy serves the room under (e.g. /listening)."
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A name the room may be reached by besides loopback (a lab's proxy); repeatable. "
+    "Requests naming any other Host are refused (DNS rebinding).",
+)
 @_backbone
 @_project
-def serve(host: str, port: int, root_path: str, backbone: str | None, project: str) -> None:  # noqa: PLR0917
+def serve(  # noqa: PLR0917
+    host: str, port: int, root_path: str, allowed_hosts: tuple[str, ...], backbone: str | None, project: str
+) -> None:
     """The listening room: search, listen, compare and annotate in a browser (http://HOST:PORT/),
     its API documented at /docs. No authentication: keep it on localhost or put it behind a proxy that has one."""
     import threading
@@ -407,7 +417,18 @@ def serve(host: str, port: int, root_path: str, backbone: str | None, project: s
     click.echo(
         f"{room.search.label}: {len(room.collection)} tracks; listening room at http://{host}:{port}/ (API: /docs)"
     )
-    uvicorn.run(create_app(room), host=host, port=port, root_path=root_path, log_level="warning")
+    names = [*LOOPBACK, *allowed_hosts, *([host] if host not in ("0.0.0.0", "::") else [])]
+    uvicorn.run(
+        create_app(room, allowed_hosts=names),
+        host=host,
+        port=port,
+        root_path=root_path,
+        log_level="warning",
+        # h11, not httptools: httptools took 8 MB of headers; h11 stops at this many bytes.
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=5,
+    )
 
 
 @dataclass

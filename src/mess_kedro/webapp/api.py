@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Literal
 
@@ -30,6 +31,7 @@ from mess_kedro.audio import AudioReadError
 from mess_kedro.indexing import IndexMismatchError
 
 from . import byte_ranges
+from .guards import LOOPBACK_HOSTS, RoomGuard
 from .room import ListeningRoom, NotAvailable, SearchRequest, UnknownTrack
 from .uploads import UploadRejected, check_declared_size, check_upload, receive_upload, upload_folder
 
@@ -166,14 +168,29 @@ def search_request(
     return SearchRequest(aspect, weights, fused, method, n)
 
 
-def create_app(room: ListeningRoom) -> FastAPI:
-    """The app over ``room`` (routes only wire HTTP to the room's methods)."""
+def create_app(room: ListeningRoom, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> FastAPI:
+    """The app over ``room`` (routes only wire HTTP to the room's methods), behind
+    :class:`~mess_kedro.webapp.guards.RoomGuard`: only ``allowed_hosts`` are answered, writes
+    need the ``X-Mess-Kedro`` header and no foreign ``Origin``, bodies are budgeted."""
     app = FastAPI(
         title="mess-kedro listening room",
         summary="Search, listen, compare and annotate: recordings that sound like this, in this respect.",
         responses={400: {"model": Error}, 404: {"model": Error}, 422: {"model": Error}},
     )
     _install_error_handlers(app)
+    # A few uploads decoded at once: memory stays bounded under parallel uploads. A thread
+    # semaphore (the work runs in worker threads), not an event-loop one.
+    decode_slots = threading.BoundedSemaphore(room.settings.decode_slots)
+
+    def decode_and_search(path, search: SearchRequest) -> tuple[float, dict]:
+        with decode_slots:
+            return check_upload(path, room.limits), room.similar_to_file(path, search)
+
+    app.add_middleware(
+        RoomGuard,
+        allowed_hosts=allowed_hosts,
+        body_limits={("POST", "/api/similar"): room.limits.max_bytes},
+    )
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -254,8 +271,7 @@ def create_app(room: ListeningRoom) -> FastAPI:
         room.check_request(search)  # a bad option is refused before the upload is read
         with upload_folder() as folder:
             path = await receive_upload(request.stream(), folder, room.limits)
-            duration = await run_in_threadpool(check_upload, path, room.limits)
-            answer = await run_in_threadpool(room.similar_to_file, path, search)
+            duration, answer = await run_in_threadpool(decode_and_search, path, search)
         return answer | {"duration_s": round(duration, 3)}
 
     @app.get("/api/passages/{track_id}", summary="The same passage in the piece's other recordings")

@@ -66,11 +66,12 @@ class RoomSettings:
     seed: int = 0
     proposal_anchors: int = 8
     proposal_pool: int = 30
+    decode_slots: int = 2  # uploads decoded and embedded at once (memory: each holds its decoded audio)
 
     def __post_init__(self) -> None:
         from mess_kedro.maps import METHODS
 
-        counts = ("results", "max_results", "proposal_anchors", "proposal_pool")
+        counts = ("results", "max_results", "proposal_anchors", "proposal_pool", "decode_slots")
         bad = [
             name for name in counts if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
         ]
@@ -91,6 +92,7 @@ class RoomSettings:
             seed=int(params["seed"]),
             proposal_anchors=int(params["proposal_anchors"]),
             proposal_pool=int(params["proposal_pool"]),
+            decode_slots=int(params.get("decode_slots", 2)),
         )
 
 
@@ -483,7 +485,11 @@ def load_listening_room(
         except Exception:  # noqa: BLE001 - a part not produced yet: the room goes without it
             return default
 
-    limits = UploadLimits(int(params["max_upload_mb"] * 1024 * 1024), float(params["max_upload_s"]))
+    limits = UploadLimits(
+        int(params["max_upload_mb"] * 1024 * 1024),
+        float(params["max_upload_s"]),
+        params.get("max_upload_decoded_mb"),
+    )
     return ListeningRoom(
         search=search,
         collection=collection_table(search.metadata, optional("track_manifest", None)),

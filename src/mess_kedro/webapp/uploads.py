@@ -33,10 +33,12 @@ class UploadRejected(ValueError):
 
 @dataclass(frozen=True)
 class UploadLimits:
-    """How large (bytes) and how long (seconds of audio) an upload may be."""
+    """How large (bytes), how long (seconds of audio) and how large decoded (MB of samples,
+    every channel, read from the header before decoding) an upload may be."""
 
     max_bytes: int
     max_seconds: float
+    max_decoded_mb: float | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -91,9 +93,9 @@ def check_upload(path: Path, limits: UploadLimits) -> float:
     """Decode the upload (in a worker thread: this is CPU work) and return its duration in seconds;
     refused when too long, undecodable, empty or silent."""
     try:
-        signal = read_mono(path, limits.max_seconds)
+        signal = read_mono(path, limits.max_seconds, max_decoded_mb=limits.max_decoded_mb)
     except AudioReadError as exc:
-        status = 413 if str(exc).startswith("too long") else 422
+        status = 413 if str(exc).startswith(("too long", "too large")) else 422
         raise UploadRejected(f"upload: {exc}", status) from None
     problem = inspect_audio(signal, AudioChecks())
     if problem:
