@@ -508,3 +508,54 @@ def test_a_damaged_query_cache_entry_is_a_miss(tmp_path):
     path = tmp_path / "queries" / "b-abc.npz"
     path.write_bytes(path.read_bytes()[:200])
     assert cache.get("b-abc") is None  # recomputed by the caller, then replaced
+
+
+# --------------------------------------------------------------------------- files that are not files
+
+
+def _finishes(call, seconds: float = 20.0):
+    """``call()``'s exception (or None), asserting it returned within ``seconds``: a hang fails, not blocks."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            call()
+            outcome["error"] = None
+        except Exception as exc:  # noqa: BLE001 - the caller asserts what it was
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert "error" in outcome, "it hung"
+    return outcome["error"]
+
+
+def test_a_fifo_named_like_midi_is_refused_before_it_is_opened(tmp_path):
+    from mess_kedro.datasets.audio_collection_dataset import read_midi_file
+
+    fifo = tmp_path / "x1.mid"
+    os.mkfifo(fifo)
+    error = _finishes(lambda: read_midi_file(fifo))
+    assert isinstance(error, ValueError) and "not a regular file" in str(error)
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "folder"])
+def test_a_query_that_is_not_a_regular_file_is_refused_before_it_is_hashed(tmp_path, special):
+    from mess_kedro.audio import AudioReadError
+    from mess_kedro.serving import SimilaritySearch
+    from tests.webapp_fixture import served_indices
+
+    if special == "fifo":
+        path = tmp_path / "q.wav"
+        os.mkfifo(path)
+    elif special == "folder":
+        path = tmp_path / "q.wav"
+        path.mkdir()
+    else:
+        path = Path(special)
+    search = SimilaritySearch(served_indices(), {})
+    error = _finishes(lambda: search.similar(str(path), aspect="dynamics"))
+    assert isinstance(error, AudioReadError) and ("regular file" in str(error) or "directory" in str(error))

@@ -38,8 +38,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .audio import AudioChecks, AudioSignal, content_hash, inspect_audio, prepare_audio, read_mono
+from .audio import (
+    AudioChecks,
+    AudioSignal,
+    check_audio_file,
+    content_hash,
+    inspect_audio,
+    prepare_audio,
+    read_mono,
+)
 from .digests import file_digest
+from .finite import non_finite_count, require_finite
 from .indexing import IndexBundle, IndexMismatchError, peek_manifest
 
 logger = logging.getLogger(__name__)
@@ -146,6 +155,7 @@ class SimilaritySearch:
         *,
         query_cache: QueryCache | None = None,
         max_query_s: float | None = None,
+        max_query_decoded_mb: float | None = None,
         trained_encoders: Mapping[str, Callable[[], Any]] | None = None,
         aspect_gate: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
@@ -171,6 +181,7 @@ class SimilaritySearch:
         self._candidates = positive_count(candidates, "candidates")
         self._query_cache = query_cache
         self._max_query_s = max_query_s
+        self._max_query_decoded_mb = max_query_decoded_mb
         self._trained_encoders = trained_encoders or {}  # a trained backbone's weights, for file queries
         self._backbone_model = None
         # Why each aspect of this backbone is or is not served (serving_index's aspect_gate_report).
@@ -187,6 +198,7 @@ class SimilaritySearch:
             serving["candidates"],
             query_cache=QueryCache(catalog.get("query_embeddings")),
             max_query_s=serving["max_query_s"],
+            max_query_decoded_mb=serving.get("max_query_decoded_mb"),
             trained_encoders=catalog.load("trained_encoders"),
             aspect_gate=catalog.load("aspect_gate_report") if catalog.exists("aspect_gate_report") else None,
         )
@@ -296,18 +308,23 @@ class SimilaritySearch:
 
     def _file_entry(self, path: Path) -> tuple[dict[str, np.ndarray], str | None]:
         """The file's cache entry (per-layer embeddings, content hash, vectors found so far) and its key."""
+        path = check_audio_file(path)  # before hashing: /dev/zero or a FIFO would be read forever
         key = self._cache_key(path) if self._query_cache is not None else None
         cached = self._query_cache.get(key) if key else None
-        if cached is not None:
-            return cached, key
+        if cached is not None and not any(non_finite_count(v) for v in cached.values()):
+            return cached, key  # a cached entry holding NaN (written by an older version) is recomputed
         layers, digest = self._embed_file_now(path)
+        for i, layer in enumerate(layers):  # never searched with, never cached
+            require_finite(
+                layer, f"{path.name}: its embedding (layer {i}); the audio may hold out-of-range samples"
+            )
         entry = _entry(layers, digest)
         if key:
             self._query_cache.put(key, entry)
         return entry, key
 
     def _embed_file_now(self, path: Path) -> tuple[list[np.ndarray], str]:
-        signal = read_mono(path, self._max_query_s)
+        signal = read_mono(path, self._max_query_s, max_decoded_mb=self._max_query_decoded_mb)
         problem = inspect_audio(signal, AudioChecks())
         if problem:
             raise ValueError(f"{path}: {problem}")
@@ -386,19 +403,31 @@ class SimilaritySearch:
         names = {key: f"vector:{key}:{self.indices[key].manifest.get('checksum')}" for key in wanted}
         missing = [key for key in wanted if names[key] not in entry]
         if missing:
-            from .fusion import restore  # torch: only a file's first query in an index needs it
-
             layers = _entry_layers(entry)
             for key in missing:
-                entry[names[key]] = (
-                    restore(self.indices[key].transform).transform(layers)[0].astype(np.float32)
-                )
+                entry[names[key]] = self._query_vector(key, layers)
             if cache_key:
                 self._query_cache.put(cache_key, entry)
         vectors = {key: entry[names[key]] for key in keys}
         if own_id is None and witness is not None:
             own_id = self._same_recording(witness, entry[names[witness]])
         return vectors, own_id
+
+    def _query_vector(self, key: str, layers: list[np.ndarray]) -> np.ndarray:
+        """The query's vector in index ``key``: one line, not a traceback, when the index's transform is broken."""
+        from .fusion import restore  # torch: only a file's first query in an index needs it
+
+        try:
+            vector = restore(self.indices[key].transform).transform(layers)[0].astype(np.float32)
+        except (ValueError, RuntimeError, KeyError, IndexError, TypeError) as exc:
+            raise IndexMismatchError(
+                f"index {self.backbone}/{key}: its transform does not apply to this backbone's embeddings "
+                f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}); re-run serving_index"
+            ) from None
+        return require_finite(
+            vector,
+            f"index {self.backbone}/{key}: the query's vector (a broken transform? re-run serving_index)",
+        )
 
     def _witness_key(self) -> str | None:
         """A full-width index (fused or whole layer): there, equal vectors mean the same audio."""
@@ -633,6 +662,7 @@ def load_search(
         serving["candidates"],
         query_cache=QueryCache(datasets["query_embeddings"]),
         max_query_s=serving["max_query_s"],
+        max_query_decoded_mb=serving.get("max_query_decoded_mb"),
         trained_encoders=datasets["trained_encoders"].load(),
         aspect_gate=datasets["aspect_gate_report"].load()
         if datasets["aspect_gate_report"].exists()

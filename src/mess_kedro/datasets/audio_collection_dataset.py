@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,10 +59,7 @@ class AudioCollectionDataset(AbstractDataset[None, AudioCollection]):
             key: partial(read_audio, root / key, max_decoded_mb=self._max_decoded_mb)
             for key in records["source_key"]
         }
-        midi = {
-            key: partial(pretty_midi.PrettyMIDI, str(root / key))
-            for key in records["midi_key"].dropna().unique()
-        }
+        midi = {key: partial(read_midi_file, root / key) for key in records["midi_key"].dropna().unique()}
         return AudioCollection(records=records, audio_loaders=audio, midi_loaders=midi)
 
     def save(self, data: None) -> None:
@@ -73,3 +72,12 @@ class AudioCollectionDataset(AbstractDataset[None, AudioCollection]):
 
     def _exists(self) -> bool:
         return self._kind == "none" or bool(self._path and self._path.is_dir())
+
+
+def read_midi_file(path: Path) -> pretty_midi.PrettyMIDI:
+    """A MIDI file of a collection; a FIFO, device or folder named like one is refused before it is
+    opened (opening a FIFO waits for a writer forever)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path.name}: not a regular file (a FIFO, device or folder named like MIDI)")
+    return pretty_midi.PrettyMIDI(str(path))

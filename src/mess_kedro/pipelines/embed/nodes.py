@@ -42,6 +42,7 @@ from mess_kedro.embedding import (
 )
 from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.embedding_stream import EmbeddingStream
+from mess_kedro.finite import require_finite
 from mess_kedro.progress import LazyProgress
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ def _embed_lazily(
     def compute() -> dict[str, np.ndarray]:
         progress.begin()
         arrays, duration_s = stream.result(key)
+        for name, array in arrays.items():  # never cached: a NaN here would reach every index
+            require_finite(array, f"embedding {key} ({name}): the backbone's output")
         progress.advance(duration_s)
         return arrays
 
@@ -98,7 +101,9 @@ def _readable_entries(entries: Mapping[str, Callable[[], Any]]) -> set[str]:
 
     def loads(key: str) -> bool:
         try:
-            entries[key]()
+            arrays = entries[key]()
+            for name, array in arrays.items():
+                require_finite(array, name)
         except Exception as exc:  # noqa: BLE001 - whatever the damage, the entry is recomputed
             logger.warning("embedding cache entry %s is unreadable (%s); recomputing it", key, exc)
             return False

@@ -21,6 +21,7 @@ import pandas as pd
 from mess_kedro.aspect_gate import CALIBRATED, gate_aspects, served_route
 from mess_kedro.consistency import require_same_tracks
 from mess_kedro.embedding_set import EmbeddingSet
+from mess_kedro.finite import non_finite_count
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.indexing import IndexBundle, build_index, checksum, index_choice
 from mess_kedro.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
@@ -217,6 +218,17 @@ def build_serving_indices(
                 )
         for key, (state, source, metric) in sources.items():
             vectors = restore(state).transform(layers).astype("float32")
+            bad = non_finite_count(vectors)
+            if bad:  # never indexed; the other indices are still built
+                logger.error(
+                    "%s/%s not indexed: %d of its %d values are NaN or infinite (from %s); re-run the stage that made it",
+                    name,
+                    key,
+                    bad,
+                    vectors.size,
+                    source,
+                )
+                continue
             kind, options = index_choice(params, len(vectors))
             bundles[f"{name}/{key}"] = IndexBundle(
                 index=build_index(vectors, kind, options, metric),

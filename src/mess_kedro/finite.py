@@ -1,0 +1,37 @@
+"""Nothing non-finite crosses a boundary: embeddings, checkpoints' outputs, indexed vectors, queries.
+
+A NaN in a fusion checkpoint, a float WAV at 3.4e38 or a damaged cache entry used to
+pass every check: an index entirely of NaN was built with exit 0, and every search on
+it then failed with a traceback far from the cause. Each boundary now checks what it
+hands on and names the artifact in one line.
+
+Conventions
+-----------
+- Only floating and complex arrays are checked (integers are always finite).
+- ``what`` names the artifact as a user would look for it ("index musicnn-mtt/fused-lfn").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class NonFiniteError(ValueError):
+    """An array holds NaN or infinity where only finite numbers may be."""
+
+
+def non_finite_count(array: np.ndarray) -> int:
+    """How many values of ``array`` are NaN or infinite (0 for integer arrays)."""
+    array = np.asarray(array)
+    if array.dtype.kind not in "fc":
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+def require_finite(array: np.ndarray, what: str) -> np.ndarray:
+    """``array`` unchanged, or :class:`NonFiniteError` naming ``what`` and how many values are bad."""
+    bad = non_finite_count(array)
+    if bad:
+        size = np.asarray(array).size
+        raise NonFiniteError(f"{what}: {bad} of {size} values are NaN or infinite")
+    return array
