@@ -559,3 +559,89 @@ def test_a_query_that_is_not_a_regular_file_is_refused_before_it_is_hashed(tmp_p
     search = SimilaritySearch(served_indices(), {})
     error = _finishes(lambda: search.similar(str(path), aspect="dynamics"))
     assert isinstance(error, AudioReadError) and ("regular file" in str(error) or "directory" in str(error))
+
+
+# --------------------------------------------------------------------------- the query cache
+
+
+def _query_cache(tmp_path):
+    from mess_kedro.datasets import OptionalPartitionedDataset
+    from mess_kedro.serving import QueryCache
+
+    return QueryCache(
+        OptionalPartitionedDataset(path=str(tmp_path / "queries"), dataset=NpzDataset, filename_suffix=".npz")
+    )
+
+
+def test_an_altered_but_coherent_query_cache_entry_is_a_miss(tmp_path):
+    from mess_kedro.serving import _entry
+
+    cache = _query_cache(tmp_path)
+    cache.put("b-abc", _entry([np.ones((1, 4))], "d1"))
+    path = tmp_path / "queries" / "b-abc.npz"
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = dict(stored)
+    assert cache.get("b-abc") is not None
+    arrays["layer0"] = arrays["layer0"] * 2  # a valid file, its checksum kept: someone changed the vector
+    np.savez(path, **arrays)
+    assert cache.get("b-abc") is None
+
+
+def test_a_query_cache_that_cannot_be_written_is_skipped_with_one_warning(tmp_path, monkeypatch, caplog):
+    from mess_kedro.serving import _entry
+
+    cache = _query_cache(tmp_path)
+    attempts = []
+
+    def full_disk(data):
+        attempts.append(data)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache._dataset, "save", full_disk)
+    cache.put("b-1", _entry([np.ones((1, 4))], "d1"))
+    cache.put("b-2", _entry([np.ones((1, 4))], "d2"))
+    assert len(attempts) == 1 and not cache.writable
+    assert caplog.text.count("query cache not writable") == 1
+
+
+def test_a_cached_query_vector_is_named_by_the_transform_that_made_it():
+    from mess_kedro.serving import SimilaritySearch
+    from tests.webapp_fixture import served_indices
+
+    indices = served_indices()
+    search = SimilaritySearch(indices, {})
+    before = search._vector_name("aspect-dynamics")
+    indices["tiny/aspect-dynamics"].manifest["files"] = {"transform.safetensors": "a-repaired-transform"}
+    assert search._vector_name("aspect-dynamics") != before
+
+
+def test_an_oversized_index_file_is_refused_before_it_is_hashed(tmp_path, monkeypatch):
+    import json
+
+    from mess_kedro.datasets import FaissIndexSetDataset
+    from mess_kedro.datasets import faiss_index_dataset as module
+    from tests.test_indexing import bundle
+
+    layer = np.random.default_rng(0).standard_normal((8, 5))
+    ids = [f"t{i}" for i in range(8)]
+    FaissIndexSetDataset(filepath=str(tmp_path / "indices")).save({"b/aspect-a": bundle(layer, ids, ids)})
+    folder = tmp_path / "indices" / "b" / "aspect-a"
+    hashed, real_digest = [], module.file_digest
+    monkeypatch.setattr(
+        module, "file_digest", lambda path: hashed.append(Path(path).name) or real_digest(path)
+    )
+    with open(folder / "vectors.npy", "r+b") as f:
+        f.truncate(8 * 2**30)  # sparse: 8 GB on paper, nothing on disk
+    with pytest.raises(
+        IndexMismatchError,
+        match=r"vectors.npy does not match its manifest \(8589934592 bytes where it allows",
+    ):
+        module.read_bundle(folder, "b/aspect-a")
+    assert "vectors.npy" not in hashed
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["sizes"]  # a bundle written before sizes were recorded: the shape still bounds it
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        IndexMismatchError, match=r"vectors.npy does not match its manifest \(8589934592 bytes"
+    ):
+        module.read_bundle(folder, "b/aspect-a")

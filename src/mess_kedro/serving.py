@@ -77,28 +77,53 @@ class QueryCache:
 
     def __init__(self, dataset) -> None:
         self._dataset = dataset
+        self.writable = True  # until a write fails: then queries are answered without caching
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
-        loader = self._dataset.load().get(key)
+        try:
+            loader = self._dataset.load().get(key)
+        except Exception as exc:  # noqa: BLE001 - an unreadable cache folder is a miss, not a failed query
+            logger.warning("query cache unreadable (%s); answering without it", exc)
+            return None
         if loader is None:
             return None
         try:
             arrays = dict(loader())
-            missing = {"n_layers", "digest"} - set(arrays)
+            missing = {"n_layers", "digest", "checksum"} - set(arrays)
             if missing:
                 raise KeyError(f"incomplete entry, no {sorted(missing)}")
+            if str(arrays["checksum"]) != entry_checksum(arrays):
+                raise ValueError("its checksum does not match its arrays (altered)")
         except Exception as exc:  # noqa: BLE001 - a damaged cache entry is a miss
             logger.warning("query cache entry %s unreadable (%s); recomputing", key, exc)
             return None
         return arrays
 
     def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        self._dataset.save({key: arrays})
+        """Store an entry (checksummed); on a read-only or full disk, say so once and go on without caching."""
+        if not self.writable:
+            return
+        entry = {k: v for k, v in arrays.items() if k != "checksum"}
+        try:
+            self._dataset.save({key: entry | {"checksum": np.array(entry_checksum(entry))}})
+        except OSError as exc:
+            self.writable = False
+            logger.warning("query cache not writable (%s); answering without caching from now on", exc)
 
 
 def _entry(layers: list[np.ndarray], digest: str) -> dict[str, np.ndarray]:
     arrays = {f"layer{i}": np.asarray(x, np.float32) for i, x in enumerate(layers)}
     return arrays | {"n_layers": np.array(len(layers)), "digest": np.array(digest)}
+
+
+def entry_checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over every array of a cache entry but its checksum (names, dtypes, shapes, bytes)."""
+    digest = hashlib.sha256()
+    for name in sorted(k for k in arrays if k != "checksum"):
+        value = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def _entry_layers(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -400,7 +425,7 @@ class SimilaritySearch:
         own_id = digest if digest in self._row else None
         witness = self._witness_key() if own_id is None else None  # only needed to recognise a copy
         wanted = list(dict.fromkeys([*keys, *([witness] if witness else [])]))
-        names = {key: f"vector:{key}:{self.indices[key].manifest.get('checksum')}" for key in wanted}
+        names = {key: self._vector_name(key) for key in wanted}
         missing = [key for key in wanted if names[key] not in entry]
         if missing:
             layers = _entry_layers(entry)
@@ -412,6 +437,13 @@ class SimilaritySearch:
         if own_id is None and witness is not None:
             own_id = self._same_recording(witness, entry[names[witness]])
         return vectors, own_id
+
+    def _vector_name(self, key: str) -> str:
+        """A query's cached vector in index ``key`` is named by the index's content *and* its
+        transform's file digest: a repaired transform is never served an old vector."""
+        manifest = self.indices[key].manifest
+        transform = (manifest.get("files") or {}).get("transform.safetensors", "")
+        return f"vector:{key}:{manifest.get('checksum')}:{str(transform)[:16]}"
 
     def _query_vector(self, key: str, layers: list[np.ndarray]) -> np.ndarray:
         """The query's vector in index ``key``: one line, not a traceback, when the index's transform is broken."""

@@ -34,6 +34,7 @@ from ._file_dataset import FileDataset
 
 FILES = ("index.faiss", "metadata.parquet", "vectors.npy", "transform.safetensors")
 LEGACY = ("transform.pkl",)  # older bundles: refused, never unpickled
+NPY_HEADER_ROOM = 64 * 1024  # a .npy header is 128 bytes here; numpy allows up to 4 GB, none of ours
 
 
 def _is_bundle(folder: Path) -> bool:
@@ -56,6 +57,17 @@ def read_manifest(folder: Path) -> dict:
         raise IndexMismatchError(f"index {folder}: unreadable manifest.json ({exc})") from exc
 
 
+def _expected_size(manifest: Mapping, file: str) -> int | None:
+    """The most bytes ``file`` may hold: its recorded size, else (older bundles) the vectors' shape
+    plus room for the ``.npy`` header; ``None`` where nothing says."""
+    recorded = (manifest.get("sizes") or {}).get(file)
+    if recorded is not None:
+        return int(recorded)
+    if file == "vectors.npy" and "count" in manifest and "dim" in manifest:
+        return int(manifest["count"]) * int(manifest["dim"]) * 4 + NPY_HEADER_ROOM
+    return None
+
+
 def read_bundle(folder: Path, name: str) -> IndexBundle:
     """Open one bundle: every file checked against the manifest's digests, then the bundle validated."""
     import faiss
@@ -66,6 +78,12 @@ def read_bundle(folder: Path, name: str) -> IndexBundle:
         path = folder / file
         if not path.is_file():
             raise IndexMismatchError(f"index {name}: {file} is missing; re-run serving_index")
+        size, allowed = path.stat().st_size, _expected_size(manifest, file)
+        if allowed is not None and size > allowed:  # before hashing: a sparse 8 GB file took 45 s to refuse
+            raise IndexMismatchError(
+                f"index {name}: {file} does not match its manifest ({size} bytes where it allows {allowed}; "
+                "changed or damaged)"
+            )
         if expected.get(file) != file_digest(path):
             raise IndexMismatchError(f"index {name}: {file} does not match its manifest (changed or damaged)")
     try:
@@ -140,5 +158,8 @@ class FaissIndexSetDataset(FileDataset):
                 bundle.metadata.to_parquet(folder / "metadata.parquet", index=False)
                 np.save(folder / "vectors.npy", np.ascontiguousarray(bundle.vectors, dtype=np.float32))
                 save_state(folder / "transform.safetensors", bundle.transform)
-                manifest = dict(bundle.manifest) | {"files": {f: file_digest(folder / f) for f in FILES}}
+                manifest = dict(bundle.manifest) | {
+                    "files": {f: file_digest(folder / f) for f in FILES},
+                    "sizes": {f: (folder / f).stat().st_size for f in FILES},
+                }
                 (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
