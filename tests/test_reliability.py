@@ -645,3 +645,58 @@ def test_an_oversized_index_file_is_refused_before_it_is_hashed(tmp_path, monkey
         IndexMismatchError, match=r"vectors.npy does not match its manifest \(8589934592 bytes"
     ):
         module.read_bundle(folder, "b/aspect-a")
+
+
+# --------------------------------------------------------------------------- two rooms, one annotations file
+
+
+def _annotate_many(path: str, who: str, count: int) -> None:
+    from mess_kedro.datasets import OptionalCSVDataset
+    from mess_kedro.webapp.annotations import AnnotationLog, Judgement
+
+    log = AnnotationLog(
+        OptionalCSVDataset(filepath=path, columns=["anchor", "positive", "negative", "annotator", "aspect"])
+    )
+    for i in range(count):
+        log.append(Judgement(f"a{i}", "p", "n", who, "dynamics"))
+
+
+def test_two_processes_appending_to_one_annotations_file_lose_nothing(tmp_path):
+    import multiprocessing
+
+    path = str(tmp_path / "triplets.csv")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_annotate_many, args=(path, who, 25)) for who in ("one", "two")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    table = pd.read_csv(path)
+    assert len(table) == 50 and table["annotator"].value_counts().to_dict() == {"one": 25, "two": 25}
+
+
+def test_an_annotation_that_cannot_be_written_is_a_one_line_503(tmp_path, monkeypatch):
+    from mess_kedro.webapp.api import create_app
+    from tests.webapp_fixture import IDS, make_room, room_client
+
+    room = make_room(tmp_path)
+
+    def read_only(data):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "triplets.csv"))
+
+    monkeypatch.setattr(room.annotations._dataset, "save", read_only)
+    answer = {
+        "anchor": IDS[0],
+        "a": IDS[1],
+        "b": IDS[2],
+        "closer": "a",
+        "aspect": "dynamics",
+        "annotator": "x",
+    }
+    response = room_client(create_app(room)).post("/api/annotations", json=answer)
+    assert response.status_code == 503
+    assert response.json()["error"].startswith(
+        "the answer was not saved: the annotations file cannot be written"
+    )
+    assert "Permission denied" in response.json()["error"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -28,3 +31,23 @@ class OptionalCSVDataset(CSVDataset):
         if missing:
             raise ValueError(f"{self._filepath} lacks column(s) {sorted(missing)}; expected {self._columns}")
         return table
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold a lock on ``<file>.lock`` across processes for a read-modify-write (two
+        listening rooms on one project used to lose answers); remote files: no lock."""
+        if getattr(self, "_protocol", "file") != "file":
+            yield
+            return
+        lock = f"{self._filepath}.lock"
+        try:
+            handle = open(lock, "a")  # noqa: SIM115 - held for the block, closed below
+        except OSError:  # a read-only folder: nothing can be written there anyway; the save says why
+            yield
+            return
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

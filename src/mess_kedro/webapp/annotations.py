@@ -13,6 +13,7 @@ or the new one, never half a row, and two answers given at once both land.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Collection
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 import pandas as pd
+from kedro.io.core import DatasetError
 
 COLUMNS = ["anchor", "positive", "negative", "annotator", "aspect", "time"]
 # Names, initials, e-mail-like ids; never a leading = + - @ (a spreadsheet would run it as a formula).
@@ -59,6 +61,10 @@ def validate_annotator(name: str) -> None:
         )
 
 
+class AnnotationsNotSaved(RuntimeError):
+    """The annotations file cannot be written (a read-only collection, a full disk)."""
+
+
 class AnnotationLog:
     """Appends judgements to a CSV catalog dataset (``load()`` gives the table, ``save()`` writes it whole)."""
 
@@ -77,10 +83,17 @@ class AnnotationLog:
         """Add one row; returns it as stored."""
         moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
         row = asdict(judgement) | {"time": moment.isoformat(timespec="seconds")}
-        with self._lock:
+        exclusive = getattr(self._dataset, "exclusive", contextlib.nullcontext)
+        with self._lock, exclusive():  # threads here, and other processes on the same file
             table = self.table()
             frame = pd.DataFrame([row]).astype(object)
-            self._dataset.save(frame if table.empty else pd.concat([table, frame], ignore_index=True))
+            try:
+                self._dataset.save(frame if table.empty else pd.concat([table, frame], ignore_index=True))
+            except (OSError, DatasetError) as exc:
+                reason = exc.__cause__ if isinstance(exc, DatasetError) and exc.__cause__ else exc
+                raise AnnotationsNotSaved(
+                    f"the answer was not saved: the annotations file cannot be written here ({reason})"
+                ) from None
         return row
 
     def judged_by(self, annotator: str) -> set[tuple[str, str, str, str]]:

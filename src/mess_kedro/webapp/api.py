@@ -1,10 +1,12 @@
 """The listening room over HTTP: a FastAPI app serving the page and its JSON API.
 
 Every answer is JSON except the page, its static files and the audio; every
-error is ``{"error": "<one line>"}`` with a status code (400 bad value, 404
-unknown id or a part of the run not produced, 409 stale index, 413 upload too
-large or long, 415 upload not audio, 416 range outside the file, 422 malformed
-request or undecodable upload, 500 only for a bug, logged here and never sent
+error is ``{"error": "<one line>"}`` with a status code (400 bad value or a
+Host that is not the room's, 403 a write from another site or without
+``X-Mess-Kedro``, 404 unknown id or a part of the run not produced, 409 stale
+index, 413 a body, upload or decode over its budget, 415 upload not audio, 416
+range outside the file, 422 malformed request or undecodable upload, 503 the
+annotations file cannot be written, 500 only for a bug, logged here and never sent
 as a traceback). The OpenAPI page is at ``/docs``, the schema at ``/openapi.json``.
 
 Files are addressed by track id only; the few static files by a fixed list of
@@ -31,6 +33,7 @@ from mess_kedro.audio import AudioReadError
 from mess_kedro.indexing import IndexMismatchError
 
 from . import byte_ranges
+from .annotations import AnnotationsNotSaved
 from .guards import LOOPBACK_HOSTS, RoomGuard
 from .room import ListeningRoom, NotAvailable, SearchRequest, UnknownTrack
 from .uploads import UploadRejected, check_declared_size, check_upload, receive_upload, upload_folder
@@ -75,6 +78,7 @@ def _message(exc: BaseException) -> str:
 
 def _install_error_handlers(app: FastAPI) -> None:
     statuses: list[tuple[type[BaseException], int]] = [
+        (AnnotationsNotSaved, 503),
         (UnknownTrack, 404),
         (NotAvailable, 404),
         (IndexMismatchError, 409),
