@@ -226,7 +226,9 @@ def test_a_save_killed_mid_write_leaves_the_last_good_version_and_its_temporarie
     proc.wait()
     assert load_state(target)["version"] in (1, 2)  # whole, whichever version was last renamed in
     removed = remove_stale_temporaries(tmp_path)
-    assert not list(target.parent.glob(f"*{SUFFIX}")) and all(p.name.endswith(SUFFIX) for p in removed)
+    assert removed and all(p.name.endswith(SUFFIX) for p in removed)
+    # Nothing else is left either: safetensors' own .tmpXXXXXX was inside the writer's scratch folder.
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
 
 
 def test_a_live_writers_temporaries_are_kept(tmp_path):

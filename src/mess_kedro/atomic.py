@@ -112,6 +112,20 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def scratch_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A private folder beside ``path``, named as this process's temporary (so a dead writer's is
+    cleaned up), removed on exit: for writers that make temporaries of their own (safetensors
+    writes ``.tmpXXXXXX`` beside its target, which nothing could tell from a user's file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temporary_prefix(path), suffix=SUFFIX))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _writer_alive(name: str) -> bool:
     """Whether the process that made temporary entry ``name`` still runs (this machine)."""
     parts = name[: -len(SUFFIX)].split(".")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_file
+from .atomic import atomic_file, scratch_folder
 
 FORMAT = "mess-kedro-state/1"
 _ARRAY = "__array__"
@@ -97,8 +97,10 @@ def save_state(path: str | os.PathLike, tree: Any) -> None:
 
     skeleton, arrays = split_arrays(tree)
     metadata = {"format": FORMAT, "tree": json.dumps(skeleton, allow_nan=True)}
-    with atomic_file(path) as tmp:
-        save_file(arrays, str(tmp), metadata=metadata)
+    with atomic_file(path) as tmp, scratch_folder(path) as scratch:
+        written = scratch / "state.safetensors"  # safetensors' own .tmpXXXXXX stays in the scratch folder
+        save_file(arrays, str(written), metadata=metadata)
+        os.replace(written, tmp)
 
 
 def load_state(path: str | os.PathLike) -> Any:
