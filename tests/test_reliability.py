@@ -702,3 +702,18 @@ def test_an_annotation_that_cannot_be_written_is_a_one_line_503(tmp_path, monkey
         "the answer was not saved: the annotations file cannot be written"
     )
     assert "Permission denied" in response.json()["error"]
+
+
+def test_upload_folders_of_a_killed_room_are_removed_and_a_live_ones_kept(tmp_path):
+    from mess_kedro.webapp.uploads import UPLOAD_PREFIX, remove_abandoned_uploads
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / f"{UPLOAD_PREFIX}{dead.pid}-abc"
+    live = tmp_path / f"{UPLOAD_PREFIX}{os.getpid()}-def"
+    other = tmp_path / f"{UPLOAD_PREFIX}notapid"
+    for folder in (abandoned, live, other):
+        folder.mkdir()
+        (folder / "upload").write_bytes(b"RIFF")
+    assert remove_abandoned_uploads(tmp_path) == [abandoned]
+    assert not abandoned.exists() and live.exists() and other.exists()

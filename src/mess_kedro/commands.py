@@ -392,6 +392,7 @@ def serve(  # noqa: PLR0917
 
     from mess_kedro.webapp.api import create_app
     from mess_kedro.webapp.room import load_listening_room
+    from mess_kedro.webapp.uploads import remove_abandoned_uploads
 
     try:
         _check_project(project)
@@ -400,6 +401,7 @@ def serve(  # noqa: PLR0917
     except (KeyError, ValueError, FileNotFoundError, DatasetError, click.BadParameter) as exc:
         click.echo(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", err=True)
         sys.exit(1)
+    remove_abandoned_uploads()  # what a killed room left in the temporary directory
     if host not in LOOPBACK:
         click.echo(
             f"warning: binding {host}: anyone who can reach it can search and annotate (no authentication)",

@@ -15,11 +15,14 @@ Conventions
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mess_kedro.atomic import process_alive
 from mess_kedro.audio import AudioChecks, AudioReadError, inspect_audio, looks_like_audio, read_mono
 
 
@@ -52,11 +55,26 @@ def validate(limits: UploadLimits) -> None:
         raise ValueError(f"max_seconds must be positive, got {limits.max_seconds!r}")
 
 
+UPLOAD_PREFIX = "mess-upload-"
+
+
 @contextlib.contextmanager
 def upload_folder() -> Iterator[Path]:
-    """A private temporary folder, removed with everything in it on exit."""
-    with tempfile.TemporaryDirectory(prefix="mess-upload-", ignore_cleanup_errors=True) as folder:
+    """A private temporary folder (named with this process's id), removed with everything in it on exit."""
+    prefix = f"{UPLOAD_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, ignore_cleanup_errors=True) as folder:
         yield Path(folder)
+
+
+def remove_abandoned_uploads(root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the upload folders a killed room left in the temporary directory (their process is gone)."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"):
+        pid = folder.name[len(UPLOAD_PREFIX) :].split("-", 1)[0]
+        if folder.is_dir() and not folder.is_symlink() and pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def check_declared_size(content_length: str | None, limits: UploadLimits) -> None:
