@@ -21,7 +21,7 @@ import pytest
 
 from mess_kedro.datasets import OptionalCSVDataset
 from mess_kedro.webapp.annotations import AnnotationLog
-from mess_kedro.webapp.api import create_app
+from mess_kedro.webapp.api import SERVER_OPTIONS, create_app
 from tests.webapp_fixture import make_room
 
 pytestmark = pytest.mark.browser
@@ -84,7 +84,7 @@ def served(tmp_path):
         room = make_room(tmp_path)
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(room), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(room), host="127.0.0.1", port=port, log_level="warning", **SERVER_OPTIONS)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -582,3 +582,61 @@ def test_the_cli_and_the_room_read_one_query_length_and_decode_budget():
     serving = project_parameters("serving_index")["serving_index"]
     assert webapp["max_upload_s"] == serving["max_query_s"]
     assert webapp["max_upload_decoded_mb"] == serving["max_query_decoded_mb"]
+
+
+def test_the_live_server_drops_oversized_headers_and_a_padded_range_and_keeps_answering(tmp_path):
+    """uvicorn with the room's settings on a loopback port: 100 KB of headers are refused at the
+    parser (h11's limit), a Range padded with 150,000 spaces is answered at once, and the
+    service still answers afterwards."""
+    import socket
+    import time
+
+    import uvicorn
+
+    from mess_kedro.webapp.api import SERVER_OPTIONS
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(make_room(tmp_path)), host="127.0.0.1", port=port, log_level="error", **SERVER_OPTIONS
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.05)
+
+    def raw(request: bytes) -> bytes:
+        """The answer's bytes; ``b"RESET"`` when the server closed on the unread rest of the request."""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            answer = b""
+            try:
+                conn.sendall(request)
+                while chunk := conn.recv(65536):
+                    answer += chunk
+                    if b"\r\n\r\n" in answer and len(answer) > 200:
+                        break
+            except (ConnectionResetError, BrokenPipeError):
+                return answer or b"RESET"
+            return answer
+
+    def refused(answer: bytes) -> bool:
+        return answer == b"RESET" or answer.split(b"\r\n", 1)[0].split()[1] in (b"400", b"431")
+
+    try:
+        huge = raw(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 100_000 + b"\r\n\r\n")
+        assert refused(huge)
+        padded = raw(
+            b"GET /api/tracks/t00/audio HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=1-"
+            + b" " * 150_000
+            + b"x\r\nConnection: close\r\n\r\n"
+        )
+        assert refused(padded)  # over the header limit too
+        info = raw(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert info.startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -360,7 +360,6 @@ def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> Non
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-MAX_HEADER_BYTES = 16 * 1024  # the request line and headers together
 
 
 @main.command()
@@ -390,7 +389,7 @@ def serve(  # noqa: PLR0917
     import uvicorn
     from kedro.io.core import DatasetError
 
-    from mess_kedro.webapp.api import create_app
+    from mess_kedro.webapp.api import SERVER_OPTIONS, create_app
     from mess_kedro.webapp.room import load_listening_room
     from mess_kedro.webapp.uploads import remove_abandoned_uploads
 
@@ -426,10 +425,7 @@ def serve(  # noqa: PLR0917
         port=port,
         root_path=root_path,
         log_level="warning",
-        # h11, not httptools: httptools took 8 MB of headers; h11 stops at this many bytes.
-        http="h11",
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-        timeout_keep_alive=5,
+        **SERVER_OPTIONS,
     )
 
 

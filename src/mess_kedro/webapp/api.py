@@ -51,6 +51,9 @@ SECURITY_HEADERS = {
     ),
 }
 Method = Literal["selective", "layer"]
+# uvicorn's settings for the room: h11, not httptools (httptools took 8 MB of headers; h11 stops
+# at 16 KiB of request line and headers), and idle connections closed after 5 s.
+SERVER_OPTIONS = {"http": "h11", "h11_max_incomplete_event_size": 16 * 1024, "timeout_keep_alive": 5}
 
 
 class Error(BaseModel):

@@ -14,6 +14,8 @@ CORS preflight. So:
   and are refused when their ``Origin`` is another site (403).
 - **Bodies** are counted as they arrive: over the endpoint's budget the request
   is answered 413 at once, whatever ``Content-Length`` claimed (or did not).
+- **Headers** over ``max_header_bytes`` in all are answered 431 (h11's own limit
+  only stops a request whose headers are still arriving).
 
 Pure ASGI middleware: nothing here reads a body it does not have to.
 """
@@ -63,11 +65,13 @@ class RoomGuard:
         allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
         body_limits: Mapping[tuple[str, str], int] | None = None,
         default_body_limit: int = 64 * 1024,
+        max_header_bytes: int = 16 * 1024,
     ) -> None:
         self.app = app
         self.allowed = {host_name(h) for h in allowed_hosts}
         self.body_limits = dict(body_limits or {})
         self.default_body_limit = int(default_body_limit)
+        self.max_header_bytes = int(max_header_bytes)
 
     def _body_limit(self, method: str, path: str) -> int:
         # By suffix: behind a reverse proxy the path may still carry its sub-path.
@@ -95,6 +99,12 @@ class RoomGuard:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        size = sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+        if size > self.max_header_bytes:
+            await _answer(
+                send, 431, f"request headers of {size} bytes are over the limit of {self.max_header_bytes}"
+            )
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         method = scope["method"]
