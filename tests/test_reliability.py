@@ -470,6 +470,33 @@ def test_a_killed_runs_mlflow_run_is_marked_failed_by_the_next_run(tmp_path):
         mlflow.set_tracking_uri(None)
 
 
+def test_a_new_mlflow_run_carries_its_process_from_creation(tmp_path):
+    """Killed before any hook ran, a run is still known by its process (it used to stay RUNNING)."""
+    mlflow = pytest.importorskip("mlflow")
+    from mess_kedro.hooks import fail_abandoned_runs
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        script = textwrap.dedent(
+            f"""
+            import mlflow
+            mlflow.set_tracking_uri("sqlite:///{tmp_path / "mlflow.db"}")
+            run = mlflow.start_run()
+            print(run.info.run_id, flush=True)
+            import os
+            os._exit(0)  # dies with the run RUNNING, before anything could tag it
+            """
+        )
+        run_id = subprocess.run(
+            [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120
+        ).stdout.split()[-1]
+        client = mlflow.tracking.MlflowClient()
+        assert client.get_run(run_id).data.tags["mess.pid"].isdigit()
+        assert fail_abandoned_runs(mlflow) == [run_id]
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def test_tables_and_reports_are_saved_atomically_too(tmp_path, monkeypatch):
     from kedro.io.core import Version
 

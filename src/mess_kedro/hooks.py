@@ -36,7 +36,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node
 
 from .atomic import process_alive, remove_stale_temporaries
-from .tracking import run_tags
+from .tracking import process_tags, run_tags
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +215,9 @@ class RunHygieneHook:
         mlflow = _active_mlflow()
         if mlflow is None:
             return
-        mlflow.set_tags({"mess.host": socket.gethostname(), "mess.pid": str(os.getpid())})
+        mlflow.set_tags(
+            process_tags()
+        )  # already set at creation (mess_kedro.mlflow_context); a run resumed by id too
         self._tagged = True
         try:
             failed = fail_abandoned_runs(mlflow)

@@ -7,7 +7,9 @@ datasets log them, and :mod:`mess_kedro.hooks` sets the tags.
 from __future__ import annotations
 
 import math
+import os
 import re
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,3 +97,8 @@ def project_tracking_uri(uri: str, project_path) -> str:
     if "://" not in uri and not Path(uri).is_absolute():
         return str((Path(project_path) / uri).resolve())
     return uri
+
+
+def process_tags() -> dict[str, str]:
+    """``mess.host`` and ``mess.pid`` of this process: which runs a dead process left RUNNING."""
+    return {"mess.host": socket.gethostname(), "mess.pid": str(os.getpid())}
