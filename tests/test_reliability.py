@@ -744,3 +744,19 @@ def test_upload_folders_of_a_killed_room_are_removed_and_a_live_ones_kept(tmp_pa
         (folder / "upload").write_bytes(b"RIFF")
     assert remove_abandoned_uploads(tmp_path) == [abandoned]
     assert not abandoned.exists() and live.exists() and other.exists()
+
+
+def test_a_folder_replace_killed_between_its_renames_gets_the_previous_folder_back(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    target = tmp_path / "indices"
+    # What SIGKILL between atomic_folder's two renames leaves: the old folder aside, the new one
+    # unrenamed, no folder at the target.
+    aside = tmp_path / f".indices.{dead.pid}.old{SUFFIX}"
+    unrenamed = tmp_path / f".indices.{dead.pid}.k2j4h5{SUFFIX}"
+    for folder, text in ((aside, "previous"), (unrenamed, "new")):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(text)
+    removed = remove_stale_temporaries(tmp_path)
+    assert (target / "manifest.json").read_text() == "previous"
+    assert removed == [unrenamed] and not aside.exists()

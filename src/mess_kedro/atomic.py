@@ -136,8 +136,24 @@ def _writer_alive(name: str) -> bool:
     return process_alive(pid)
 
 
+def _restored(entry: Path) -> bool:
+    """Put back a folder :func:`atomic_folder` had moved aside when its writer died before the new
+    one took its place (the target is then missing): the last good version, not nothing."""
+    name = entry.name
+    if not name.endswith(f".old{SUFFIX}") or not name.startswith("."):
+        return False
+    target = entry.with_name(name[1 : -len(f".old{SUFFIX}")].rsplit(".", 1)[0])
+    if target.exists() or target.is_symlink():
+        return False
+    os.replace(entry, target)
+    return True
+
+
 def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
-    """Remove temporary entries under ``root`` whose writer is no longer running; return them."""
+    """Remove temporary entries under ``root`` whose writer is no longer running; return them.
+
+    A previous folder :func:`atomic_folder` had moved aside is put back instead where its
+    target is missing (the writer died between its two renames)."""
     removed = []
     root = Path(root)
     if not root.is_dir():
@@ -147,6 +163,9 @@ def remove_stale_temporaries(root: str | os.PathLike) -> list[Path]:
             if not name.endswith(SUFFIX) or _writer_alive(name):
                 continue
             entry = Path(folder) / name
+            if _restored(entry):
+                dirs[:] = [d for d in dirs if d != name]
+                continue
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
                 dirs.remove(name)
