@@ -35,6 +35,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node
 
+from . import final_line
 from .atomic import process_alive, remove_stale_temporaries
 from .tracking import process_tags, run_tags
 
@@ -189,6 +190,7 @@ class RunHygieneHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
+        final_line.install()  # a failed run ends in one line saying what to do
         self._data = Path(context.project_path) / "data"
         for path in adopt_unversioned_files(
             dict(context.config_loader["catalog"]), Path(context.project_path)
