@@ -71,6 +71,23 @@ def thirty_seconds_of(loaders: list, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def start_service(port: int) -> subprocess.Popen:
+    """``mess-kedro serve`` of this project on ``port``, in its own process (no shared GIL)."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mess-kedro"),
+            "serve",
+            "--port",
+            str(port),
+            "--project",
+            str(PROJECT),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "1"},
+    )
+
+
 def service_rss_mb(pid: int) -> float:
     import psutil
 
@@ -126,19 +143,7 @@ def main() -> None:
     sys.path.insert(0, str(PROJECT))
     base = f"http://127.0.0.1:{args.port}"
     started = time.perf_counter()
-    service = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mess-kedro"),
-            "serve",
-            "--port",
-            str(args.port),
-            "--project",
-            str(PROJECT),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "1"},
-    )
+    service = start_service(args.port)
     try:
         with httpx.Client(timeout=120) as client:
             wait_for_service(client, f"{base}/api/info", service)

@@ -23,9 +23,7 @@ warm service plus ``decode_slots`` (2) x ``max_query_decoded_mb`` (512 MB), and
 from __future__ import annotations
 
 import argparse
-import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from listening_room import PROJECT, service_rss_mb, thirty_seconds_of, wait_for_service
+from listening_room import PROJECT, service_rss_mb, start_service, thirty_seconds_of, wait_for_service
 
 WRITE = {"X-Mess-Kedro": "1"}
 
@@ -133,19 +131,7 @@ def main() -> None:  # noqa: PLR0915 - one attack after another, in order
     base, port = f"http://127.0.0.1:{args.port}", args.port
     bomb = decode_bomb(args.bomb)
     print(f"decode bomb: {len(bomb) / 2**20:.1f} MB on the wire", flush=True)
-    service = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mess-kedro"),
-            "serve",
-            "--port",
-            str(port),
-            "--project",
-            str(PROJECT),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "1"},
-    )
+    service = start_service(port)
     try:
         with httpx.Client(timeout=300) as client:
             wait_for_service(client, f"{base}/api/info", service)
@@ -154,8 +140,11 @@ def main() -> None:  # noqa: PLR0915 - one attack after another, in order
             from mess_kedro.project import project_datasets
 
             audio = list(project_datasets(PROJECT, ["prepared_audio"])["prepared_audio"].load().values())
-            music = [thirty_seconds_of(audio, seed=i) for i in range(4)]
-            client.post(f"{base}/api/similar", content=thirty_seconds_of(audio, seed=99), headers=WRITE)
+            fresh = int(time.time())  # new bytes each run: a cached query would not decode or embed
+            music = [thirty_seconds_of(audio, seed=fresh + i) for i in range(4)]
+            client.post(
+                f"{base}/api/similar", content=thirty_seconds_of(audio, seed=fresh - 1), headers=WRITE
+            )
             warm = service_rss_mb(service.pid)
             print(f"warm service: {warm:.0f} MB", flush=True)
 

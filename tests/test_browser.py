@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,8 +18,8 @@ import pytest
 
 from mess_kedro.datasets import OptionalCSVDataset
 from mess_kedro.webapp.annotations import AnnotationLog
-from mess_kedro.webapp.api import SERVER_OPTIONS, create_app
-from tests.webapp_fixture import make_room
+from mess_kedro.webapp.api import create_app
+from tests.webapp_fixture import live_server, make_room
 
 pytestmark = pytest.mark.browser
 # Chromium on a closed network: no background connections, no GPU, no sandbox as root.
@@ -58,16 +55,9 @@ def chromium_path() -> str:
     return str(found)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path):
     """(base URL, room) of a running service."""
-    import uvicorn
 
     project = os.environ.get("MESS_KEDRO_BROWSER_PROJECT")
     if project:
@@ -82,19 +72,8 @@ def served(tmp_path):
         )
     else:
         room = make_room(tmp_path)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(room), host="127.0.0.1", port=port, log_level="warning", **SERVER_OPTIONS)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", room
-    server.should_exit = True
-    thread.join(10)
+    with live_server(create_app(room)) as port:
+        yield f"http://127.0.0.1:{port}", room
 
 
 PLAYING = (

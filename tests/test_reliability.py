@@ -707,7 +707,7 @@ def test_two_processes_appending_to_one_annotations_file_lose_nothing(tmp_path):
 
 def test_an_annotation_that_cannot_be_written_is_a_one_line_503(tmp_path, monkeypatch):
     from mess_kedro.webapp.api import create_app
-    from tests.webapp_fixture import IDS, make_room, room_client
+    from tests.webapp_fixture import an_answer, make_room, room_client
 
     room = make_room(tmp_path)
 
@@ -715,15 +715,7 @@ def test_an_annotation_that_cannot_be_written_is_a_one_line_503(tmp_path, monkey
         raise PermissionError(13, "Permission denied", str(tmp_path / "triplets.csv"))
 
     monkeypatch.setattr(room.annotations._dataset, "save", read_only)
-    answer = {
-        "anchor": IDS[0],
-        "a": IDS[1],
-        "b": IDS[2],
-        "closer": "a",
-        "aspect": "dynamics",
-        "annotator": "x",
-    }
-    response = room_client(create_app(room)).post("/api/annotations", json=answer)
+    response = room_client(create_app(room)).post("/api/annotations", json=an_answer())
     assert response.status_code == 503
     assert response.json()["error"].startswith(
         "the answer was not saved: the annotations file cannot be written"

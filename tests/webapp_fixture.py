@@ -3,6 +3,11 @@ indices with known structure, real audio files, a real annotation CSV and passag
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +145,41 @@ def room_client(app, **options):
     options = {"base_url": "http://127.0.0.1", "raise_server_exceptions": False} | options
     options["headers"] = {"X-Mess-Kedro": "1"} | options.get("headers", {})
     return TestClient(app, **options)
+
+
+def an_answer(**changes) -> dict:
+    """One valid annotation body for the tiny collection."""
+    return {
+        "anchor": IDS[0],
+        "a": IDS[1],
+        "b": IDS[2],
+        "closer": "a",
+        "aspect": "dynamics",
+        "annotator": "x",
+    } | changes
+
+
+@contextlib.contextmanager
+def live_server(app) -> Iterator[int]:
+    """``app`` served by uvicorn with the room's settings on a free loopback port (its number)."""
+    import uvicorn
+
+    from mess_kedro.webapp.api import SERVER_OPTIONS
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **SERVER_OPTIONS)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
