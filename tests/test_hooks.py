@@ -86,7 +86,7 @@ def test_hygiene_removes_only_temporaries_of_dead_processes(tmp_path):
         path.write_text("half")
     hook = RunHygieneHook()
     hook.after_context_created(SimpleNamespace(config_loader={"catalog": {}}, project_path=tmp_path))
-    hook.before_pipeline_run()
+    hook.before_pipeline_run({"session_id": "2026-12-04T10.00.00.000Z"})
     assert not stale.exists() and live.exists()  # a running writer's temporary is left alone
     assert Path(tmp_path / "data").is_dir()
 
@@ -129,6 +129,39 @@ def test_an_adoption_cut_short_is_finished_by_the_next_run_not_cleaned_away(tmp_
     }
     hook = RunHygieneHook()
     hook.after_context_created(SimpleNamespace(config_loader={"catalog": catalog}, project_path=tmp_path))
-    hook.before_pipeline_run()  # temporaries of dead runs are removed; this one is not a temporary
+    hook.before_pipeline_run(
+        {"session_id": "2026-12-04T10.00.00.000Z"}
+    )  # temporaries of dead runs go; this is none
     adopted = folder / "records.json" / "2026-01-02T03.04.05.006Z" / "records.json"
     assert adopted.read_text() == '{"old": 1}' and not list(folder.glob("*.adopting"))
+
+
+def test_a_killed_runs_outputs_are_set_aside_so_latest_is_a_finished_runs(tmp_path):
+    from mess_kedro.datasets import JSONDataset
+
+    finished, killed = "2026-12-04T10.00.00.000Z", "2026-12-04T11.00.00.000Z"
+    models = tmp_path / "data" / "06_models"
+    for name, versions in (
+        ("fusion_models.json", (finished, killed)),
+        ("fusion_models_repeats.json", (finished,)),
+    ):
+        for version in versions:
+            (models / name / version).mkdir(parents=True)
+            (models / name / version / name).write_text(f'"{version}"')
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    runs = tmp_path / "data" / ".runs"
+    runs.mkdir()
+    (runs / f"{killed}.{dead.pid}.started").touch()  # killed between its two saves
+    hook = RunHygieneHook()
+    hook.after_context_created(SimpleNamespace(config_loader={"catalog": {}}, project_path=tmp_path))
+    hook.before_pipeline_run({"session_id": "2026-12-04T12.00.00.000Z"})
+    latest = JSONDataset(filepath=str(models / "fusion_models.json"), version=Version(None, None)).load()
+    assert latest == finished  # no longer the killed run's, beside the finished run's repeats
+    assert (
+        runs / "killed" / killed / "06_models" / "fusion_models.json" / killed / "fusion_models.json"
+    ).is_file()
+    assert not (runs / f"{killed}.{dead.pid}.started").exists()
+    assert (runs / f"2026-12-04T12.00.00.000Z.{os.getpid()}.started").exists()  # this run, under way
+    hook.after_pipeline_run({"session_id": "2026-12-04T12.00.00.000Z"})
+    assert not list(runs.glob("*.started"))

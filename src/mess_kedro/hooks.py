@@ -37,6 +37,7 @@ from kedro.pipeline import Node
 
 from . import final_line
 from .atomic import process_alive, remove_stale_temporaries
+from .killed_runs import mark_ended, mark_started, set_aside_killed_runs
 from .tracking import process_tags, run_tags
 
 logger = logging.getLogger(__name__)
@@ -198,15 +199,34 @@ class RunHygieneHook:
             logger.info("Kept %s, saved before its dataset was versioned, as its first version", path)
 
     @hook_impl
-    def before_pipeline_run(self) -> None:
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         if self._data is not None:
             removed = remove_stale_temporaries(self._data)
             if removed:
                 logger.info(
                     "Removed %d temporary file(s) left by killed runs under %s", len(removed), self._data
                 )
+            aside = set_aside_killed_runs(self._data)
+            if aside:
+                logger.warning(
+                    "Set aside %d output(s) of a killed run under %s (each dataset's latest is a finished run's): %s",
+                    len(aside),
+                    self._data / ".runs" / "killed",
+                    ", ".join(str(p.relative_to(self._data)) for p in aside[:5]),
+                )
+            mark_started(self._data, str(run_params.get("session_id")))
         self._tagged = False
         self._tag_and_clean()
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        if self._data is not None:
+            mark_ended(self._data, str(run_params.get("session_id")))
+
+    @hook_impl
+    def on_pipeline_error(self, run_params: dict[str, Any]) -> None:
+        if self._data is not None:  # an error, not a kill: Kedro keeps what was saved, and so does this
+            mark_ended(self._data, str(run_params.get("session_id")))
 
     @hook_impl
     def before_node_run(self) -> None:
