@@ -165,3 +165,39 @@ def test_a_killed_runs_outputs_are_set_aside_so_latest_is_a_finished_runs(tmp_pa
     assert (runs / f"2026-12-04T12.00.00.000Z.{os.getpid()}.started").exists()  # this run, under way
     hook.after_pipeline_run({"session_id": "2026-12-04T12.00.00.000Z"})
     assert not list(runs.glob("*.started"))
+
+
+def test_a_copied_project_gets_an_mlflow_experiment_of_its_own(tmp_path):
+    """The copy's mlflow.db says artifacts go to the original's mlruns/: the copy renames that
+    experiment and makes its own, with artifacts under its own folder."""
+    import shutil
+
+    import mlflow
+    from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+
+    from mess_kedro.mlflow_location import belongs_elsewhere, relocate_copied_experiment
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    uri = f"sqlite:///{original / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(uri)
+    client.create_experiment("mess_kedro", artifact_location=(original / "mlruns").as_uri())
+    client._tracking_client.store.engine.dispose()
+    shutil.copytree(original, copy)
+    config = KedroMlflowConfig(
+        server={"mlflow_tracking_uri": f"sqlite:///{copy / 'mlflow.db'}"},
+        tracking={"experiment": {"name": "mess_kedro"}},
+    )
+    try:
+        context = SimpleNamespace(project_path=copy, _get_config_credentials=dict)
+        config.setup(context)  # what kedro-mlflow's own hook does
+        assert belongs_elsewhere(config.tracking.experiment._experiment.artifact_location, copy)
+        renamed = relocate_copied_experiment(config, copy)
+        assert renamed == f"mess_kedro (copied from {original.resolve()})"
+        own = config.tracking.experiment._experiment
+        assert own.name == "mess_kedro" and not belongs_elsewhere(own.artifact_location, copy)
+        assert relocate_copied_experiment(config, copy) is None  # once is enough
+        assert not belongs_elsewhere((copy / "mlruns").as_uri(), copy)
+        assert belongs_elsewhere("/elsewhere/mlruns", copy) and not belongs_elsewhere("s3://bucket/x", copy)
+    finally:
+        mlflow.set_tracking_uri(None)

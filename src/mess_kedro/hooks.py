@@ -38,6 +38,7 @@ from kedro.pipeline import Node
 from . import final_line
 from .atomic import process_alive, remove_stale_temporaries
 from .killed_runs import mark_ended, mark_started, set_aside_killed_runs
+from .mlflow_location import relocate_copied_experiment
 from .tracking import process_tags, run_tags
 
 logger = logging.getLogger(__name__)
@@ -193,10 +194,28 @@ class RunHygieneHook:
     def after_context_created(self, context) -> None:
         final_line.install()  # a failed run ends in one line saying what to do
         self._data = Path(context.project_path) / "data"
+        self._own_mlflow_experiment(context)
         for path in adopt_unversioned_files(
             dict(context.config_loader["catalog"]), Path(context.project_path)
         ):
             logger.info("Kept %s, saved before its dataset was versioned, as its first version", path)
+
+    @staticmethod
+    def _own_mlflow_experiment(context) -> None:
+        config = getattr(context, "mlflow", None)  # kedro-mlflow's, set by its own hook just before
+        if config is None:
+            return
+        try:
+            renamed = relocate_copied_experiment(config, Path(context.project_path))
+        except Exception as exc:  # noqa: BLE001 - tracking must not stop a run; say what to check
+            logger.warning("MLflow: could not check where this project's artifacts go (%s)", exc)
+            return
+        if renamed:
+            logger.warning(
+                "MLflow: mlflow.db came from another copy of this project; its experiment is now '%s' "
+                "and this project's runs go to a new one, with artifacts under mlruns/ here",
+                renamed,
+            )
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
