@@ -611,3 +611,15 @@ def test_the_live_server_drops_oversized_headers_and_a_padded_range_and_keeps_an
         assert refused(padded)  # over the header limit too
         info = raw(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         assert info.startswith(b"HTTP/1.1 200")
+
+
+def test_a_float_wav_at_3e38_is_refused_in_one_line_not_embedded(tmp_path, monkeypatch):
+    """A valid float WAV whose samples are 3.4e38: every embedding of it was NaN (and cached)."""
+    room = make_room(tmp_path)
+    monkeypatch.setattr(room, "similar_to_file", lambda *a: pytest.fail("embedded"))
+    huge = tone_signal(330, 2.0)
+    huge = type(huge)(
+        (huge.samples / np.abs(huge.samples).max() * 3.4e38).astype(np.float32), huge.sample_rate
+    )
+    answer = room_client(create_app(room)).post("/api/similar", content=_wav(huge, "FLOAT"))
+    _is_error(answer, 422, "far beyond full scale", "3.4e+38")

@@ -64,6 +64,7 @@ class AudioReadError(ValueError):
 
 
 DEFAULT_MAX_DECODED_MB = 2048.0
+MAX_PEAK = 1000.0  # +60 dB over full scale: float audio past it is broken, not loud
 # Leading bytes of the containers the decoders here read; anything else is not audio.
 _SIGNATURES = (
     b"RIFF",
@@ -299,12 +300,23 @@ def rms_dbfs(samples: np.ndarray) -> float:
     return 20.0 * np.log10(rms) if rms > 0 else float("-inf")
 
 
+def _sample_problem(samples: np.ndarray) -> str | None:
+    """Why the samples themselves cannot be used (none, not finite, absurdly large), or ``None``."""
+    if samples.size == 0:
+        return "empty audio (no samples)"
+    if not np.all(np.isfinite(samples)):
+        return "corrupt audio (NaN or infinite samples)"
+    peak = float(np.max(np.abs(samples)))
+    if peak > MAX_PEAK:  # float files may pass full scale a little; 3.4e38 made every embedding NaN
+        return f"samples far beyond full scale (peak {peak:.3g}, at most {MAX_PEAK:g}): a float file at the wrong scale"
+    return None
+
+
 def inspect_audio(signal: AudioSignal, checks: AudioChecks) -> str | None:
     """Return why ``signal`` is unusable under ``checks``, or ``None`` if it is fine."""
-    if signal.n_samples == 0:
-        return "empty audio (no samples)"
-    if not np.all(np.isfinite(signal.samples)):
-        return "corrupt audio (NaN or infinite samples)"
+    problem = _sample_problem(np.asarray(signal.samples))
+    if problem:
+        return problem
     if signal.duration_s < checks.min_duration_s:
         return f"too short: {signal.duration_s:.2f} s < minimum {checks.min_duration_s:g} s"
     if signal.sample_rate < checks.min_sample_rate:

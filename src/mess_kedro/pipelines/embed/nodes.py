@@ -366,7 +366,10 @@ def consolidate_embeddings(
             key = partition_key(name, run["weights_id"], run["config_id"], track_id)
             if key not in track_embeddings:
                 continue
-            result = TrackEmbedding.from_arrays(track_embeddings[key]())
+            arrays = track_embeddings[key]()
+            for layer, array in arrays.items():  # entries a cluster's workers saved this run too
+                require_finite(array, f"embedding {key} ({layer}); delete it to recompute")
+            result = TrackEmbedding.from_arrays(arrays)
             results.append(result)
             track_ids.append(track_id)
             sr = run["sample_rate"]
