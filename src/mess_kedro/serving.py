@@ -301,6 +301,10 @@ class SimilaritySearch:
             raise ValueError("give one of aspect, weights or fused")
         if method not in ASPECT_METHODS:
             raise ValueError(f"unknown aspect method '{method}'; expected one of {sorted(ASPECT_METHODS)}")
+        if method != "selective" and aspect is None and not weights:
+            raise ValueError(
+                f"method '{method}' is a way to search an aspect: give an aspect (or aspect weights)"
+            )
         if aspect is not None:
             weights = {aspect: 1.0}
         if weights:

@@ -82,8 +82,9 @@ function selectQuery(track) {
 
 // -- search -------------------------------------------------------------------------------
 function searchParams() {
-  const params = new URLSearchParams({ method: $("method").value, n: $("n").value });
+  const params = new URLSearchParams({ n: $("n").value });
   const mode = document.querySelector("input[name=mode]:checked").value;
+  if (mode !== "fused") params.set("method", $("method").value);  // the whole-layer baseline is an aspect's
   if (mode === "aspect" && $("aspect").value) params.set("aspect", $("aspect").value);
   if (mode === "fused" && $("fused").value) params.set("fused", $("fused").value);
   if (mode === "weights") {
