@@ -464,3 +464,33 @@ def test_the_passage_report_says_what_was_not_measured():
         configured("alignment"),
     )
     assert text.count("Not measured") == 2 and "no pair with known notes" in text
+
+
+def test_a_collection_where_no_piece_has_two_recordings_gets_a_report_not_a_crash():
+    """Each method is listed over 0 queries with NaN scores (what the node writes then): it
+    crashed with 'Encountered all NA values'."""
+    from mess_kedro.pipelines.alignment.nodes import RELATION_COLUMNS
+    from mess_kedro.pipelines.alignment.report import write_passage_report
+
+    nothing = pd.DataFrame(
+        {
+            "label": ["m", "m"],
+            "method": ["uniform_mean", "chroma"],
+            "metric": ["hit@10", "hit@10"],
+            "mean": [np.nan, np.nan],
+            "ci_low": [np.nan, np.nan],
+            "ci_high": [np.nan, np.nan],
+            "queries": [0, 0],
+        }
+    )
+    text = write_passage_report(
+        {},
+        nothing,
+        pd.DataFrame(
+            columns=["split_seed", "label", "aspect", "mean", "ci_low", "ci_high", "goal", "goal_met"]
+        ),
+        pd.DataFrame(columns=RELATION_COLUMNS),
+        {},
+        configured("alignment"),
+    )
+    assert "no piece has two recordings" in text and "nan" not in text

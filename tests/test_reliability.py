@@ -365,7 +365,10 @@ def cli(monkeypatch):
         (["clusters", "-k", "1"], "1 is not in the range x>=2"),
         (["similar", "nope"], "neither a track id"),
         (["similar", "t0", "--aspect", "sparkle", "--method", "layer"], "unknown or not served aspect"),
-        (["similar", "t0", "--method", "layer"], "method 'layer' is a way to search an aspect"),  # was ignored
+        (
+            ["similar", "t0", "--method", "layer"],
+            "method 'layer' is a way to search an aspect",
+        ),  # was ignored
     ],
 )
 def test_hostile_cli_values_get_one_line_errors(cli, args, words):

@@ -62,7 +62,13 @@ def pair_recordings(track_manifest: pd.DataFrame, params: dict[str, Any]) -> pd.
                 }
             )
     pairs = pd.DataFrame(rows, columns=PAIR_COLUMNS)
-    logger.info("alignment: %d pairs over %d pieces", len(pairs), pairs["group"].nunique())
+    if pairs.empty:
+        logger.warning(
+            "alignment: nothing to align: no piece has two recordings (a piece is its composer and "
+            "work from metadata or the sub-folder; recordings directly in the folder are pieces of their own)"
+        )
+    else:
+        logger.info("alignment: %d pairs over %d pieces", len(pairs), pairs["group"].nunique())
     return pairs
 
 
