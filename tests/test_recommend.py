@@ -80,3 +80,20 @@ def test_a_refused_aspect_says_why_it_is_not_served(indices):
     with pytest.raises(KeyError, match=r"\['room'\] \(room: not served: ranks by room at rho 0.07"):
         search.similar("t0", aspect="room")
     assert search.aspect_decisions == gate["b"]
+
+
+def test_missing_metadata_reads_unknown_not_none_or_nan():
+    from mess_kedro.serving import printable
+
+    hits = pd.DataFrame(
+        {
+            "track_id": ["a", "b"],
+            "title": ["x", None],
+            "performer": [None, "p"],
+            "composer": [np.nan, "c"],
+            "score": [0.9, 0.5],
+        }
+    )
+    shown = printable(hits).to_string(index=False)
+    assert "None" not in shown and "NaN" not in shown and shown.count("unknown") == 3
+    assert list(printable(hits)["score"]) == [0.9, 0.5]  # numbers untouched

@@ -549,9 +549,15 @@ class SimilaritySearch:
         )
 
 
+METADATA_TEXT = ("title", "composer", "performer", "work", "piece", "group", "split", "dataset")
+
+
 def printable(table: pd.DataFrame) -> pd.DataFrame:
-    """Results as a person reads them: an aspect search's hits by their difference in the factor's
-    units and how much of the collection lies farther, without the 4-decimal score."""
+    """Results as a person reads them: missing metadata as "unknown" (not None or NaN), an aspect
+    search's hits by their difference in the factor's units and how much of the collection lies
+    farther, without the 4-decimal score."""
+    known = {c: "unknown" for c in METADATA_TEXT if c in table}
+    table = table.astype({c: object for c in known}).fillna(known) if known else table
     if "difference" not in table:
         return table
     return table.drop(columns="score").assign(closer_than=table["closer_than"].map(lambda p: f"{p:.1f} %"))

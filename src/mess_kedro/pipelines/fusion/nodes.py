@@ -138,10 +138,18 @@ def _fit_backbone(
         else:
             method_labels = labels
         if learned and not isinstance(method, MultiTaskProbe) and not _learnable(method_labels[train]):
+            what = (
+                "+".join(params["projection"]["labels"])
+                if isinstance(method, ProjectionNetwork)
+                else f"relation '{params['relation']}'"
+            )
             logger.warning(
-                "%s: no two training tracks share a label and at least two labels are needed; %s skipped",
+                "%s: %s skipped: it learns from labels (%s) and no two training tracks share one "
+                "(unknown performers and works match nothing); give the folder a metadata CSV "
+                "(performer, work columns) or run with relation=teacher",
                 embeddings.name,
                 method.name,
+                what,
             )
             continue
         started = time.perf_counter()

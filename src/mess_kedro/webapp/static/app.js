@@ -64,7 +64,7 @@ async function loadTracks(append) {
     const row = body.insertRow();
     row.dataset.track = track.track_id;
     row.insertCell().append(button("▶", () => play(track), "play"));
-    for (const key of ["title", "composer", "performer", "piece", "split"]) cell(row, track[key]);
+    for (const key of ["title", "composer", "performer", "piece", "split"]) cell(row, track[key] ?? "unknown");
     cell(row, track.duration_s != null ? track.duration_s.toFixed(1) : "");
     row.insertCell().append(button("similar", () => { selectQuery(track); search(); }, "query"));
   }
@@ -122,7 +122,7 @@ function showResults(answer) {
     const row = body.insertRow();
     row.dataset.track = track.track_id;
     cell(row, String(i + 1));
-    for (const key of ["title", "performer", "piece"]) cell(row, track[key]);
+    for (const key of ["title", "performer", "piece"]) cell(row, track[key] ?? "unknown");
     // An aspect hit reads in the factor's units ("≈ 6 velocity softer"), not as a 4-decimal score.
     cell(row, track.difference ? `${track.difference}; closer than ${track.closer_than} %` : track.score.toFixed(4));
     const actions = row.insertCell();
@@ -174,7 +174,7 @@ async function findPassage() {
     for (const p of answer.passages) {
       const track = await api(`api/tracks/${encodeURIComponent(p.track_id)}`);
       const row = body.insertRow();
-      cell(row, track.title); cell(row, track.performer);
+      cell(row, track.title ?? "unknown"); cell(row, track.performer ?? "unknown");
       cell(row, p.start_s.toFixed(1)); cell(row, p.end_s.toFixed(1)); cell(row, p.route);
       row.insertCell().append(button("▶ passage", () => play(track, p.start_s, p.end_s), "play"));
     }
