@@ -97,3 +97,26 @@ def test_missing_metadata_reads_unknown_not_none_or_nan():
     shown = printable(hits).to_string(index=False)
     assert "None" not in shown and "NaN" not in shown and shown.count("unknown") == 3
     assert list(printable(hits)["score"]) == [0.9, 0.5]  # numbers untouched
+
+
+def test_an_untrained_fused_method_is_not_the_default_and_the_answer_says_why():
+    from mess_kedro.serving import SimilaritySearch, result_notes
+    from tests.webapp_fixture import served_indices
+
+    indices = served_indices()
+    trained = SimilaritySearch(indices, {})
+    assert trained.default_fused() == "lfn" and trained.default_fused_note() is None
+    uniform = indices["tiny/fused-lfn"]
+    untrained = dict(uniform.transform) | {"left_init": False, "best_epoch": 0}
+    indices["tiny/fused-uniform_mean"] = type(uniform)(
+        uniform.index, uniform.metadata, uniform.vectors, uniform.transform, dict(uniform.manifest)
+    )
+    indices["tiny/fused-lfn"] = type(uniform)(
+        uniform.index, uniform.metadata, uniform.vectors, untrained, dict(uniform.manifest)
+    )
+    search = SimilaritySearch(indices, {})
+    assert search.default_fused() == "uniform_mean"
+    assert "fused lfn never left its initial weights" in search.default_fused_note()
+    hits = search.similar("t00", n=3)
+    assert any("never left its initial weights" in note for note in result_notes(hits))
+    assert not result_notes(search.similar("t00", n=3, fused="lfn"))  # asked for by name: no note

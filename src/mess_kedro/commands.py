@@ -125,11 +125,10 @@ def _respond(project: str, run) -> None:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         click.echo(f"error: {message}", err=True)
         sys.exit(1)
-    from mess_kedro.serving import outside_note, printable
+    from mess_kedro.serving import printable, result_notes
 
     click.echo(f"{label}: {title}")
-    note = outside_note(table)
-    if note:
+    for note in result_notes(table):
         click.echo(note)
     click.echo(
         printable(table).to_string(index=False, float_format=lambda x: f"{x:.4f}")

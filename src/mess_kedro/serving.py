@@ -272,8 +272,41 @@ class SimilaritySearch:
         return sorted(k.removeprefix("fused-") for k in self.indices if k.startswith("fused-"))
 
     def default_fused(self) -> str | None:
-        """The fused embedding used when a query names nothing: lfn when indexed."""
-        return "lfn" if "fused-lfn" in self.indices else (self.fused() or [None])[0]
+        """The fused embedding used when a query names nothing: lfn when indexed and trained, else
+        uniform_mean (see :meth:`default_fused_note`), else the first indexed."""
+        return self._default_fused_choice()[0]
+
+    def default_fused_note(self) -> str | None:
+        """Why the default fused embedding is not the preferred one (lfn), or ``None``."""
+        return self._default_fused_choice()[1]
+
+    def _default_fused_choice(self) -> tuple[str | None, str | None]:
+        if not hasattr(self, "_fused_choice"):
+            indexed = self.fused()
+            order = [m for m in ("lfn", "uniform_mean") if m in indexed] + [
+                m for m in indexed if m not in ("lfn", "uniform_mean")
+            ]
+            skipped = [m for m in order if self._never_trained(m)]
+            usable = [m for m in order if m not in skipped] or order
+            chosen = usable[0] if usable else None
+            note = (
+                f"fused {', '.join(skipped)} never left its initial weights (its validation score was best "
+                f"before any training: too few validation tracks to learn from); searching fused {chosen} instead"
+                if skipped and chosen not in skipped
+                else None
+            )
+            self._fused_choice = (chosen, note)
+        return self._fused_choice
+
+    def _never_trained(self, method: str) -> bool:
+        """A learned method whose kept weights are its initial ones (``left_init`` false)."""
+        transform = self.indices[f"fused-{method}"].transform
+        if not isinstance(transform, Mapping):
+            return False
+        left = transform.get("left_init")
+        if left is None and "best_epoch" in transform:  # checkpoints from before left_init was kept
+            left = int(transform["best_epoch"]) > 0
+        return left is False
 
     def describe(self, sources: dict[str, float]) -> str:
         """What a query searched, in words: ``dynamics (selective subspace)``, ``fused lfn``."""
@@ -520,6 +553,8 @@ class SimilaritySearch:
             result = self._in_units(result, key, vectors[key], own_id)
         if own_id is None:  # a file from outside: say how far outside the collection it lies
             result.attrs["outside"] = {key: self.indices[key].outside(vectors[key]) for key in sources}
+        if aspect is None and not weights and fused is None and self.default_fused_note():
+            result.attrs["default_note"] = self.default_fused_note()
         return result
 
     def _in_units(
@@ -561,6 +596,14 @@ def printable(table: pd.DataFrame) -> pd.DataFrame:
     if "difference" not in table:
         return table
     return table.drop(columns="score").assign(closer_than=table["closer_than"].map(lambda p: f"{p:.1f} %"))
+
+
+def result_notes(table: pd.DataFrame) -> list[str]:
+    """The notes a person needs beside results: why the default space is not the preferred one,
+    and how far outside the collection a file query lies."""
+    notes = [f"note: {table.attrs['default_note']}"] if table.attrs.get("default_note") else []
+    outside = outside_note(table)
+    return [*notes, outside] if outside else notes
 
 
 def outside_note(table: pd.DataFrame, threshold: float = 1.0) -> str | None:

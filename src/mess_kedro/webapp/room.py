@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mess_kedro.maps import project_2d
-from mess_kedro.serving import SimilaritySearch, outside_note
+from mess_kedro.serving import SimilaritySearch, result_notes
 
 from .annotations import AnnotationLog, Judgement, validate, validate_annotator
 from .proposals import disagreeing_pair
@@ -204,6 +204,7 @@ class ListeningRoom:
             ],
             "fused": self.search.fused(),
             "default_fused": self.search.default_fused(),
+            "default_fused_note": self.search.default_fused_note(),
             "indices": sorted(self.search.indices),
             "map_methods": list(self.settings.map_methods),
             "passages": self.passage_finder is not None,
@@ -281,7 +282,7 @@ class ListeningRoom:
         options = self._query_options(request)
         with self._query_lock:
             table = self.search.similar(str(path), **options)
-        return self._answer(table, options) | {"note": outside_note(table)}
+        return self._answer(table, options)
 
     def check_request(self, request: SearchRequest) -> None:
         """Refuse a search that names no served index or a bad value, before any work on a file."""
@@ -300,7 +301,13 @@ class ListeningRoom:
             | {c: (row[c] if c == "difference" else round(float(row[c]), 1)) for c in readable}
             for row in table.to_dict("records")
         ]
-        return {"searched": self.search.describe(sources), "label": self.search.label, "results": results}
+        notes = [n.removeprefix("note: ") for n in result_notes(table)]
+        return {
+            "searched": self.search.describe(sources),
+            "label": self.search.label,
+            "results": results,
+            "note": "; ".join(notes) or None,
+        }
 
     def warm_up(self, embed: bool = True) -> None:
         """Open every index now (the first query then answers as fast as the rest) and, with

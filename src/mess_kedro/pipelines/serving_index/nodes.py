@@ -430,6 +430,8 @@ def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     own = _with_truth(pd.DataFrame({"track_id": [query["track_id"]]}), performance_ground_truth, factor)
     truth_note = f" (its true {factor}: {own.iloc[0, -1]:.3g})" if factor and own.shape[1] > 1 else ""
     fused = search.default_fused()
+    if search.default_fused_note():
+        lines += ["", f"Default fused embedding: {search.default_fused_note()}."]
     lines += [
         "",
         f"## Example query ({search.label}): like '{_known(query.get('title'), query['track_id'])}' "
