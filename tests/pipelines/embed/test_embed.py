@@ -298,3 +298,27 @@ def test_the_cache_key_carries_the_thread_count_where_it_changes_the_numbers(cor
         audio, manifest, stores(tmp_path), PARAMS | {"precision": "bf16", "num_threads": 1}
     )
     assert runs["mert-tiny"]["config_id"].endswith("-bf16-t1") and torch.get_num_threads() == before
+
+
+def test_a_backbone_random_only_for_want_of_weights_is_skipped_beside_a_users_collection(corpus, caplog):
+    from mess_kedro.pipelines.embed.nodes import skip_fallback_backbones
+
+    audio, manifest = corpus
+    loaders = {k: (lambda s=s: s) for k, s in audio.items()}
+    params = PARAMS | {
+        "backbones": {
+            "mert-tiny": {"seed": 0},
+            "mert-tiny-twin": {"backbone": "mert-tiny", "random_init": True},
+        }
+    }
+    demo = manifest.assign(dataset="demo")
+    folder = manifest.assign(dataset=["demo"] * (len(manifest) - 1) + ["folder"])
+    assert not skip_fallback_backbones(demo, "auto") and skip_fallback_backbones(folder, "auto")
+    assert not skip_fallback_backbones(folder, "embed") and skip_fallback_backbones(demo, "skip")
+    with pytest.raises(ValueError, match="fallback_random_init must be auto, embed or skip"):
+        skip_fallback_backbones(demo, "sometimes")
+    _, _, runs = extract_track_embeddings(loaders, folder, {}, {}, params)
+    assert list(runs) == ["mert-tiny-twin"]  # the twin asked for as a control stays
+    assert "mert-tiny: no weights found, so it would run random-init" in caplog.text
+    _, _, runs = extract_track_embeddings(loaders, demo, {}, {}, params)
+    assert sorted(runs) == ["mert-tiny", "mert-tiny-twin"]  # the demo's controls

@@ -171,14 +171,26 @@ def _plan_backbones(
     params: dict[str, Any],
     runtime: tuple[torch.device, int | None],
     on_cluster: bool,
+    skip_fallbacks: bool = False,
 ) -> tuple[list[_BackbonePlan], list[dict], dict[str, Any]]:
-    """Per backbone: the tracks it still lacks (in cache-key form), its rejects and its run record."""
+    """Per backbone: the tracks it still lacks (in cache-key form), its rejects and its run record.
+
+    ``skip_fallbacks``: leave out a backbone that would run random-init only because its weights
+    are missing (MERT offline); twins asked for as controls (``random_init: true``) stay."""
     device, threads = runtime
     silence = float(params["silence_threshold_dbfs"])
     checked: dict[tuple[str, float], str | None] = {}  # (track, minimum length) -> problem
     plans, rejects, runs = [], [], {}
     for name, options in configured_backbones(params, trained_encoders).items():
         backbone = load_backbone(name, options, trained_state(name, options, trained_encoders))
+        if skip_fallbacks and backbone.random_init and not options.get("random_init"):
+            logger.warning(
+                "embed %s: no weights found, so it would run random-init (a control, not the model); "
+                "skipped beside a user collection, where it cost most of a first run "
+                "(embed.fallback_random_init: embed, to embed it anyway; docs/gpu_and_mert.md for real weights)",
+                name,
+            )
+            continue
         segment_s = options.get("segment_s") or params.get("segment_s") or backbone.spec.default_segment_s
         config = EmbeddingConfig(
             segment_s=float(segment_s),
@@ -273,6 +285,21 @@ def _embed_on_cluster(
     return rejects
 
 
+def skip_fallback_backbones(track_manifest: pd.DataFrame, policy: str) -> bool:
+    """Whether to leave out backbones that are random-init only for want of weights.
+
+    ``auto``: beside a user collection (any track not from the demo), where they cost most of a
+    first run and say nothing about the user's recordings; on the demo alone they are the
+    controls its results are measured against. ``embed`` / ``skip``: always / never embed them.
+    """
+    if policy not in ("auto", "embed", "skip"):
+        raise ValueError(f"embed.fallback_random_init must be auto, embed or skip, got '{policy}'")
+    if policy != "auto":
+        return policy == "skip"
+    datasets = set(track_manifest["dataset"].dropna().astype(str)) if "dataset" in track_manifest else set()
+    return bool(datasets - {"demo"})
+
+
 def extract_track_embeddings(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     track_manifest: pd.DataFrame,
@@ -323,6 +350,9 @@ def extract_track_embeddings(
             params=params,
             runtime=runtime,
             on_cluster=client is not None,
+            skip_fallbacks=skip_fallback_backbones(
+                track_manifest, params.get("fallback_random_init", "auto")
+            ),
         )
         for run in runs.values():
             run["cluster"] = params["cluster"]  # where this run computed (null: in process)
