@@ -119,3 +119,21 @@ def test_resample_is_librosas_soxr_hq_bit_for_bit(n, orig, target):
     x = (np.random.default_rng(n).normal(size=n) * 0.1).astype(np.float32)
     expected = librosa.resample(x, orig_sr=orig, target_sr=target, res_type="soxr_hq")
     np.testing.assert_array_equal(resample(x, orig, target), expected)
+
+
+def test_a_stereo_query_hashes_as_ingest_hashed_it(tmp_path):
+    """Ingest names a track by the hash of everything it decoded (both channels); a query of the
+    same stereo file hashed its mono mixdown and was never recognised as itself."""
+    from mess_kedro.audio import AudioReadError, content_hash, read_audio, read_query
+
+    rng = np.random.default_rng(0)
+    stereo = (0.2 * rng.standard_normal((2, 44100))).astype(np.float32)
+    path = tmp_path / "take.wav"
+    sf.write(path, stereo.T, 44100, subtype="PCM_16")
+    mono, digest = read_query(path)
+    assert digest == content_hash(read_audio(path))  # the track id ingest gave it
+    assert digest != content_hash(mono) and mono.samples.ndim == 1
+    with pytest.raises(AudioReadError, match="too long: 1 s > limit 0.5 s"):
+        read_query(path, max_duration_s=0.5)
+    with pytest.raises(AudioReadError, match="too large to decode"):
+        read_query(path, max_decoded_mb=0.1)

@@ -227,6 +227,23 @@ def read_mono(
     return AudioSignal(out[:filled], int(info.samplerate))
 
 
+def read_query(
+    path: str | os.PathLike, max_duration_s: float | None = None, max_decoded_mb: float | None = None
+) -> tuple[AudioSignal, str]:
+    """A query file as mono, and the :func:`content_hash` of its decoded content *as ingest
+    computes it* (every channel, its own rate): a collection's stereo file is then recognised as
+    itself (the mono mixdown's hash never matched). Both limits are checked from the header first."""
+    path = check_audio_file(path)
+    with _stdout_to_stderr():
+        info = _check_header(path, max_decoded_mb)
+    if info is not None and max_duration_s is not None and info.frames / info.samplerate > max_duration_s:
+        raise AudioReadError(f"too long: {info.frames / info.samplerate:.0f} s > limit {max_duration_s:g} s")
+    full = read_audio(path, max_decoded_mb if max_decoded_mb is not None else DEFAULT_MAX_DECODED_MB)
+    if max_duration_s is not None and full.duration_s > max_duration_s:
+        raise AudioReadError(f"too long: {full.duration_s:.0f} s > limit {max_duration_s:g} s")
+    return AudioSignal(to_mono(full.samples), full.sample_rate), content_hash(full)
+
+
 def file_notes(path: str | os.PathLike) -> str | None:
     """What is wrong but tolerable in a readable file, or ``None``: a WAV holding less
     sample data than its header declares (decoders keep what is there)."""

@@ -42,10 +42,9 @@ from .audio import (
     AudioChecks,
     AudioSignal,
     check_audio_file,
-    content_hash,
     inspect_audio,
     prepare_audio,
-    read_mono,
+    read_query,
 )
 from .digests import file_digest
 from .finite import non_finite_count, require_finite
@@ -386,12 +385,12 @@ class SimilaritySearch:
         return entry, key
 
     def _embed_file_now(self, path: Path) -> tuple[list[np.ndarray], str]:
-        signal = read_mono(path, self._max_query_s, max_decoded_mb=self._max_query_decoded_mb)
+        signal, digest = read_query(path, self._max_query_s, self._max_query_decoded_mb)
         problem = inspect_audio(signal, AudioChecks())
         if problem:
             raise ValueError(f"{path}: {problem}")
         result = self.embed_signal(signal, path.name)
-        return [t[None] for t in result.track], content_hash(signal)
+        return [t[None] for t in result.track], digest
 
     def embed_signal(self, signal: AudioSignal, name: str = "query"):
         """A mono signal's per-layer :class:`~mess_kedro.embedding.TrackEmbedding` (segments and track),
