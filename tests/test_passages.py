@@ -377,3 +377,21 @@ def test_content_matches_scores_a_pieces_segments_exactly_whatever_the_index(kin
     assert len(deep) >= 1 and (
         kind == "hnsw" or deep["score"].iloc[0] == pytest.approx((vectors @ query).max(), rel=1e-5)
     )
+
+
+def test_a_recording_whose_piece_is_unknown_gets_similar_passages_labelled_as_other_pieces(
+    chroma_finder, monkeypatch
+):
+    """x's work is unknown (a file at the top of a folder): content matches are passages of other
+    pieces, and the answer says so instead of "the same passage … in the other recordings"."""
+    finder, _, _ = chroma_finder
+    manifest = finder._titles.reset_index()
+    manifest.loc[manifest["track_id"] == "x", "group"] = "folder::recording:x"
+    unknown = PassageFinder(finder._pairs, finder._paths, manifest, finder._open_segment_index)
+    assert not unknown.piece_known("x") and unknown.piece_known("r")
+    monkeypatch.setattr(passages, "load_passage_finder", lambda project, backbone=None: unknown)
+    answer = CliRunner().invoke(main, ["passage", "x", "--at", "1", "--project", str(PROJECT_ROOT)])
+    assert answer.exit_code == 0, answer.output
+    first = answer.output.splitlines()[0]
+    assert "passages like x at 1-5 s in other pieces" in first and "not the same bars" in first
+    assert "the same passage" not in answer.output and "similar passage, other piece" in answer.output

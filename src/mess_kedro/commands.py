@@ -327,8 +327,16 @@ def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> Non
         found = query_passage.found
         by_content = "score" in found and len(found)  # the fallback's matches carry their similarity
         via = f"by content ({found['route'].iloc[0]})" if by_content else "aligned"
+        unrelated = (
+            by_content and query_passage.track is not None and not finder.piece_known(query_passage.track)
+        )
+        if unrelated:  # no other recording of its piece is known: not the same bars
+            found = found.assign(route="similar passage, other piece")
+            what = f"passages like {where} in other pieces (no other recording of its piece is known: similar, not the same bars)"
+        else:
+            what = f"the same passage as {where}, in the other recordings"
         if aspect is None:
-            return via, f"the same passage as {where}, in the other recordings", found.head(top)
+            return via, what, found.head(top)
         space = passages.aspect_space(project, aspect, backbone)
         if query_passage.track is not None:
             span = pd.DataFrame(
@@ -351,7 +359,7 @@ def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> Non
         )
         return (
             space.label,
-            f"the same passage as {where} ({via}), ranked by {aspect} (selective subspace)",
+            f"{what} ({via}), ranked by {aspect} (selective subspace)",
             ranked.head(top),
         )
 

@@ -88,6 +88,11 @@ class PassageFinder:
             return set(self._durations) - {track_id}
         return {t for t, p in self._pieces.items() if p == piece and t != track_id}
 
+    def piece_known(self, track_id: str) -> bool:
+        """Whether ``track_id``'s piece is known (metadata or sub-folder): only then can another
+        recording hold *the same* bars; otherwise content matches are passages of other pieces."""
+        return self._pieces.get(track_id) is not None
+
     def check(self, track_id: str, start_s: float, end_s: float) -> None:
         """One-line errors for an unknown track, one no answer can reach, or a span outside it."""
         if track_id not in self._durations:
