@@ -121,7 +121,9 @@ def _tabs(page) -> None:
     page.click("button[data-tab=probing]")
     page.wait_for_selector("body[data-probing]", timeout=20000)
     page.click("button[data-tab=report]")
-    page.wait_for_function("() => document.getElementById('report').textContent.length > 10")
+    page.wait_for_selector("body[data-report]")
+    assert page.text_content("#report h1") == "Evaluation"  # rendered, not raw markdown
+    assert "# Evaluation" not in page.text_content("#report")
     page.click("button[data-tab=annotate]")
 
 
@@ -172,3 +174,30 @@ def test_search_play_and_annotate_in_chromium(served, tmp_path):
     ]
     assert pd.Timestamp(row["time"]).tzinfo is not None
     assert Path(tmp_path / "listening-room.png").stat().st_size > 10_000
+
+
+def test_a_room_with_no_aspect_served_offers_no_aspect_search_and_no_annotation(tmp_path):
+    from dataclasses import replace
+
+    from playwright.sync_api import sync_playwright
+
+    from mess_kedro.serving import SimilaritySearch
+    from tests.webapp_fixture import served_indices
+
+    executable = chromium_path()
+    fused_only = {k: v for k, v in served_indices().items() if "/fused-" in k}
+    room = make_room(tmp_path)
+    room = replace(room, search=SimilaritySearch(fused_only, {}, candidates=20))
+    errors: list[str] = []
+    with live_server(create_app(room)) as port, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(bypass_csp=True)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("body[data-no-aspects]")
+        assert not page.is_visible("input[name=mode][value=aspect]")
+        assert not page.is_visible("input[name=mode][value=weights]")
+        assert not page.is_visible("button[data-tab=annotate]") and not page.is_visible("#tab-annotate")
+        assert page.is_visible("input[name=mode][value=fused]")
+        browser.close()
+    assert not errors, errors

@@ -226,8 +226,41 @@ async function drawProbing() {
   } catch (error) { status(error.message); }
 }
 
+// The report's markdown as elements (headings, tables, lists, code, paragraphs), every piece of
+// text set with textContent: nothing from the server is parsed as HTML.
+function renderMarkdown(text, into) {
+  into.replaceChildren();
+  const lines = text.split("\n");
+  const add = (tag, content) => { const el = document.createElement(tag); if (content !== undefined) el.textContent = content; into.append(el); return el; };
+  const cells = (line) => line.trim().replace(/^\||\|$/g, "").split("|").map((c) => c.trim());
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    if (line.startsWith("```")) {
+      const code = []; for (i++; i < lines.length && !lines[i].startsWith("```"); i++) code.push(lines[i]);
+      add("pre", code.join("\n"));
+    } else if (/^#{1,6} /.test(line)) {
+      add(`h${Math.min(6, line.indexOf(" "))}`, line.replace(/^#+ /, ""));
+    } else if (line.trim().startsWith("|")) {
+      const table = add("table"); const head = table.createTHead().insertRow();
+      for (const c of cells(line)) { const th = document.createElement("th"); th.textContent = c; head.append(th); }
+      const body = table.createTBody();
+      for (i += 2; i < lines.length && lines[i].trim().startsWith("|"); i++) {
+        const row = body.insertRow(); for (const c of cells(lines[i])) row.insertCell().textContent = c;
+      }
+      i--;
+    } else if (/^\s*- /.test(line)) {
+      const list = add("ul");
+      for (; i < lines.length && /^\s*- /.test(lines[i]); i++) { const li = document.createElement("li"); li.textContent = lines[i].replace(/^\s*- /, ""); list.append(li); }
+      i--;
+    } else if (line.trim()) {
+      add("p", line);
+    }
+  }
+}
+
 async function showReport() {
-  try { $("report").textContent = (await api("api/report")).markdown; } catch (error) { $("report").textContent = error.message; }
+  try { renderMarkdown((await api("api/report")).markdown, $("report")); document.body.dataset.report = "shown"; }
+  catch (error) { $("report").textContent = error.message; }
 }
 
 function initTabs() {
@@ -313,6 +346,12 @@ function showInfo(info) {
     const input = slider.querySelector("input"); input.dataset.aspect = a.name;
     input.addEventListener("input", () => { slider.querySelector("output").textContent = input.value; });
     $("sliders").append(slider);
+  }
+  if (!info.aspects.length) {  // nothing to search "in this respect" or to judge: offer neither
+    for (const mode of ["aspect", "weights"]) document.querySelector(`input[name=mode][value=${mode}]`).closest("label").hidden = true;
+    $("aspect").hidden = true; $("method").hidden = true;
+    document.querySelector("#tabs button[data-tab=annotate]").hidden = true; $("tab-annotate").hidden = true;
+    document.body.dataset.noAspects = "1";
   }
   for (const key of info.indices) option($("map-index"), key);
   $("map-index").value = info.default_fused ? `fused-${info.default_fused}` : info.indices[0];
