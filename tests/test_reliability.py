@@ -491,8 +491,10 @@ def test_a_new_mlflow_run_carries_its_process_from_creation(tmp_path):
             os._exit(0)  # dies with the run RUNNING, before anything could tag it
             """
         )
+        # A run of its own: nothing an earlier in-process run left in the environment (MLFLOW_RUN_ID…).
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         run_id = subprocess.run(
-            [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120, env=clean
         ).stdout.split()[-1]
         client = mlflow.tracking.MlflowClient()
         assert client.get_run(run_id).data.tags["mess.pid"].isdigit()
