@@ -120,3 +120,36 @@ def test_an_untrained_fused_method_is_not_the_default_and_the_answer_says_why():
     hits = search.similar("t00", n=3)
     assert any("never left its initial weights" in note for note in result_notes(hits))
     assert not result_notes(search.similar("t00", n=3, fused="lfn"))  # asked for by name: no note
+
+
+def test_a_file_query_matches_an_index_embedded_with_frames_kept():
+    """embed.keep_frames adds '-frames' to the index's config id; frames change no number, and a
+    query (which keeps none) was refused with IndexMismatchError every time."""
+    import torch
+
+    from mess_kedro.backbones import load_backbone
+    from mess_kedro.embedding import cpu_threads, embedding_config
+    from mess_kedro.serving import SimilaritySearch
+    from tests.conftest import project_parameters, tone
+    from tests.test_indexing import bundle
+
+    params = project_parameters("embed")["embed"] | {
+        "backbones": {"tiny": {"backbone": "mert-tiny", "seed": 0}},
+        "keep_frames": True,
+    }
+    model = load_backbone("tiny", params["backbones"]["tiny"])
+    segment_s = model.spec.default_segment_s
+    cpu = torch.device("cpu")
+    indexed = embedding_config(params, segment_s).config_id(cpu, cpu_threads(cpu, params["num_threads"]))
+    assert indexed.endswith("-frames")
+    ids = [f"t{i}" for i in range(4)]
+    made = bundle(np.random.default_rng(0).standard_normal((4, 3)), ids, ids, name="tiny/fused-lfn")
+    made.manifest |= {
+        "registry_backbone": "mert-tiny",
+        "weights_id": model.weights_id,
+        "embed_config_id": indexed,
+        "segment_s": segment_s,
+    }
+    search = SimilaritySearch({"tiny/fused-lfn": made}, params)
+    result = search.embed_signal(tone(seconds=2.0, sr=model.spec.sample_rate))
+    assert len(result.track) == len(model.spec.layer_names)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +43,29 @@ class EmbeddingConfig:
         (bf16 sums split differently: up to ~1e-3 between 1 and 2 threads, against
         ~1e-6 in fp32), so it is part of the id there: a cache never mixes them.
         """
-        precision = resolve_precision(self.precision, device)
         frames = "-frames" if self.keep_frames else ""
+        return f"{self.numbers_id(device, threads)}{frames}"
+
+    def numbers_id(self, device: torch.device, threads: int | None = None) -> str:
+        """:meth:`config_id` without what does not change a track's numbers (keeping the frames):
+        what a query must match to be searched in an index."""
+        precision = resolve_precision(self.precision, device)
         threaded = f"-t{threads}" if device.type == "cpu" and precision != "fp32" and threads else ""
-        return f"seg{self.segment_s:g}s-min{self.min_segment_s:g}s-{precision}{threaded}{frames}"
+        return f"seg{self.segment_s:g}s-min{self.min_segment_s:g}s-{precision}{threaded}"
+
+
+def embedding_config(
+    params: Mapping[str, Any], segment_s: float, *, keep_frames: bool | None = None
+) -> EmbeddingConfig:
+    """The one recipe for an :class:`EmbeddingConfig` from ``embed`` parameters, for the embed
+    node, the cluster's workers and a query (which keeps no frames: ``keep_frames=False``)."""
+    return EmbeddingConfig(
+        segment_s=float(segment_s),
+        min_segment_s=float(params["min_segment_s"]),
+        batch_size=int(params["batch_size"]),
+        precision=str(params["precision"]),
+        keep_frames=bool(params.get("keep_frames", False)) if keep_frames is None else keep_frames,
+    )
 
 
 def cpu_threads(device: torch.device, requested: int | None = None) -> int | None:

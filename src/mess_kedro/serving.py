@@ -399,7 +399,7 @@ class SimilaritySearch:
         import torch
 
         from .backbones import configured_backbones, load_backbone, trained_state
-        from .embedding import EmbeddingConfig, cpu_threads, embed_track, torch_threads
+        from .embedding import cpu_threads, embed_track, embedding_config, torch_threads
 
         manifest = self._manifest
         options = configured_backbones(self._embed_params, self._trained_encoders).get(self.backbone, {})
@@ -412,15 +412,14 @@ class SimilaritySearch:
             raise IndexMismatchError(
                 f"index built with weights {manifest.get('weights_id')}, the backbone now loads {model.weights_id}; rebuild embed and serving_index"
             )
-        config = EmbeddingConfig(
-            segment_s=float(manifest.get("segment_s") or model.spec.default_segment_s),
-            min_segment_s=float(self._embed_params["min_segment_s"]),
-            batch_size=int(self._embed_params["batch_size"]),
-            precision=str(self._embed_params["precision"]),
-        )
+        segment_s = float(manifest.get("segment_s") or model.spec.default_segment_s)
+        config = embedding_config(self._embed_params, segment_s, keep_frames=False)  # a query needs no frames
         device = torch.device("cpu")
         threads = cpu_threads(device, self._embed_params["num_threads"])
-        if config.config_id(device, threads) != manifest.get("embed_config_id"):
+        indexed = str(manifest.get("embed_config_id") or "").removesuffix(
+            "-frames"
+        )  # frames change no number
+        if config.numbers_id(device, threads) != indexed:
             raise IndexMismatchError(
                 f"index embedded with {manifest.get('embed_config_id')}, a query now would use "
                 f"{config.config_id(device, threads)} (set embed.num_threads to match)"

@@ -34,6 +34,7 @@ from mess_kedro.embedding import (
     TrackEmbedding,
     cpu_threads,
     embed_tracks,
+    embedding_config,
     load_embeddable,
     minimum_segment_s,
     resolve_precision,
@@ -192,13 +193,7 @@ def _plan_backbones(
             )
             continue
         segment_s = options.get("segment_s") or params.get("segment_s") or backbone.spec.default_segment_s
-        config = EmbeddingConfig(
-            segment_s=float(segment_s),
-            min_segment_s=float(params["min_segment_s"]),
-            batch_size=int(params["batch_size"]),
-            precision=str(params["precision"]),
-            keep_frames=bool(params["keep_frames"]),
-        )
+        config = embedding_config(params, segment_s)
         config_id = config.config_id(device, threads)
         runs[name] = _run_record(backbone, config, config_id, device)
         missing = [
