@@ -41,6 +41,7 @@ RECORD_COLUMNS = [
 ]
 MIDI_EXTENSIONS = (".mid", ".midi")
 SOURCE_KINDS = ("none", "folder", "smd", "maestro")
+DEMO_DATASET = "demo"  # the ``dataset`` of the demo corpus's renditions in every manifest
 MAESTRO_CSV = "maestro-v3.0.0.csv"
 # SMD: Composer_Work_Performer_Version, e.g. Beethoven_Op057-02_013_20090221-SMD
 _SMD_NAME = re.compile(r"^(?P<composer>[^_]+)_(?P<work>[^_]+)_(?P<performer>\d{3})_(?P<version>.+)$")
@@ -60,6 +61,21 @@ class AudioCollection:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+def track_datasets(track_manifest: pd.DataFrame) -> pd.Series:
+    """Each track's dataset (``unknown`` where the manifest does not say)."""
+    if "dataset" not in track_manifest:
+        return pd.Series("unknown", index=track_manifest.index)
+    return track_manifest["dataset"].fillna("unknown").astype(str)
+
+
+def user_datasets(track_manifest: pd.DataFrame) -> list[str]:
+    """The datasets a manifest holds besides the demo corpus: the user's collection (none when
+    the manifest names no dataset at all)."""
+    if "dataset" not in track_manifest:
+        return []
+    return sorted(set(track_datasets(track_manifest)) - {DEMO_DATASET})
 
 
 def empty_records() -> pd.DataFrame:

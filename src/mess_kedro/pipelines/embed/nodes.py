@@ -45,6 +45,7 @@ from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.embedding_stream import EmbeddingStream
 from mess_kedro.finite import require_finite
 from mess_kedro.progress import LazyProgress
+from mess_kedro.sources import user_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -291,8 +292,7 @@ def skip_fallback_backbones(track_manifest: pd.DataFrame, policy: str) -> bool:
         raise ValueError(f"embed.fallback_random_init must be auto, embed or skip, got '{policy}'")
     if policy != "auto":
         return policy == "skip"
-    datasets = set(track_manifest["dataset"].dropna().astype(str)) if "dataset" in track_manifest else set()
-    return bool(datasets - {"demo"})
+    return bool(user_datasets(track_manifest))
 
 
 def extract_track_embeddings(

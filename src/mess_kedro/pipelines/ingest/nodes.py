@@ -35,7 +35,7 @@ from mess_kedro.demo.scores import load_excerpt
 from mess_kedro.demo.synth import render_fingerprint, render_rendition
 from mess_kedro.leaks import leak_report, segment_count, silence_edges, validate_leaks
 from mess_kedro.progress import LazyProgress
-from mess_kedro.sources import RECORD_COLUMNS, AudioCollection, empty_records
+from mess_kedro.sources import DEMO_DATASET, RECORD_COLUMNS, AudioCollection, empty_records
 from mess_kedro.splits import assign_group_splits, check_enough_groups, composition_group
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _demo_record(source_key: str, key: str, excerpt, settings: RenditionSettings
         "source_path": f"demo_audio:{key}",
         "midi_key": key,
         "audio_key": key,
-        "dataset": "demo",
+        "dataset": DEMO_DATASET,
         "composer": excerpt.composer,
         "work": excerpt.work,
         "title": excerpt.title,
@@ -479,7 +479,7 @@ def index_ground_truth(
         performance_ground_truth: one row per demo track: every setting and what was realised.
         performance_notes: every performed note of those tracks (the source of segment truths).
     """
-    ids = manifest.loc[manifest["dataset"] == "demo", ["track_id", "source_key", "split"]]
+    ids = manifest.loc[manifest["dataset"] == DEMO_DATASET, ["track_id", "source_key", "split"]]
     truth = ids.merge(demo_settings, on="source_key", how="inner")
     notes = ids[["track_id", "source_key"]].merge(demo_notes, on="source_key", how="inner")
     order = [c for c in ("track_id", "start_s", "pitch") if c in notes.columns]  # no demo: no note columns

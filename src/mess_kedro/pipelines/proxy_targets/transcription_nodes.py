@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mess_kedro.audio import AudioSignal
+from mess_kedro.sources import DEMO_DATASET
 from mess_kedro.targets import MIDI_TARGETS, midi_targets
 from mess_kedro.transcription import MODEL_ID, TranscriptionSettings, available, transcribe
 
@@ -49,7 +50,9 @@ def transcription_key(track_id: str, settings: TranscriptionSettings) -> str:
 def agreement_sample(track_manifest: pd.DataFrame, n_tracks: int) -> list[str]:
     """Demo tracks (they have true MIDI) spread evenly over the sorted ids: the agreement sample."""
     demo = sorted(
-        track_manifest.loc[track_manifest["has_midi"] & (track_manifest["dataset"] == "demo"), "track_id"]
+        track_manifest.loc[
+            track_manifest["has_midi"] & (track_manifest["dataset"] == DEMO_DATASET), "track_id"
+        ]
     )
     if n_tracks <= 0 or not demo:
         return []

@@ -25,12 +25,12 @@ from mess_kedro.finite import non_finite_count
 from mess_kedro.fusion import SingleLayer, restore
 from mess_kedro.indexing import IndexBundle, build_index, checksum, index_choice
 from mess_kedro.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
+from mess_kedro.sources import DEMO_DATASET, track_datasets, user_datasets
 from mess_kedro.splits import split_seeds
 
 logger = logging.getLogger(__name__)
 
 METADATA_COLUMNS = ["track_id", "title", "composer", "performer", "group", "split", "dataset"]
-DEMO = "demo"
 
 
 def indexed_datasets(track_manifest: pd.DataFrame, collection: str | list[str] = "auto") -> list[str]:
@@ -39,10 +39,9 @@ def indexed_datasets(track_manifest: pd.DataFrame, collection: str | list[str] =
     ``auto``: the user's collection when ingest read one (every dataset but the
     demo), else the demo; ``all``; or dataset names (``demo``, ``folder``, ``smd``, ``maestro``).
     """
-    present = sorted(_dataset_column(track_manifest).unique())
+    present = sorted(track_datasets(track_manifest).unique())
     if collection == "auto":
-        user = [d for d in present if d != DEMO]
-        return user or present
+        return user_datasets(track_manifest) or present
     if collection == "all":
         return present
     wanted = [collection] if isinstance(collection, str) else list(collection)
@@ -55,15 +54,8 @@ def indexed_datasets(track_manifest: pd.DataFrame, collection: str | list[str] =
     return wanted
 
 
-def _dataset_column(track_manifest: pd.DataFrame) -> pd.Series:
-    """Each track's dataset (``unknown`` where the manifest does not say)."""
-    if "dataset" not in track_manifest:
-        return pd.Series("unknown", index=track_manifest.index)
-    return track_manifest["dataset"].fillna("unknown").astype(str)
-
-
 def _has_truth(datasets: list[str]) -> bool:
-    return set(datasets) <= {DEMO}
+    return set(datasets) <= {DEMO_DATASET}
 
 
 def _aspect_sources(
@@ -203,7 +195,7 @@ def build_serving_indices(
             rerun="kedro run --from-nodes=extract_track_embeddings",
         )
         metadata = manifest.reindex(embeddings.track_ids).reset_index()
-        rows = _dataset_column(metadata).isin(datasets).to_numpy()
+        rows = track_datasets(metadata).isin(datasets).to_numpy()
         metadata = metadata.loc[rows, [c for c in METADATA_COLUMNS if c in metadata.columns]].reset_index(
             drop=True
         )
@@ -354,10 +346,10 @@ def _known(value: Any, fallback: str = "unknown") -> str:
 
 
 def _indexed_line(search, ingest_summary: dict[str, Any]) -> str:
-    counts = _dataset_column(search.metadata).value_counts()
+    counts = track_datasets(search.metadata).value_counts()
     held = ", ".join(f"{n} of {d}" for d, n in counts.items())
     left = int(ingest_summary.get("tracks", len(search.metadata))) - int(counts.sum())
-    if left > 0 and DEMO not in counts:
+    if left > 0 and DEMO_DATASET not in counts:
         return (
             f"- indexed: {held}; the demo's {left} renditions are not indexed: they calibrate the "
             "aspects served for this collection and measure them (serving_index.collection)"
