@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.finite import NonFiniteError, non_finite_count, require_finite
+from mess_kedro.finite import NonFiniteError, non_finite_count, require_all_finite, require_finite
 
 
 def test_the_helper_counts_and_names():
@@ -16,6 +16,13 @@ def test_the_helper_counts_and_names():
     assert require_finite(ok, "x") is ok
     with pytest.raises(NonFiniteError, match=r"^index b/fused-lfn: 2 of 4 values are NaN or infinite$"):
         require_finite(np.array([[np.nan, 1.0], [np.inf, 0.0]]), "index b/fused-lfn")
+    entry = {"layer0": np.ones(2), "layer1": np.array([1.0, np.nan])}
+    with pytest.raises(
+        NonFiniteError, match=r"^embedding k \(layer1\): 1 of 2 values are NaN or infinite; redo$"
+    ):
+        require_all_finite(entry, "embedding k", "redo")
+    with pytest.raises(NonFiniteError, match=r"^layer1: 1 of 2"):
+        require_all_finite(entry)
 
 
 def test_a_transform_with_nan_weights_is_not_indexed_and_the_others_are(caplog):

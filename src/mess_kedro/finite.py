@@ -13,6 +13,8 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 
@@ -28,10 +30,20 @@ def non_finite_count(array: np.ndarray) -> int:
     return int(array.size - np.count_nonzero(np.isfinite(array)))
 
 
-def require_finite(array: np.ndarray, what: str) -> np.ndarray:
-    """``array`` unchanged, or :class:`NonFiniteError` naming ``what`` and how many values are bad."""
+def require_finite(array: np.ndarray, what: str, advice: str = "") -> np.ndarray:
+    """``array`` unchanged, or :class:`NonFiniteError` naming ``what``, how many values are bad
+    and, when given, what to do."""
     bad = non_finite_count(array)
     if bad:
         size = np.asarray(array).size
-        raise NonFiniteError(f"{what}: {bad} of {size} values are NaN or infinite")
+        raise NonFiniteError(
+            f"{what}: {bad} of {size} values are NaN or infinite{f'; {advice}' if advice else ''}"
+        )
     return array
+
+
+def require_all_finite(arrays: Mapping[str, np.ndarray], what: str = "", advice: str = "") -> None:
+    """:func:`require_finite` for every array of a named set (a cache entry, a track's layers);
+    the error names the array: ``what (name)``."""
+    for name, array in arrays.items():
+        require_finite(array, f"{what} ({name})" if what else str(name), advice)

@@ -47,7 +47,7 @@ from .audio import (
     read_query,
 )
 from .digests import file_digest
-from .finite import non_finite_count, require_finite
+from .finite import require_all_finite, require_finite
 from .indexing import IndexBundle, IndexMismatchError, peek_manifest
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class QueryCache:
                 raise KeyError(f"incomplete entry, no {sorted(missing)}")
             if str(arrays["checksum"]) != entry_checksum(arrays):
                 raise ValueError("its checksum does not match its arrays (altered)")
+            require_all_finite(arrays)  # nothing non-finite is searched with
         except Exception as exc:  # noqa: BLE001 - a damaged cache entry is a miss
             logger.warning("query cache entry %s unreadable (%s); recomputing", key, exc)
             return None
@@ -372,13 +373,14 @@ class SimilaritySearch:
         path = check_audio_file(path)  # before hashing: /dev/zero or a FIFO would be read forever
         key = self._cache_key(path) if self._query_cache is not None else None
         cached = self._query_cache.get(key) if key else None
-        if cached is not None and not any(non_finite_count(v) for v in cached.values()):
-            return cached, key  # a cached entry holding NaN (written by an older version) is recomputed
+        if cached is not None:
+            return cached, key
         layers, digest = self._embed_file_now(path)
-        for i, layer in enumerate(layers):  # never searched with, never cached
-            require_finite(
-                layer, f"{path.name}: its embedding (layer {i}); the audio may hold out-of-range samples"
-            )
+        require_all_finite(  # never searched with, never cached
+            {f"layer {i}": layer for i, layer in enumerate(layers)},
+            f"{path.name}: its embedding",
+            "the audio may hold out-of-range samples",
+        )
         entry = _entry(layers, digest)
         if key:
             self._query_cache.put(key, entry)
@@ -493,7 +495,8 @@ class SimilaritySearch:
             ) from None
         return require_finite(
             vector,
-            f"index {self.backbone}/{key}: the query's vector (a broken transform? re-run serving_index)",
+            f"index {self.backbone}/{key}: the query's vector",
+            "a broken transform? re-run serving_index",
         )
 
     def _witness_key(self) -> str | None:

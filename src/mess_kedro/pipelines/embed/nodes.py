@@ -43,7 +43,7 @@ from mess_kedro.embedding import (
 )
 from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
 from mess_kedro.embedding_stream import EmbeddingStream
-from mess_kedro.finite import require_finite
+from mess_kedro.finite import require_all_finite
 from mess_kedro.progress import LazyProgress
 from mess_kedro.sources import user_datasets
 
@@ -64,8 +64,8 @@ def _embed_lazily(
     def compute() -> dict[str, np.ndarray]:
         progress.begin()
         arrays, duration_s = stream.result(key)
-        for name, array in arrays.items():  # never cached: a NaN here would reach every index
-            require_finite(array, f"embedding {key} ({name}): the backbone's output")
+        # Never cached: a NaN here would reach every index.
+        require_all_finite(arrays, f"embedding {key}", "the backbone's output is not stored")
         progress.advance(duration_s)
         return arrays
 
@@ -103,9 +103,7 @@ def _readable_entries(entries: Mapping[str, Callable[[], Any]]) -> set[str]:
 
     def loads(key: str) -> bool:
         try:
-            arrays = entries[key]()
-            for name, array in arrays.items():
-                require_finite(array, name)
+            require_all_finite(entries[key]())
         except Exception as exc:  # noqa: BLE001 - whatever the damage, the entry is recomputed
             logger.warning("embedding cache entry %s is unreadable (%s); recomputing it", key, exc)
             return False
@@ -392,8 +390,8 @@ def consolidate_embeddings(
             if key not in track_embeddings:
                 continue
             arrays = track_embeddings[key]()
-            for layer, array in arrays.items():  # entries a cluster's workers saved this run too
-                require_finite(array, f"embedding {key} ({layer}); delete it to recompute")
+            # Entries a cluster's workers saved this run are read here first.
+            require_all_finite(arrays, f"embedding {key}", "delete it to recompute")
             result = TrackEmbedding.from_arrays(arrays)
             results.append(result)
             track_ids.append(track_id)
