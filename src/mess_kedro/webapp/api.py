@@ -36,7 +36,7 @@ from . import byte_ranges
 from .annotations import AnnotationsNotSaved
 from .guards import LOOPBACK_HOSTS, RoomGuard
 from .room import ListeningRoom, NotAvailable, SearchRequest, UnknownTrack
-from .uploads import UploadRejected, check_declared_size, check_upload, receive_upload, upload_folder
+from .uploads import UploadRejected, check_upload, receive_upload, upload_folder
 
 logger = logging.getLogger(__name__)
 CHUNK = 64 * 1024
@@ -274,7 +274,7 @@ def create_app(room: ListeningRoom, allowed_hosts: Sequence[str] = LOOPBACK_HOST
         responses={413: {"model": Error}, 415: {"model": Error}},
     )
     async def similar_to_upload(request: Request, search: SearchRequest = Depends(search_request)) -> dict:
-        check_declared_size(request.headers.get("content-length"), room.limits)
+        # A declared Content-Length over the limit was refused by the guard before this runs.
         room.check_request(search)  # a bad option is refused before the upload is read
         with upload_folder() as folder:
             path = await receive_upload(request.stream(), folder, room.limits)

@@ -77,14 +77,6 @@ def remove_abandoned_uploads(root: str | os.PathLike | None = None) -> list[Path
     return removed
 
 
-def check_declared_size(content_length: str | None, limits: UploadLimits) -> None:
-    """Refuse before reading when the declared ``Content-Length`` is already over the limit."""
-    if content_length is not None and content_length.isdigit() and int(content_length) > limits.max_bytes:
-        raise UploadRejected(
-            f"upload of {int(content_length)} bytes is over the limit of {limits.max_bytes} bytes", 413
-        )
-
-
 async def receive_upload(chunks: AsyncIterator[bytes], folder: Path, limits: UploadLimits) -> Path:
     """Write the body's ``chunks`` to ``folder/upload``, counting; the file, once it is whole and
     its first bytes open an audio container."""
