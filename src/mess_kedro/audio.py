@@ -209,15 +209,9 @@ def read_mono(
     with _stdout_to_stderr():
         info = _check_header(path, max_decoded_mb)
     if info is None:
-        signal = read_audio(path, max_decoded_mb if max_decoded_mb is not None else DEFAULT_MAX_DECODED_MB)
-        if max_duration_s is not None and signal.duration_s > max_duration_s:
-            raise AudioReadError(
-                f"too long: {signal.duration_s:.0f} s > limit {max_duration_s:g} s"
-            ) from None
+        signal = _decode_whole(path, max_duration_s, max_decoded_mb)
         return AudioSignal(to_mono(signal.samples), signal.sample_rate)
-    duration = info.frames / info.samplerate
-    if max_duration_s is not None and duration > max_duration_s:
-        raise AudioReadError(f"too long: {duration:.0f} s > limit {max_duration_s:g} s")
+    _refuse_longer(info.frames / info.samplerate, max_duration_s)
     out = np.empty(info.frames, dtype=np.float32)
     filled = 0
     blocksize = max(1, min(int(block_s * info.samplerate), int(block_mb * 2**20 / (4 * info.channels))))
@@ -236,12 +230,24 @@ def read_query(
     path = check_audio_file(path)
     with _stdout_to_stderr():
         info = _check_header(path, max_decoded_mb)
-    if info is not None and max_duration_s is not None and info.frames / info.samplerate > max_duration_s:
-        raise AudioReadError(f"too long: {info.frames / info.samplerate:.0f} s > limit {max_duration_s:g} s")
-    full = read_audio(path, max_decoded_mb if max_decoded_mb is not None else DEFAULT_MAX_DECODED_MB)
-    if max_duration_s is not None and full.duration_s > max_duration_s:
-        raise AudioReadError(f"too long: {full.duration_s:.0f} s > limit {max_duration_s:g} s")
+    if info is not None:  # before decoding: the header says how long
+        _refuse_longer(info.frames / info.samplerate, max_duration_s)
+    full = _decode_whole(path, max_duration_s, max_decoded_mb)
     return AudioSignal(to_mono(full.samples), full.sample_rate), content_hash(full)
+
+
+def _refuse_longer(seconds: float, max_duration_s: float | None) -> None:
+    if max_duration_s is not None and seconds > max_duration_s:
+        raise AudioReadError(f"too long: {seconds:.0f} s > limit {max_duration_s:g} s")
+
+
+def _decode_whole(path: Path, max_duration_s: float | None, max_decoded_mb: float | None) -> AudioSignal:
+    """Every channel of ``path`` (within the decode budget, the default one if none is given),
+    refused after decoding when longer than ``max_duration_s`` (formats whose header libsndfile
+    cannot read say their length only then)."""
+    signal = read_audio(path, DEFAULT_MAX_DECODED_MB if max_decoded_mb is None else max_decoded_mb)
+    _refuse_longer(signal.duration_s, max_duration_s)
+    return signal
 
 
 def file_notes(path: str | os.PathLike) -> str | None:
