@@ -26,6 +26,7 @@ recognised by its content hash, so "exclude the same recording" applies to it to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -274,29 +275,26 @@ class SimilaritySearch:
     def default_fused(self) -> str | None:
         """The fused embedding used when a query names nothing: lfn when indexed and trained, else
         uniform_mean (see :meth:`default_fused_note`), else the first indexed."""
-        return self._default_fused_choice()[0]
+        return self._fused_choice[0]
 
     def default_fused_note(self) -> str | None:
         """Why the default fused embedding is not the preferred one (lfn), or ``None``."""
-        return self._default_fused_choice()[1]
+        return self._fused_choice[1]
 
-    def _default_fused_choice(self) -> tuple[str | None, str | None]:
-        if not hasattr(self, "_fused_choice"):
-            indexed = self.fused()
-            order = [m for m in ("lfn", "uniform_mean") if m in indexed] + [
-                m for m in indexed if m not in ("lfn", "uniform_mean")
-            ]
-            skipped = [m for m in order if self._never_trained(m)]
-            usable = [m for m in order if m not in skipped] or order
-            chosen = usable[0] if usable else None
-            note = (
-                f"fused {', '.join(skipped)} never left its initial weights (its validation score was best "
-                f"before any training: too few validation tracks to learn from); searching fused {chosen} instead"
-                if skipped and chosen not in skipped
-                else None
-            )
-            self._fused_choice = (chosen, note)
-        return self._fused_choice
+    @functools.cached_property
+    def _fused_choice(self) -> tuple[str | None, str | None]:
+        indexed = self.fused()
+        order = [m for m in ("lfn", "uniform_mean") if m in indexed] + [
+            m for m in indexed if m not in ("lfn", "uniform_mean")
+        ]
+        skipped = [m for m in order if self._never_trained(m)]
+        chosen = ([m for m in order if m not in skipped] or order or [None])[0]
+        if not skipped or chosen in skipped:
+            return chosen, None
+        return chosen, (
+            f"fused {', '.join(skipped)} never left its initial weights (its validation score was best "
+            f"before any training: too few validation tracks to learn from); searching fused {chosen} instead"
+        )
 
     def _never_trained(self, method: str) -> bool:
         """A learned method whose kept weights are its initial ones (``left_init`` false)."""
