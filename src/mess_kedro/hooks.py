@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -146,7 +145,7 @@ def fail_abandoned_runs(mlflow) -> list[str]:
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []
-    host, failed = socket.gethostname(), []
+    host, failed = process_tags()["mess.host"], []  # the host as the tags name it
     running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
     for run in running:
         tags = run.data.tags
@@ -256,9 +255,8 @@ class RunHygieneHook:
         mlflow = _active_mlflow()
         if mlflow is None:
             return
-        mlflow.set_tags(
-            process_tags()
-        )  # already set at creation (mess_kedro.mlflow_context); a run resumed by id too
+        # Already set at creation (mess_kedro.mlflow_context); again for a run resumed by id.
+        mlflow.set_tags(process_tags())
         self._tagged = True
         try:
             failed = fail_abandoned_runs(mlflow)
