@@ -36,7 +36,7 @@ from kedro.pipeline import Node
 
 from . import final_line
 from .atomic import process_alive, remove_stale_temporaries
-from .killed_runs import mark_ended, mark_started, set_aside_killed_runs
+from .killed_runs import killed_folder, mark_ended, mark_started, set_aside_killed_runs
 from .mlflow_location import relocate_copied_experiment
 from .tracking import process_tags, run_tags
 
@@ -229,7 +229,7 @@ class RunHygieneHook:
                 logger.warning(
                     "Set aside %d output(s) of a killed run under %s (each dataset's latest is a finished run's): %s",
                     len(aside),
-                    self._data / ".runs" / "killed",
+                    killed_folder(self._data),
                     ", ".join(str(p.relative_to(self._data)) for p in aside[:5]),
                 )
             mark_started(self._data, str(run_params.get("session_id")))

@@ -49,13 +49,18 @@ def _killed_versions(data: Path) -> list[tuple[str, Path]]:
     return killed
 
 
+def killed_folder(data: str | os.PathLike) -> Path:
+    """Where a killed run's outputs are kept."""
+    return Path(data) / RUNS / "killed"
+
+
 def set_aside_killed_runs(data: str | os.PathLike) -> list[Path]:
     """Move every output folder of a killed run under ``data/.runs/killed/<version>/``; return
     where they were."""
     data = Path(data)
     moved = []
     for version, marker in _killed_versions(data):
-        aside = data / RUNS / "killed" / version
+        aside = killed_folder(data) / version
         for folder in sorted(p for p in data.rglob(version) if p.is_dir() and RUNS not in p.parts):
             target = aside / folder.relative_to(data)
             target.parent.mkdir(parents=True, exist_ok=True)
