@@ -28,6 +28,13 @@ def test_roundtrip_keeps_rate_channels_and_length(tmp_path, suffix):
     assert abs(back.n_samples - signal.n_samples) <= (0 if suffix in (".wav", ".flac") else 3000)
 
 
+def test_a_long_ogg_is_written_whole_without_crashing_the_process(tmp_path):
+    # One 2^21-frame write overflows libvorbis's stack buffer (a segfault, not an exception).
+    signal = tone(seconds=(1 << 21) / 22050 + 1, sr=22050)
+    write_audio(tmp_path / "long.ogg", signal)
+    assert sf.info(str(tmp_path / "long.ogg")).frames == pytest.approx(signal.n_samples, abs=3000)
+
+
 def test_write_is_atomic_no_temporary_left(tmp_path):
     write_audio(tmp_path / "a.flac", tone())
     assert [p.name for p in tmp_path.iterdir()] == ["a.flac"]

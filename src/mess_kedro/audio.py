@@ -64,6 +64,7 @@ class AudioReadError(ValueError):
 
 
 DEFAULT_MAX_DECODED_MB = 2048.0
+WRITE_BLOCK_FRAMES = 1 << 16
 MAX_PEAK = 1000.0  # +60 dB over full scale: float audio past it is broken, not loud
 # Leading bytes of the containers the decoders here read; anything else is not audio.
 _SIGNATURES = (
@@ -285,8 +286,14 @@ def write_audio(path: str | os.PathLike, signal: AudioSignal, subtype: str | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     data = signal.samples.T if signal.samples.ndim == 2 else signal.samples
     fmt = path.suffix.lstrip(".").upper() or "WAV"
-    with atomic_file(path) as tmp:
-        sf.write(tmp, data, signal.sample_rate, format=fmt, subtype=subtype)
+    with (
+        atomic_file(path) as tmp,
+        sf.SoundFile(tmp, "w", signal.sample_rate, signal.n_channels, format=fmt, subtype=subtype) as out,
+    ):
+        # In blocks: libvorbis allocates its analysis buffer on the stack, and one long write
+        # (a few minutes of OGG) overflows it and kills the process (python-soundfile #233, #396).
+        for start in range(0, len(data), WRITE_BLOCK_FRAMES):
+            out.write(data[start : start + WRITE_BLOCK_FRAMES])
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
