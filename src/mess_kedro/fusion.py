@@ -17,6 +17,8 @@ widths may differ (musicnn), nothing is padded.
   L2-normalised; trained with a triplet loss (semi-hard mining) or SupCon.
 - ``ProjectionNetwork(l)``: one pooled layer -> 256-d, LayerNorm, GELU,
   L2-normalised, trained on m-per-class batches over composite labels.
+- ``CollectionCentred(state)``: any fitted method's space re-centred on the collection it
+  searches (serving_index fits it on the indexed recordings, evaluation on the test pool).
 - ``MultiTaskProbe``: a shared projection of all layers predicting every proxy
   target at once (masked MSE); its representation is the embedding.
 
@@ -49,6 +51,7 @@ from .training import (
 )
 
 __all__ = [
+    "CollectionCentred",
     "ConcatPCA",
     "DiagonalWeighting",
     "FusionMethod",
@@ -59,6 +62,7 @@ __all__ = [
     "TrainingConfig",
     "UniformMean",
     "register",
+    "recentred",
     "restore",
 ]
 
@@ -119,6 +123,41 @@ class SingleLayer(FusionMethod):
 
     def transform(self, layers) -> np.ndarray:
         return _normalise(np.asarray(layers[self.layer], float) - self.means[self.layer])
+
+
+def recentred(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``vectors`` moved so ``mean`` is the origin, then L2-normalised (rows)."""
+    return _normalise(np.asarray(vectors, float) - np.asarray(mean, float))
+
+
+@register
+class CollectionCentred(FusionMethod):
+    """A fitted method's space re-centred on the collection it searches, then L2-normalised.
+
+    Every method is centred on the demo's training tracks. A collection unlike the demo sits
+    off that centre: the component all its recordings share then adds the same term to every
+    query's cosines, and rankings depend little on the query. Fitted on the collection's
+    vectors (no labels: a user's collection has them all), applied to the collection and to
+    every query alike, so a collection track queried by its own audio is still itself.
+    """
+
+    def __init__(self, inner: Mapping[str, Any]) -> None:
+        self.inner = copy.deepcopy(dict(inner))
+        self.name = str(self.inner.get("name", "method"))
+
+    @classmethod
+    def around(cls, inner: Mapping[str, Any], vectors: np.ndarray) -> CollectionCentred:
+        """Fitted from the collection's vectors already in ``inner``'s space (no second transform)."""
+        method = cls(inner)
+        method.mean = np.asarray(vectors, float).mean(axis=0)
+        return method
+
+    def fit(self, layers, labels=None, val_layers=None, val_labels=None) -> CollectionCentred:
+        self.mean = restore(self.inner).transform(layers).mean(axis=0)
+        return self
+
+    def transform(self, layers) -> np.ndarray:
+        return recentred(restore(self.inner).transform(layers), self.mean)
 
 
 @register

@@ -398,3 +398,38 @@ def test_a_proxy_no_held_out_query_has_is_not_measured_and_a_missing_value_takes
     similarity = found[("proxies", "proxy-direct", "room")]
     assert np.isfinite(similarity).all()
     np.testing.assert_allclose(similarity, closeness(np.array([0.2, 0.3, 0.25])))
+
+
+@pytest.mark.parametrize("centre", [True, False])
+def test_retrieval_is_scored_in_the_space_serving_searches(monkeypatch, centre):
+    # serving re-centres a fused space on the collection it indexes; evaluation on the test pool it ranks
+    import mess_kedro.pipelines.evaluation.nodes as evaluation
+    from mess_kedro.fusion import recentred
+
+    embeddings, _, _, splits = synthetic_corpus()
+    layers = embeddings.backbones["b"].tracks
+    method = SingleLayer(0, "l0").fit([x[:40] for x in layers], None)
+    scored = []
+    real = evaluation._score_method
+    monkeypatch.setattr(
+        evaluation, "_score_method", lambda vectors, *a, **k: scored.append(vectors) or real(vectors, *a, **k)
+    )
+    params = {"relation": "piece", "ks": [1, 5], "reference": "layer:l0", "n_resamples": 20, "seed": 0}
+    metrics, _, _ = evaluation.evaluate_methods(
+        embeddings,
+        {"b": {"layer:l0": method.state()}},
+        {"6": {"b": {"layer:l0": method.state()}}},
+        pd.DataFrame({"track_id": embeddings.backbones["b"].track_ids}),
+        splits,
+        params | {"min_queries": 1, "centre_on_collection": centre},
+    )
+    assert len(scored) == 2 and len(metrics)
+    for split_seed, vectors in zip((5, 6), scored, strict=True):
+        test = (
+            splits[splits["split_seed"] == split_seed]
+            .set_index("track_id")
+            .loc[embeddings.backbones["b"].track_ids, "split"]
+            == "test"
+        ).to_numpy()
+        raw = method.transform([x[test] for x in layers])
+        np.testing.assert_allclose(vectors, recentred(raw, raw.mean(axis=0)) if centre else raw)

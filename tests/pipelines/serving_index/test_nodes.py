@@ -9,7 +9,7 @@ import pytest
 from mess_kedro.aspect_search import AspectSubspace
 from mess_kedro.consistency import StaleInputError
 from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
-from mess_kedro.fusion import UniformMean
+from mess_kedro.fusion import UniformMean, restore
 from mess_kedro.pipelines.serving_index.nodes import build_serving_indices, indexed_datasets
 
 
@@ -51,10 +51,29 @@ def test_every_aspect_gets_its_subspace_and_whole_layer_and_fused_methods_are_in
     layer = bundles["model/layer-dynamics"]
     assert layer.manifest["metric"] == "ip" and layer.vectors.shape == (20, 6)
     np.testing.assert_allclose(np.linalg.norm(layer.vectors, axis=1), 1.0, rtol=1e-5)
+    served = bundles["model/fused-uniform_mean"]
+    np.testing.assert_allclose(served.vectors, _centred_on_itself(fused.transform(layers)), rtol=1e-5)
+    assert served.manifest["normalisation"].startswith("centred on the indexed collection")
+    # a query goes through the same transform: a collection track's layers give its own vector
     np.testing.assert_allclose(
-        bundles["model/fused-uniform_mean"].vectors, fused.transform(layers).astype("float32"), rtol=1e-6
+        restore(served.transform).transform(layers), served.vectors, rtol=1e-5, atol=1e-6
     )
+    plain = build_serving_indices(
+        embeddings,
+        {},
+        {"model": {"uniform_mean": fused.state()}},
+        manifest,
+        {"kind": "flat", "exact_below": 10000, "options": {}, "fused_methods": ["uniform_mean"]}
+        | {"centre_on_collection": False},
+    )["model/fused-uniform_mean"]
+    np.testing.assert_allclose(plain.vectors, fused.transform(layers).astype("float32"), rtol=1e-6)
+    assert plain.manifest["normalisation"] == "L2 (inner product = cosine)"
     assert list(aspect.metadata["track_id"]) == [f"t{i}" for i in range(20)]
+
+
+def _centred_on_itself(vectors: np.ndarray) -> np.ndarray:
+    centred = vectors - vectors.mean(axis=0)
+    return (centred / np.linalg.norm(centred, axis=1, keepdims=True)).astype("float32")
 
 
 def test_a_manifest_that_lacks_embedded_tracks_is_refused(collection):
@@ -108,8 +127,8 @@ def test_beside_a_users_collection_the_demo_calibrates_and_is_not_indexed(collec
     assert set(aspect.metadata["dataset"]) == {"folder"} and aspect.manifest["count"] == 8
     np.testing.assert_allclose(aspect.vectors, subspace.transform(user).astype("float32"), rtol=1e-6)
     np.testing.assert_allclose(
-        bundles["model/fused-uniform_mean"].vectors, fused.transform(user).astype("float32"), rtol=1e-6
-    )
+        bundles["model/fused-uniform_mean"].vectors, _centred_on_itself(fused.transform(user)), rtol=1e-5
+    )  # centred on the folder's recordings, not on the demo's
     assert "calibrating this collection" in aspect.manifest["source"]
     assert bundles["model/layer-dynamics"].vectors.shape == (8, 6)
     everything = build_serving_indices(

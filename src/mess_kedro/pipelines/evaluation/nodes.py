@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.fusion import restore
+from mess_kedro.fusion import recentred, restore
 from mess_kedro.metrics import (
     across_seeds,
     bootstrap_mean,
@@ -106,8 +106,11 @@ def _evaluate_backbone(
     query_ids = index["track_id"].to_numpy()[test].tolist()
     metric_rows, tables = [], {}
     for method_name, state in methods.items():
+        vectors = restore(state).transform(layers)
+        if params.get("centre_on_collection", True):  # as serving: the searched pool's own centre
+            vectors = recentred(vectors, vectors.mean(axis=0))
         table, rows = _score_method(
-            restore(state).transform(layers),
+            vectors,
             relevance,
             ks,
             query_ids=query_ids,

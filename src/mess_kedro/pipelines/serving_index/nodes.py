@@ -22,7 +22,7 @@ from mess_kedro.aspect_gate import CALIBRATED, gate_aspects, served_route
 from mess_kedro.consistency import require_same_tracks
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.finite import non_finite_count
-from mess_kedro.fusion import SingleLayer, restore
+from mess_kedro.fusion import CollectionCentred, SingleLayer, recentred, restore
 from mess_kedro.indexing import IndexBundle, build_index, checksum, index_choice
 from mess_kedro.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
 from mess_kedro.sources import DEMO_DATASET, track_datasets, user_datasets
@@ -91,7 +91,17 @@ def _aspect_sources(
 
 
 def _manifest(
-    name: str, key: str, embeddings, *, source: str, metric: str, kind: str, options: dict, vectors, metadata
+    name: str,
+    key: str,
+    embeddings,
+    *,
+    source: str,
+    metric: str,
+    kind: str,
+    options: dict,
+    vectors,
+    metadata,
+    centred: bool,
 ) -> dict:
     low_dimensional = metric == "l2"
     return {
@@ -112,7 +122,7 @@ def _manifest(
         "count": int(vectors.shape[0]),
         "normalisation": "aspect-subspace coordinates, unit variance on training tracks; similarity 1 - d²/(2·dim)"
         if low_dimensional
-        else "L2 (inner product = cosine)",
+        else f"{'centred on the indexed collection, ' if centred else ''}L2 (inner product = cosine)",
         "checksum": checksum(vectors, metadata),
     }
 
@@ -163,6 +173,16 @@ def gate_served_aspects(  # noqa: PLR0917 - Kedro passes a node's inputs positio
     return served, decisions
 
 
+def _indexed_vectors(state: dict, layers: list[np.ndarray], *, centre: bool) -> tuple[dict, np.ndarray]:
+    """The transform to serve and the collection's vectors in it: with ``centre``, the
+    fitted method re-centred on this collection (:class:`~mess_kedro.fusion.CollectionCentred`)."""
+    vectors = restore(state).transform(layers)
+    if centre:
+        centring = CollectionCentred.around(state, vectors)
+        state, vectors = centring.state(), recentred(vectors, centring.mean)
+    return state, vectors.astype("float32")
+
+
 def build_serving_indices(
     layer_embeddings: EmbeddingSet,
     aspect_subspaces: dict[str, Any],
@@ -177,7 +197,8 @@ def build_serving_indices(
         params: ``serving_index``: ``kind`` (auto | flat | hnsw | ivfflat | ivfpq;
             auto: exact below ``exact_below`` rows, else HNSW), ``options`` (per kind), ``fused_methods``
             (fusion methods to index), ``backbones`` (null: all), ``collection`` (which
-            datasets are indexed: :func:`indexed_datasets`).
+            datasets are indexed: :func:`indexed_datasets`), ``centre_on_collection``
+            (full-width spaces re-centred on the indexed recordings).
 
     Returns:
         ``{"<backbone>/aspect-<aspect>" | "<backbone>/layer-<aspect>" | "<backbone>/fused-<method>": IndexBundle}``.
@@ -208,8 +229,10 @@ def build_serving_indices(
                     f"fusion checkpoint {method_name}",
                     "ip",
                 )
-        for key, (state, source, metric) in sources.items():
-            vectors = restore(state).transform(layers).astype("float32")
+        for key, (fitted, source, metric) in sources.items():
+            state, vectors = _indexed_vectors(
+                fitted, layers, centre=metric == "ip" and params.get("centre_on_collection", True)
+            )
             bad = non_finite_count(vectors)
             if bad:  # never indexed; the other indices are still built
                 logger.error(
@@ -235,6 +258,7 @@ def build_serving_indices(
                     metric=metric,
                     kind=kind,
                     options=options,
+                    centred=state["class"] == CollectionCentred.__name__,
                     vectors=vectors,
                     metadata=metadata,
                 ),
