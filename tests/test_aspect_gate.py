@@ -72,7 +72,10 @@ def test_unmeasured_aspects_follow_the_policy_and_say_why():
     served, kept = gate_aspects(subspaces, some, min_selectivity=0.3, unmeasured="serve")
     assert served == subspaces and kept["b"]["texture"]["reason"].startswith("served unverified")
     _, nothing = gate_aspects(subspaces, pd.DataFrame(), min_selectivity=0.3)
-    assert "keep demo_corpus.enabled" in nothing["b"]["texture"]["reason"]
+    assert (
+        "the demo measured no route in this run: keep demo_corpus.enabled"
+        in nothing["b"]["texture"]["reason"]
+    )
 
 
 def test_bad_settings_and_tables_are_refused():

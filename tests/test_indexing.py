@@ -288,3 +288,20 @@ def test_approximate_kinds_find_what_the_exact_index_finds_on_clustered_data(kin
     _, found = build_index(data, kind, options, metric).search(queries, 10)
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
     assert recall >= 0.9, recall
+
+
+def test_the_outside_note_is_measured_per_query_and_names_served_aspects_only_when_there_are_some():
+    from mess_kedro.serving import outside_note
+
+    def answered(outside: dict, aspects: list[str]) -> pd.DataFrame:
+        table = pd.DataFrame({"track_id": ["a"], "score": [0.5]})
+        table.attrs |= {"outside": outside, "aspects_served": aspects}
+        return table
+
+    assert outside_note(answered({"fused-lfn": 0.8}, ["dynamics"])) is None  # within reach: no note
+    far = outside_note(answered({"fused-lfn": 2.5}, ["dynamics", "tempo"]))
+    assert "fused-lfn (2.5x the usual nearest-neighbour gap)" in far
+    assert far.endswith("search in an aspect (dynamics, tempo)")
+    assert "aspect" not in outside_note(answered({"fused-lfn": 2.5}, []))  # none served: never advised
+    assert "search in an aspect" not in outside_note(answered({"aspect-dynamics": 3.0}, ["dynamics"]))
+    assert outside_note(pd.DataFrame()) is None  # a collection track: nothing to say

@@ -120,6 +120,21 @@ def test_an_untrained_fused_method_is_not_the_default_and_the_answer_says_why():
     hits = search.similar("t00", n=3)
     assert any("never left its initial weights" in note for note in result_notes(hits))
     assert not result_notes(search.similar("t00", n=3, fused="lfn"))  # asked for by name: no note
+    # re-centred on the collection, the untrained state sits inside the wrapper: still seen
+    centred = {"class": "CollectionCentred", "name": "lfn", "params": {"inner": untrained, "mean": [0.0]}}
+    indices["tiny/fused-lfn"] = type(uniform)(
+        uniform.index, uniform.metadata, uniform.vectors, centred, dict(uniform.manifest)
+    )
+    assert SimilaritySearch(indices, {}).default_fused() == "uniform_mean"
+    # an untrained method that would not have been the default anyway is not worth a note
+    indices["tiny/fused-lfn"] = type(uniform)(
+        uniform.index, uniform.metadata, uniform.vectors, uniform.transform, dict(uniform.manifest)
+    )
+    indices["tiny/fused-diagonal"] = type(uniform)(
+        uniform.index, uniform.metadata, uniform.vectors, untrained, dict(uniform.manifest)
+    )
+    below = SimilaritySearch(indices, {})
+    assert below.default_fused() == "lfn" and below.default_fused_note() is None
 
 
 def test_a_file_query_matches_an_index_embedded_with_frames_kept():

@@ -121,7 +121,9 @@ def _unmeasured(route: str, unmeasured: str, any_rows: bool) -> dict[str, Any]:
     why = (
         "no demo factor drives it"
         if any_rows
-        else "this run has no demo corpus to measure on: keep demo_corpus.enabled"
+        # no rows at all: the demo was off, or too small to hold renditions out to measure on
+        else "the demo measured no route in this run: keep demo_corpus.enabled, with enough renditions "
+        "to hold some out (its default size does)"
     )
     return {
         "served": keep,

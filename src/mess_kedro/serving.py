@@ -289,7 +289,9 @@ class SimilaritySearch:
         ]
         skipped = [m for m in order if self._never_trained(m)]
         chosen = ([m for m in order if m not in skipped] or order or [None])[0]
-        if not skipped or chosen in skipped:
+        # only a method that would have been the default is worth a word, not one ranked below it
+        skipped = [m for m in skipped if order.index(m) < order.index(chosen)] if chosen in order else []
+        if not skipped:
             return chosen, None
         return chosen, (
             f"fused {', '.join(skipped)} never left its initial weights (its validation score was best "
@@ -301,6 +303,8 @@ class SimilaritySearch:
         transform = self.indices[f"fused-{method}"].transform
         if not isinstance(transform, Mapping):
             return False
+        if "inner" in transform.get("params", {}):  # re-centred on the collection (fusion.CollectionCentred)
+            transform = transform["params"]["inner"]
         left = transform.get("left_init")
         if left is None and "best_epoch" in transform:  # checkpoints from before left_init was kept
             left = int(transform["best_epoch"]) > 0
@@ -552,6 +556,7 @@ class SimilaritySearch:
             result = self._in_units(result, key, vectors[key], own_id)
         if own_id is None:  # a file from outside: say how far outside the collection it lies
             result.attrs["outside"] = {key: self.indices[key].outside(vectors[key]) for key in sources}
+            result.attrs["aspects_served"] = self.aspects()
         if aspect is None and not weights and fused is None and self.default_fused_note():
             result.attrs["default_note"] = self.default_fused_note()
         return result
@@ -606,22 +611,21 @@ def result_notes(table: pd.DataFrame) -> list[str]:
 
 
 def outside_note(table: pd.DataFrame, threshold: float = 1.0) -> str | None:
-    """A warning for a query from outside the collection: where it lies beyond the collection's
-    reach, and that fused embeddings (learned on the collection) pull any outside audio into it."""
+    """A warning for a query from outside the collection, only where it lies beyond the
+    collection's reach (measured per query and index); names the served aspects as the way to
+    ask "like this, in this respect" when there are some."""
     outside = table.attrs.get("outside", {})
-    notes = []
     far = {k: v for k, v in outside.items() if v > threshold}
-    if far:
-        where = ", ".join(f"{k} ({v:.1f}x the usual nearest-neighbour gap)" for k, v in far.items())
-        notes.append(
-            f"the query lies outside the collection in {where}: the nearest are the collection's extremes"
-        )
-    if any(k.startswith(("fused-", "layer-")) for k in outside):
-        notes.append(
-            "fused embeddings and whole layers rank outside audio largely by its offset from the collection "
-            "(unrelated outside queries get similar rankings); for a file from elsewhere, search in an aspect"
-        )
-    return "note: " + "; ".join(notes) if notes else None
+    if not far:
+        return None
+    where = ", ".join(f"{k} ({v:.1f}x the usual nearest-neighbour gap)" for k, v in far.items())
+    note = (
+        f"note: the query lies outside the collection in {where}: the nearest are the collection's extremes"
+    )
+    aspects = table.attrs.get("aspects_served") or []
+    if aspects and not all(k.startswith("aspect-") for k in far):
+        note += f"; to compare in one respect, search in an aspect ({', '.join(aspects)})"
+    return note
 
 
 def _index_key(
