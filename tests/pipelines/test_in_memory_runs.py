@@ -96,6 +96,8 @@ def memory_run(tmp_path_factory):
         "source_collection": AudioCollection(empty_records(), {}, {}),
         "embedded_tracks": {},
         "transcribed_midi_already": {},
+        "described_tracks_already": {},
+        "described_segments_already": {},
         "alignment_paths_already": {},
         "annotation_triplets": pd.DataFrame(
             columns=["anchor", "positive", "negative", "annotator", "aspect"]

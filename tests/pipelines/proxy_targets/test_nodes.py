@@ -19,7 +19,7 @@ def tone(freq: float, amp: float, sr: int = 22050, seconds: float = 3.0) -> Audi
 def test_track_targets_follow_the_signal_and_list_what_is_missing():
     audio = {"low": lambda: tone(220.0, 0.3), "high": lambda: tone(1760.0, 0.3)}
     manifest = pd.DataFrame({"track_id": ["low", "high", "silent-file-gone"]})
-    targets, gaps, descriptors = compute_track_targets(audio, {}, manifest)
+    targets, gaps, descriptors, _ = compute_track_targets(audio, {}, manifest)
     by_id = targets.set_index("track_id")
     assert by_id.loc["high", "spectral_centroid"] > 4 * by_id.loc["low", "spectral_centroid"]
     assert (by_id["midi_source"] == "none").all() and by_id["velocity_mean"].isna().all()  # no MIDI
@@ -28,6 +28,34 @@ def test_track_targets_follow_the_signal_and_list_what_is_missing():
     assert list(descriptors["track_id"]) == ["high", "low"]
     both = list_target_gaps(gaps, gaps.assign(level="segment", segments=2))
     assert len(both) == 2 * len(gaps) and both.loc[: len(gaps) - 1, "segments"].isna().all()
+
+
+def test_a_rerun_reuses_what_was_computed_from_the_same_audio_notes_and_code(monkeypatch):
+    from mess_kedro.pipelines.proxy_targets import nodes
+
+    audio = {"low": lambda: tone(220.0, 0.3), "high": lambda: tone(1760.0, 0.3)}
+    manifest = pd.DataFrame({"track_id": ["low", "high"]})
+    first = compute_track_targets(audio, {}, manifest)
+    remembered = {track: (lambda table=table: table) for track, table in first[3].items()}
+    assert sorted(remembered) == ["high", "low"]
+    analysed = []
+    real = nodes._describe
+    monkeypatch.setattr(
+        nodes, "_describe", lambda samples, *a: analysed.append(len(samples)) or real(samples, *a)
+    )
+    again = compute_track_targets(audio, {}, manifest, None, remembered)
+    assert analysed == [] and again[3] == {}  # nothing analysed, nothing new to remember
+    for fresh, reused in zip(first[:3], again[:3], strict=True):
+        pd.testing.assert_frame_equal(fresh, reused)
+    # other audio under the same id is analysed afresh; a damaged entry too, and the run goes on
+    changed = audio | {"low": lambda: tone(330.0, 0.3)}
+    damaged = remembered | {"high": lambda: (_ for _ in ()).throw(OSError("truncated file"))}
+    third = compute_track_targets(changed, {}, manifest, None, damaged)
+    assert len(analysed) == 2 and sorted(third[3]) == ["high", "low"]
+    by_id = third[0].set_index("track_id")
+    assert (
+        by_id.loc["low", "spectral_centroid"] > first[0].set_index("track_id").loc["low", "spectral_centroid"]
+    )
 
 
 def test_target_validation_matches_scipy_within_and_across_pieces():
@@ -58,3 +86,25 @@ def test_target_validation_matches_scipy_within_and_across_pieces():
         "n_tracks": 0,
         "pairs": [],
     }
+
+
+def test_segment_spans_are_remembered_per_span_and_a_new_span_alone_is_analysed(monkeypatch):
+    from types import SimpleNamespace
+
+    from mess_kedro.pipelines.proxy_targets import nodes
+
+    audio = {"a": lambda: tone(440.0, 0.3, seconds=4.0)}
+    spans = pd.DataFrame(
+        {"backbone": "b", "row": [0, 1], "track_id": "a", "start_s": [0.0, 2.0], "end_s": [2.0, 4.0]}
+    )
+    first = nodes.compute_segment_targets(audio, {}, SimpleNamespace(segment_index=spans))
+    remembered = {"a": lambda: first[3]["a"]}
+    analysed = []
+    real = nodes._describe
+    monkeypatch.setattr(nodes, "_describe", lambda samples, *a: analysed.append(a[2:]) or real(samples, *a))
+    again = nodes.compute_segment_targets(audio, {}, SimpleNamespace(segment_index=spans), remembered)
+    assert analysed == [] and again[3] == {}
+    pd.testing.assert_frame_equal(first[0], again[0])
+    shifted = spans.assign(start_s=[0.0, 1.0], end_s=[2.0, 3.0])  # another segmentation: one span is new
+    nodes.compute_segment_targets(audio, {}, SimpleNamespace(segment_index=shifted), remembered)
+    assert analysed == [(1.0, 3.0)]

@@ -25,6 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mess_kedro.audio import AudioSignal
+from mess_kedro.described_spans import Described, entries_from_table, entries_table, notes_id, span_key
 from mess_kedro.descriptors import DESCRIPTORS, classic_descriptors
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.features import analyse
@@ -44,6 +45,28 @@ def _describe(
     return values | midi_values, reasons | midi_reasons, classic_descriptors(analysis=analysis)
 
 
+def _remembered(described_already: Mapping[str, Callable[[], pd.DataFrame]] | None, track_id: str) -> dict:
+    """A track's remembered entries (:mod:`mess_kedro.described_spans`); none if unreadable (said)."""
+    if not described_already or track_id not in described_already:
+        return {}
+    try:
+        return entries_from_table(described_already[track_id]())
+    except Exception as exc:  # noqa: BLE001 - a damaged cache file is recomputed, never fatal
+        logger.warning("proxy targets: cached entries of %s unreadable (%s): computed afresh", track_id, exc)
+        return {}
+
+
+def _described_span(
+    remembered: dict[str, Described], samples: np.ndarray, sr: int, *, midi, notes: str, span: tuple
+) -> tuple[str, Described, bool]:
+    """``(key, (values, reasons, descriptors), computed now)`` of one span, remembered when its key is."""
+    start_s, end_s = span
+    key = span_key(samples, sr, notes, start_s, end_s)
+    if key in remembered:
+        return key, remembered[key], False
+    return key, _describe(samples, sr, midi, start_s, end_s), True
+
+
 def _in_threads(work: Callable[[Any], Any], items: list, description: str) -> Iterable:
     """``work`` over ``items`` on a few threads (librosa's FFTs release the GIL: ~1.6x on 2 cores), in order."""
     workers = max(1, min(len(items), os.cpu_count() or 1, 8))
@@ -56,32 +79,46 @@ def compute_track_targets(
     track_midi: Mapping[str, Callable[[], Any]],
     track_manifest: pd.DataFrame,
     midi_sources: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    described_already: Mapping[str, Callable[[], pd.DataFrame]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
     """The 27 targets and the classic descriptors of every whole track.
 
     Args:
         track_midi: per track, the notes its MIDI targets read (its own MIDI or a transcription).
         midi_sources: per track, where those notes come from (``midi`` | ``transcribed`` | ``none``).
+        described_already: per track, its remembered entries (:mod:`mess_kedro.described_spans`):
+            a track whose audio, notes and target code are unchanged is not analysed again.
 
     Returns:
         track_targets: ``track_id`` + one column per target (NaN where not computable)
             + ``midi_source``: MIDI targets from a transcription are estimates, not ground truth.
         track_target_gaps: one row per NaN: ``level``, ``track_id``, ``target``, ``reason``.
         track_descriptors: ``track_id`` + one column per classic descriptor.
+        described_tracks: the entries computed now, per track, to remember.
     """
 
     def describe_track(track_id: str):
         load = prepared_audio.get(track_id)
         if load is None:
-            return track_id, None
+            return track_id, None, None
         signal = load()
         midi = track_midi[track_id]() if track_id in track_midi else None
-        return track_id, _describe(signal.samples, signal.sample_rate, midi, 0.0, None)
+        key, result, fresh = _described_span(
+            _remembered(described_already, track_id),
+            signal.samples,
+            signal.sample_rate,
+            midi=midi,
+            notes=notes_id(midi),
+            span=(0.0, None),
+        )
+        return track_id, result, entries_table({key: (0.0, None, result)}) if fresh else None
 
-    rows, gaps, described = [], [], []
-    for track_id, result in _in_threads(
+    rows, gaps, described, remember = [], [], [], {}
+    for track_id, result, fresh in _in_threads(
         describe_track, sorted(track_manifest["track_id"]), "proxy targets: tracks"
     ):
+        if fresh is not None:
+            remember[track_id] = fresh
         if result is None:
             gaps.extend(
                 {"level": "track", "track_id": track_id, "target": t, "reason": "no prepared audio"}
@@ -100,10 +137,12 @@ def compute_track_targets(
     targets["midi_source"] = targets["midi_source"].fillna(
         targets["track_id"].map(lambda t: "midi" if t in track_midi else "none")
     )
+    logger.info("proxy targets: %d tracks remembered, %d analysed", len(rows) - len(remember), len(remember))
     return (
         targets,
         pd.DataFrame(gaps, columns=["level", "track_id", "target", "reason"]),
         pd.DataFrame(described, columns=["track_id", *DESCRIPTORS]),
+        remember,
     )
 
 
@@ -111,7 +150,8 @@ def compute_segment_targets(
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],
     track_midi: Mapping[str, Callable[[], Any]],
     layer_embeddings: EmbeddingSet,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    described_already: Mapping[str, Callable[[], pd.DataFrame]] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
     """The 27 targets and the classic descriptors of every embedded segment, aligned with the segment index.
 
     Spans shared by several backbones (a model and its random-init twin) are
@@ -124,24 +164,35 @@ def compute_segment_targets(
         segment_descriptors: the same keys + one column per classic descriptor.
         segment_target_gaps: per track, target and reason, how many of its spans
             have no value (e.g. phrase targets on spans shorter than they need).
+        described_segments: per track whose spans were not all remembered, its spans' entries
+            (``described_already`` as for :func:`compute_track_targets`).
     """
     index = layer_embeddings.segment_index
     spans = index[["track_id", "start_s", "end_s"]].drop_duplicates().sort_values(["track_id", "start_s"])
 
-    def describe_spans(group: tuple[str, pd.DataFrame]) -> list[tuple[dict, dict, dict]]:
+    def describe_spans(group: tuple[str, pd.DataFrame]):
         track_id, track_spans = group
         signal = prepared_audio[track_id]()
         midi = track_midi[track_id]() if track_id in track_midi else None
-        sr, results = signal.sample_rate, []
+        remembered, notes = _remembered(described_already, track_id), notes_id(midi)
+        sr, results, entries, fresh = signal.sample_rate, [], {}, False
         for start_s, end_s in track_spans[["start_s", "end_s"]].itertuples(index=False):
             chunk = signal.samples[int(round(start_s * sr)) : int(round(end_s * sr))]
-            values, reasons, descriptors = _describe(chunk, sr, midi, start_s, end_s)
+            entry, (values, reasons, descriptors), now = _described_span(
+                remembered, chunk, sr, midi=midi, notes=notes, span=(start_s, end_s)
+            )
+            entries[entry] = (start_s, end_s, (values, reasons, descriptors))
+            fresh |= now
             key = {"track_id": track_id, "start_s": start_s, "end_s": end_s}
             results.append((key | values, key | dict(zip(DESCRIPTORS, descriptors, strict=True)), reasons))
-        return results
+        return track_id, results, entries_table(entries) if fresh else None
 
-    computed, described, gaps = [], [], []
-    for results in _in_threads(describe_spans, list(spans.groupby("track_id")), "proxy targets: segments"):
+    computed, described, gaps, remember = [], [], [], {}
+    for track_id, results, fresh in _in_threads(
+        describe_spans, list(spans.groupby("track_id")), "proxy targets: segments"
+    ):
+        if fresh is not None:
+            remember[track_id] = fresh
         for values, descriptors, reasons in results:
             computed.append(values)
             described.append(descriptors)
@@ -151,7 +202,12 @@ def compute_segment_targets(
     keys = ["track_id", "start_s", "end_s"]
     targets = index.merge(pd.DataFrame(computed), on=keys, how="left")
     descriptors = index.merge(pd.DataFrame(described), on=keys, how="left")
-    logger.info("Segment targets and descriptors: %d spans for %d segment rows", len(computed), len(targets))
+    logger.info(
+        "Segment targets and descriptors: %d spans for %d segment rows (%d tracks analysed, the rest remembered)",
+        len(computed),
+        len(targets),
+        len(remember),
+    )
     columns = ["level", "track_id", "target", "reason", "segments"]
     gap_table = (
         pd.DataFrame(gaps, columns=["track_id", "target", "reason"])
@@ -166,6 +222,7 @@ def compute_segment_targets(
         targets.sort_values(["backbone", "row"]).reset_index(drop=True),
         descriptors.sort_values(["backbone", "row"]).reset_index(drop=True),
         gap_table.sort_values(["track_id", "target"]).reset_index(drop=True),
+        remember,
     )
 
 

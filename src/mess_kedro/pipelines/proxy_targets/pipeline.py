@@ -40,14 +40,25 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=compute_track_targets,
-                inputs=["prepared_audio", "target_midi", "track_manifest", "midi_sources"],
-                outputs=["track_targets", "track_target_gaps", "track_descriptors"],
+                inputs=[
+                    "prepared_audio",
+                    "target_midi",
+                    "track_manifest",
+                    "midi_sources",
+                    "described_tracks_already",
+                ],
+                outputs=["track_targets", "track_target_gaps", "track_descriptors", "described_tracks"],
                 name="compute_track_targets",
             ),
             Node(
                 func=compute_segment_targets,
-                inputs=["prepared_audio", "target_midi", "layer_embeddings"],
-                outputs=["segment_targets", "segment_descriptors", "segment_target_gaps"],
+                inputs=["prepared_audio", "target_midi", "layer_embeddings", "described_segments_already"],
+                outputs=[
+                    "segment_targets",
+                    "segment_descriptors",
+                    "segment_target_gaps",
+                    "described_segments",
+                ],
                 name="compute_segment_targets",
             ),
             Node(
