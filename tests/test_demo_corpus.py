@@ -310,3 +310,36 @@ def test_settings_refuse_unknown_shapes(plain):
         replace(plain, rubato_shape="zigzag")
     with pytest.raises(ValueError, match="dynamic shape"):
         replace(plain, dynamic_shape="wobble")
+
+
+def test_scores_are_parsed_once_and_the_remembered_notes_give_the_same_corpus(
+    tmp_path, demo_params, monkeypatch
+):
+    from mess_kedro.datasets import ParquetDataset
+    from mess_kedro.pipelines.ingest import nodes
+
+    store = OptionalPartitionedDataset(
+        path=str(tmp_path / "notes"), dataset=ParquetDataset, filename_suffix=".parquet"
+    )
+    scores, parsed = nodes.read_demo_scores(demo_params, store.load())
+    assert len(parsed) == len(demo_params["pieces"]) == len(scores)
+    store.save(parsed)
+
+    def refuse(path):
+        raise AssertionError(f"parsed again: {path}")
+
+    monkeypatch.setattr(nodes, "parse_score_notes", refuse)
+    again, none_new = nodes.read_demo_scores(demo_params, store.load())
+    assert none_new == {}
+    for path, notes in scores.items():
+        pd.testing.assert_frame_equal(notes, again[path], check_dtype=False)
+    # the renditions played from remembered notes are the ones played from a fresh parse
+    _, _, records, settings, notes = render_demo_corpus(demo_params, {}, {}, again)
+    monkeypatch.undo()
+    _, _, records_fresh, settings_fresh, notes_fresh = render_demo_corpus(demo_params, {}, {})
+    pd.testing.assert_frame_equal(records, records_fresh)
+    pd.testing.assert_frame_equal(notes, notes_fresh, check_dtype=False)
+    # a damaged entry is parsed again, with a warning, and the run goes on
+    broken = store.load() | {next(iter(store.load())): lambda: (_ for _ in ()).throw(OSError("truncated"))}
+    _, reparsed = nodes.read_demo_scores(demo_params, broken)
+    assert len(reparsed) == 1

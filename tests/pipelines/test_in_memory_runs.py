@@ -92,6 +92,7 @@ def memory_run(tmp_path_factory):
     free = {
         "demo_audio_cached": {},
         "demo_midi_cached": {},
+        "demo_score_notes_already": {},
         "prepared_audio_already": {},
         "source_collection": AudioCollection(empty_records(), {}, {}),
         "embedded_tracks": {},

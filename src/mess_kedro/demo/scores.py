@@ -61,30 +61,24 @@ def onset_rate_excerpt_length(notes: pd.DataFrame, n_onsets: int) -> float:
     return float(notes["onset_ql"].add(notes["duration_ql"]).max())
 
 
-def load_excerpt(
-    corpus_path: str,
-    *,
-    composer: str,
-    title: str,
-    reference_qpm: float,
-    excerpt_seconds: float,
-    piece_id: str | None = None,
-    onset_rate: float | None = None,
-) -> ScoreExcerpt:
-    """Parse ``corpus_path`` from music21's corpus and cut an excerpt of ``excerpt_seconds``.
+SCORE_NOTES_VERSION = 1  # raise when score_notes changes what it reads from a score
 
-    Without ``onset_rate`` the excerpt lasts ``excerpt_seconds`` at the piece's
-    ``reference_qpm``. With ``onset_rate`` (note onsets per second) the excerpt
-    holds ``round(excerpt_seconds * onset_rate)`` distinct onsets and its
-    reference tempo is set so they last ``excerpt_seconds``: every piece then
-    plays the same number of note events per second at tempo factor 1, so a
-    performer's tempo factor is the same audible change in a chorale (quarter
-    notes) as in a rag (sixteenths), and is not confounded with the piece.
+
+def score_notes_key(corpus_path: str) -> str:
+    """Where a work's parsed notes are remembered: its corpus path, music21's version and
+    :data:`SCORE_NOTES_VERSION` (another music21 may read a score differently)."""
+    from importlib.metadata import version
+
+    return f"{corpus_path.replace('/', '__')}-music21-{version('music21')}-v{SCORE_NOTES_VERSION}"
+
+
+def parse_score_notes(corpus_path: str) -> pd.DataFrame:
+    """Every sounding note of ``corpus_path`` in music21's corpus (:func:`score_notes`).
 
     Raises
     ------
     ValueError
-        If the corpus has no such work or the excerpt holds no notes.
+        If the corpus has no such work, it is a collection, or it holds no notes.
     """
     from music21 import corpus
 
@@ -97,6 +91,37 @@ def load_excerpt(
     notes = score_notes(score)
     if notes.empty:
         raise ValueError(f"'{corpus_path}' holds no notes")
+    return notes
+
+
+def load_excerpt(
+    corpus_path: str,
+    *,
+    composer: str,
+    title: str,
+    reference_qpm: float,
+    excerpt_seconds: float,
+    piece_id: str | None = None,
+    onset_rate: float | None = None,
+    notes: pd.DataFrame | None = None,
+) -> ScoreExcerpt:
+    """Parse ``corpus_path`` from music21's corpus and cut an excerpt of ``excerpt_seconds``.
+
+    Without ``onset_rate`` the excerpt lasts ``excerpt_seconds`` at the piece's
+    ``reference_qpm``. With ``onset_rate`` (note onsets per second) the excerpt
+    holds ``round(excerpt_seconds * onset_rate)`` distinct onsets and its
+    reference tempo is set so they last ``excerpt_seconds``: every piece then
+    plays the same number of note events per second at tempo factor 1, so a
+    performer's tempo factor is the same audible change in a chorale (quarter
+    notes) as in a rag (sixteenths), and is not confounded with the piece.
+    ``notes``: the work's :func:`parse_score_notes`, already read (not parsed again).
+
+    Raises
+    ------
+    ValueError
+        If the corpus has no such work or the excerpt holds no notes.
+    """
+    notes = parse_score_notes(corpus_path) if notes is None else notes.copy()
     # The first note plays at time 0: a leading rest (an upbeat) would last 1/tempo seconds,
     # so a corpus's leading silence would tell its tempo.
     notes["onset_ql"] -= float(notes["onset_ql"].min())

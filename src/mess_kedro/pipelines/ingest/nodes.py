@@ -31,7 +31,7 @@ from mess_kedro.audio import (
 )
 from mess_kedro.demo.design import draw_design, independence_report, validate_independence
 from mess_kedro.demo.performers import RenditionSettings, perform_excerpt, realised_expression
-from mess_kedro.demo.scores import load_excerpt
+from mess_kedro.demo.scores import load_excerpt, parse_score_notes, score_notes_key
 from mess_kedro.demo.synth import render_fingerprint, render_rendition
 from mess_kedro.leaks import leak_report, segment_count, silence_edges, validate_leaks
 from mess_kedro.progress import LazyProgress
@@ -102,21 +102,50 @@ def _draw_renditions(params: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str,
     return design, report
 
 
-def _load_excerpts(params: Mapping[str, Any]) -> list:
-    excerpts = []
+def read_demo_scores(
+    params: dict[str, Any], demo_score_notes_already: Mapping[str, Callable[[], pd.DataFrame]]
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Every demo piece's sounding notes: parsed from music21's corpus once, then remembered.
+
+    Args:
+        params: ``demo_corpus`` parameters (``enabled``, ``pieces``).
+        demo_score_notes_already: what the score cache holds, by :func:`score_notes_key`.
+
+    Returns:
+        demo_scores: ``{corpus path: notes}`` for every piece.
+        demo_score_notes: the notes parsed now, by key, to remember (about 20 s of
+            music21 parsing on every run before).
+    """
+    if not params["enabled"]:
+        return {}, {}
+    scores, parsed = {}, {}
     for piece in tqdm(params["pieces"], desc="demo: reading scores", unit="piece"):
-        excerpts.append(
-            load_excerpt(
-                piece["corpus_path"],
-                composer=piece["composer"],
-                title=piece["title"],
-                reference_qpm=float(piece["reference_qpm"]),
-                excerpt_seconds=float(params["excerpt_seconds"]),
-                piece_id=piece.get("id"),
-                onset_rate=params.get("onset_rate"),
-            )
+        path, key = piece["corpus_path"], score_notes_key(piece["corpus_path"])
+        if key in demo_score_notes_already:
+            try:
+                scores[path] = demo_score_notes_already[key]()
+                continue
+            except Exception as exc:  # noqa: BLE001 - a damaged cache file is parsed again, never fatal
+                logger.warning("demo: remembered notes of %s unreadable (%s): parsed again", path, exc)
+        scores[path] = parsed[key] = parse_score_notes(path)
+    logger.info("demo scores: %d remembered, %d parsed", len(scores) - len(parsed), len(parsed))
+    return scores, parsed
+
+
+def _load_excerpts(params: Mapping[str, Any], scores: Mapping[str, pd.DataFrame] | None) -> list:
+    return [
+        load_excerpt(
+            piece["corpus_path"],
+            composer=piece["composer"],
+            title=piece["title"],
+            reference_qpm=float(piece["reference_qpm"]),
+            excerpt_seconds=float(params["excerpt_seconds"]),
+            piece_id=piece.get("id"),
+            onset_rate=params.get("onset_rate"),
+            notes=(scores or {}).get(piece["corpus_path"]),
         )
-    return excerpts
+        for piece in params["pieces"]
+    ]
 
 
 def _demo_record(source_key: str, key: str, excerpt, settings: RenditionSettings) -> dict[str, Any]:
@@ -154,6 +183,7 @@ def render_demo_corpus(
     params: dict[str, Any],
     demo_audio_cached: Mapping[str, Any],
     demo_midi_cached: Mapping[str, Any],
+    demo_scores: Mapping[str, pd.DataFrame] | None = None,
 ) -> tuple[dict[str, Callable[[], AudioSignal]], dict[str, Any], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Play every score excerpt once by every synthetic performer, each rendition with its own settings.
 
@@ -171,6 +201,7 @@ def render_demo_corpus(
             length; null: as long as it plays), ``pieces``, ``performers``
             (count, share, style), ``factors``, ``choices``, ``independence``, ``synth``.
         demo_audio_cached, demo_midi_cached: what the render cache holds (keys only).
+        demo_scores: every piece's notes (:func:`read_demo_scores`); None: parsed here.
 
     Returns:
         demo_audio: ``{render key: render()}`` for renditions not cached, rendered
@@ -197,7 +228,7 @@ def render_demo_corpus(
     )
     synth, seed = dict(params["synth"]), int(params["seed"])
     window_s = None if params.get("window_s") is None else float(params["window_s"])
-    excerpts = _load_excerpts(params)
+    excerpts = _load_excerpts(params, demo_scores)
     audio, midi_files, records, truth, notes = {}, {}, [], [], []
     for row in design.to_dict("records"):
         excerpt = excerpts[row["piece_index"]]

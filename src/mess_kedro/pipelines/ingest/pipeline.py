@@ -7,6 +7,7 @@ from .nodes import (
     audit_demo_tracks,
     index_ground_truth,
     prepare_recordings,
+    read_demo_scores,
     render_demo_corpus,
     summarise_ingest,
 )
@@ -16,8 +17,14 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                func=read_demo_scores,
+                inputs=["params:demo_corpus", "demo_score_notes_already"],
+                outputs=["demo_scores", "demo_score_notes"],
+                name="read_demo_scores",
+            ),
+            Node(
                 func=render_demo_corpus,
-                inputs=["params:demo_corpus", "demo_audio_cached", "demo_midi_cached"],
+                inputs=["params:demo_corpus", "demo_audio_cached", "demo_midi_cached", "demo_scores"],
                 outputs=["demo_audio", "demo_midi", "demo_records", "demo_settings", "demo_notes"],
                 name="render_demo_corpus",
             ),
