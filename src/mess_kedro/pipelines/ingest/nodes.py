@@ -8,7 +8,9 @@ Flow: ``render_demo_corpus`` (the embedded default) -> ``prepare_recordings``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -334,41 +336,69 @@ def _inspect_record(
     *,
     checks: AudioChecks,
     require_midi: bool,
-    seen: dict,
-) -> tuple[str | None, AudioSignal | None, Any, str | None]:
-    """Decode and check one recording: ``(track_id, signal, midi, None)``, or a reject reason last."""
+) -> tuple[str | None, dict | None, Any, str | None]:
+    """Decode and check one recording: ``(track_id, measured, midi, None)``, or a reject reason last.
+
+    Returns what was measured, not the signal: recordings are inspected a few at a time, and only
+    their numbers are kept.
+    """
     signal, reason = _load_checked_audio(_resolve(audio_loaders, _audio_key(record)), checks)
     midi = None
     if reason is None:
         load_midi = _resolve(midi_loaders, record.get("midi_key"))
         midi, reason = _load_midi(record["source_key"], load_midi, require_midi)
-    track_id = content_hash(signal) if reason is None else None
-    if reason is None and track_id in seen:
-        reason = f"duplicate content of {seen[track_id]}"
-    return track_id, signal, midi, reason
+    if reason is not None:
+        return None, None, None, reason
+    return content_hash(signal), _measured(signal), midi, None
 
 
-def _track_row(track_id: str, record: dict, signal: AudioSignal, *, has_midi: bool, rate: int, note) -> dict:
+def _measured(signal: AudioSignal) -> dict:
+    """What the manifest records of a decoded recording."""
+    mono = to_mono(signal.samples)
+    leading, trailing = silence_edges(mono, signal.sample_rate)
+    return {
+        "duration_s": round(signal.duration_s, 4),
+        "original_sample_rate": signal.sample_rate,
+        "channels": signal.n_channels,
+        "rms_dbfs": round(rms_dbfs(mono), 2),
+        "leading_silence_s": round(leading, 3),
+        "trailing_silence_s": round(trailing, 3),
+        "peak": round(float(np.max(np.abs(signal.samples))), 4),
+    }
+
+
+def _track_row(track_id: str, record: dict, measured: dict, *, has_midi: bool, rate: int, note) -> dict:
     """The manifest row of an accepted recording: its record plus what was measured."""
     return {
         "track_id": track_id,
         **record,  # the layout's columns plus any user metadata
-        "duration_s": round(signal.duration_s, 4),
-        "original_sample_rate": signal.sample_rate,
-        "channels": signal.n_channels,
-        "rms_dbfs": round(rms_dbfs(to_mono(signal.samples)), 2),
-        **dict(
-            zip(
-                ("leading_silence_s", "trailing_silence_s"),
-                (round(v, 3) for v in silence_edges(to_mono(signal.samples), signal.sample_rate)),
-                strict=True,
-            )
-        ),
-        "peak": round(float(np.max(np.abs(signal.samples))), 4),
+        **measured,
         "has_midi": has_midi,
         "prepared_sample_rate": rate,
         "read_note": note,
     }
+
+
+def _inspected(sources: list[tuple], checks: AudioChecks, require_midi: bool) -> Iterator[tuple]:
+    """``(record, audio_loaders, inspection)`` of every record, in order; decoded on a few threads
+    (libsndfile and numpy release the GIL), so a rerun's inspection is not one core's work."""
+    items = [
+        (record, audio_loaders, midi_loaders)
+        for records, audio_loaders, midi_loaders in sources
+        for record in records.to_dict("records")
+    ]
+
+    def inspect(item: tuple) -> tuple:
+        record, audio_loaders, midi_loaders = item
+        found = _inspect_record(record, audio_loaders, midi_loaders, checks=checks, require_midi=require_midi)
+        return record, audio_loaders, found
+
+    # two at most: each holds one whole decoded recording (up to the decode budget) at a time
+    workers = max(1, min(len(items), os.cpu_count() or 1, 2))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inspect") as pool:
+        yield from tqdm(
+            pool.map(inspect, items), total=len(items), desc="ingest: inspecting recordings", unit="file"
+        )
 
 
 def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
@@ -414,31 +444,25 @@ def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs position
     tracks, rejects, seen = [], [], {}
     prepared: dict[str, Callable[[], AudioSignal]] = {}
     track_midi: dict[str, Any] = {}
-    total = sum(len(records) for records, *_ in sources)
-    with tqdm(total=total, desc="ingest: inspecting recordings", unit="file") as bar:
-        for records, audio_loaders, midi_loaders in sources:
-            for record in records.to_dict("records"):
-                bar.update(1)
-                audio_key = _audio_key(record)
-                track_id, signal, midi, reason = _inspect_record(
-                    record, audio_loaders, midi_loaders, checks=checks, require_midi=require_midi, seen=seen
-                )
-                if reason is not None:
-                    rejects.append({col: record.get(col) for col in REJECT_COLUMNS[:-1]} | {"reason": reason})
-                    continue
-                seen[track_id] = record["source_key"]
-                note = file_notes(record["source_path"]) if record.get("source_path") else None
-                if note:
-                    logger.warning("Accepted %s with a problem: %s", record["source_key"], note)
-                if track_id not in prepared_already:
-                    prepared[track_id] = _prepared_loader(audio_loaders[audio_key], target_rate, peak_limit)
-                if midi is not None:
-                    track_midi[track_id] = midi
-                tracks.append(
-                    _track_row(
-                        track_id, record, signal, has_midi=midi is not None, rate=target_rate, note=note
-                    )
-                )
+    for record, audio_loaders, (track_id, measured, midi, problem) in _inspected(
+        sources, checks, require_midi
+    ):
+        duplicate = f"duplicate content of {seen[track_id]}" if problem is None and track_id in seen else None
+        reason = problem or duplicate
+        if reason is not None:
+            rejects.append({col: record.get(col) for col in REJECT_COLUMNS[:-1]} | {"reason": reason})
+            continue
+        seen[track_id] = record["source_key"]
+        note = file_notes(record["source_path"]) if record.get("source_path") else None
+        if note:
+            logger.warning("Accepted %s with a problem: %s", record["source_key"], note)
+        if track_id not in prepared_already:
+            prepared[track_id] = _prepared_loader(audio_loaders[_audio_key(record)], target_rate, peak_limit)
+        if midi is not None:
+            track_midi[track_id] = midi
+        tracks.append(
+            _track_row(track_id, record, measured, has_midi=midi is not None, rate=target_rate, note=note)
+        )
     for reject in rejects:
         logger.warning("Rejected %s (%s): %s", reject["source_key"], reject["dataset"], reject["reason"])
     progress = LazyProgress(len(prepared), f"ingest: preparing {target_rate} Hz audio")
