@@ -1,15 +1,19 @@
-"""Progress for work the catalog does lazily, one partition at a time.
+"""Progress for long work: done lazily by the catalog, or on a few threads in a node.
 
 A node that returns lazy partitions finishes before any of them is computed; the
 catalog then saves them one by one. A bar made in the node would start its clock
 too early (and, with several groups, count the others' turns), so the bar and
-its clock start with the first item actually computed.
+its clock start with the first item actually computed (:class:`LazyProgress`).
+Work a node does itself over many recordings runs on a few threads, in order,
+under one bar (:func:`in_threads`).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
@@ -53,3 +57,13 @@ class LazyProgress:
             return signal
 
         return counted
+
+
+def in_threads(
+    work: Callable, items: list, description: str, *, unit: str = "track", max_workers: int = 8
+) -> Iterator:
+    """``work`` over ``items`` on up to ``max_workers`` threads, results in the items' order, under
+    one bar. Worth it where the work releases the GIL (librosa's FFTs, libsndfile's decoding)."""
+    workers = max(1, min(len(items), os.cpu_count() or 1, max_workers))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=unit) as pool:
+        yield from tqdm(pool.map(work, items), total=len(items), desc=description, unit=unit)

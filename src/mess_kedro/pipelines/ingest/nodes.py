@@ -8,9 +8,7 @@ Flow: ``render_demo_corpus`` (the embedded default) -> ``prepare_recordings``
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ from mess_kedro.demo.performers import RenditionSettings, perform_excerpt, reali
 from mess_kedro.demo.scores import load_excerpt, parse_score_notes, score_notes_key
 from mess_kedro.demo.synth import render_fingerprint, render_rendition
 from mess_kedro.leaks import leak_report, segment_count, silence_edges, validate_leaks
-from mess_kedro.progress import LazyProgress
+from mess_kedro.progress import LazyProgress, in_threads
 from mess_kedro.sources import DEMO_DATASET, RECORD_COLUMNS, AudioCollection, empty_records
 from mess_kedro.splits import assign_group_splits, check_enough_groups, composition_group
 
@@ -380,7 +378,7 @@ def _track_row(track_id: str, record: dict, measured: dict, *, has_midi: bool, r
 
 
 def _inspected(sources: list[tuple], checks: AudioChecks, require_midi: bool) -> Iterator[tuple]:
-    """``(record, audio_loaders, inspection)`` of every record, in order; decoded on a few threads
+    """``(record, audio_loaders, inspection)`` of every record, in order; decoded on two threads
     (libsndfile and numpy release the GIL), so a rerun's inspection is not one core's work."""
     items = [
         (record, audio_loaders, midi_loaders)
@@ -394,11 +392,7 @@ def _inspected(sources: list[tuple], checks: AudioChecks, require_midi: bool) ->
         return record, audio_loaders, found
 
     # two at most: each holds one whole decoded recording (up to the decode budget) at a time
-    workers = max(1, min(len(items), os.cpu_count() or 1, 2))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inspect") as pool:
-        yield from tqdm(
-            pool.map(inspect, items), total=len(items), desc="ingest: inspecting recordings", unit="file"
-        )
+    yield from in_threads(inspect, items, "ingest: inspecting recordings", unit="file", max_workers=2)
 
 
 def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs positionally

@@ -15,14 +15,11 @@ embedding describe the same audio.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mess_kedro.audio import AudioSignal
 from mess_kedro.described_spans import Described, entries_from_table, entries_table, notes_id, span_key
@@ -30,6 +27,7 @@ from mess_kedro.descriptors import DESCRIPTORS, classic_descriptors
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.features import analyse
 from mess_kedro.ground_truth import segment_factors
+from mess_kedro.progress import in_threads
 from mess_kedro.targets import TARGETS, audio_targets, midi_targets
 
 logger = logging.getLogger(__name__)
@@ -65,13 +63,6 @@ def _described_span(
     if key in remembered:
         return key, remembered[key], False
     return key, _describe(samples, sr, midi, start_s, end_s), True
-
-
-def _in_threads(work: Callable[[Any], Any], items: list, description: str) -> Iterable:
-    """``work`` over ``items`` on a few threads (librosa's FFTs release the GIL: ~1.6x on 2 cores), in order."""
-    workers = max(1, min(len(items), os.cpu_count() or 1, 8))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="targets") as pool:
-        yield from tqdm(pool.map(work, items), total=len(items), desc=description, unit="track")
 
 
 def compute_track_targets(
@@ -114,7 +105,7 @@ def compute_track_targets(
         return track_id, result, entries_table({key: (0.0, None, result)}) if fresh else None
 
     rows, gaps, described, remember = [], [], [], {}
-    for track_id, result, fresh in _in_threads(
+    for track_id, result, fresh in in_threads(
         describe_track, sorted(track_manifest["track_id"]), "proxy targets: tracks"
     ):
         if fresh is not None:
@@ -188,7 +179,7 @@ def compute_segment_targets(
         return track_id, results, entries_table(entries) if fresh else None
 
     computed, described, gaps, remember = [], [], [], {}
-    for track_id, results, fresh in _in_threads(
+    for track_id, results, fresh in in_threads(
         describe_spans, list(spans.groupby("track_id")), "proxy targets: segments"
     ):
         if fresh is not None:
