@@ -287,10 +287,11 @@ class SimilaritySearch:
         order = [m for m in ("lfn", "uniform_mean") if m in indexed] + [
             m for m in indexed if m not in ("lfn", "uniform_mean")
         ]
-        skipped = [m for m in order if self._never_trained(m)]
-        chosen = ([m for m in order if m not in skipped] or order or [None])[0]
-        # only a method that would have been the default is worth a word, not one ranked below it
-        skipped = [m for m in skipped if order.index(m) < order.index(chosen)] if chosen in order else []
+        untrained = [m for m in order if self._never_trained(m)]
+        chosen = ([m for m in order if m not in untrained] or order or [None])[0]
+        # the methods passed over are those ahead of the chosen one: untrained ones ranked below it
+        # would never have been the default, and when every method is untrained none is passed over
+        skipped = order[: order.index(chosen)] if chosen in order else []
         if not skipped:
             return chosen, None
         return chosen, (
