@@ -92,8 +92,8 @@ def classic_descriptors(
         warnings.simplefilter("ignore")
         level = frame.level_db
         audible = level[level > level.max() - 60]
-        centroid = librosa.feature.spectral_centroid(S=S, sr=sr)[0]
-        onsets = librosa.onset.onset_detect(onset_envelope=frame.onset_envelope, sr=sr, hop_length=HOP)
+        centroid = frame.centroid_hz
+        onsets = frame.onset_frames
         tempo, peak = _tempogram_summary(frame.onset_envelope, sr)
         mfcc = librosa.feature.mfcc(S=frame.log_mel, n_mfcc=N_MFCC + 1)[1:].mean(axis=1)
         values[:] = [
@@ -102,10 +102,10 @@ def classic_descriptors(
             float(np.percentile(audible, 95) - np.percentile(audible, 5)),
             float(centroid.mean()),
             float(centroid.std()),
-            float(librosa.feature.spectral_rolloff(S=S, sr=sr).mean()),
-            float(librosa.feature.spectral_bandwidth(S=S, sr=sr).mean()),
+            float(frame.rolloff_hz.mean()),
+            float(frame.bandwidth_hz.mean()),
             float(10 * np.log10(np.maximum(librosa.feature.spectral_flatness(S=S).mean(), 1e-12))),
-            float(librosa.feature.zero_crossing_rate(frame.samples, hop_length=HOP).mean()),
+            float(frame.zero_crossing_rate.mean()),
             len(onsets) / frame.duration_s,
             float(frame.onset_envelope.mean()),
             float(frame.onset_envelope.std()),

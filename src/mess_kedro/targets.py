@@ -116,15 +116,13 @@ def audio_targets(
     S = analysis.magnitude
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # librosa warns on short inputs; NaNs carry the meaning
-        values["spectral_centroid"] = float(np.mean(librosa.feature.spectral_centroid(S=S, sr=sr)))
-        values["spectral_rolloff"] = float(np.mean(librosa.feature.spectral_rolloff(S=S, sr=sr)))
-        values["spectral_bandwidth"] = float(np.mean(librosa.feature.spectral_bandwidth(S=S, sr=sr)))
-        values["zero_crossing_rate"] = float(
-            np.mean(librosa.feature.zero_crossing_rate(samples, hop_length=HOP))
-        )
+        values["spectral_centroid"] = float(np.mean(analysis.centroid_hz))
+        values["spectral_rolloff"] = float(np.mean(analysis.rolloff_hz))
+        values["spectral_bandwidth"] = float(np.mean(analysis.bandwidth_hz))
+        values["zero_crossing_rate"] = float(np.mean(analysis.zero_crossing_rate))
         envelope = analysis.onset_envelope
         values["tempo"] = float(librosa.feature.tempo(onset_envelope=envelope, sr=sr, hop_length=HOP)[0])
-        onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=sr, hop_length=HOP)
+        onsets = analysis.onset_frames
         values["onset_density"] = len(onsets) / duration
         if len(onsets):
             peaks = envelope[onsets]
