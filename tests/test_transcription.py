@@ -42,6 +42,20 @@ def piano_like(
 
 
 @needs_basic_pitch
+def test_batched_windows_give_the_activations_of_one_window_at_a_time(monkeypatch):
+    from mess_kedro import transcription
+
+    notes = [(0.5 * i, 0.5 * i + 0.4, 48 + (5 * i) % 24, 0.8) for i in range(44)]
+    y = piano_like(notes, seconds=23.0)  # more windows than one batch holds
+    batched = transcription.model_output(y, 22050)
+    monkeypatch.setattr(transcription, "WINDOW_BATCH", 1)
+    single = transcription.model_output(y, 22050)
+    for key in ("note", "onset", "contour"):
+        assert batched[key].shape == single[key].shape
+        np.testing.assert_allclose(batched[key], single[key], atol=1e-5)
+
+
+@needs_basic_pitch
 def test_in_memory_transcription_equals_basic_pitchs_predict_on_a_file(tmp_path):
     from basic_pitch import FilenameSuffix, build_icassp_2022_model_path
     from basic_pitch.inference import Model, predict
