@@ -108,3 +108,44 @@ def test_segment_spans_are_remembered_per_span_and_a_new_span_alone_is_analysed(
     shifted = spans.assign(start_s=[0.0, 1.0], end_s=[2.0, 3.0])  # another segmentation: one span is new
     nodes.compute_segment_targets(audio, {}, SimpleNamespace(segment_index=shifted), remembered)
     assert analysed == [(1.0, 3.0)]
+
+
+def test_processes_describe_spans_and_tracks_as_threads_do(monkeypatch):
+    """Past PROCESSES_FROM_AUDIO_S the work goes to spawned processes: same tables, in order."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from mess_kedro.pipelines.proxy_targets import nodes
+
+    # Loaders that pickle, as a catalog's do: the worker calls them.
+    audio = {
+        name: partial(AudioSignal, tone(freq, amp, seconds=4.0).samples, 22050)
+        for name, freq, amp in [("a", 220.0, 0.3), ("b", 880.0, 0.1), ("c", 1760.0, 0.5)]
+    }
+    spans = pd.DataFrame(
+        {
+            "backbone": "m",
+            "row": range(6),
+            "track_id": np.repeat(["a", "b", "c"], 2),
+            "start_s": [0.0, 2.0] * 3,
+            "end_s": [2.0, 4.0] * 3,
+        }
+    )
+    manifest = pd.DataFrame({"track_id": ["c", "a", "b"], "duration_s": 4.0})
+    monkeypatch.setattr(nodes, "PROCESSES_FROM_AUDIO_S", float("inf"))
+    threaded = nodes.compute_segment_targets(audio, {}, SimpleNamespace(segment_index=spans))
+    threaded_tracks = compute_track_targets(audio, {}, manifest)
+    monkeypatch.setattr(nodes, "PROCESSES_FROM_AUDIO_S", 0.0)
+    spawned = []
+    real = nodes.in_processes
+    monkeypatch.setattr(nodes, "in_processes", lambda *a, **k: spawned.append(1) or real(*a, **k))
+    in_processes = nodes.compute_segment_targets(audio, {}, SimpleNamespace(segment_index=spans))
+    tracks = compute_track_targets(audio, {}, manifest)
+    assert len(spawned) == 2 or (len(spawned) == 0 and nodes.worker_count(3) == 1)
+    for ours, reference in zip(
+        [*in_processes[:3], *tracks[:3]], [*threaded[:3], *threaded_tracks[:3]], strict=True
+    ):
+        pd.testing.assert_frame_equal(ours, reference, check_exact=False, rtol=1e-9)
+    assert sorted(in_processes[3]) == ["a", "b", "c"]
+    for track, table in in_processes[3].items():
+        pd.testing.assert_frame_equal(table, threaded[3][track], check_exact=False, rtol=1e-9)

@@ -15,7 +15,7 @@ embedding describe the same audio.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,10 +27,15 @@ from mess_kedro.descriptors import DESCRIPTORS, classic_descriptors
 from mess_kedro.embedding_set import EmbeddingSet
 from mess_kedro.features import analyse
 from mess_kedro.ground_truth import segment_factors
-from mess_kedro.progress import in_threads
+from mess_kedro.progress import in_processes, in_threads, worker_count
 from mess_kedro.targets import TARGETS, audio_targets, midi_targets
 
 logger = logging.getLogger(__name__)
+
+# Audio left to analyse from which a node's spans are described in processes rather than
+# threads: past ~10 minutes the processes' start (~3 s) is repaid. Measured on 2 cores,
+# 80 min of audio: segments 54 s on threads, 34 s in processes; whole tracks 44 s, 40 s.
+PROCESSES_FROM_AUDIO_S = 600.0
 
 
 def _describe(
@@ -43,15 +48,64 @@ def _describe(
     return values | midi_values, reasons | midi_reasons, classic_descriptors(analysis=analysis)
 
 
-def _remembered(described_already: Mapping[str, Callable[[], pd.DataFrame]] | None, track_id: str) -> dict:
+def _remembered(load: Callable[[], pd.DataFrame] | None, track_id: str) -> dict:
     """A track's remembered entries (:mod:`mess_kedro.described_spans`); none if unreadable (said)."""
-    if not described_already or track_id not in described_already:
+    if load is None:
         return {}
     try:
-        return entries_from_table(described_already[track_id]())
+        return entries_from_table(load())
     except Exception as exc:  # noqa: BLE001 - a damaged cache file is recomputed, never fatal
         logger.warning("proxy targets: cached entries of %s unreadable (%s): computed afresh", track_id, exc)
         return {}
+
+
+def _over_tracks(work: Callable, jobs: list, description: str, unanalysed_s: float) -> Iterator:
+    """``work`` over ``jobs`` in order: in processes when there is enough audio left to analyse.
+
+    A span's analysis is many short librosa and numpy calls that hold the GIL, so
+    threads barely overlap on short spans; processes do, after a start of ~3 s
+    that a rerun (everything remembered) should not pay.
+    """
+    if unanalysed_s >= PROCESSES_FROM_AUDIO_S and worker_count(len(jobs)) > 1:
+        return in_processes(work, jobs, description, total=len(jobs))
+    return in_threads(work, jobs, description)
+
+
+def _describe_track(job: tuple) -> tuple[str, Described | None, pd.DataFrame | None]:
+    """One whole track's ``(track_id, described, entries to remember or None)``; runs in a worker."""
+    track_id, load_audio, load_midi, load_remembered = job
+    if load_audio is None:
+        return track_id, None, None
+    signal = load_audio()
+    midi = load_midi() if load_midi is not None else None
+    key, result, fresh = _described_span(
+        _remembered(load_remembered, track_id),
+        signal.samples,
+        signal.sample_rate,
+        midi=midi,
+        notes=notes_id(midi),
+        span=(0.0, None),
+    )
+    return track_id, result, entries_table({key: (0.0, None, result)}) if fresh else None
+
+
+def _describe_spans(job: tuple) -> tuple[str, list, pd.DataFrame | None]:
+    """Every span of one track: ``(track_id, [(targets, descriptors, reasons)], entries or None)``."""
+    track_id, load_audio, load_midi, load_remembered, spans = job
+    signal = load_audio()
+    midi = load_midi() if load_midi is not None else None
+    remembered, notes = _remembered(load_remembered, track_id), notes_id(midi)
+    sr, results, entries, fresh = signal.sample_rate, [], {}, False
+    for start_s, end_s in spans:
+        chunk = signal.samples[int(round(start_s * sr)) : int(round(end_s * sr))]
+        entry, (values, reasons, descriptors), now = _described_span(
+            remembered, chunk, sr, midi=midi, notes=notes, span=(start_s, end_s)
+        )
+        entries[entry] = (start_s, end_s, (values, reasons, descriptors))
+        fresh |= now
+        key = {"track_id": track_id, "start_s": start_s, "end_s": end_s}
+        results.append((key | values, key | dict(zip(DESCRIPTORS, descriptors, strict=True)), reasons))
+    return track_id, results, entries_table(entries) if fresh else None
 
 
 def _described_span(
@@ -87,27 +141,16 @@ def compute_track_targets(
         track_descriptors: ``track_id`` + one column per classic descriptor.
         described_tracks: the entries computed now, per track, to remember.
     """
-
-    def describe_track(track_id: str):
-        load = prepared_audio.get(track_id)
-        if load is None:
-            return track_id, None, None
-        signal = load()
-        midi = track_midi[track_id]() if track_id in track_midi else None
-        key, result, fresh = _described_span(
-            _remembered(described_already, track_id),
-            signal.samples,
-            signal.sample_rate,
-            midi=midi,
-            notes=notes_id(midi),
-            span=(0.0, None),
-        )
-        return track_id, result, entries_table({key: (0.0, None, result)}) if fresh else None
-
+    already = described_already or {}
+    jobs = [
+        (track_id, prepared_audio.get(track_id), track_midi.get(track_id), already.get(track_id))
+        for track_id in sorted(track_manifest["track_id"])
+    ]
+    fresh_ids = [job[0] for job in jobs if job[3] is None]
+    durations = track_manifest.set_index("track_id").get("duration_s")
+    unanalysed_s = float(durations.reindex(fresh_ids).fillna(0.0).sum()) if durations is not None else 0.0
     rows, gaps, described, remember = [], [], [], {}
-    for track_id, result, fresh in in_threads(
-        describe_track, sorted(track_manifest["track_id"]), "proxy targets: tracks"
-    ):
+    for track_id, result, fresh in _over_tracks(_describe_track, jobs, "proxy targets: tracks", unanalysed_s):
         if fresh is not None:
             remember[track_id] = fresh
         if result is None:
@@ -161,26 +204,21 @@ def compute_segment_targets(
     index = layer_embeddings.segment_index
     spans = index[["track_id", "start_s", "end_s"]].drop_duplicates().sort_values(["track_id", "start_s"])
 
-    def describe_spans(group: tuple[str, pd.DataFrame]):
-        track_id, track_spans = group
-        signal = prepared_audio[track_id]()
-        midi = track_midi[track_id]() if track_id in track_midi else None
-        remembered, notes = _remembered(described_already, track_id), notes_id(midi)
-        sr, results, entries, fresh = signal.sample_rate, [], {}, False
-        for start_s, end_s in track_spans[["start_s", "end_s"]].itertuples(index=False):
-            chunk = signal.samples[int(round(start_s * sr)) : int(round(end_s * sr))]
-            entry, (values, reasons, descriptors), now = _described_span(
-                remembered, chunk, sr, midi=midi, notes=notes, span=(start_s, end_s)
-            )
-            entries[entry] = (start_s, end_s, (values, reasons, descriptors))
-            fresh |= now
-            key = {"track_id": track_id, "start_s": start_s, "end_s": end_s}
-            results.append((key | values, key | dict(zip(DESCRIPTORS, descriptors, strict=True)), reasons))
-        return track_id, results, entries_table(entries) if fresh else None
-
+    already = described_already or {}
+    jobs = [
+        (
+            track_id,
+            prepared_audio[track_id],
+            track_midi.get(track_id),
+            already.get(track_id),
+            list(track_spans[["start_s", "end_s"]].itertuples(index=False, name=None)),
+        )
+        for track_id, track_spans in spans.groupby("track_id")
+    ]
+    unanalysed_s = sum(job[4][-1][1] for job in jobs if job[3] is None)
     computed, described, gaps, remember = [], [], [], {}
-    for track_id, results, fresh in in_threads(
-        describe_spans, list(spans.groupby("track_id")), "proxy targets: segments"
+    for track_id, results, fresh in _over_tracks(
+        _describe_spans, jobs, "proxy targets: segments", unanalysed_s
     ):
         if fresh is not None:
             remember[track_id] = fresh
