@@ -317,3 +317,71 @@ def test_every_method_restores_through_the_registry_and_unknown_classes_are_name
 
     method = Doubled().fit(layers, perf)
     assert type(restore(method.state())) is Doubled
+
+
+def _without_seconds(report):
+    if isinstance(report, dict):
+        return {k: _without_seconds(v) for k, v in report.items() if k != "seconds"}
+    return report
+
+
+def test_fits_in_worker_processes_equal_fits_here(monkeypatch):
+    """Split seeds x backbones fitted side by side in processes give the models fitted one by one."""
+    from mess_kedro.pipelines.fusion import nodes
+
+    layers, perf, piece, split = synthetic(dims=(8, 8, 8))
+    ids = [f"t{i}" for i in range(len(perf))]
+    index = pd.concat(
+        pd.DataFrame(
+            {
+                "backbone": name,
+                "row": np.arange(len(perf)),
+                "track_id": ids,
+                "performer": perf,
+                "group": piece,
+            }
+        ).assign(composer="c")
+        for name in ("a", "b")
+    )
+    info = {"layer_names": ["x", "y", "z"]}
+    embeddings = EmbeddingSet(
+        {
+            "a": BackboneEmbeddings("a", layers, ids, info | {"label": "a"}),
+            "b": BackboneEmbeddings("b", [x[:, ::-1].copy() for x in layers], ids, info | {"label": "b"}),
+        },
+        index,
+        pd.DataFrame(),
+    )
+    reshuffled = np.random.default_rng(5).permutation(split)
+    splits = pd.concat(
+        [
+            pd.DataFrame({"track_id": ids, "split_seed": 1, "split": split}),
+            pd.DataFrame({"track_id": ids, "split_seed": 2, "split": reshuffled}),
+        ]
+    )
+    params = configured(
+        "fusion",
+        relation="performer",
+        methods=["uniform_mean", "diagonal", "lfn", "concat_pca"],
+        training={"epochs": 8},
+    )
+    targets = pd.DataFrame({"track_id": ids, "tempo": np.arange(len(ids), dtype=float)})
+    monkeypatch.setattr(nodes, "FIT_IN_PROCESSES_FROM_TRACKS", 10**9)
+    here = train_fusion_models(embeddings, {"backbones": {}}, targets, splits, params)
+    monkeypatch.setattr(nodes, "FIT_IN_PROCESSES_FROM_TRACKS", 0)
+    used, real = [], nodes.in_processes
+    monkeypatch.setattr(nodes, "in_processes", lambda *a, **k: used.append(1) or real(*a, **k))
+    there = train_fusion_models(embeddings, {"backbones": {}}, targets, splits, params)
+    assert used or nodes.worker_count(4) == 1
+    assert _without_seconds(there[2]) == _without_seconds(here[2])
+    assert list(there[2]["seeds"]) == list(here[2]["seeds"]) == ["1", "2"]
+    for ours, reference in [(there[0], here[0]), (there[1]["2"], here[1]["2"])]:
+        assert list(ours) == ["a", "b"]
+        for backbone in ours:
+            assert list(ours[backbone]) == list(reference[backbone])
+            for method, state in ours[backbone].items():
+                np.testing.assert_allclose(
+                    restore(state).transform(layers),
+                    restore(reference[backbone][method]).transform(layers),
+                    atol=1e-6,
+                )
