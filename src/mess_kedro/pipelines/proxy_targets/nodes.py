@@ -32,9 +32,9 @@ from mess_kedro.targets import TARGETS, audio_targets, midi_targets
 
 logger = logging.getLogger(__name__)
 
-# Audio left to analyse from which a node's spans are described in processes rather than
+# Audio left to analyse from which segment spans are described in processes rather than
 # threads: past ~10 minutes the processes' start (~3 s) is repaid. Measured on 2 cores,
-# 80 min of audio: segments 54 s on threads, 34 s in processes; whole tracks 44 s, 40 s.
+# 80 min of audio in 3-s spans: 54 s on threads, 34 s in processes.
 PROCESSES_FROM_AUDIO_S = 600.0
 
 
@@ -62,9 +62,9 @@ def _remembered(load: Callable[[], pd.DataFrame] | None, track_id: str) -> dict:
 def _over_tracks(work: Callable, jobs: list, description: str, unanalysed_s: float) -> Iterator:
     """``work`` over ``jobs`` in order: in processes when there is enough audio left to analyse.
 
-    A span's analysis is many short librosa and numpy calls that hold the GIL, so
-    threads barely overlap on short spans; processes do, after a start of ~3 s
-    that a rerun (everything remembered) should not pay.
+    A short span's analysis is many small librosa and numpy calls that hold the GIL,
+    so threads barely overlap; processes do, after a start of ~3 s that a rerun
+    (everything remembered) should not pay.
     """
     if unanalysed_s >= PROCESSES_FROM_AUDIO_S and worker_count(len(jobs)) > 1:
         return in_processes(work, jobs, description, total=len(jobs))
@@ -146,11 +146,9 @@ def compute_track_targets(
         (track_id, prepared_audio.get(track_id), track_midi.get(track_id), already.get(track_id))
         for track_id in sorted(track_manifest["track_id"])
     ]
-    fresh_ids = [job[0] for job in jobs if job[3] is None]
-    durations = track_manifest.set_index("track_id").get("duration_s")
-    unanalysed_s = float(durations.reindex(fresh_ids).fillna(0.0).sum()) if durations is not None else 0.0
     rows, gaps, described, remember = [], [], [], {}
-    for track_id, result, fresh in _over_tracks(_describe_track, jobs, "proxy targets: tracks", unanalysed_s):
+    # Threads, not processes: a whole track's long FFTs release the GIL (measured: the same time).
+    for track_id, result, fresh in in_threads(_describe_track, jobs, "proxy targets: tracks"):
         if fresh is not None:
             remember[track_id] = fresh
         if result is None:
