@@ -44,8 +44,8 @@ from mess_kedro.tracking import history_metrics
 logger = logging.getLogger(__name__)
 
 # Tracks from which the split seeds x backbones are fitted in processes: a worker starts
-# in ~3 s (torch's import). Measured on 2 cores, 236 tracks, 3 seeds x 2 backbones: 30 s
-# one after another, TBD s in two processes; a tiny test corpus fits in less than the start.
+# in ~3 s (torch's import). Measured on 2 cores, 236 tracks, 3 seeds x 2 backbones: 29-34 s
+# one after another, 20-22 s in two processes; a tiny test corpus fits in less than the start.
 FIT_IN_PROCESSES_FROM_TRACKS = 100
 
 
