@@ -163,3 +163,97 @@ def test_probing_node_reports_folds_alphas_controls_and_the_classic_baseline():
     assert (
         row["r2"] > 0.9 and row["classic_r2"] < 0.1 and row["shuffled_r2"] < 0.1
     )  # random descriptors know nothing
+
+
+def _numbers_close(a, b, path="") -> None:
+    if isinstance(a, dict):
+        assert list(a) == list(b), path
+        for k in a:
+            if k != "seconds":
+                _numbers_close(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list) and a and isinstance(a[0], (list, float, int)):
+        np.testing.assert_allclose(
+            np.array(a, dtype=float), np.array(b, dtype=float), rtol=1e-7, atol=1e-9, err_msg=path
+        )
+    else:
+        assert a == b, path
+
+
+def test_probes_in_worker_processes_equal_probes_here(monkeypatch):
+    """Backbones x levels probed side by side in processes give the document probed one by one."""
+    import pandas as pd
+
+    from mess_kedro.descriptors import DESCRIPTORS
+    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.pipelines.probing import nodes
+
+    rng = np.random.default_rng(9)
+    n, per = 60, 2
+    ids = [f"t{i:03d}" for i in range(n)]
+    tempo = rng.uniform(0.7, 1.4, n)
+    seg_ids = np.repeat(ids, per)
+
+    def layers(rows_tempo):
+        m = len(rows_tempo)
+        return [rng.normal(size=(m, 5)), np.c_[np.log2(rows_tempo), rng.normal(size=(m, 4))]]
+
+    backbones, index_parts, seg_parts = {}, [], []
+    for name in ("a", "b"):
+        info = {"label": name, "layer_names": ["noise", "tempo"], "backbone": name}
+        backbones[name] = BackboneEmbeddings(
+            name,
+            layers(tempo),
+            ids,
+            info,
+            segments=layers(np.repeat(tempo, per)),
+            segment_track_ids=list(seg_ids),
+        )
+        index_parts.append(
+            pd.DataFrame(
+                {"backbone": name, "row": range(n), "track_id": ids, "group": np.repeat(range(12), 5)}
+            )
+        )
+        seg_parts.append(
+            pd.DataFrame(
+                {
+                    "backbone": name,
+                    "row": range(n * per),
+                    "track_id": seg_ids,
+                    "start_s": np.tile([0.0, 3.0], n),
+                    "end_s": np.tile([3.0, 6.0], n),
+                    "tempo": 120 * np.repeat(tempo, per) + rng.normal(0, 2, n * per),
+                }
+            )
+        )
+    index = pd.concat(index_parts, ignore_index=True)
+    segments = pd.concat(seg_parts, ignore_index=True)
+    embeddings = EmbeddingSet(backbones, index, segments[["backbone", "row", "track_id", "start_s", "end_s"]])
+    targets = pd.DataFrame({"track_id": ids, "tempo": 120 * tempo})
+    descriptors = pd.DataFrame(rng.normal(size=(n, len(DESCRIPTORS))), columns=list(DESCRIPTORS)).assign(
+        track_id=ids
+    )
+    seg_descriptors = segments[["backbone", "row"]].join(
+        pd.DataFrame(rng.normal(size=(len(segments), len(DESCRIPTORS))), columns=list(DESCRIPTORS))
+    )
+    params = configured("probing", levels=["track", "segment"], n_folds=4, seed=0)
+    args = (
+        embeddings,
+        targets,
+        segments,
+        descriptors,
+        seg_descriptors,
+        pd.DataFrame(),
+        pd.DataFrame(),
+        params,
+    )
+    monkeypatch.setattr(nodes, "PROBE_IN_PROCESSES_FROM_ROWS", 10**9)
+    here = nodes.probe_layers(*args)
+    monkeypatch.setattr(nodes, "PROBE_IN_PROCESSES_FROM_ROWS", 0)
+    used, real = [], nodes.in_processes
+    monkeypatch.setattr(nodes, "in_processes", lambda *a, **k: used.append(k["total"]) or real(*a, **k))
+    there = nodes.probe_layers(*args)
+    # 2 backbones x 2 levels, and the classic descriptors once per level (the backbones share rows)
+    assert used == [6] or nodes.worker_count(6) == 1
+    assert list(there["backbones"]["a"]["levels"]) == ["track", "segment"]
+    _numbers_close(there, here)
+    assert np.array(there["backbones"]["b"]["levels"]["segment"]["r2_mean"])[1, 0] > 0.8

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -37,9 +39,15 @@ from mess_kedro.probes import (
     ridge_probe,
     summarise_folds,
 )
+from mess_kedro.progress import in_processes, worker_count
 from mess_kedro.targets import TARGETS
 
 logger = logging.getLogger(__name__)
+
+# Rows (over every backbone x level) from which the probes run in worker processes, one per
+# core: a worker starts in ~3 s. Measured on 2 cores, a 20-recording folder plus the demo
+# (2 backbones, 4 problems and 2 classic ones): 17-21 s in process, 14-15 s in processes.
+PROBE_IN_PROCESSES_FROM_ROWS = 1000
 
 
 def _nan_to_none(values: np.ndarray) -> list:
@@ -169,22 +177,24 @@ def _backbone_entry(name: str, embeddings, twins: dict[str, str]) -> dict[str, A
     }
 
 
-def _probe_tracks(
-    embeddings, rows, inputs: _ProbeInputs, *, targets, params, classic_cache
-) -> tuple[dict, dict]:
-    """Track level: every layer, and the classic descriptors on the same rows (computed once per row set)."""
+def _track_problems(embeddings, rows, inputs: _ProbeInputs, *, targets) -> tuple[tuple, tuple, Callable]:
+    """Track level: every layer, and the classic descriptors on the same rows (probed once per row set).
+
+    Returns ``(layers problem, classic key, classic problem maker)``; a problem is ``(layers, Y, groups)``.
+    """
     Y = _target_matrix(rows, [inputs.track_targets, inputs.track_truth], ["track_id"], targets)
     groups = rows["group"].to_numpy()
     key = ("track", tuple(rows["track_id"]))
-    if key not in classic_cache:
-        X = descriptor_matrix(inputs.track_descriptors, rows)
-        classic_cache[key] = _probe_level([X], Y, groups, targets, params)
-    return _probe_level(embeddings.tracks, Y, groups, targets, params), classic_cache[key]
+    return (
+        (embeddings.tracks, Y, groups),
+        key,
+        lambda: ([descriptor_matrix(inputs.track_descriptors, rows)], Y, groups),
+    )
 
 
-def _probe_segments(
-    name: str, embeddings, group_of: dict, inputs: _ProbeInputs, *, targets, params, classic_cache
-) -> tuple[dict, dict]:
+def _segment_problems(
+    name: str, embeddings, group_of: dict, inputs: _ProbeInputs, *, targets
+) -> tuple[tuple, tuple, Callable]:
     """Segment level: folds still group by composition, so no piece is on both sides of a fold."""
     seg = inputs.segment_targets[inputs.segment_targets["backbone"] == name].sort_values("row")
     if len(seg) != embeddings.segments[0].shape[0]:
@@ -195,10 +205,25 @@ def _probe_segments(
     Y = _target_matrix(seg, [inputs.segment_targets, inputs.segment_truth], keys, targets)
     groups = seg["track_id"].map(group_of).to_numpy()
     key = ("segment", tuple(zip(seg["track_id"], seg["start_s"], seg["end_s"], strict=True)))
-    if key not in classic_cache:
-        X = descriptor_matrix(inputs.segment_descriptors, seg, on=tuple(keys))
-        classic_cache[key] = _probe_level([X], Y, groups, targets, params)
-    return _probe_level(embeddings.segments, Y, groups, targets, params), classic_cache[key]
+    return (
+        (embeddings.segments, Y, groups),
+        key,
+        lambda: ([descriptor_matrix(inputs.segment_descriptors, seg, on=tuple(keys))], Y, groups),
+    )
+
+
+def _probe_problem(problem: tuple, *, targets: list[str], params: dict[str, Any]) -> dict[str, Any]:
+    """One ``(layers, Y, groups)`` probed; runs in a worker."""
+    layers, Y, groups = problem
+    return _probe_level(layers, Y, groups, targets, params)
+
+
+def _over_problems(probe: Callable, problems: list[tuple]) -> Iterator:
+    """``probe`` over ``problems`` in order: in processes once there are enough rows to repay their start."""
+    rows = sum(len(problem[1]) for problem in problems)
+    if rows >= PROBE_IN_PROCESSES_FROM_ROWS and worker_count(len(problems)) > 1:
+        return in_processes(probe, problems, "probing: backbones x levels", total=len(problems), unit="probe")
+    return map(probe, problems)
 
 
 def _alphas_at_edge(document: dict[str, Any]) -> dict[str, float | None]:
@@ -253,26 +278,32 @@ def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     inputs = _ProbeInputs(
         track_targets, segment_targets, track_descriptors, segment_descriptors, truth, segment_ground_truth
     )
-    classic_cache: dict[tuple, dict] = {}
+    # Every (backbone, level) and each distinct classic row set is one problem; they are
+    # independent, so they are probed side by side when large enough.
+    problems: dict[tuple, tuple] = {}
+    classic_of: dict[tuple, tuple] = {}
+    group_of = dict(zip(index["track_id"], index["group"], strict=False))
     for name, embeddings in layer_embeddings.backbones.items():
-        entry = _backbone_entry(name, embeddings, twins)
+        document["backbones"][name] = _backbone_entry(name, embeddings, twins)
         rows = index[index["backbone"] == name].sort_values("row")[["track_id", "group"]]
-        if "track" in levels:
-            entry["levels"]["track"], entry["classic"]["levels"]["track"] = _probe_tracks(
-                embeddings, rows, inputs, targets=targets, params=params, classic_cache=classic_cache
+        for level in ("track", "segment"):
+            if level not in levels:
+                continue
+            layers, classic_key, classic = (
+                _track_problems(embeddings, rows, inputs, targets=targets)
+                if level == "track"
+                else _segment_problems(name, embeddings, group_of, inputs, targets=targets)
             )
-        if "segment" in levels:
-            group_of = dict(zip(index["track_id"], index["group"], strict=False))
-            entry["levels"]["segment"], entry["classic"]["levels"]["segment"] = _probe_segments(
-                name,
-                embeddings,
-                group_of,
-                inputs,
-                targets=targets,
-                params=params,
-                classic_cache=classic_cache,
-            )
-        document["backbones"][name] = entry
+            problems[(name, level)] = layers
+            classic_of[(name, level)] = classic_key
+            if classic_key not in problems:
+                problems[classic_key] = classic()
+    probe = partial(_probe_problem, targets=targets, params=params)
+    results = dict(zip(problems, _over_problems(probe, list(problems.values())), strict=True))
+    for (name, level), classic_key in classic_of.items():
+        entry = document["backbones"][name]
+        entry["levels"][level] = results[(name, level)]
+        entry["classic"]["levels"][level] = results[classic_key]
     document["alpha_grid"] = [float(a) for a in params["alphas"]]
     document["alpha_at_edge"] = _alphas_at_edge(document)
     document["seconds"] = round(time.perf_counter() - started, 2)
