@@ -250,7 +250,7 @@ def test_probes_in_worker_processes_equal_probes_here(monkeypatch):
     here = nodes.probe_layers(*args)
     monkeypatch.setattr(nodes, "PROBE_IN_PROCESSES_FROM_ROWS", 0)
     used, real = [], nodes.in_processes
-    monkeypatch.setattr(nodes, "in_processes", lambda *a, **k: used.append(k["total"]) or real(*a, **k))
+    monkeypatch.setattr(nodes, "in_processes", lambda *a, **k: used.append(len(a[1])) or real(*a, **k))
     there = nodes.probe_layers(*args)
     # 2 backbones x 2 levels, and the classic descriptors once per level (the backbones share rows)
     assert used == [6] or nodes.worker_count(6) == 1

@@ -32,11 +32,11 @@ def square_with_pid(x: int) -> tuple[int, int]:
 
 def test_in_processes_keeps_order_runs_elsewhere_and_raises_what_a_worker_raised():
     items = list(range(23))  # more than the items kept in flight (twice the workers)
-    results = list(in_processes(square_with_pid, iter(items), "test", total=len(items), max_workers=2))
+    results = list(in_processes(square_with_pid, items, "test", max_workers=2))
     assert [value for value, _ in results] == [x * x for x in items]
     assert os.getpid() not in {pid for _, pid in results}  # spawned workers did the work
     with pytest.raises(ValueError, match="negative item -1"):
-        list(in_processes(square_with_pid, [3, -1, 4], "test", total=3, max_workers=2))
+        list(in_processes(square_with_pid, [3, -1, 4], "test", max_workers=2))
 
 
 def test_worker_count_is_one_per_core_within_the_bounds():
@@ -51,6 +51,6 @@ def warn_and_return(x: int) -> int:
 
 def test_what_a_worker_logs_reaches_this_process_loggers(caplog):
     with caplog.at_level(logging.INFO):
-        assert list(in_processes(warn_and_return, [1, 2, 3], "test", total=3, max_workers=2)) == [1, 2, 3]
+        assert list(in_processes(warn_and_return, [1, 2, 3], "test", max_workers=2)) == [1, 2, 3]
     seen = [r.getMessage() for r in caplog.records if r.name == "mess_kedro.test_worker"]
     assert sorted(seen) == ["worker saw 1", "worker saw 2", "worker saw 3"]

@@ -1,4 +1,4 @@
-"""Progress for long work: done lazily by the catalog, or on a few threads in a node.
+"""Progress for long work: done lazily by the catalog, or by a node on a few threads or processes.
 
 A node that returns lazy partitions finishes before any of them is computed; the
 catalog then saves them one by one. A bar made in the node would start its clock
@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -106,13 +106,7 @@ def _relay_records(records: Any) -> None:
 
 
 def in_processes(
-    work: Callable,
-    items: Iterable,
-    description: str,
-    *,
-    total: int,
-    unit: str = "track",
-    max_workers: int = 8,
+    work: Callable, items: Sequence, description: str, *, unit: str = "track", max_workers: int = 8
 ) -> Iterator:
     """``work`` over ``items`` in up to ``max_workers`` fresh processes, results in the items' order,
     under one bar.
@@ -123,13 +117,13 @@ def in_processes(
     the worker. Workers are spawned, never forked (a forked copy of a process with
     running threads can deadlock) and each starts in about 3 s, so use this where
     the work takes longer. At most twice as many items as workers are in flight, so
-    a long list never sits in memory at once. One BLAS thread per worker; what the
+    the pickled copies of a long list never sit in the pipes at once. One BLAS thread per worker; what the
     workers log is logged here, through this process's handlers.
     """
-    workers = worker_count(total, max_workers)
+    workers = worker_count(len(items), max_workers)
     context = multiprocessing.get_context("spawn")
     pending: deque = deque()
-    items = iter(items)
+    remaining = iter(items)
     with (
         _relayed_records(context) as records,
         ProcessPoolExecutor(
@@ -138,15 +132,15 @@ def in_processes(
             initializer=_start_worker,
             initargs=(records, logging.getLogger().getEffectiveLevel()),
         ) as pool,
-        tqdm(total=total, desc=description, unit=unit) as bar,
+        tqdm(total=len(items), desc=description, unit=unit) as bar,
     ):
-        for item in items:
+        for item in remaining:
             pending.append(pool.submit(work, item))
             if len(pending) >= 2 * workers:
                 break
         while pending:
             result = pending.popleft().result()
-            following = next(items, _END)
+            following = next(remaining, _END)
             if following is not _END:
                 pending.append(pool.submit(work, following))
             bar.update(1)

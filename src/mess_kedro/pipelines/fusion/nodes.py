@@ -217,7 +217,7 @@ def _over_fits(fit: Callable, jobs: list, *, n_tracks: int) -> Iterator:
     same model in a worker as here; processes run the split seeds and backbones side by side.
     """
     if n_tracks >= FIT_IN_PROCESSES_FROM_TRACKS and worker_count(len(jobs)) > 1:
-        return in_processes(fit, jobs, "fusion: split seeds x backbones", total=len(jobs), unit="fit")
+        return in_processes(fit, jobs, "fusion: split seeds x backbones", unit="fit")
     return map(fit, jobs)
 
 

@@ -222,7 +222,7 @@ def _over_problems(probe: Callable, problems: list[tuple]) -> Iterator:
     """``probe`` over ``problems`` in order: in processes once there are enough rows to repay their start."""
     rows = sum(len(problem[1]) for problem in problems)
     if rows >= PROBE_IN_PROCESSES_FROM_ROWS and worker_count(len(problems)) > 1:
-        return in_processes(probe, problems, "probing: backbones x levels", total=len(problems), unit="probe")
+        return in_processes(probe, problems, "probing: backbones x levels", unit="probe")
     return map(probe, problems)
 
 

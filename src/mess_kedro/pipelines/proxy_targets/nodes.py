@@ -67,7 +67,7 @@ def _over_tracks(work: Callable, jobs: list, description: str, unanalysed_s: flo
     (everything remembered) should not pay.
     """
     if unanalysed_s >= PROCESSES_FROM_AUDIO_S and worker_count(len(jobs)) > 1:
-        return in_processes(work, jobs, description, total=len(jobs))
+        return in_processes(work, jobs, description)
     return in_threads(work, jobs, description)
 
 
