@@ -50,8 +50,8 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(PROJECT))
-    from mess_kedro.distributed import ClusterSpec, cluster_client
-    from mess_kedro.project import project_datasets, project_parameters
+    from mess_kedro.app.project import project_datasets, project_parameters
+    from mess_kedro.embedding.cluster import ClusterSpec, cluster_client
 
     datasets = project_datasets(PROJECT, ["prepared_audio", "track_manifest"])
     manifest = datasets["track_manifest"].load().sort_values("track_id").head(args.tracks)

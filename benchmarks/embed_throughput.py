@@ -30,18 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mess_kedro.audio import AudioSignal, read_audio, write_audio
-from mess_kedro.backbones import load_backbone
+from mess_kedro.app.project import project_parameters
+from mess_kedro.audio.signal import AudioSignal, read_audio, write_audio
 from mess_kedro.datasets import OptionalPartitionedDataset
-from mess_kedro.embedding import (
-    EmbeddingConfig,
-    autocast_context,
-    minimum_segment_s,
-    segment_bounds,
-    select_device,
-)
+from mess_kedro.embedding.tracks import EmbeddingConfig, minimum_segment_s, segment_bounds
+from mess_kedro.models.backbones import load_backbone
+from mess_kedro.models.runtime import autocast_context, select_device
 from mess_kedro.pipelines.embed.nodes import extract_track_embeddings
-from mess_kedro.project import project_parameters
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -46,10 +46,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from mess_kedro.augmentation import build_augmenter
-    from mess_kedro.encoder_training import decoded_tracks, fit_simsiam
-    from mess_kedro.project import project_datasets, project_parameters
-    from mess_kedro.splits import split_seeds, tracks_in
+    from mess_kedro.app.project import project_datasets, project_parameters
+    from mess_kedro.audio.augmentation import build_augmenter
+    from mess_kedro.corpus.splits import split_seeds, tracks_in
+    from mess_kedro.training.encoder import decoded_tracks, fit_simsiam
 
     params = project_parameters(PROJECT)["train_encoder"]
     datasets = project_datasets(PROJECT, ["prepared_audio", "track_splits"])

@@ -48,8 +48,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 def _segments(names: list[str]) -> dict[str, tuple[np.ndarray, str]]:
     """Each source's real segment vectors and metric, from the project's latest run."""
-    from mess_kedro.fusion import restore
-    from mess_kedro.project import project_datasets
+    from mess_kedro.app.project import project_datasets
+    from mess_kedro.fusion.methods import restore
 
     wanted = ["layer_embeddings", "fusion_models", "aspect_subspaces"]
     if "musicnn-chroma" in names:  # made by `kedro run --pipelines=alignment`
@@ -154,7 +154,7 @@ def _apply(index, kind: str, setting: dict) -> None:
 def measure(  # noqa: PLR0917
     name: str, data: np.ndarray, queries: np.ndarray, metric: str, sweep: str, ef_construction: int = 40
 ) -> list[dict]:
-    from mess_kedro.indexing import build_index
+    from mess_kedro.search.indexing import build_index
 
     faiss.omp_set_num_threads(2)
     started = time.perf_counter()
@@ -183,7 +183,7 @@ def measure_pca_rerank(name: str, data: np.ndarray, queries: np.ndarray, dims: l
     vectors as cosine does), its 100 nearest re-ranked by exact cosine, as serving re-ranks its
     candidates. Timings include the re-ranking. Caveat: the expansion is itself at most 64
     principal components plus isotropic noise, so this flatters PCA on these sets."""
-    from mess_kedro.indexing import build_index
+    from mess_kedro.search.indexing import build_index
 
     faiss.omp_set_num_threads(2)
     _, truth = build_index(data, "flat", {}, "ip").search(queries, 10)

@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from mess_kedro.indexing import build_index
+from mess_kedro.search.indexing import build_index
 
 
 def unit(n: int, d: int, seed: int) -> np.ndarray:

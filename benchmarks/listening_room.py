@@ -173,7 +173,7 @@ def main() -> None:
                 f"p99 {np.percentile(times, 99):.1f} ms, max {times.max():.1f} ms  (target p99 <= 20 ms)"
             )
 
-            from mess_kedro.project import project_datasets
+            from mess_kedro.app.project import project_datasets
 
             audio = list(project_datasets(PROJECT, ["prepared_audio"])["prepared_audio"].load().values())
             uploads = []

@@ -43,7 +43,7 @@ def _rendition(minutes: float, seconds_per_note: float) -> np.ndarray:
 
 
 def _align_seconds(a: np.ndarray, sr_a: int, b: np.ndarray, sr_b: int) -> float:
-    from mess_kedro import alignment
+    from mess_kedro.audio import alignment
 
     started = time.perf_counter()
     alignment.align_features(alignment.audio_features(a, sr_a), alignment.audio_features(b, sr_b))
@@ -57,9 +57,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args()
 
-    from mess_kedro.audio import to_mono
-    from mess_kedro.passages import PassageFinder, load_passage_finder
-    from mess_kedro.project import project_datasets
+    from mess_kedro.app.project import project_datasets
+    from mess_kedro.audio.signal import to_mono
+    from mess_kedro.search.passages import PassageFinder, load_passage_finder
 
     datasets = project_datasets(PROJECT, ["alignment_pairs", "prepared_audio", "track_manifest"])
     pairs, audio = datasets["alignment_pairs"].load(), datasets["prepared_audio"].load()
@@ -113,7 +113,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "mess_kedro.commands",
+            "mess_kedro.app.cli",
             "passage",
             tracks[0],
             "--at",

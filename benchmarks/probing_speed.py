@@ -27,7 +27,7 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mess_kedro.probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe
+from mess_kedro.analysis.probes import DEFAULT_ALPHAS, grouped_folds, ridge_probe
 
 
 def synthetic(n: int, d: int, t: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

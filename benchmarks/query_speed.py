@@ -4,7 +4,7 @@
 
 Measures, after `kedro run` has built the indices:
 
-- opening the search: :func:`mess_kedro.serving.load_search` (configuration + the two
+- opening the search: :func:`mess_kedro.search.engine.load_search` (configuration + the two
   datasets a query needs, indices opened lazily) against the reference, a full Kedro
   session loading the same dataset (what the search did before), as a ratio;
 - a query by track id (median over ``--queries``, after opening);
@@ -31,7 +31,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def _open_with_session() -> float:
-    from mess_kedro.project import project_context
+    from mess_kedro.app.project import project_context
 
     started = time.perf_counter()
     with project_context(PROJECT) as context:
@@ -44,7 +44,7 @@ def _open_with_session() -> float:
 def _timed_cli(*args: str) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "mess_kedro.commands", *args], check=True, capture_output=True, cwd=PROJECT
+        [sys.executable, "-m", "mess_kedro.app.cli", *args], check=True, capture_output=True, cwd=PROJECT
     )
     return time.perf_counter() - started
 
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args()
 
-    from mess_kedro.serving import load_search
+    from mess_kedro.search.engine import load_search
 
     started = time.perf_counter()
     search = load_search(PROJECT)

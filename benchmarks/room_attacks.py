@@ -137,7 +137,7 @@ def main() -> None:  # noqa: PLR0915 - one attack after another, in order
             wait_for_service(client, f"{base}/api/info", service)
             while not client.get(f"{base}/api/info").json()["ready"]:
                 time.sleep(0.2)
-            from mess_kedro.project import project_datasets
+            from mess_kedro.app.project import project_datasets
 
             audio = list(project_datasets(PROJECT, ["prepared_audio"])["prepared_audio"].load().values())
             fresh = int(time.time())  # new bytes each run: a cached query would not decode or embed

@@ -71,11 +71,11 @@ def latin_hypercube(n: int, rng: np.random.Generator) -> pd.DataFrame:
 
 
 def render(folder: Path, pieces: int, takes: int, seed: int) -> None:
-    from mess_kedro.audio import write_audio
-    from mess_kedro.demo.performers import RenditionSettings, perform_excerpt
-    from mess_kedro.demo.scores import load_excerpt
-    from mess_kedro.demo.synth import render_rendition
-    from mess_kedro.project import project_parameters
+    from mess_kedro.app.project import project_parameters
+    from mess_kedro.audio.signal import write_audio
+    from mess_kedro.corpus.demo.performers import RenditionSettings, perform_excerpt
+    from mess_kedro.corpus.demo.scores import load_excerpt
+    from mess_kedro.corpus.demo.synth import render_rendition
 
     demo = project_parameters(".")["demo_corpus"]
     window = float(demo["window_s"])
@@ -129,8 +129,8 @@ def render(folder: Path, pieces: int, takes: int, seed: int) -> None:
 
 
 def _selectivity(vectors: np.ndarray, metric: str, values: np.ndarray, rng) -> tuple[float, float, float]:
-    from mess_kedro.indexing import pairwise_similarity
-    from mess_kedro.selectivity import closeness, off_diagonal, rowwise_spearman
+    from mess_kedro.analysis.selectivity import closeness, off_diagonal, rowwise_spearman
+    from mess_kedro.search.indexing import pairwise_similarity
 
     rho = rowwise_spearman(
         off_diagonal(pairwise_similarity(vectors, metric)), off_diagonal(closeness(values))
@@ -141,9 +141,9 @@ def _selectivity(vectors: np.ndarray, metric: str, values: np.ndarray, rng) -> t
 
 
 def score(folder: Path, backbone: str) -> pd.DataFrame:
-    from mess_kedro.fusion import restore
-    from mess_kedro.project import project_datasets, project_parameters
-    from mess_kedro.splits import split_seeds
+    from mess_kedro.app.project import project_datasets, project_parameters
+    from mess_kedro.corpus.splits import split_seeds
+    from mess_kedro.fusion.methods import restore
 
     truth = pd.read_csv(folder.with_name(folder.name + ".truth.csv"))
     names = ["layer_embeddings", "track_manifest", "track_splits", "track_targets", "aspect_subspaces"]

@@ -36,9 +36,9 @@ MODELS = ("MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg")
 def make_clips(out: str) -> None:
     import librosa
 
-    from mess_kedro.demo.performers import RenditionSettings, perform_excerpt
-    from mess_kedro.demo.scores import load_excerpt
-    from mess_kedro.demo.synth import render_midi
+    from mess_kedro.corpus.demo.performers import RenditionSettings, perform_excerpt
+    from mess_kedro.corpus.demo.scores import load_excerpt
+    from mess_kedro.corpus.demo.synth import render_midi
 
     # A plain rendition: steady tempo, one level, no noise, a grand piano.
     performer = RenditionSettings(

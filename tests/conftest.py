@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import yaml
 
-from mess_kedro.audio import AudioSignal
+from mess_kedro.audio.signal import AudioSignal
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @functools.cache
 def _resolved_parameters() -> dict:
-    from mess_kedro.project import project_parameters as resolved
+    from mess_kedro.app.project import project_parameters as resolved
 
     return resolved(PROJECT_ROOT)
 
@@ -130,7 +130,7 @@ def write_tiny_project(root: Path) -> Path:
 
 def plain_settings(**changes):
     """A rendition with no rubato, noise, dynamics contour or room: effects of a change are then attributable."""
-    from mess_kedro.demo.performers import RenditionSettings
+    from mess_kedro.corpus.demo.performers import RenditionSettings
 
     plain = {
         "performer_id": "p",

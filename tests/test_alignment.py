@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro import alignment
-from mess_kedro.audio import to_mono
+from mess_kedro.audio import alignment
+from mess_kedro.audio.signal import to_mono
 from mess_kedro.pipelines.alignment.nodes import evaluate_alignment, list_aligned_passages, pair_recordings
 from tests.conftest import configured
 
@@ -124,8 +124,8 @@ def test_accuracy_and_passages_from_known_paths():
 
 def test_passage_ranking_follows_the_local_ground_truth_it_encodes():
     """Six renditions of one test piece; each plays at its own loudness, which its segments encode."""
-    from mess_kedro.aspect_search import AspectSubspace
-    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.fusion.aspect_subspace import AspectSubspace
     from mess_kedro.pipelines.alignment.nodes import evaluate_passage_ranking
 
     rng = np.random.default_rng(0)
@@ -205,9 +205,9 @@ def test_passage_ranking_follows_the_local_ground_truth_it_encodes():
 
 
 def test_passage_retrieval_scores_embeddings_and_the_chroma_baseline_against_the_alignment():
-    from mess_kedro.audio import AudioSignal
-    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
-    from mess_kedro.fusion import UniformMean
+    from mess_kedro.audio.signal import AudioSignal
+    from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.fusion.methods import UniformMean
     from mess_kedro.pipelines.alignment.nodes import compute_segment_chroma, evaluate_passage_retrieval
 
     sr = 22050
@@ -281,11 +281,11 @@ def test_passage_retrieval_scores_embeddings_and_the_chroma_baseline_against_the
 
 
 def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path):
-    from mess_kedro.aspect_search import AspectSubspace
-    from mess_kedro.audio import AudioSignal
+    from mess_kedro.audio.signal import AudioSignal
     from mess_kedro.datasets import FaissIndexSetDataset
-    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
-    from mess_kedro.fusion import UniformMean
+    from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.fusion.aspect_subspace import AspectSubspace
+    from mess_kedro.fusion.methods import UniformMean
     from mess_kedro.pipelines.alignment.nodes import build_segment_indices, compute_segment_chroma
 
     rng = np.random.default_rng(1)

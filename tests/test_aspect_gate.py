@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.aspect_gate import gate_aspects, served_route
+from mess_kedro.search.gate import gate_aspects, served_route
 
 
 def state(*supervision: str) -> dict:

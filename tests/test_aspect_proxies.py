@@ -5,7 +5,7 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from mess_kedro.aspect_proxies import (
+from mess_kedro.analysis.aspect_proxies import (
     ASPECT_PROXIES,
     aspect_proxies,
     decay_time,
@@ -95,8 +95,8 @@ def test_spectral_slope_is_the_partials_roll_off_whatever_the_pitch(alpha):
 
 
 def test_a_treble_boost_raises_the_slope():
-    from mess_kedro.audio import AudioSignal
-    from mess_kedro.demo.synth import apply_brightness
+    from mess_kedro.audio.signal import AudioSignal
+    from mess_kedro.corpus.demo.synth import apply_brightness
 
     tone = AudioSignal(harmonic_tone(220.0, 2.0).astype(np.float32), SR)
     dark, bright = (spectral_slope(apply_brightness(tone, b).samples, SR) for b in (-1.0, 1.0))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mess_kedro.aspect_units import closer_than, describe_difference, subspace_values
+from mess_kedro.analysis.aspect_units import closer_than, describe_difference, subspace_values
 
 
 def test_a_velocity_difference_reads_in_velocity_with_its_error():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mess_kedro.audio import (
+from mess_kedro.audio.signal import (
     AudioChecks,
     AudioReadError,
     AudioSignal,
@@ -121,7 +121,7 @@ def test_soundfile_reads_what_prepare_writes(tmp_path):
 def test_resample_is_librosas_soxr_hq_bit_for_bit(n, orig, target):
     import librosa
 
-    from mess_kedro.audio import resample
+    from mess_kedro.audio.signal import resample
 
     x = (np.random.default_rng(n).normal(size=n) * 0.1).astype(np.float32)
     expected = librosa.resample(x, orig_sr=orig, target_sr=target, res_type="soxr_hq")
@@ -131,7 +131,7 @@ def test_resample_is_librosas_soxr_hq_bit_for_bit(n, orig, target):
 def test_a_stereo_query_hashes_as_ingest_hashed_it(tmp_path):
     """Ingest names a track by the hash of everything it decoded (both channels); a query of the
     same stereo file hashed its mono mixdown and was never recognised as itself."""
-    from mess_kedro.audio import AudioReadError, content_hash, read_audio, read_query
+    from mess_kedro.audio.signal import AudioReadError, content_hash, read_audio, read_query
 
     rng = np.random.default_rng(0)
     stereo = (0.2 * rng.standard_normal((2, 44100))).astype(np.float32)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mess_kedro import augmentation
-from mess_kedro.augmentation import build_augmenter
+from mess_kedro.audio import augmentation
+from mess_kedro.audio.augmentation import build_augmenter
 
 SR = 16000
 
@@ -113,8 +113,8 @@ def test_the_listening_check_writes_views_and_names_what_each_got(tmp_path):
     import soundfile as sf
     from click.testing import CliRunner
 
-    from mess_kedro.audio import AudioSignal, write_audio
-    from mess_kedro.commands import main
+    from mess_kedro.app.cli import main
+    from mess_kedro.audio.signal import AudioSignal, write_audio
     from tests.conftest import PROJECT_ROOT
 
     source = tmp_path / "take.wav"

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import HubertConfig, HubertModel
 
-from mess_kedro.backbones import REGISTRY, WeightsError, get_spec, load_backbone
-from mess_kedro.backbones.mert import find_weights_dir, hubert_config, map_checkpoint_keys
+from mess_kedro.models.backbones import REGISTRY, WeightsError, get_spec, load_backbone
+from mess_kedro.models.backbones.mert import find_weights_dir, hubert_config, map_checkpoint_keys
 
 RENAME_BACK = {
     "parametrizations.weight.original0": "weight_g",
@@ -211,7 +211,7 @@ def test_the_hub_cache_follows_xdg_cache_home(tmp_path):
     env = {
         k: v for k, v in os.environ.items() if k not in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
     }
-    code = "from mess_kedro.backbones.mert import find_weights_dir; print(find_weights_dir('org/tiny-mert', None)[0])"
+    code = "from mess_kedro.models.backbones.mert import find_weights_dir; print(find_weights_dir('org/tiny-mert', None)[0])"
     found = subprocess.run(
         [sys.executable, "-c", code],
         env=env | {"XDG_CACHE_HOME": str(tmp_path / "xdg")},

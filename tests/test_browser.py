@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mess_kedro.app.webapp.annotations import AnnotationLog
+from mess_kedro.app.webapp.api import create_app
 from mess_kedro.datasets import OptionalCSVDataset
-from mess_kedro.webapp.annotations import AnnotationLog
-from mess_kedro.webapp.api import create_app
 from tests.webapp_fixture import live_server, make_room
 
 pytestmark = pytest.mark.browser
@@ -61,7 +61,7 @@ def served(tmp_path):
 
     project = os.environ.get("MESS_KEDRO_BROWSER_PROJECT")
     if project:
-        from mess_kedro.webapp.room import load_listening_room
+        from mess_kedro.app.webapp.room import load_listening_room
 
         room = load_listening_room(project)
         # the test's answer goes to a file of its own, not the project's annotations
@@ -181,7 +181,7 @@ def test_a_room_with_no_aspect_served_offers_no_aspect_search_and_no_annotation(
 
     from playwright.sync_api import sync_playwright
 
-    from mess_kedro.serving import SimilaritySearch
+    from mess_kedro.search.engine import SimilaritySearch
     from tests.webapp_fixture import served_indices
 
     executable = chromium_path()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from mess_kedro.project import _config_loader
+from mess_kedro.app.project import _config_loader
 from tests.conftest import PROJECT_ROOT
 
 PIPELINES = ("ingest", "embed", "proxy_targets", "probing", "fusion", "evaluation", "serving_index")

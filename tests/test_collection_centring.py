@@ -3,8 +3,8 @@
 import numpy as np
 from scipy.stats import spearmanr
 
-from mess_kedro.checkpoints import load_state, save_state
-from mess_kedro.fusion import CollectionCentred, SingleLayer, UniformMean, recentred, restore
+from mess_kedro.fusion.methods import CollectionCentred, SingleLayer, UniformMean, recentred, restore
+from mess_kedro.storage.checkpoints import load_state, save_state
 
 
 def _offset_collection(rng, n=60, dim=32, offset=15.0):

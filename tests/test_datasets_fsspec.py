@@ -22,7 +22,7 @@ from mess_kedro.datasets import (
     NpzDataset,
     StateDataset,
 )
-from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
 from tests.conftest import tone
 from tests.test_indexing import bundle
 

@@ -8,9 +8,8 @@ import pandas as pd
 import pretty_midi
 import pytest
 
-from mess_kedro.audio import AudioSignal, content_hash
-from mess_kedro.datasets import AudioDataset, OptionalPartitionedDataset
-from mess_kedro.demo.performers import (
+from mess_kedro.audio.signal import AudioSignal, content_hash
+from mess_kedro.corpus.demo.performers import (
     DYNAMIC_SHAPES,
     WindowNotFilledError,
     dynamic_curve,
@@ -18,8 +17,8 @@ from mess_kedro.demo.performers import (
     rubato_curve,
     score_time_map,
 )
-from mess_kedro.demo.scores import load_excerpt
-from mess_kedro.demo.synth import (
+from mess_kedro.corpus.demo.scores import load_excerpt
+from mess_kedro.corpus.demo.synth import (
     FADE_OUT_S,
     apply_brightness,
     apply_room,
@@ -28,6 +27,7 @@ from mess_kedro.demo.synth import (
     render_midi,
     render_rendition,
 )
+from mess_kedro.datasets import AudioDataset, OptionalPartitionedDataset
 from mess_kedro.pipelines.ingest.nodes import render_demo_corpus, rendition_synth
 from tests.conftest import plain_settings, tiny_demo_params
 

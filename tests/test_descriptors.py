@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from mess_kedro.descriptors import DESCRIPTORS, classic_descriptors, fill_missing
-from mess_kedro.features import analyse
-from mess_kedro.targets import audio_targets
+from mess_kedro.analysis.descriptors import DESCRIPTORS, classic_descriptors, fill_missing
+from mess_kedro.analysis.targets import audio_targets
+from mess_kedro.audio.features import analyse
 
 SR = 22050
 
@@ -63,7 +63,7 @@ def test_fill_missing_uses_column_medians():
 def test_descriptor_matrix_follows_the_keys_and_fills_gaps():
     import pandas as pd
 
-    from mess_kedro.descriptors import descriptor_matrix
+    from mess_kedro.analysis.descriptors import descriptor_matrix
 
     table = pd.DataFrame(
         np.arange(3 * len(DESCRIPTORS), dtype=float).reshape(3, -1), columns=list(DESCRIPTORS)

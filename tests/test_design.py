@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy.stats import f_oneway, spearmanr
 
-from mess_kedro.demo.design import (
+from mess_kedro.corpus.demo.design import (
     draw_design,
     eta_squared,
     factor_range,

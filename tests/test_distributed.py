@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.audio import AudioSignal
+from mess_kedro.audio.signal import AudioSignal
 from mess_kedro.datasets import AudioDataset, OptionalPartitionedDataset
-from mess_kedro.distributed import ClusterSpec, cluster_client, parse_cluster
+from mess_kedro.embedding.cluster import ClusterSpec, cluster_client, parse_cluster
 from mess_kedro.pipelines.embed.nodes import extract_track_embeddings
 from tests.pipelines.embed.test_embed import PARAMS, noise
 

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from mess_kedro.embedding_stream import EmbeddingStream, EmbeddingStreamError
+from mess_kedro.embedding.stream import EmbeddingStream, EmbeddingStreamError
 
 KEYS = [f"k{i}" for i in range(8)]
 

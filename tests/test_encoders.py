@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mess_kedro import encoders
-from mess_kedro.encoders import ResNet, build_encoder, collapse_score, negative_cosine_loss
+from mess_kedro.models import encoders
+from mess_kedro.models.encoders import ResNet, build_encoder, collapse_score, negative_cosine_loss
 
 MEL = {"sample_rate": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 32}
 TINY = {"depth": 18, "width": 4, "in_channels": 1, "projection_dim": 16, "predictor_dim": 8}
@@ -69,7 +69,7 @@ def test_layers_checkpoint_round_trip_and_bad_settings():
     clips = torch.randn(3, 16000)
     layers = model.layers(clips)
     assert [x.shape[1] for x in layers] == model.layer_widths == [4, 4, 8, 16, 32, 16]
-    from mess_kedro.checkpoints import load_state, save_state
+    from mess_kedro.storage.checkpoints import load_state, save_state
 
     path = __import__("tempfile").mkdtemp() + "/encoder.safetensors"
     save_state(path, encoders.encoder_state(model, "simsiam", {"variant": "all"}))
@@ -82,7 +82,7 @@ def test_layers_checkpoint_round_trip_and_bad_settings():
 
 
 def test_a_trained_encoder_is_a_backbone_and_its_twin_has_random_weights():
-    from mess_kedro.backbones import WeightsError, load_backbone, trained_state
+    from mess_kedro.models.backbones import WeightsError, load_backbone, trained_state
 
     torch.manual_seed(2)
     state = encoders.encoder_state(build_encoder("simsiam", MEL, TINY), "simsiam", {"clip_s": 2.0})
@@ -112,7 +112,7 @@ def test_a_trained_encoder_is_a_backbone_and_its_twin_has_random_weights():
 
 
 def test_trained_backbones_join_a_run_only_once_their_checkpoint_exists():
-    from mess_kedro.backbones import configured_backbones
+    from mess_kedro.models.backbones import configured_backbones
 
     params = {
         "backbones": {"musicnn-mtt": None},

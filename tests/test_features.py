@@ -4,7 +4,7 @@ import librosa
 import numpy as np
 import pytest
 
-from mess_kedro.features import HOP, analyse
+from mess_kedro.audio.features import HOP, analyse
 
 SR = 24000
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 import textwrap
 
-from mess_kedro.checkpoints import CheckpointError
-from mess_kedro.final_line import summary
+from mess_kedro.app.final_line import summary
+from mess_kedro.storage.checkpoints import CheckpointError
 
 
 def _wrapped(cause: BaseException) -> BaseException:
@@ -50,7 +50,7 @@ def test_the_cause_is_found_and_said_with_what_to_do():
 def test_an_uncaught_error_ends_the_output_in_that_line():
     script = textwrap.dedent(
         """
-        from mess_kedro import final_line
+        from mess_kedro.app import final_line
         final_line.install()
         final_line.install()  # once, however often asked
         raise OSError(28, "No space left on device", "data/x.npz")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.finite import NonFiniteError, non_finite_count, require_all_finite, require_finite
+from mess_kedro.storage.finite import NonFiniteError, non_finite_count, require_all_finite, require_finite
 
 
 def test_the_helper_counts_and_names():
@@ -26,9 +26,9 @@ def test_the_helper_counts_and_names():
 
 
 def test_a_transform_with_nan_weights_is_not_indexed_and_the_others_are(caplog):
-    from mess_kedro.aspect_search import AspectSubspace
-    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
-    from mess_kedro.fusion import UniformMean
+    from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.fusion.aspect_subspace import AspectSubspace
+    from mess_kedro.fusion.methods import UniformMean
     from mess_kedro.pipelines.serving_index.nodes import build_serving_indices
 
     rng = np.random.default_rng(0)
@@ -51,10 +51,10 @@ def test_a_transform_with_nan_weights_is_not_indexed_and_the_others_are(caplog):
 
 
 def test_a_query_that_embeds_to_nan_is_refused_and_never_cached(tmp_path, monkeypatch):
-    from mess_kedro.audio import write_audio
+    from mess_kedro.audio.signal import write_audio
     from mess_kedro.datasets import NpzDataset, OptionalPartitionedDataset
-    from mess_kedro.indexing import IndexMismatchError
-    from mess_kedro.serving import QueryCache, SimilaritySearch, _entry
+    from mess_kedro.search.engine import QueryCache, SimilaritySearch, _entry
+    from mess_kedro.search.indexing import IndexMismatchError
     from tests.conftest import tone
     from tests.webapp_fixture import served_indices
 

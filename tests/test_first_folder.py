@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from mess_kedro.audio import AudioSignal, write_audio
+from mess_kedro.audio.signal import AudioSignal, write_audio
 from tests.conftest import write_tiny_project
 from tests.test_kedro_run import kedro_run, versions
 
@@ -115,7 +115,7 @@ def test_a_collection_file_in_stereo_is_recognised_as_itself(first_folder):
 
 
 def _scores(root: Path, query: Path) -> pd.Series:
-    from mess_kedro.serving import load_search
+    from mess_kedro.search.engine import load_search
 
     search = load_search(root)
     hits = search.similar(str(query), n=len(search.metadata))
@@ -152,8 +152,8 @@ def test_a_passage_of_a_piece_recorded_once_says_so_and_one_recorded_twice_finds
 
 
 def test_the_room_answers_a_collection_id_an_upload_and_a_passage(first_folder):
-    from mess_kedro.webapp.api import create_app
-    from mess_kedro.webapp.room import load_listening_room
+    from mess_kedro.app.webapp.api import create_app
+    from mess_kedro.app.webapp.room import load_listening_room
     from tests.webapp_fixture import room_client
 
     root, _, outside, _ = first_folder

@@ -5,21 +5,18 @@ import pandas as pd
 import pytest
 import torch
 
-from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
-from mess_kedro.fusion import (
-    ConcatPCA,
+from mess_kedro.analysis.metrics import evaluate_queries, paired_bootstrap
+from mess_kedro.analysis.relations import relation_labels, relevance_matrix, teacher_labels
+from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.fusion.learned import (
     DiagonalWeighting,
     LayerFusionNetwork,
     MultiTaskProbe,
     ProjectionNetwork,
-    SingleLayer,
     TrainingConfig,
-    UniformMean,
-    restore,
 )
-from mess_kedro.metrics import evaluate_queries, paired_bootstrap
+from mess_kedro.fusion.methods import ConcatPCA, SingleLayer, UniformMean, restore
 from mess_kedro.pipelines.fusion.nodes import train_fusion_models
-from mess_kedro.relations import relation_labels, relevance_matrix, teacher_labels
 from tests.conftest import configured
 
 
@@ -274,8 +271,8 @@ def test_a_teacher_without_enough_training_tracks_matches_nothing_instead_of_fai
 def test_training_loop_keeps_the_best_epochs_weights_and_returns_its_history():
     from torch import nn
 
-    from mess_kedro.training import TrainingConfig as Config
-    from mess_kedro.training import train_module
+    from mess_kedro.training.loop import TrainingConfig as Config
+    from mess_kedro.training.loop import train_module
 
     module = nn.Linear(1, 1, bias=False)
     nn.init.zeros_(module.weight)
@@ -301,7 +298,7 @@ def test_training_loop_keeps_the_best_epochs_weights_and_returns_its_history():
 
 
 def test_every_method_restores_through_the_registry_and_unknown_classes_are_named():
-    from mess_kedro.fusion import register
+    from mess_kedro.fusion.methods import register
 
     layers, perf, _, _ = synthetic(dims=(8, 6))
     for method in (SingleLayer(1, "b"), UniformMean(), ConcatPCA(4)):

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from mess_kedro.audio import AudioSignal
-from mess_kedro.backbones import load_backbone
-from mess_kedro.embedding import EmbeddingConfig, embed_track, embed_tracks, resolve_precision, select_device
+from mess_kedro.audio.signal import AudioSignal
+from mess_kedro.embedding.tracks import EmbeddingConfig, embed_track, embed_tracks
+from mess_kedro.models.backbones import load_backbone
+from mess_kedro.models.runtime import resolve_precision, select_device
 from mess_kedro.pipelines.embed.nodes import extract_track_embeddings
 from tests.conftest import project_parameters
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.demo.performers import RenditionSettings, perform_excerpt, score_time_map
-from mess_kedro.demo.scores import ScoreExcerpt
-from mess_kedro.ground_truth import PREFIX, on_scale, segment_factors, track_factors, validate
+from mess_kedro.corpus.demo.performers import RenditionSettings, perform_excerpt, score_time_map
+from mess_kedro.corpus.demo.scores import ScoreExcerpt
+from mess_kedro.corpus.ground_truth import PREFIX, on_scale, segment_factors, track_factors, validate
 from tests.conftest import plain_settings
 
 SETTINGS = plain_settings(velocity_mean=64.0, articulation=0.5, room=0.3)

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 from kedro.io.core import Version
 
+from mess_kedro.app.project import _config_loader
 from mess_kedro.datasets import JSONDataset
 from mess_kedro.hooks import ArtifactLoggingHook, RunHygieneHook, RunTagsHook, artifact_targets, saved_path
-from mess_kedro.project import _config_loader
 from tests.conftest import PROJECT_ROOT
 
 mlflow = pytest.importorskip("mlflow")
@@ -175,7 +175,7 @@ def test_a_copied_project_gets_an_mlflow_experiment_of_its_own(tmp_path):
     import mlflow
     from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
 
-    from mess_kedro.mlflow_location import belongs_elsewhere, relocate_copied_experiment
+    from mess_kedro.storage.mlflow_location import belongs_elsewhere, relocate_copied_experiment
 
     original, copy = tmp_path / "original", tmp_path / "copy"
     original.mkdir()

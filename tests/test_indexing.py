@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 from mess_kedro.datasets import FaissIndexSetDataset
-from mess_kedro.fusion import SingleLayer, restore
-from mess_kedro.indexing import IndexBundle, IndexMismatchError, build_index, checksum
-from mess_kedro.serving import SimilaritySearch, interpolate, name_clusters
+from mess_kedro.fusion.methods import SingleLayer, restore
+from mess_kedro.search.engine import SimilaritySearch, interpolate, name_clusters
+from mess_kedro.search.indexing import IndexBundle, IndexMismatchError, build_index, checksum
 
 
 def unit(n, d, seed=0):
@@ -151,7 +151,7 @@ def test_clusters_are_named_by_dominant_metadata(search):
 
 
 def subspace_bundle(coordinates, ids, groups, name):
-    from mess_kedro.aspect_search import AspectSubspace
+    from mess_kedro.fusion.aspect_subspace import AspectSubspace
 
     method = AspectSubspace("a", ["truth:a"], [0], ["x"])
     method.fit([coordinates], coordinates[:, :1])
@@ -226,7 +226,7 @@ def test_two_dissimilar_outside_queries_get_dissimilar_rankings_in_an_aspect():
     query rank the collection in opposite orders."""
     from scipy.stats import spearmanr
 
-    from mess_kedro.aspect_search import AspectSubspace
+    from mess_kedro.fusion.aspect_subspace import AspectSubspace
 
     rng = np.random.default_rng(7)
     n, dim = 80, 16
@@ -258,7 +258,7 @@ def test_two_dissimilar_outside_queries_get_dissimilar_rankings_in_an_aspect():
 
 
 def test_index_kind_auto_switches_at_its_threshold():
-    from mess_kedro.indexing import index_kind
+    from mess_kedro.search.indexing import index_kind
 
     assert index_kind("auto", 9999, 10000) == "flat" and index_kind("auto", 10000, 10000) == "hnsw"
     assert index_kind("ivfpq", 5, 10000) == "ivfpq"
@@ -291,7 +291,7 @@ def test_approximate_kinds_find_what_the_exact_index_finds_on_clustered_data(kin
 
 
 def test_the_outside_note_is_measured_per_query_and_names_served_aspects_only_when_there_are_some():
-    from mess_kedro.serving import outside_note
+    from mess_kedro.search.engine import outside_note
 
     def answered(outside: dict, aspects: list[str]) -> pd.DataFrame:
         table = pd.DataFrame({"track_id": ["a"], "score": [0.5]})

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.audio import AudioSignal, write_audio
+from mess_kedro.audio.signal import AudioSignal, write_audio
 from tests.conftest import PROJECT_ROOT, tone, write_tiny_project
 
 KEDRO = str(Path(sys.executable).parent / "kedro")
@@ -250,7 +250,7 @@ def test_beside_a_folder_without_metadata_the_demo_calibrates_its_aspects_and_st
     assert all(
         d["route"] == "calibrated" or "other routes: calibrated" in d["reason"] for d in measured.values()
     )
-    from mess_kedro.serving import load_search
+    from mess_kedro.search.engine import load_search
 
     search = load_search(root, "musicnn-mtt")
     assert set(search.metadata["track_id"]) == folder_ids  # the demo is not among the results
@@ -311,7 +311,7 @@ def test_probing_reports_every_backbone_factor_and_aspect(probed):
 
 @pytest.mark.slow
 def test_the_recommender_names_answer_through_the_serving_indices(served):
-    from mess_kedro.recommend import load_recommender
+    from mess_kedro.app.recommend import load_recommender
 
     recommender = load_recommender(served)
     assert recommender.backbone == "musicnn-mtt"  # the pretrained one, not a random-init
@@ -385,8 +385,8 @@ def test_serving_summary_and_the_cli_by_id_by_own_file_and_its_errors(served):
 def test_the_listening_room_serves_the_run_and_an_upload_is_embedded_for_real(served):
     """Loaded from the catalog of a real run: collection, audio by id, and a file upload
     embedded by the real backbone, its own recording recognised and left out of its answer."""
-    from mess_kedro.webapp.api import create_app
-    from mess_kedro.webapp.room import load_listening_room
+    from mess_kedro.app.webapp.api import create_app
+    from mess_kedro.app.webapp.room import load_listening_room
     from tests.webapp_fixture import room_client
 
     room = load_listening_room(served)

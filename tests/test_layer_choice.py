@@ -6,8 +6,8 @@ import pytest
 from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 
-from mess_kedro.aspect_search import AspectSubspace, choice_agreement, fit_subspaces, rank_layers
-from mess_kedro.probes import grouped_folds, pooled_r2, ridge_probe
+from mess_kedro.analysis.probes import grouped_folds, pooled_r2, ridge_probe
+from mess_kedro.fusion.aspect_subspace import AspectSubspace, choice_agreement, fit_subspaces, rank_layers
 
 
 def world(n_groups: int = 12, per_group: int = 6, seed: int = 0):

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.embedding import segment_bounds
-from mess_kedro.leaks import LeakError, leak_report, segment_count, silence_edges, validate_leaks
+from mess_kedro.analysis.leaks import LeakError, leak_report, segment_count, silence_edges, validate_leaks
+from mess_kedro.embedding.tracks import segment_bounds
 from mess_kedro.pipelines.ingest.nodes import audit_demo_tracks, audit_leaks
 
 SR = 24000

@@ -3,7 +3,7 @@
 import logging
 import warnings
 
-from mess_kedro.library_warnings import quiet_library_deprecations
+from mess_kedro.app.library_warnings import quiet_library_deprecations
 
 
 def test_named_library_deprecations_are_silenced_and_others_are_not():

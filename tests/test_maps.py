@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.maps import colour_values, project_2d
+from mess_kedro.analysis.maps import colour_values, project_2d
 
 
 def _clusters(n: int = 30, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -49,8 +49,8 @@ def test_colours_are_numbers_or_category_codes():
 
 
 def test_the_maps_nodes_make_every_view_and_page():
-    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
-    from mess_kedro.fusion import UniformMean
+    from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.fusion.methods import UniformMean
     from mess_kedro.pipelines.maps.nodes import map_embeddings, plot_maps, write_interactive_maps
     from tests.conftest import configured
 

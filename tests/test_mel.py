@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import Wav2Vec2FeatureExtractor
 
-from mess_kedro.backbones import load_backbone
-from mess_kedro.mel import mel_power
+from mess_kedro.models.backbones import load_backbone
+from mess_kedro.models.mel import mel_power
 
 SR, N_FFT, HOP = 16000, 512, 256
 

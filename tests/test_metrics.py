@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, ndcg_score
 
-from mess_kedro.metrics import (
+from mess_kedro.analysis.metrics import (
     across_seeds,
     average_precision,
     bootstrap_mean,

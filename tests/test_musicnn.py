@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from mess_kedro.backbones import get_spec, load_backbone
-from mess_kedro.backbones.musicnn import (
+from mess_kedro.embedding.tracks import EmbeddingConfig, embed_track
+from mess_kedro.models.backbones import get_spec, load_backbone
+from mess_kedro.models.backbones.musicnn import (
     MusiCNN,
     VGGish,
     convert_checkpoint,
     log_mel,
     wheel_checkpoint_folder,
 )
-from mess_kedro.backbones.tf_checkpoint import list_variables, read_checkpoint
-from mess_kedro.embedding import EmbeddingConfig, embed_track
+from mess_kedro.models.backbones.tf_checkpoint import list_variables, read_checkpoint
 
 FIXTURE = np.load(Path(__file__).parent / "fixtures" / "musicnn_reference.npz")
 CLIPS = ("piano", "tones", "noise")
@@ -132,7 +132,7 @@ def test_random_init_twin_is_labelled_and_differs():
 def test_log_mel_is_librosas_melspectrogram():
     import librosa
 
-    from mess_kedro.backbones.musicnn import HOP, N_FFT, N_MELS, SAMPLE_RATE
+    from mess_kedro.models.backbones.musicnn import HOP, N_FFT, N_MELS, SAMPLE_RATE
 
     y = (np.random.default_rng(0).normal(size=(2, SAMPLE_RATE * 3 + 17)) * 0.1).astype(np.float32)
     mel = librosa.feature.melspectrogram(y=y, sr=SAMPLE_RATE, hop_length=HOP, n_fft=N_FFT, n_mels=N_MELS)
@@ -142,7 +142,7 @@ def test_log_mel_is_librosas_melspectrogram():
 
 
 def test_the_front_end_stays_float32_under_autocast():
-    from mess_kedro.backbones.musicnn import LogMelFrontEnd
+    from mess_kedro.models.backbones.musicnn import LogMelFrontEnd
 
     y = torch.from_numpy((np.random.default_rng(1).normal(size=(2, 48000)) * 0.01).astype(np.float32))
     front = LogMelFrontEnd()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import spearmanr
 
-from mess_kedro.passage_training import PassageProjection, group_triplets
-from mess_kedro.training import TrainingConfig
+from mess_kedro.training.loop import TrainingConfig
+from mess_kedro.training.passages import PassageProjection, group_triplets
 
 
 def test_triplets_pair_each_anchor_with_its_closest_and_farthest_member():

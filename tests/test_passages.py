@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from mess_kedro import passages
-from mess_kedro.commands import main
-from mess_kedro.passages import PassageFinder, rank_by_aspect
+from mess_kedro.app.cli import main
+from mess_kedro.search import passages
+from mess_kedro.search.passages import PassageFinder, rank_by_aspect
 from tests.conftest import PROJECT_ROOT
 
 
@@ -108,7 +108,7 @@ def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch, tmp_pa
         failed = runner.invoke(main, ["passage", *args, "--project", str(PROJECT_ROOT)])
         assert failed.exit_code == 1 and failed.output.startswith("error: "), failed.output
         assert len(failed.output.strip().splitlines()) == 1
-    from mess_kedro.audio import write_audio
+    from mess_kedro.audio.signal import write_audio
     from tests.conftest import tone
 
     new = tmp_path / "take.wav"
@@ -121,7 +121,7 @@ def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch, tmp_pa
 
 
 def test_local_tempo_and_loudness_of_signals_with_known_answers():
-    from mess_kedro.passages import local_tempo_ratio, loudness_db
+    from mess_kedro.search.passages import local_tempo_ratio, loudness_db
 
     t = np.linspace(0, 10, 101)
     slower = np.column_stack([t, np.where(t < 5, 2 * t, 10 + (t - 5) / 2)])  # half speed, then double speed
@@ -135,7 +135,7 @@ def test_local_tempo_and_loudness_of_signals_with_known_answers():
 
 
 def test_profiles_put_every_performance_on_the_reference_axis():
-    from mess_kedro.audio import AudioSignal
+    from mess_kedro.audio.signal import AudioSignal
     from mess_kedro.pipelines.alignment.nodes import plot_profiles, profile_performances
     from tests.conftest import configured
 
@@ -167,7 +167,7 @@ def test_profiles_put_every_performance_on_the_reference_axis():
 
 
 def test_a_new_recording_is_aligned_with_its_pieces_reference_on_the_spot(finder):
-    from mess_kedro.audio import AudioSignal
+    from mess_kedro.audio.signal import AudioSignal
 
     sr = 22050
     pitches = [261.6, 329.6, 392.0, 523.3, 440.0, 349.2, 293.7, 246.9, 261.6, 392.0]
@@ -210,7 +210,7 @@ def _played(seconds_per_note: float, pitches=MELODY, sr: int = 22050) -> np.ndar
 def chroma_finder(finder):
     """Piece p: r (a note a second) aligned with b and c; d (1.5 s a note) added since, not aligned.
     Piece q: x, another melody. The fallback index: ordered chroma of 3-s segments every second."""
-    from mess_kedro.indexing import IndexBundle, build_index
+    from mess_kedro.search.indexing import IndexBundle, build_index
 
     sr = 22050
     audio = {
@@ -277,7 +277,7 @@ def test_a_new_file_with_no_piece_named_finds_the_same_bars_by_chroma(chroma_fin
 def test_a_new_files_passage_vector_embeds_at_least_one_segment_of_it():
     from types import SimpleNamespace
 
-    from mess_kedro.audio import AudioSignal
+    from mess_kedro.audio.signal import AudioSignal
 
     sr = 100
     signal = AudioSignal(np.arange(1000, dtype=np.float32), sr)  # 10 s whose value says where it is
@@ -310,8 +310,8 @@ def test_the_cli_answers_a_new_file_by_content_and_ranks_it_by_an_aspect(
 ):
     from types import SimpleNamespace
 
-    from mess_kedro import serving
-    from mess_kedro.audio import AudioSignal, write_audio
+    from mess_kedro.audio.signal import AudioSignal, write_audio
+    from mess_kedro.search import engine as serving
 
     finder, audio, _ = chroma_finder
     monkeypatch.setattr(passages, "load_passage_finder", lambda project, backbone=None: finder)
@@ -348,8 +348,8 @@ def test_the_cli_answers_a_new_file_by_content_and_ranks_it_by_an_aspect(
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_content_matches_scores_a_pieces_segments_exactly_whatever_the_index(kind):
-    from mess_kedro.indexing import IndexBundle, build_index
-    from mess_kedro.passages import content_matches
+    from mess_kedro.search.indexing import IndexBundle, build_index
+    from mess_kedro.search.passages import content_matches
 
     rng = np.random.default_rng(3)
     tracks = np.repeat([f"t{i}" for i in range(40)], 25)  # 1000 segments

@@ -6,7 +6,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
-from mess_kedro.probes import (
+from mess_kedro.analysis.probes import (
     CONSTANT_IN_TEST,
     DEFAULT_ALPHAS,
     SCORED,
@@ -122,8 +122,8 @@ def test_undefined_folds_say_why():
 def test_probing_node_reports_folds_alphas_controls_and_the_classic_baseline():
     import pandas as pd
 
-    from mess_kedro.descriptors import DESCRIPTORS
-    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.analysis.descriptors import DESCRIPTORS
+    from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.pipelines.probing.nodes import probe_layers, summarise_factor_probing
 
     rng = np.random.default_rng(5)
@@ -183,8 +183,8 @@ def test_probes_in_worker_processes_equal_probes_here(monkeypatch):
     """Backbones x levels probed side by side in processes give the document probed one by one."""
     import pandas as pd
 
-    from mess_kedro.descriptors import DESCRIPTORS
-    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.analysis.descriptors import DESCRIPTORS
+    from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.pipelines.probing import nodes
 
     rng = np.random.default_rng(9)

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from mess_kedro.audio import AudioSignal
-from mess_kedro.progress import LazyProgress, in_processes, worker_count
+from mess_kedro.audio.progress import LazyProgress, in_processes, worker_count
+from mess_kedro.audio.signal import AudioSignal
 
 
 def test_wrapped_items_are_counted_with_their_audio_when_called():

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 
-from mess_kedro.recommend import AspectRecommender
-from mess_kedro.serving import SimilaritySearch
+from mess_kedro.app.recommend import AspectRecommender
+from mess_kedro.search.engine import SimilaritySearch
 from tests.test_indexing import bundle
 
 
@@ -83,7 +83,7 @@ def test_a_refused_aspect_says_why_it_is_not_served(indices):
 
 
 def test_missing_metadata_reads_unknown_not_none_or_nan():
-    from mess_kedro.serving import printable
+    from mess_kedro.search.engine import printable
 
     hits = pd.DataFrame(
         {
@@ -100,7 +100,7 @@ def test_missing_metadata_reads_unknown_not_none_or_nan():
 
 
 def test_an_untrained_fused_method_is_not_the_default_and_the_answer_says_why():
-    from mess_kedro.serving import SimilaritySearch, result_notes
+    from mess_kedro.search.engine import SimilaritySearch, result_notes
     from tests.webapp_fixture import served_indices
 
     indices = served_indices()
@@ -142,9 +142,10 @@ def test_a_file_query_matches_an_index_embedded_with_frames_kept():
     query (which keeps none) was refused with IndexMismatchError every time."""
     import torch
 
-    from mess_kedro.backbones import load_backbone
-    from mess_kedro.embedding import cpu_threads, embedding_config
-    from mess_kedro.serving import SimilaritySearch
+    from mess_kedro.embedding.tracks import embedding_config
+    from mess_kedro.models.backbones import load_backbone
+    from mess_kedro.models.runtime import cpu_threads
+    from mess_kedro.search.engine import SimilaritySearch
     from tests.conftest import project_parameters, tone
     from tests.test_indexing import bundle
 

@@ -22,14 +22,15 @@ import soundfile as sf
 from click.testing import CliRunner
 from kedro.io.core import DatasetError
 
-from mess_kedro.atomic import SUFFIX, atomic_file, atomic_folder, remove_stale_temporaries
-from mess_kedro.audio import AudioReadError, file_notes, read_audio, read_mono, write_audio
-from mess_kedro.checkpoints import CheckpointError, load_state, save_state
-from mess_kedro.consistency import StaleInputError
+from mess_kedro.audio.signal import AudioReadError, file_notes, read_audio, read_mono, write_audio
 from mess_kedro.datasets import AudioCollectionDataset, FaissIndexSetDataset, NpzDataset, StateDataset
-from mess_kedro.fusion import ConcatPCA, DiagonalWeighting, TrainingConfig, restore
-from mess_kedro.indexing import IndexBundle, IndexMismatchError
-from mess_kedro.serving import SimilaritySearch
+from mess_kedro.fusion.learned import DiagonalWeighting, TrainingConfig
+from mess_kedro.fusion.methods import ConcatPCA, restore
+from mess_kedro.search.engine import SimilaritySearch
+from mess_kedro.search.indexing import IndexBundle, IndexMismatchError
+from mess_kedro.storage.atomic import SUFFIX, atomic_file, atomic_folder, remove_stale_temporaries
+from mess_kedro.storage.checkpoints import CheckpointError, load_state, save_state
+from mess_kedro.storage.consistency import StaleInputError
 from tests.conftest import PROJECT_ROOT, configured, project_parameters, tone
 from tests.test_indexing import bundle
 
@@ -85,7 +86,7 @@ def test_every_hostile_file_is_rejected_with_its_reason_and_no_good_track_is_los
     from mess_kedro.pipelines.ingest.nodes import prepare_recordings
 
     collection = AudioCollectionDataset(kind="folder", path=str(hostile_folder), max_decoded_mb=16).load()
-    from mess_kedro.sources import empty_records
+    from mess_kedro.corpus.sources import empty_records
 
     no_demo = ({}, {}, empty_records())
     params = project_parameters("ingest")["ingest"] | {"sample_rate": 24000}
@@ -210,7 +211,7 @@ def test_a_save_killed_mid_write_leaves_the_last_good_version_and_its_temporarie
     script = textwrap.dedent(
         f"""
         import numpy as np
-        from mess_kedro.checkpoints import save_state
+        from mess_kedro.storage.checkpoints import save_state
         big = {{"version": 2, "w": np.ones((4000, 4000))}}
         print("ready", flush=True)
         while True:
@@ -312,7 +313,7 @@ def test_a_corrupt_backbone_does_not_block_the_others(two_backbones):
 
 
 def test_serving_index_refuses_embeddings_of_another_manifest():
-    from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.pipelines.serving_index.nodes import build_serving_indices
 
     ids = [f"t{i}" for i in range(6)]
@@ -331,7 +332,8 @@ def test_serving_index_refuses_embeddings_of_another_manifest():
 
 @pytest.fixture
 def cli(monkeypatch):
-    from mess_kedro import commands, serving
+    from mess_kedro.app import cli as commands
+    from mess_kedro.app import serving
 
     rng = np.random.default_rng(5)
     ids = [f"t{i}" for i in range(12)]
@@ -437,7 +439,7 @@ def test_fuzzed_wav_headers_decode_or_are_rejected_with_a_reason(  # noqa: PLR09
 def test_fuzzed_key_value_options_parse_or_fail_cleanly(text):
     import click
 
-    from mess_kedro.commands import _pairs
+    from mess_kedro.app.cli import _pairs
 
     try:
         pairs = _pairs(text, float)
@@ -534,7 +536,7 @@ def test_tables_and_reports_are_saved_atomically_too(tmp_path, monkeypatch):
 def test_a_damaged_query_cache_entry_is_a_miss(tmp_path):
     from kedro_datasets.partitions import PartitionedDataset
 
-    from mess_kedro.serving import QueryCache, _entry
+    from mess_kedro.search.engine import QueryCache, _entry
 
     dataset = PartitionedDataset(path=str(tmp_path / "queries"), dataset=NpzDataset, filename_suffix=".npz")
     cache = QueryCache(dataset)
@@ -579,8 +581,8 @@ def test_a_fifo_named_like_midi_is_refused_before_it_is_opened(tmp_path):
 
 @pytest.mark.parametrize("special", ["fifo", "/dev/zero", "folder"])
 def test_a_query_that_is_not_a_regular_file_is_refused_before_it_is_hashed(tmp_path, special):
-    from mess_kedro.audio import AudioReadError
-    from mess_kedro.serving import SimilaritySearch
+    from mess_kedro.audio.signal import AudioReadError
+    from mess_kedro.search.engine import SimilaritySearch
     from tests.webapp_fixture import served_indices
 
     if special == "fifo":
@@ -601,7 +603,7 @@ def test_a_query_that_is_not_a_regular_file_is_refused_before_it_is_hashed(tmp_p
 
 def _query_cache(tmp_path):
     from mess_kedro.datasets import OptionalPartitionedDataset
-    from mess_kedro.serving import QueryCache
+    from mess_kedro.search.engine import QueryCache
 
     return QueryCache(
         OptionalPartitionedDataset(path=str(tmp_path / "queries"), dataset=NpzDataset, filename_suffix=".npz")
@@ -609,7 +611,7 @@ def _query_cache(tmp_path):
 
 
 def test_an_altered_but_coherent_query_cache_entry_is_a_miss(tmp_path):
-    from mess_kedro.serving import _entry
+    from mess_kedro.search.engine import _entry
 
     cache = _query_cache(tmp_path)
     cache.put("b-abc", _entry([np.ones((1, 4))], "d1"))
@@ -623,7 +625,7 @@ def test_an_altered_but_coherent_query_cache_entry_is_a_miss(tmp_path):
 
 
 def test_a_query_cache_that_cannot_be_written_is_skipped_with_one_warning(tmp_path, monkeypatch, caplog):
-    from mess_kedro.serving import _entry
+    from mess_kedro.search.engine import _entry
 
     cache = _query_cache(tmp_path)
     attempts = []
@@ -640,7 +642,7 @@ def test_a_query_cache_that_cannot_be_written_is_skipped_with_one_warning(tmp_pa
 
 
 def test_a_cached_query_vector_is_named_by_the_transform_that_made_it():
-    from mess_kedro.serving import SimilaritySearch
+    from mess_kedro.search.engine import SimilaritySearch
     from tests.webapp_fixture import served_indices
 
     indices = served_indices()
@@ -686,8 +688,8 @@ def test_an_oversized_index_file_is_refused_before_it_is_hashed(tmp_path, monkey
 
 
 def _annotate_many(path: str, who: str, count: int) -> None:
+    from mess_kedro.app.webapp.annotations import AnnotationLog, Judgement
     from mess_kedro.datasets import OptionalCSVDataset
-    from mess_kedro.webapp.annotations import AnnotationLog, Judgement
 
     log = AnnotationLog(
         OptionalCSVDataset(filepath=path, columns=["anchor", "positive", "negative", "annotator", "aspect"])
@@ -712,7 +714,7 @@ def test_two_processes_appending_to_one_annotations_file_lose_nothing(tmp_path):
 
 
 def test_an_annotation_that_cannot_be_written_is_a_one_line_503(tmp_path, monkeypatch):
-    from mess_kedro.webapp.api import create_app
+    from mess_kedro.app.webapp.api import create_app
     from tests.webapp_fixture import an_answer, make_room, room_client
 
     room = make_room(tmp_path)
@@ -730,7 +732,7 @@ def test_an_annotation_that_cannot_be_written_is_a_one_line_503(tmp_path, monkey
 
 
 def test_upload_folders_of_a_killed_room_are_removed_and_a_live_ones_kept(tmp_path):
-    from mess_kedro.webapp.uploads import UPLOAD_PREFIX, remove_abandoned_uploads
+    from mess_kedro.app.webapp.uploads import UPLOAD_PREFIX, remove_abandoned_uploads
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -8,10 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import ndcg_score
 
-from mess_kedro.aspect_search import AspectSubspace, aspect_supervision, fit_subspaces
-from mess_kedro.fusion import SingleLayer, restore
-from mess_kedro.indexing import pairwise_similarity, subspace_similarity
-from mess_kedro.selectivity import (
+from mess_kedro.analysis.selectivity import (
     closeness,
     factor_gains,
     graded_ndcg_at_k,
@@ -21,6 +18,9 @@ from mess_kedro.selectivity import (
     rowwise_spearman,
     validate,
 )
+from mess_kedro.fusion.aspect_subspace import AspectSubspace, aspect_supervision, fit_subspaces
+from mess_kedro.fusion.methods import SingleLayer, restore
+from mess_kedro.search.indexing import pairwise_similarity, subspace_similarity
 
 
 def test_rowwise_spearman_equals_scipy_row_by_row_with_ties_and_constants():
@@ -202,7 +202,7 @@ def _triplets_by_loop(similarity, values, close, far):
 
 
 def test_triplet_accuracy_equals_a_brute_force_loop_and_reads_as_intended():
-    from mess_kedro.selectivity import triplet_accuracy
+    from mess_kedro.analysis.selectivity import triplet_accuracy
 
     rng = np.random.default_rng(3)
     values = rng.normal(size=30)

@@ -5,7 +5,7 @@ import pretty_midi
 import pytest
 from kedro.io.core import DatasetError
 
-from mess_kedro.audio import write_audio
+from mess_kedro.audio.signal import write_audio
 from mess_kedro.datasets import AudioCollectionDataset
 from tests.conftest import tone
 

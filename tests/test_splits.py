@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mess_kedro.corpus.splits import assign_group_splits, composition_group, split_of, split_seeds
 from mess_kedro.pipelines.ingest.nodes import assign_splits
-from mess_kedro.splits import assign_group_splits, composition_group, split_of, split_seeds
 from tests.conftest import project_parameters
 
 FRACTIONS = {"train": 0.7, "validation": 0.15, "test": 0.15}

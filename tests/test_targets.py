@@ -4,7 +4,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from mess_kedro.targets import AUDIO_TARGETS, MIDI_TARGETS, TARGETS, audio_targets, midi_targets
+from mess_kedro.analysis.targets import AUDIO_TARGETS, MIDI_TARGETS, TARGETS, audio_targets, midi_targets
 
 SR = 22050
 

@@ -3,7 +3,7 @@
 import math
 
 from mess_kedro.pipelines.fusion.nodes import training_curves
-from mess_kedro.tracking import history_metrics, metric_key, run_tags
+from mess_kedro.storage.tracking import history_metrics, metric_key, run_tags
 
 
 def test_metric_key_replaces_what_mlflow_refuses():
@@ -62,7 +62,7 @@ def test_encoder_runs_are_ranked_by_the_chosen_metric_and_other_runs_left_out():
     import pandas as pd
     import pytest
 
-    from mess_kedro.tracking import rank_encoder_runs
+    from mess_kedro.storage.tracking import rank_encoder_runs
 
     runs = pd.DataFrame(
         {
@@ -85,7 +85,7 @@ def test_encoder_runs_are_ranked_by_the_chosen_metric_and_other_runs_left_out():
 
 
 def test_a_relative_tracking_store_is_the_projects_wherever_the_notebook_runs(tmp_path):
-    from mess_kedro.tracking import project_tracking_uri
+    from mess_kedro.storage.tracking import project_tracking_uri
 
     assert (
         project_tracking_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"

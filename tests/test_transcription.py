@@ -12,7 +12,8 @@ import pretty_midi
 import pytest
 import soundfile as sf
 
-from mess_kedro.audio import AudioSignal
+from mess_kedro.audio.signal import AudioSignal
+from mess_kedro.audio.transcription import available, transcribe
 from mess_kedro.pipelines.proxy_targets.transcription_nodes import (
     agreement_sample,
     choose_target_midi,
@@ -21,7 +22,6 @@ from mess_kedro.pipelines.proxy_targets.transcription_nodes import (
     transcription_key,
     transcription_settings,
 )
-from mess_kedro.transcription import available, transcribe
 from tests.conftest import configured
 
 needs_basic_pitch = pytest.mark.skipif(not available(), reason="basic-pitch is not installed")
@@ -43,7 +43,7 @@ def piano_like(
 
 @needs_basic_pitch
 def test_batched_windows_give_the_activations_of_one_window_at_a_time(monkeypatch):
-    from mess_kedro import transcription
+    from mess_kedro.audio import transcription
 
     notes = [(0.5 * i, 0.5 * i + 0.4, 48 + (5 * i) % 24, 0.8) for i in range(44)]
     y = piano_like(notes, seconds=23.0)  # more windows than one batch holds

@@ -14,7 +14,7 @@ import schemathesis
 import soundfile as sf
 from hypothesis import HealthCheck, settings
 
-from mess_kedro.webapp.api import create_app
+from mess_kedro.app.webapp.api import create_app
 from tests.webapp_fixture import IDS, an_answer, live_server, make_room, room_client, tone_signal
 
 
@@ -383,8 +383,8 @@ def test_the_page_works_under_a_reverse_proxys_sub_path(room):
 def test_serve_binds_loopback_by_default(monkeypatch, room):
     from click.testing import CliRunner
 
-    import mess_kedro.webapp.room as room_module
-    from mess_kedro.commands import main
+    import mess_kedro.app.webapp.room as room_module
+    from mess_kedro.app.cli import main
     from tests.conftest import PROJECT_ROOT
 
     calls = {}
@@ -405,7 +405,7 @@ def test_serve_binds_loopback_by_default(monkeypatch, room):
 def test_serve_before_any_run_says_what_to_run_in_one_line(tmp_path):
     from click.testing import CliRunner
 
-    from mess_kedro.commands import main
+    from mess_kedro.app.cli import main
     from tests.conftest import write_tiny_project
 
     project = write_tiny_project(tmp_path)
@@ -423,7 +423,7 @@ def test_serve_before_any_run_says_what_to_run_in_one_line(tmp_path):
     ],
 )
 def test_room_settings_are_checked(changes, message):
-    from mess_kedro.webapp.room import RoomSettings
+    from mess_kedro.app.webapp.room import RoomSettings
 
     with pytest.raises(ValueError, match=message):
         RoomSettings(**changes)
@@ -515,7 +515,7 @@ def test_a_body_over_its_budget_is_refused_as_it_arrives(room, client):
 
 
 def test_range_parsing_is_linear_and_bounded():
-    from mess_kedro.webapp.byte_ranges import requested_range
+    from mess_kedro.app.webapp.byte_ranges import requested_range
 
     hostile = "bytes=1-" + " " * 150_000 + "x"  # froze the server for 60 s (a quadratic regex)
     assert requested_range(hostile, 1000) is None
@@ -525,7 +525,7 @@ def test_range_parsing_is_linear_and_bounded():
 
 def test_a_sample_rate_bomb_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch):
     """8 channels at 192 kHz: small on the wire, large once decoded (the room's budget here: 1 MB)."""
-    from mess_kedro.webapp.uploads import UploadLimits
+    from mess_kedro.app.webapp.uploads import UploadLimits
 
     room = make_room(tmp_path, limits=UploadLimits(4_000_000, 300.0, max_decoded_mb=1.0))
     monkeypatch.setattr(room, "similar_to_file", lambda *a: pytest.fail("decoded past the budget"))

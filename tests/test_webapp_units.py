@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mess_kedro.maps import principal_components
-from mess_kedro.webapp import byte_ranges
-from mess_kedro.webapp.annotations import Judgement, validate
-from mess_kedro.webapp.proposals import disagreeing_pair
-from mess_kedro.webapp.room import parse_weights
+from mess_kedro.analysis.maps import principal_components
+from mess_kedro.app.webapp import byte_ranges
+from mess_kedro.app.webapp.annotations import Judgement, validate
+from mess_kedro.app.webapp.proposals import disagreeing_pair
+from mess_kedro.app.webapp.room import parse_weights
 
 SIZE = 1000
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mess_kedro.audio import AudioSignal
+from mess_kedro.app.webapp.annotations import AnnotationLog
+from mess_kedro.app.webapp.room import ListeningRoom, RoomSettings, collection_table
+from mess_kedro.app.webapp.uploads import UploadLimits
+from mess_kedro.audio.signal import AudioSignal
 from mess_kedro.datasets import AudioDataset, OptionalCSVDataset, OptionalPartitionedDataset
-from mess_kedro.passages import PassageFinder
-from mess_kedro.serving import SimilaritySearch
-from mess_kedro.webapp.annotations import AnnotationLog
-from mess_kedro.webapp.room import ListeningRoom, RoomSettings, collection_table
-from mess_kedro.webapp.uploads import UploadLimits
+from mess_kedro.search.engine import SimilaritySearch
+from mess_kedro.search.passages import PassageFinder
 from tests.test_indexing import bundle
 
 IDS = [f"t{i:02d}" for i in range(12)]
@@ -164,7 +164,7 @@ def live_server(app) -> Iterator[int]:
     """``app`` served by uvicorn with the room's settings on a free loopback port (its number)."""
     import uvicorn
 
-    from mess_kedro.webapp.api import SERVER_OPTIONS
+    from mess_kedro.app.webapp.api import SERVER_OPTIONS
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

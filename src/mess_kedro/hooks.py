@@ -18,7 +18,7 @@ pipeline, or kedro-mlflow not installed).
 
 :class:`RunHygieneHook` cleans up after runs that were killed: at the start of
 a run it removes temporary files their atomic writes left under ``data/``
-(:mod:`mess_kedro.atomic`), and marks FAILED the MLflow runs still "RUNNING"
+(:mod:`mess_kedro.storage.atomic`), and marks FAILED the MLflow runs still "RUNNING"
 whose process, on this machine, no longer exists (each run is tagged with its
 host and pid for this).
 """
@@ -34,11 +34,11 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node
 
-from . import final_line
-from .atomic import process_alive, remove_stale_temporaries
-from .killed_runs import killed_folder, mark_ended, mark_started, set_aside_killed_runs
-from .mlflow_location import relocate_copied_experiment
-from .tracking import process_tags, run_tags
+from mess_kedro.app import final_line
+from mess_kedro.storage.atomic import process_alive, remove_stale_temporaries
+from mess_kedro.storage.killed_runs import killed_folder, mark_ended, mark_started, set_aside_killed_runs
+from mess_kedro.storage.mlflow_location import relocate_copied_experiment
+from mess_kedro.storage.tracking import process_tags, run_tags
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class RunTagsHook:
     @staticmethod
     def _tag(data: dict[str, Any]) -> None:
         # Imported here: settings.py loads this module for every kedro command.
-        from .embedding_set import EmbeddingSet
+        from mess_kedro.embedding.sets import EmbeddingSet
 
         embed_runs: dict[str, Any] = {}
         tags: dict[str, str] = {}
@@ -255,7 +255,7 @@ class RunHygieneHook:
         mlflow = _active_mlflow()
         if mlflow is None:
             return
-        # Already set at creation (mess_kedro.mlflow_context); again for a run resumed by id.
+        # Already set at creation (mess_kedro.storage.mlflow_context); again for a run resumed by id.
         mlflow.set_tags(process_tags())
         self._tagged = True
         try:

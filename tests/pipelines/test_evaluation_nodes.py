@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.aspect_search import AspectSubspace
+from mess_kedro.analysis.selectivity import closeness
 from mess_kedro.datasets import OptionalCSVDataset
-from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
-from mess_kedro.fusion import SingleLayer
+from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.fusion.aspect_subspace import AspectSubspace
+from mess_kedro.fusion.methods import SingleLayer
 from mess_kedro.pipelines.evaluation.nodes import TRIPLET_COLUMNS, make_example_triplets, triplet_agreement
-from mess_kedro.selectivity import closeness
 from tests.conftest import configured
 
 
@@ -99,7 +99,7 @@ def test_example_triplets_follow_the_settings():
 
 def synthetic_corpus(n_pieces: int = 12, n_performers: int = 8, seed: int = 0):
     """Tempo lives in dims 0-3 of layer 1, the instrument dominates everything; room is invisible."""
-    from mess_kedro.descriptors import DESCRIPTORS
+    from mess_kedro.analysis.descriptors import DESCRIPTORS
 
     rng = np.random.default_rng(seed)
     pieces = np.repeat(np.arange(n_pieces), n_performers)
@@ -138,7 +138,7 @@ def synthetic_corpus(n_pieces: int = 12, n_performers: int = 8, seed: int = 0):
     descriptors = pd.DataFrame(rng.normal(size=(n, len(DESCRIPTORS))), columns=list(DESCRIPTORS)).assign(
         track_id=ids
     )
-    from mess_kedro.splits import assign_group_splits
+    from mess_kedro.corpus.splits import assign_group_splits
 
     splits = pd.concat(
         [
@@ -159,7 +159,7 @@ def synthetic_corpus(n_pieces: int = 12, n_performers: int = 8, seed: int = 0):
 
 
 def test_selectivity_end_to_end_on_a_known_world():
-    from mess_kedro.fusion import UniformMean
+    from mess_kedro.fusion.methods import UniformMean
     from mess_kedro.pipelines.evaluation.nodes import metrics_for_tracking, write_report
     from mess_kedro.pipelines.evaluation.selectivity_nodes import (
         compare_selectivity,
@@ -404,7 +404,7 @@ def test_a_proxy_no_held_out_query_has_is_not_measured_and_a_missing_value_takes
 def test_retrieval_is_scored_in_the_space_serving_searches(monkeypatch, centre):
     # serving re-centres a fused space on the collection it indexes; evaluation on the test pool it ranks
     import mess_kedro.pipelines.evaluation.nodes as evaluation
-    from mess_kedro.fusion import recentred
+    from mess_kedro.fusion.methods import recentred
 
     embeddings, _, _, splits = synthetic_corpus()
     layers = embeddings.backbones["b"].tracks

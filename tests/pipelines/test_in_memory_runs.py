@@ -17,9 +17,9 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.project import _config_loader, project_parameters
-from mess_kedro.sources import AudioCollection, empty_records
+from mess_kedro.app.project import _config_loader, project_parameters
+from mess_kedro.corpus.sources import AudioCollection, empty_records
+from mess_kedro.embedding.sets import EmbeddingSet
 from tests.conftest import PROJECT_ROOT, write_tiny_project
 
 pytestmark = pytest.mark.slow  # renders the tiny demo (FluidSynth) and embeds it: about half a minute

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.audio import AudioSignal
+from mess_kedro.audio.signal import AudioSignal
 from mess_kedro.pipelines.train_encoder.nodes import train_encoder
 from tests.conftest import configured
 
@@ -51,7 +51,7 @@ def _params(**changes):
 
 
 def test_a_tiny_training_gives_a_checkpoint_measures_and_tags(corpus):
-    from mess_kedro.encoders import load_encoder
+    from mess_kedro.models.encoders import load_encoder
 
     checkpoint, checkpoints, report, curves, tags = train_encoder(*corpus, _params())
     assert list(checkpoints) == ["simsiam-all"] and checkpoints["simsiam-all"] is checkpoint

@@ -1,6 +1,6 @@
 """Custom Kedro datasets: audio, MIDI, arrays, embedding sets, collections."""
 
-from mess_kedro.embedding_set import (  # re-exported: older imports keep working
+from mess_kedro.embedding.sets import (  # re-exported: older imports keep working
     BackboneEmbeddings,
     EmbeddingSet,
 )

@@ -9,7 +9,7 @@ Conventions (those of kedro-datasets):
 
 Local paths are read and written in place: decoders (libsndfile, mido, FAISS)
 get real paths, arrays can be memory-mapped, and every save is atomic
-(temporary file or folder, then rename: :mod:`mess_kedro.atomic`). A remote
+(temporary file or folder, then rename: :mod:`mess_kedro.storage.atomic`). A remote
 path is read through a local copy and written from a local temporary that is
 uploaded only once complete: an object store commits each object whole, and a
 folder's ``last_file`` is uploaded after all the others, so a reader that
@@ -36,7 +36,7 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 
-from mess_kedro.atomic import atomic_folder
+from mess_kedro.storage.atomic import atomic_folder
 
 COMPLETE = ".mess-complete"  # written in a mirror once its download finished
 

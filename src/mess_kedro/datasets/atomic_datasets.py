@@ -3,7 +3,7 @@
 kedro-datasets write straight to the final path: a run killed mid-save leaves a
 truncated file that becomes the latest version. These subclasses write the same
 bytes (the parent's own save code) to a temporary file beside it and rename it
-into place (:func:`mess_kedro.atomic.atomic_file`), for local paths; remote
+into place (:func:`mess_kedro.storage.atomic.atomic_file`), for local paths; remote
 paths keep the parent's behaviour (object stores commit whole objects anyway).
 
 Catalog entries name them as ``mess_kedro.datasets.ParquetDataset`` and so on,
@@ -20,7 +20,7 @@ from kedro_datasets.pandas import CSVDataset as _CSVDataset
 from kedro_datasets.pandas import ParquetDataset as _ParquetDataset
 from kedro_datasets.text import TextDataset as _TextDataset
 
-from mess_kedro.atomic import atomic_file
+from mess_kedro.storage.atomic import atomic_file
 
 
 class AtomicSave:

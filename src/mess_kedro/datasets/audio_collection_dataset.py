@@ -11,14 +11,14 @@ from typing import Any
 import pretty_midi
 from kedro.io.core import AbstractDataset, DatasetError
 
-from mess_kedro.audio import DEFAULT_MAX_DECODED_MB, read_audio
-from mess_kedro.sources import SOURCE_KINDS, AudioCollection, scan_collection
+from mess_kedro.audio.signal import DEFAULT_MAX_DECODED_MB, read_audio
+from mess_kedro.corpus.sources import SOURCE_KINDS, AudioCollection, scan_collection
 
 
 class AudioCollectionDataset(AbstractDataset[None, AudioCollection]):
     """Lists a collection's files and metadata; decodes each file only on demand.
 
-    Loading returns an :class:`~mess_kedro.sources.AudioCollection` whose
+    Loading returns an :class:`~mess_kedro.corpus.sources.AudioCollection` whose
     loaders read one file each (refusing, from its header, one that would decode
     to more than ``max_decoded_mb`` of samples), so a 200 GB MAESTRO folder costs a directory
     walk, not a read. ``kind: none`` (the default) is an empty collection, so a

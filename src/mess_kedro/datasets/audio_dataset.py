@@ -1,4 +1,4 @@
-"""``AudioDataset``: one audio file as an :class:`~mess_kedro.audio.AudioSignal`."""
+"""``AudioDataset``: one audio file as an :class:`~mess_kedro.audio.signal.AudioSignal`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from kedro.io.core import Version
 
-from mess_kedro.audio import AudioSignal, read_audio, write_audio
+from mess_kedro.audio.signal import AudioSignal, read_audio, write_audio
 
 from ._file_dataset import FileDataset
 

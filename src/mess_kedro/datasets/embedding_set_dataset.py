@@ -11,7 +11,7 @@ On disk (one version)::
         <backbone>.layer<l>.npy  # layers of different widths: tracks [N, D_l] per layer
         <backbone>.segments.layer<l>.npy
 
-Whatever the storage, :class:`~mess_kedro.embedding_set.BackboneEmbeddings` gives ``tracks[l]`` ``[N, D_l]``
+Whatever the storage, :class:`~mess_kedro.embedding.sets.BackboneEmbeddings` gives ``tracks[l]`` ``[N, D_l]``
 and ``segments[l]`` ``[M, D_l]``; ``matrix`` stacks to ``[N, L, D]`` where the
 widths agree. Segment arrays are memory-mapped on load, so a MAESTRO-sized
 set need not fit in memory.
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mess_kedro.atomic import atomic_folder
-from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.storage.atomic import atomic_folder
 
 from ._file_dataset import FileDataset
 

@@ -7,7 +7,7 @@ On disk (one version)::
 
 The manifest is written last and lists a SHA-256 of every other file, so a
 bundle is whole and untouched or it is refused. The transform (a fusion method's
-state) is a safetensors checkpoint (:mod:`mess_kedro.checkpoints`): nothing in a
+state) is a safetensors checkpoint (:mod:`mess_kedro.storage.checkpoints`): nothing in a
 bundle is unpickled, so indices copied from someone else are safe to query.
 
 Loading is lazy: :class:`IndexSet` lists the bundles and opens one only when it
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mess_kedro.atomic import atomic_folder
-from mess_kedro.checkpoints import CheckpointError, load_state, save_state
-from mess_kedro.digests import file_digest
-from mess_kedro.indexing import IndexBundle, IndexMismatchError
+from mess_kedro.search.indexing import IndexBundle, IndexMismatchError
+from mess_kedro.storage.atomic import atomic_folder
+from mess_kedro.storage.checkpoints import CheckpointError, load_state, save_state
+from mess_kedro.storage.digests import file_digest
 
 from ._file_dataset import FileDataset
 

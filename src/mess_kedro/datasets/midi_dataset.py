@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pretty_midi
 
-from mess_kedro.atomic import atomic_file
+from mess_kedro.storage.atomic import atomic_file
 
 from ._file_dataset import FileDataset
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from mess_kedro.checkpoints import load_state, save_state
+from mess_kedro.storage.checkpoints import load_state, save_state
 
 from ._file_dataset import FileDataset
 
 
 class StateDataset(FileDataset):
-    """Saves and loads a state tree (:mod:`mess_kedro.checkpoints`): data only, never pickle.
+    """Saves and loads a state tree (:mod:`mess_kedro.storage.checkpoints`): data only, never pickle.
 
     Saving is atomic, so a run killed mid-save leaves the previous version the
     latest one instead of a truncated file.

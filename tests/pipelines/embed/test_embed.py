@@ -11,10 +11,10 @@ from transformers import Wav2Vec2FeatureExtractor
 
 import mess_kedro.datasets.npz_dataset as npz_module
 import mess_kedro.pipelines.embed.nodes as embed_nodes
-from mess_kedro.audio import AudioSignal
-from mess_kedro.backbones import load_backbone
+from mess_kedro.audio.signal import AudioSignal
 from mess_kedro.datasets import EmbeddingSetDataset, OptionalPartitionedDataset
-from mess_kedro.embedding import EmbeddingConfig, embed_track, embed_tracks, segment_bounds
+from mess_kedro.embedding.tracks import EmbeddingConfig, embed_track, embed_tracks, segment_bounds
+from mess_kedro.models.backbones import load_backbone
 from mess_kedro.pipelines.embed.nodes import consolidate_embeddings, extract_track_embeddings
 from tests.conftest import project_parameters
 

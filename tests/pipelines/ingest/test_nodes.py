@@ -6,7 +6,8 @@ import pretty_midi
 import pytest
 import soundfile as sf
 
-from mess_kedro.audio import AudioSignal, read_audio, write_audio
+from mess_kedro.audio.signal import AudioSignal, read_audio, write_audio
+from mess_kedro.corpus.sources import AudioCollection, empty_records
 from mess_kedro.datasets import AudioCollectionDataset
 from mess_kedro.pipelines.ingest.nodes import (
     assign_splits,
@@ -15,7 +16,6 @@ from mess_kedro.pipelines.ingest.nodes import (
     prepare_recordings,
     summarise_ingest,
 )
-from mess_kedro.sources import AudioCollection, empty_records
 from tests.conftest import project_parameters, tone
 
 INGEST = project_parameters("ingest")["ingest"] | {"sample_rate": 24000}

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from mess_kedro.audio import AudioSignal
+from mess_kedro.audio.signal import AudioSignal
 from mess_kedro.pipelines.proxy_targets.nodes import compute_track_targets, list_target_gaps, validate_targets
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mess_kedro.aspect_search import AspectSubspace
-from mess_kedro.consistency import StaleInputError
-from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
-from mess_kedro.fusion import UniformMean, restore
+from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.fusion.aspect_subspace import AspectSubspace
+from mess_kedro.fusion.methods import UniformMean, restore
 from mess_kedro.pipelines.serving_index.nodes import build_serving_indices, indexed_datasets
+from mess_kedro.storage.consistency import StaleInputError
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Pairs are a star per piece (each recording with the piece's reference, the
 first by track id): ``n - 1`` alignments instead of ``n (n - 1) / 2``, and any
-two recordings meet through the reference (:func:`mess_kedro.alignment.compose`).
+two recordings meet through the reference (:func:`mess_kedro.audio.alignment.compose`).
 Each pair is aligned from audio (synctoolbox), and also from notes when both
 recordings have MIDI. Paths are cached per pair and settings: a rerun aligns
 only what is missing. On the demo, every rendition's performed notes are the
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mess_kedro import alignment
-from mess_kedro.audio import AudioSignal, to_mono
-from mess_kedro.progress import LazyProgress
+from mess_kedro.audio import alignment
+from mess_kedro.audio.progress import LazyProgress
+from mess_kedro.audio.signal import AudioSignal, to_mono
 
 logger = logging.getLogger(__name__)
 
@@ -291,10 +291,10 @@ def _rank_seed(
     params: dict,
 ) -> list[dict]:
     """One split seed's rows: per backbone and aspect, the mean Spearman over queries with its CI."""
-    from mess_kedro.fusion import restore
-    from mess_kedro.ground_truth import PREFIX
-    from mess_kedro.metrics import bootstrap_mean
-    from mess_kedro.passages import passage_vectors, segment_coordinates
+    from mess_kedro.analysis.metrics import bootstrap_mean
+    from mess_kedro.corpus.ground_truth import PREFIX
+    from mess_kedro.fusion.methods import restore
+    from mess_kedro.search.passages import passage_vectors, segment_coordinates
 
     rows = []
     for name, subspaces in subspaces_by_backbone.items():
@@ -339,8 +339,8 @@ def evaluate_passage_ranking(  # noqa: PLR0917 - Kedro passes a node's inputs po
     velocity, articulation of the notes played in the span). Mean over queries
     with a bootstrap CI, one row per seed, backbone and aspect.
     """
-    from mess_kedro.ground_truth import segment_factors
-    from mess_kedro.splits import models_for_seed, split_seeds, tracks_in
+    from mess_kedro.corpus.ground_truth import segment_factors
+    from mess_kedro.corpus.splits import models_for_seed, split_seeds, tracks_in
 
     columns = [
         "split_seed",
@@ -397,7 +397,7 @@ def profile_performances(  # noqa: PLR0917 - Kedro passes a node's inputs positi
     is known from its notes; loudness is each recording's RMS level (dBFS) where
     it plays that moment.
     """
-    from mess_kedro.passages import local_tempo_ratio, loudness_db
+    from mess_kedro.search.passages import local_tempo_ratio, loudness_db
 
     step, window = float(params["profile_step_s"]), float(params["profile_window_s"])
     durations = dict(zip(track_manifest["track_id"], track_manifest["duration_s"], strict=False))
@@ -509,13 +509,13 @@ def compute_segment_chroma(
 ) -> dict[str, np.ndarray]:
     """The chroma content baseline of every embedded segment, per backbone: ``{backbone: [M, 36]}``.
 
-    Each segment's ordered CENS chroma (:func:`mess_kedro.passages.segment_chroma`),
+    Each segment's ordered CENS chroma (:func:`mess_kedro.search.passages.segment_chroma`),
     in the row order of the backbone's segment arrays; zeros where a recording has
     no prepared audio. Computed once here for passage retrieval and the segment
     indices; a backbone and its random-init twin share a segment grid, so each
     recording's grid is computed once.
     """
-    from mess_kedro.passages import segment_chroma, segment_spans
+    from mess_kedro.search.passages import segment_chroma, segment_spans
 
     computed: dict[tuple, np.ndarray] = {}
     chroma = {}
@@ -553,10 +553,10 @@ def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs 
     tracks). The right answers come from the alignment: in each other recording
     of the piece, the segment nearest to where it plays the query's music.
     """
-    from mess_kedro.fusion import restore
-    from mess_kedro.metrics import bootstrap_mean
-    from mess_kedro.passages import PassageFinder, segment_spans
-    from mess_kedro.splits import split_seeds, tracks_in
+    from mess_kedro.analysis.metrics import bootstrap_mean
+    from mess_kedro.corpus.splits import split_seeds, tracks_in
+    from mess_kedro.fusion.methods import restore
+    from mess_kedro.search.passages import PassageFinder, segment_spans
 
     columns = ["backbone", "label", "method", "metric", "mean", "ci_low", "ci_high", "queries"]
     primary, _ = split_seeds(track_splits)
@@ -619,7 +619,7 @@ def _segment_bundle(  # noqa: PLR0913 - one index's ingredients, all named
     metric,
     index: dict[str, Any],
 ):
-    from mess_kedro.indexing import IndexBundle, build_index, checksum, index_choice
+    from mess_kedro.search.indexing import IndexBundle, build_index, checksum, index_choice
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     kind, options = index_choice(index, len(vectors))
@@ -663,8 +663,8 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
         segment_index_summary: per index: vectors, dimension, bytes, build and
             median single-query seconds.
     """
-    from mess_kedro.fusion import restore
-    from mess_kedro.passages import segment_spans
+    from mess_kedro.fusion.methods import restore
+    from mess_kedro.search.passages import segment_spans
 
     meta = track_manifest.set_index("track_id")
     bundles, summary = {}, {}
@@ -710,7 +710,7 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
             segment_chroma[name],
             metadata,
             transform={"class": "chroma", "name": "chroma", "params": {"parts": 3}},
-            source="ordered CENS chroma of the segment's audio (mess_kedro.passages.segment_chroma)",
+            source="ordered CENS chroma of the segment's audio (mess_kedro.search.passages.segment_chroma)",
             metric="ip",
             index=params["segment_index"],
         )
@@ -757,8 +757,8 @@ def _split_groups(
     aligned_passages, track_splits, *, seed, notes, truth, factor
 ) -> dict[str, tuple[list, list]]:
     """Per split name: the passage groups of its pieces and each group's local values of ``factor``."""
-    from mess_kedro.ground_truth import PREFIX, segment_factors
-    from mess_kedro.splits import tracks_in
+    from mess_kedro.corpus.ground_truth import PREFIX, segment_factors
+    from mess_kedro.corpus.splits import tracks_in
 
     out = {}
     for split in ("train", "validation", "test"):
@@ -789,15 +789,15 @@ def compare_passage_relation(  # noqa: PLR0917 - Kedro passes a node's inputs po
     """Does training on aligned passages (the same bars, played differently) rank passages better?
 
     Per split seed, backbone, aspect with a local factor and ``relation.variants``
-    entry: a :class:`~mess_kedro.passage_training.PassageProjection` of the layers
+    entry: a :class:`~mess_kedro.training.passages.PassageProjection` of the layers
     the aspect's subspace reads, trained on the training pieces' aligned passage
     groups (triplets by the local value; early stopping on the validation pieces),
     against that subspace, on the test pieces' groups: per-query Spearman as in
     ``passage_ranking``, and their paired difference with a bootstrap CI.
     ``weights`` says how many numbers each variant trains.
     """
-    from mess_kedro.fusion import restore
-    from mess_kedro.splits import models_for_seed, split_seeds
+    from mess_kedro.corpus.splits import models_for_seed, split_seeds
+    from mess_kedro.fusion.methods import restore
 
     if performance_ground_truth.empty or aligned_passages.empty:
         return pd.DataFrame(columns=RELATION_COLUMNS)
@@ -842,8 +842,8 @@ RELATION_COLUMNS = [
 
 def _relation_rows(name: str, layer_embeddings, subspace, data: dict, params: dict[str, Any]) -> list[dict]:
     """Every relation variant against ``subspace`` on one backbone and aspect (see :func:`compare_passage_relation`)."""
-    from mess_kedro.metrics import paired_bootstrap
-    from mess_kedro.passages import passage_vectors, segment_coordinates
+    from mess_kedro.analysis.metrics import paired_bootstrap
+    from mess_kedro.search.passages import passage_vectors, segment_coordinates
 
     backbone = layer_embeddings.backbones[name]
     segments, coordinates = segment_coordinates(
@@ -889,8 +889,8 @@ def _relation_rows(name: str, layer_embeddings, subspace, data: dict, params: di
 def _fit_relation(options: dict[str, Any], x: dict, data: dict, what: str):
     """One relation variant trained on the training groups, stopped early on the validation groups;
     ``None`` (with a warning) where the training groups give no triplet."""
-    from mess_kedro.passage_training import PassageProjection
-    from mess_kedro.training import TrainingConfig
+    from mess_kedro.training.loop import TrainingConfig
+    from mess_kedro.training.passages import PassageProjection
 
     val_groups, val_values = data["validation"]
 

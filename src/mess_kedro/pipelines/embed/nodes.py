@@ -2,12 +2,12 @@
 
 ``extract_track_embeddings`` returns one lazily computed partition per track
 that is not already cached; the catalog writes them one at a time while an
-:class:`~mess_kedro.embedding_stream.EmbeddingStream` decodes and embeds the
+:class:`~mess_kedro.embedding.stream.EmbeddingStream` decodes and embeds the
 next ones on background threads (segments batched across tracks), so a crash
 loses at most the few tracks in flight, and a rerun computes only what is
 missing. With ``embed.cluster`` set, the tracks are tasks on a Dask cluster
 instead, each saved into the same cache by its worker
-(:mod:`mess_kedro.distributed`). ``consolidate_embeddings`` gathers the cached
+(:mod:`mess_kedro.embedding.cluster`). ``consolidate_embeddings`` gathers the cached
 partitions of the current tracks into one versioned embedding set.
 """
 
@@ -26,26 +26,29 @@ import pandas as pd
 import torch
 from kedro.io import DatasetError
 
-from mess_kedro.audio import AudioSignal, prepare_audio
-from mess_kedro.backbones import Backbone, configured_backbones, load_backbone, trained_state
-from mess_kedro.distributed import EmbedTask, cluster_client, embed_on_cluster, parse_cluster, worker_runtime
-from mess_kedro.embedding import (
+from mess_kedro.audio.progress import LazyProgress
+from mess_kedro.audio.signal import AudioSignal, prepare_audio
+from mess_kedro.corpus.sources import user_datasets
+from mess_kedro.embedding.cluster import (
+    EmbedTask,
+    cluster_client,
+    embed_on_cluster,
+    parse_cluster,
+    worker_runtime,
+)
+from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+from mess_kedro.embedding.stream import EmbeddingStream
+from mess_kedro.embedding.tracks import (
     EmbeddingConfig,
     TrackEmbedding,
-    cpu_threads,
     embed_tracks,
     embedding_config,
     load_embeddable,
     minimum_segment_s,
-    resolve_precision,
-    select_device,
-    torch_threads,
 )
-from mess_kedro.embedding_set import BackboneEmbeddings, EmbeddingSet
-from mess_kedro.embedding_stream import EmbeddingStream
-from mess_kedro.finite import require_all_finite
-from mess_kedro.progress import LazyProgress
-from mess_kedro.sources import user_datasets
+from mess_kedro.models.backbones import Backbone, configured_backbones, load_backbone, trained_state
+from mess_kedro.models.runtime import cpu_threads, resolve_precision, select_device, torch_threads
+from mess_kedro.storage.finite import require_all_finite
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ def _embed_lazily(
 
 def _stream_for(plan: _BackbonePlan, device: torch.device, threads: int | None) -> EmbeddingStream:
     """The plan's tracks decoded, embedded (batched across tracks) and handed over in the order
-    the catalog saves them, each stage on its own thread (:mod:`mess_kedro.embedding_stream`)."""
+    the catalog saves them, each stage on its own thread (:mod:`mess_kedro.embedding.stream`)."""
     backbone, config = plan.backbone, plan.config
     sr = backbone.spec.sample_rate
     loaders = {
@@ -301,7 +304,7 @@ def extract_track_embeddings(
     params: dict[str, Any],
 ) -> tuple[dict[str, Callable[[], dict[str, np.ndarray]]], pd.DataFrame, dict[str, Any]]:
     """Plan and compute the embeddings each backbone still lacks: lazily in this process, or
-    on a Dask cluster (``params['cluster']``: :mod:`mess_kedro.distributed`).
+    on a Dask cluster (``params['cluster']``: :mod:`mess_kedro.embedding.cluster`).
 
     Args:
         prepared_audio: ``{track_id: load()}`` from ingest.

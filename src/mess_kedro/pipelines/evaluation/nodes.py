@@ -21,9 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.fusion import recentred, restore
-from mess_kedro.metrics import (
+from mess_kedro.analysis.metrics import (
     across_seeds,
     bootstrap_mean,
     clustering_scores,
@@ -33,9 +31,11 @@ from mess_kedro.metrics import (
     relation_words,
     too_few_queries,
 )
-from mess_kedro.relations import relation_labels, relevance_matrix, teacher_options
-from mess_kedro.splits import split_of, split_seeds
-from mess_kedro.tracking import metric_key
+from mess_kedro.analysis.relations import relation_labels, relevance_matrix, teacher_options
+from mess_kedro.corpus.splits import split_of, split_seeds
+from mess_kedro.embedding.sets import EmbeddingSet
+from mess_kedro.fusion.methods import recentred, restore
+from mess_kedro.storage.tracking import metric_key
 
 logger = logging.getLogger(__name__)
 

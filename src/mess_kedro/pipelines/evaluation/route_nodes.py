@@ -31,15 +31,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mess_kedro.descriptors import CLASSIC_SOURCE, descriptor_matrix
-from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.fusion import SingleLayer, restore
-from mess_kedro.ground_truth import CONTINUOUS_FACTORS
-from mess_kedro.indexing import pairwise_similarity
-from mess_kedro.metrics import paired_bootstrap
-from mess_kedro.selectivity import closeness, triplet_accuracy
-from mess_kedro.splits import models_for_seed, split_seeds, tracks_in
-from mess_kedro.targets import AUDIO_TARGETS
+from mess_kedro.analysis.descriptors import CLASSIC_SOURCE, descriptor_matrix
+from mess_kedro.analysis.metrics import paired_bootstrap
+from mess_kedro.analysis.selectivity import closeness, triplet_accuracy
+from mess_kedro.analysis.targets import AUDIO_TARGETS
+from mess_kedro.corpus.ground_truth import CONTINUOUS_FACTORS
+from mess_kedro.corpus.splits import models_for_seed, split_seeds, tracks_in
+from mess_kedro.embedding.sets import EmbeddingSet
+from mess_kedro.fusion.methods import SingleLayer, restore
+from mess_kedro.search.indexing import pairwise_similarity
 
 from .selectivity_nodes import (
     ORACLE,
@@ -191,7 +191,7 @@ def evaluate_aspect_routes(
         aspect_routes_triplets: per seed (and ``all``) x source x route x aspect:
             in-factor triplet accuracy on clearly separated triplets (closest
             tenth of pairs vs farther than the median,
-            :func:`mess_kedro.selectivity.triplet_accuracy`) and the cross-factor
+            :func:`mess_kedro.analysis.selectivity.triplet_accuracy`) and the cross-factor
             accuracy farthest from 0.5 (with its factor) and their mean.
         Empty tables without ground truth.
     """

@@ -1,7 +1,7 @@
 """Nodes of the ``evaluation`` pipeline that measure aspect selectivity (the demo's ground truth).
 
 For every split seed, on that split's test tracks, every search method is
-scored against every ground-truth factor (:mod:`mess_kedro.selectivity`):
+scored against every ground-truth factor (:mod:`mess_kedro.analysis.selectivity`):
 
 - ``oracle``: ranks by the true factor itself (a check that the evaluation
   works: its diagonal is 1, its off-diagonal shows what the corpus links);
@@ -26,13 +26,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mess_kedro.descriptors import CLASSIC_SOURCE, descriptor_matrix
-from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.fusion import SingleLayer, restore
-from mess_kedro.ground_truth import CONTINUOUS_FACTORS, on_scale
-from mess_kedro.indexing import pairwise_similarity
-from mess_kedro.metrics import bootstrap_mean, paired_bootstrap
-from mess_kedro.selectivity import (
+from mess_kedro.analysis.descriptors import CLASSIC_SOURCE, descriptor_matrix
+from mess_kedro.analysis.metrics import bootstrap_mean, paired_bootstrap
+from mess_kedro.analysis.selectivity import (
     closeness,
     factor_gains,
     graded_ndcg_at_k,
@@ -41,7 +37,11 @@ from mess_kedro.selectivity import (
     off_diagonal,
     rowwise_spearman,
 )
-from mess_kedro.splits import models_for_seed, split_seeds, tracks_in
+from mess_kedro.corpus.ground_truth import CONTINUOUS_FACTORS, on_scale
+from mess_kedro.corpus.splits import models_for_seed, split_seeds, tracks_in
+from mess_kedro.embedding.sets import EmbeddingSet
+from mess_kedro.fusion.methods import SingleLayer, restore
+from mess_kedro.search.indexing import pairwise_similarity
 
 logger = logging.getLogger(__name__)
 ORACLE, CLASSIC = "ground-truth", CLASSIC_SOURCE

@@ -19,27 +19,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mess_kedro.aspect_search import aspect_supervision, fit_subspaces
-from mess_kedro.consistency import require_same_tracks
-from mess_kedro.descriptors import CLASSIC_SOURCE, descriptor_matrix
-from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.fusion import (
-    ConcatPCA,
+from mess_kedro.analysis.descriptors import CLASSIC_SOURCE, descriptor_matrix
+from mess_kedro.analysis.relations import relation_labels, teacher_options
+from mess_kedro.analysis.targets import AUDIO_TARGETS
+from mess_kedro.audio.progress import in_processes, worker_count
+from mess_kedro.corpus.ground_truth import track_factors
+from mess_kedro.corpus.splits import split_of, split_seeds
+from mess_kedro.embedding.sets import EmbeddingSet
+from mess_kedro.fusion.aspect_subspace import aspect_supervision, fit_subspaces
+from mess_kedro.fusion.learned import (
     DiagonalWeighting,
-    FusionMethod,
     LayerFusionNetwork,
     MultiTaskProbe,
     ProjectionNetwork,
-    SingleLayer,
     TrainingConfig,
-    UniformMean,
 )
-from mess_kedro.ground_truth import track_factors
-from mess_kedro.progress import in_processes, worker_count
-from mess_kedro.relations import relation_labels, teacher_options
-from mess_kedro.splits import split_of, split_seeds
-from mess_kedro.targets import AUDIO_TARGETS
-from mess_kedro.tracking import history_metrics
+from mess_kedro.fusion.methods import ConcatPCA, FusionMethod, SingleLayer, UniformMean
+from mess_kedro.storage.consistency import require_same_tracks
+from mess_kedro.storage.tracking import history_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +210,7 @@ def _fit_job(job: tuple, **options: Any) -> tuple[str, str, dict[str, Any], dict
 def _over_fits(fit: Callable, jobs: list, *, n_tracks: int) -> Iterator:
     """``fit`` over ``jobs`` in order: in processes once the corpus is large enough to repay their start.
 
-    Each fit is seeded and single-threaded (:mod:`mess_kedro.training`), so it gives the
+    Each fit is seeded and single-threaded (:mod:`mess_kedro.training.loop`), so it gives the
     same model in a worker as here; processes run the split seeds and backbones side by side.
     """
     if n_tracks >= FIT_IN_PROCESSES_FROM_TRACKS and worker_count(len(jobs)) > 1:
@@ -288,7 +285,7 @@ def fit_aspect_subspaces(  # noqa: PLR0917 - Kedro passes a node's inputs positi
     """An aspect-selective subspace per backbone x aspect (and over the classic descriptors), per split seed.
 
     Supervised by the demo's ground-truth factor where the training tracks
-    have it, else by the aspect's proxy targets (:mod:`mess_kedro.aspect_search`).
+    have it, else by the aspect's proxy targets (:mod:`mess_kedro.fusion.aspect_subspace`).
 
     Args:
         params: ``fusion.aspect_search``: ``aspects`` (the shared definition),

@@ -18,7 +18,9 @@ import pandas as pd
 import pretty_midi
 from tqdm.auto import tqdm
 
-from mess_kedro.audio import (
+from mess_kedro.analysis.leaks import leak_report, segment_count, silence_edges, validate_leaks
+from mess_kedro.audio.progress import LazyProgress, in_threads
+from mess_kedro.audio.signal import (
     AudioChecks,
     AudioReadError,
     AudioSignal,
@@ -29,14 +31,12 @@ from mess_kedro.audio import (
     rms_dbfs,
     to_mono,
 )
-from mess_kedro.demo.design import draw_design, independence_report, validate_independence
-from mess_kedro.demo.performers import RenditionSettings, perform_excerpt, realised_expression
-from mess_kedro.demo.scores import load_excerpt, parse_score_notes, score_notes_key
-from mess_kedro.demo.synth import render_fingerprint, render_rendition
-from mess_kedro.leaks import leak_report, segment_count, silence_edges, validate_leaks
-from mess_kedro.progress import LazyProgress, in_threads
-from mess_kedro.sources import DEMO_DATASET, RECORD_COLUMNS, AudioCollection, empty_records
-from mess_kedro.splits import assign_group_splits, check_enough_groups, composition_group
+from mess_kedro.corpus.demo.design import draw_design, independence_report, validate_independence
+from mess_kedro.corpus.demo.performers import RenditionSettings, perform_excerpt, realised_expression
+from mess_kedro.corpus.demo.scores import load_excerpt, parse_score_notes, score_notes_key
+from mess_kedro.corpus.demo.synth import render_fingerprint, render_rendition
+from mess_kedro.corpus.sources import DEMO_DATASET, RECORD_COLUMNS, AudioCollection, empty_records
+from mess_kedro.corpus.splits import assign_group_splits, check_enough_groups, composition_group
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _load_excerpts(params: Mapping[str, Any], scores: Mapping[str, pd.DataFrame]
 
 
 def _demo_record(source_key: str, key: str, excerpt, settings: RenditionSettings) -> dict[str, Any]:
-    """One rendition in the records layout of :mod:`mess_kedro.sources` (plus its audio key)."""
+    """One rendition in the records layout of :mod:`mess_kedro.corpus.sources` (plus its audio key)."""
     return {
         "source_key": source_key,
         "source_path": f"demo_audio:{key}",
@@ -188,10 +188,10 @@ def render_demo_corpus(
     """Play every score excerpt once by every synthetic performer, each rendition with its own settings.
 
     The settings come from an independent-factor design
-    (:func:`mess_kedro.demo.design.draw_design`): the run stops with a clear
+    (:func:`mess_kedro.corpus.demo.design.draw_design`): the run stops with a clear
     error if the factors are not independent enough (``independence``).
     Audio and MIDI are cached by a fingerprint of everything that shapes them
-    (:func:`mess_kedro.demo.synth.render_fingerprint`): a rendition whose files
+    (:func:`mess_kedro.corpus.demo.synth.render_fingerprint`): a rendition whose files
     exist is not rendered again, and a changed setting gets a new file instead
     of overwriting the old one.
 
@@ -208,7 +208,7 @@ def render_demo_corpus(
             lazily while saved (one track in memory at a time).
         demo_midi: ``{render key: PrettyMIDI}`` for those without cached MIDI.
         demo_records: one row per rendition in the records layout of
-            :mod:`mess_kedro.sources`, plus ``audio_key``.
+            :mod:`mess_kedro.corpus.sources`, plus ``audio_key``.
         demo_settings: ground truth per rendition: every factor, the piece's
             reference tempo, and what the performance realised.
         demo_notes: every performed note of every rendition (score position,
@@ -543,7 +543,7 @@ STRAY_SCALARS = ("duration_s", "leading_silence_s", "trailing_silence_s", "rms_d
 
 def _segment_lengths(embed_params: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
     """``{backbone: (segment_s, shortest segment kept)}`` for every configured backbone."""
-    from mess_kedro.backbones import get_spec
+    from mess_kedro.models.backbones import get_spec
 
     lengths = {}
     for name, options in (embed_params.get("backbones") or {}).items():
@@ -562,12 +562,12 @@ def audit_leaks(
     audit: Mapping[str, Any] | None,
     embed_params: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Whether a stray scalar of the demo tracks predicts a factor (see :mod:`mess_kedro.leaks`).
+    """Whether a stray scalar of the demo tracks predicts a factor (see :mod:`mess_kedro.analysis.leaks`).
 
     ``tracks`` and ``ground_truth`` are matched by ``source_key``. Scalars:
     duration, the segment count under each configured backbone's
     segmentation, leading and trailing silence, RMS level, peak. Raises
-    :class:`mess_kedro.leaks.LeakError` if one predicts a factor it does not
+    :class:`mess_kedro.analysis.leaks.LeakError` if one predicts a factor it does not
     carry beyond ``audit``'s thresholds (``None``: report only).
     """
     truth = ground_truth.merge(tracks[["source_key"]], on="source_key", how="inner")
@@ -626,7 +626,7 @@ def summarise_ingest(
 
     With demo tracks, ``demo_independence`` measures how independent the
     factors of the accepted renditions are (see
-    :func:`mess_kedro.demo.design.independence_report`), and ``demo_leaks``
+    :func:`mess_kedro.corpus.demo.design.independence_report`), and ``demo_leaks``
     whether a stray scalar predicts one (:func:`audit_demo_tracks`, which
     stops the run before anything is embedded if one does).
     """

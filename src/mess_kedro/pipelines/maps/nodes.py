@@ -25,8 +25,8 @@ def map_embeddings(
     track_id, segment, x, y, and the colouring columns (``params['colour_by']``: manifest
     columns and ground-truth factors, where known).
     """
-    from mess_kedro.fusion import restore
-    from mess_kedro.maps import project_2d
+    from mess_kedro.analysis.maps import project_2d
+    from mess_kedro.fusion.methods import restore
 
     known = track_manifest.set_index("track_id")
     if not performance_ground_truth.empty:
@@ -77,7 +77,7 @@ def plot_maps(embedding_map_coordinates: pd.DataFrame, params: dict[str, Any]) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mess_kedro.maps import colour_values
+    from mess_kedro.analysis.maps import colour_values
 
     figures = {}
     if embedding_map_coordinates.empty:

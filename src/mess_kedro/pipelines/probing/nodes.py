@@ -3,10 +3,10 @@
 For every backbone of the embedding set and both levels (whole tracks; embedded
 segments), every layer is probed for all 27 proxy targets and, on the demo
 corpus, every ground-truth factor (``truth:<factor>``) at once
-(:func:`mess_kedro.probes.ridge_probe`), with folds grouped by composition.
+(:func:`mess_kedro.analysis.probes.ridge_probe`), with folds grouped by composition.
 Beside each result: a shuffled-target control (targets permuted across rows,
 same folds: should be about 0 or below), the classic-descriptor baseline
-(:mod:`mess_kedro.descriptors`, probed as a one-layer "backbone" on the same
+(:mod:`mess_kedro.analysis.descriptors`, probed as a one-layer "backbone" on the same
 rows) and, for a pretrained backbone whose random-init twin was embedded, the
 twin's result.
 
@@ -29,18 +29,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from mess_kedro.descriptors import descriptor_matrix
-from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.ground_truth import PREFIX, track_factors
-from mess_kedro.probes import (
+from mess_kedro.analysis.descriptors import descriptor_matrix
+from mess_kedro.analysis.probes import (
     SCORED,
     UNDEFINED_REASONS,
     grouped_folds,
     ridge_probe,
     summarise_folds,
 )
-from mess_kedro.progress import in_processes, worker_count
-from mess_kedro.targets import TARGETS
+from mess_kedro.analysis.targets import TARGETS
+from mess_kedro.audio.progress import in_processes, worker_count
+from mess_kedro.corpus.ground_truth import PREFIX, track_factors
+from mess_kedro.embedding.sets import EmbeddingSet
 
 logger = logging.getLogger(__name__)
 

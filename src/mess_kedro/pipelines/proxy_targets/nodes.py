@@ -1,10 +1,10 @@
 """Nodes of the ``proxy_targets`` pipeline: what each track and segment measurably is.
 
-- the 27 proxy targets (:mod:`mess_kedro.targets`) per track and per embedded
+- the 27 proxy targets (:mod:`mess_kedro.analysis.targets`) per track and per embedded
   segment, and their check against the demo's known settings;
-- the classic descriptors (:mod:`mess_kedro.descriptors`), the handcrafted
+- the classic descriptors (:mod:`mess_kedro.analysis.descriptors`), the handcrafted
   baseline, on the same tracks and spans (one spectral analysis serves both);
-- the demo's ground-truth factors per segment (:mod:`mess_kedro.ground_truth`):
+- the demo's ground-truth factors per segment (:mod:`mess_kedro.corpus.ground_truth`):
   local tempo, velocity and articulation from the notes performed in each span.
 
 Segment-level values are computed on exactly the spans each backbone embedded
@@ -21,14 +21,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mess_kedro.audio import AudioSignal
-from mess_kedro.described_spans import Described, entries_from_table, entries_table, notes_id, span_key
-from mess_kedro.descriptors import DESCRIPTORS, classic_descriptors
-from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.features import analyse
-from mess_kedro.ground_truth import segment_factors
-from mess_kedro.progress import in_processes, in_threads, worker_count
-from mess_kedro.targets import TARGETS, audio_targets, midi_targets
+from mess_kedro.analysis.described_spans import (
+    Described,
+    entries_from_table,
+    entries_table,
+    notes_id,
+    span_key,
+)
+from mess_kedro.analysis.descriptors import DESCRIPTORS, classic_descriptors
+from mess_kedro.analysis.targets import TARGETS, audio_targets, midi_targets
+from mess_kedro.audio.features import analyse
+from mess_kedro.audio.progress import in_processes, in_threads, worker_count
+from mess_kedro.audio.signal import AudioSignal
+from mess_kedro.corpus.ground_truth import segment_factors
+from mess_kedro.embedding.sets import EmbeddingSet
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ def _describe(
 
 
 def _remembered(load: Callable[[], pd.DataFrame] | None, track_id: str) -> dict:
-    """A track's remembered entries (:mod:`mess_kedro.described_spans`); none if unreadable (said)."""
+    """A track's remembered entries (:mod:`mess_kedro.analysis.described_spans`); none if unreadable (said)."""
     if load is None:
         return {}
     try:
@@ -131,7 +137,7 @@ def compute_track_targets(
     Args:
         track_midi: per track, the notes its MIDI targets read (its own MIDI or a transcription).
         midi_sources: per track, where those notes come from (``midi`` | ``transcribed`` | ``none``).
-        described_already: per track, its remembered entries (:mod:`mess_kedro.described_spans`):
+        described_already: per track, its remembered entries (:mod:`mess_kedro.analysis.described_spans`):
             a track whose audio, notes and target code are unchanged is not analysed again.
 
     Returns:
@@ -264,7 +270,7 @@ def compute_segment_truth(
     """The demo's ground-truth factors of every embedded segment, aligned with the segment index.
 
     Local tempo, velocity and articulation come from the notes performed in the
-    span; the other factors are the track's (see :mod:`mess_kedro.ground_truth`).
+    span; the other factors are the track's (see :mod:`mess_kedro.corpus.ground_truth`).
     Tracks without ground truth (a user's recordings) have NaN rows.
     """
     index = layer_embeddings.segment_index

@@ -1,4 +1,4 @@
-"""Nodes that give recordings without MIDI transcribed notes (:mod:`mess_kedro.transcription`).
+"""Nodes that give recordings without MIDI transcribed notes (:mod:`mess_kedro.audio.transcription`).
 
 - :func:`transcribe_recordings`: basic-pitch on every track without MIDI and on a
   sample of demo tracks (for the agreement check), cached per track and settings;
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mess_kedro.audio import AudioSignal
-from mess_kedro.sources import DEMO_DATASET
-from mess_kedro.targets import MIDI_TARGETS, midi_targets
-from mess_kedro.transcription import MODEL_ID, TranscriptionSettings, available, transcribe
+from mess_kedro.analysis.targets import MIDI_TARGETS, midi_targets
+from mess_kedro.audio.signal import AudioSignal
+from mess_kedro.audio.transcription import MODEL_ID, TranscriptionSettings, available, transcribe
+from mess_kedro.corpus.sources import DEMO_DATASET
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Nodes of the ``serving_index`` pipeline: per backbone, two indices per aspect and one per fused embedding.
 
 - ``aspect-<aspect>``: the aspect-selective subspace (a few dimensions, exact
-  L2: see :mod:`mess_kedro.aspect_search`), the default search "in this respect";
+  L2: see :mod:`mess_kedro.fusion.aspect_subspace`), the default search "in this respect";
 - ``layer-<aspect>``: the whole layer that subspace reads, centred cosine
   (the search served before aspect subspaces: the baseline ``layer`` method);
 - ``fused-<method>``: a fusion method's embedding.
@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mess_kedro.aspect_gate import CALIBRATED, gate_aspects, served_route
-from mess_kedro.consistency import require_same_tracks
-from mess_kedro.embedding_set import EmbeddingSet
-from mess_kedro.finite import non_finite_count
-from mess_kedro.fusion import CollectionCentred, SingleLayer, recentred, restore
-from mess_kedro.indexing import IndexBundle, build_index, checksum, index_choice
-from mess_kedro.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
-from mess_kedro.sources import DEMO_DATASET, track_datasets, user_datasets
-from mess_kedro.splits import split_seeds
+from mess_kedro.analysis.metrics import across_seeds, no_queries_note, relation_words, too_few_queries
+from mess_kedro.corpus.sources import DEMO_DATASET, track_datasets, user_datasets
+from mess_kedro.corpus.splits import split_seeds
+from mess_kedro.embedding.sets import EmbeddingSet
+from mess_kedro.fusion.methods import CollectionCentred, SingleLayer, recentred, restore
+from mess_kedro.search.gate import CALIBRATED, gate_aspects, served_route
+from mess_kedro.search.indexing import IndexBundle, build_index, checksum, index_choice
+from mess_kedro.storage.consistency import require_same_tracks
+from mess_kedro.storage.finite import non_finite_count
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def gate_served_aspects(  # noqa: PLR0917 - Kedro passes a node's inputs positio
     track_splits: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Keep only the aspect subspaces measured to rank by their aspect (:mod:`mess_kedro.aspect_gate`).
+    """Keep only the aspect subspaces measured to rank by their aspect (:mod:`mess_kedro.search.gate`).
 
     When the indices hold the demo, its truth-supervised maps are judged by the ``truth``
     route. When they hold a collection without ground truth, each aspect may be served
@@ -175,7 +175,7 @@ def gate_served_aspects(  # noqa: PLR0917 - Kedro passes a node's inputs positio
 
 def _indexed_vectors(state: dict, layers: list[np.ndarray], *, centre: bool) -> tuple[dict, np.ndarray]:
     """The transform to serve and the collection's vectors in it: with ``centre``, the
-    fitted method re-centred on this collection (:class:`~mess_kedro.fusion.CollectionCentred`)."""
+    fitted method re-centred on this collection (:class:`~mess_kedro.fusion.methods.CollectionCentred`)."""
     vectors = restore(state).transform(layers)
     if centre:
         centring = CollectionCentred.around(state, vectors)
@@ -419,7 +419,7 @@ def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
 ) -> str:
     """The main job's closing summary: corpus, what probing found for each ground-truth factor,
     retrieval over split seeds, aspect selectivity, and one example query on the served indices."""
-    from mess_kedro.serving import SimilaritySearch, printable
+    from mess_kedro.search.engine import SimilaritySearch, printable
 
     headline = params["headline_metric"]
     lines = ["# mess-kedro run summary", "", *_corpus_lines(ingest_summary)]

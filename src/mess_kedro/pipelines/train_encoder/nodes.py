@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mess_kedro.audio import AudioSignal
+from mess_kedro.audio.signal import AudioSignal
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +51,17 @@ def train_encoder(
         encoder_training_curves: per-epoch measures for MLflow.
         encoder_run: the MLflow run's tags (encoder_type, loss_type, augmentation_set, ...).
     """
-    from mess_kedro.augmentation import build_augmenter
-    from mess_kedro.encoder_training import (
+    from mess_kedro.audio.augmentation import build_augmenter
+    from mess_kedro.corpus.splits import split_seeds, tracks_in
+    from mess_kedro.models.encoders import encoder_state, initial_encoder
+    from mess_kedro.storage.tracking import history_metrics, metric_key
+    from mess_kedro.training.encoder import (
         clip_samples,
         decoded_tracks,
         fit_simsiam,
         track_representations,
         validation_scores,
     )
-    from mess_kedro.encoders import encoder_state, initial_encoder
-    from mess_kedro.splits import split_seeds, tracks_in
-    from mess_kedro.tracking import history_metrics, metric_key
 
     variant, encoder_type = str(params["variant"]), str(params["encoder_type"])
     sets = params["augmentation_sets"]

@@ -1,0 +1,21 @@
+"""Fusion: a track's per-layer embeddings turned into one similarity vector.
+
+- :mod:`.methods`: :class:`FusionMethod`, the checkpoint registry (:func:`register`,
+  :func:`restore`) and the methods that need numpy only (single layer, uniform mean,
+  concatenation + PCA, collection-centred);
+- :mod:`.learned`: methods trained by metric learning (torch), registered on import;
+- :mod:`.aspect_subspace`: a low-dimensional subspace per aspect, learned from training
+  tracks only.
+
+A checkpoint names its class; :func:`restore` imports the module that defines it only when
+one is named, so a query on a whole-layer or aspect space never imports torch.
+"""
+
+from mess_kedro import moved_attribute
+from mess_kedro.fusion.methods import FusionMethod, register, restore
+
+__all__ = ["FusionMethod", "register", "restore"]
+
+
+def __getattr__(name: str):
+    return moved_attribute(__name__, name)
