@@ -59,7 +59,8 @@ def main() -> None:
 
     from mess_kedro.app.project import project_datasets
     from mess_kedro.audio.signal import to_mono
-    from mess_kedro.search.passages import PassageFinder, load_passage_finder
+    from mess_kedro.search.passages import PassageFinder
+    from mess_kedro.app.project import load_passage_finder
 
     datasets = project_datasets(PROJECT, ["alignment_pairs", "prepared_audio", "track_manifest"])
     pairs, audio = datasets["alignment_pairs"].load(), datasets["prepared_audio"].load()

@@ -53,8 +53,9 @@ def test_a_transform_with_nan_weights_is_not_indexed_and_the_others_are(caplog):
 def test_a_query_that_embeds_to_nan_is_refused_and_never_cached(tmp_path, monkeypatch):
     from mess_kedro.audio.signal import write_audio
     from mess_kedro.datasets import NpzDataset, OptionalPartitionedDataset
-    from mess_kedro.search.engine import QueryCache, SimilaritySearch, _entry
+    from mess_kedro.search.engine import SimilaritySearch
     from mess_kedro.search.indexing import IndexMismatchError
+    from mess_kedro.search.query_files import QueryCache, _entry
     from tests.conftest import tone
     from tests.webapp_fixture import served_indices
 
@@ -65,18 +66,18 @@ def test_a_query_that_embeds_to_nan_is_refused_and_never_cached(tmp_path, monkey
     query = tmp_path / "q.wav"
     write_audio(query, tone(freq=440.0, seconds=1.0))
     nan_layers = [np.full((1, 3), np.nan)]
-    monkeypatch.setattr(search, "_embed_file_now", lambda path: (nan_layers, "d"))
+    monkeypatch.setattr(search.files, "embed_file_now", lambda path: (nan_layers, "d"))
     with pytest.raises(NonFiniteError, match="q.wav: its embedding"):
         search.similar(str(query), aspect="dynamics")
     assert not list((tmp_path / "queries").glob("*.npz"))  # nothing cached
     # An entry cached with NaN (an older version wrote it) is recomputed, not used.
-    key = search._cache_key(query)
+    key = search.files.cache_key(query)
     cache.put(key, _entry(nan_layers, "d"))
     calls = []
     monkeypatch.setattr(
-        search, "_embed_file_now", lambda path: calls.append(path) or ([np.ones((1, 3))], "d")
+        search.files, "embed_file_now", lambda path: calls.append(path) or ([np.ones((1, 3))], "d")
     )
-    entry, _ = search._file_entry(query)
+    entry, _ = search.files.file_entry(query)
     assert calls and np.isfinite(entry["layer0"]).all()
     # A transform that does not fit the embeddings: one line, not a traceback.
     with pytest.raises(

@@ -115,7 +115,7 @@ def test_a_collection_file_in_stereo_is_recognised_as_itself(first_folder):
 
 
 def _scores(root: Path, query: Path) -> pd.Series:
-    from mess_kedro.search.engine import load_search
+    from mess_kedro.app.project import load_search
 
     search = load_search(root)
     hits = search.similar(str(query), n=len(search.metadata))

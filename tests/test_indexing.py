@@ -6,7 +6,8 @@ import pytest
 
 from mess_kedro.datasets import FaissIndexSetDataset
 from mess_kedro.fusion.methods import SingleLayer, restore
-from mess_kedro.search.engine import SimilaritySearch, interpolate, name_clusters
+from mess_kedro.search.collection import interpolate, name_clusters
+from mess_kedro.search.engine import SimilaritySearch
 from mess_kedro.search.indexing import IndexBundle, IndexMismatchError, build_index, checksum
 
 
@@ -291,7 +292,7 @@ def test_approximate_kinds_find_what_the_exact_index_finds_on_clustered_data(kin
 
 
 def test_the_outside_note_is_measured_per_query_and_names_served_aspects_only_when_there_are_some():
-    from mess_kedro.search.engine import outside_note
+    from mess_kedro.search.collection import outside_note
 
     def answered(outside: dict, aspects: list[str]) -> pd.DataFrame:
         table = pd.DataFrame({"track_id": ["a"], "score": [0.5]})

@@ -250,7 +250,7 @@ def test_beside_a_folder_without_metadata_the_demo_calibrates_its_aspects_and_st
     assert all(
         d["route"] == "calibrated" or "other routes: calibrated" in d["reason"] for d in measured.values()
     )
-    from mess_kedro.search.engine import load_search
+    from mess_kedro.app.project import load_search
 
     search = load_search(root, "musicnn-mtt")
     assert set(search.metadata["track_id"]) == folder_ids  # the demo is not among the results

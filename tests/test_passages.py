@@ -7,9 +7,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from mess_kedro.app import project as app_project
 from mess_kedro.app.cli import main
-from mess_kedro.search import passages
-from mess_kedro.search.passages import PassageFinder, rank_by_aspect
+from mess_kedro.audio import span_features
+from mess_kedro.search import passage_vectors
+from mess_kedro.search.passage_vectors import rank_by_aspect
+from mess_kedro.search.passages import PassageFinder
 from tests.conftest import PROJECT_ROOT
 
 
@@ -82,24 +85,24 @@ def test_aligned_passages_rank_by_the_overlap_weighted_aspect_coordinates():
         {"track_id": ["a", "b", "a"], "start_s": [3.0, 0.0, 30.0], "end_s": [6.0, 3.0, 31.0]}
     )
     ranked = rank_by_aspect(
-        passages.passage_vector(query, segments, coordinates), candidates, segments, coordinates
+        passage_vectors.passage_vector(query, segments, coordinates), candidates, segments, coordinates
     )
     assert ranked["track_id"].tolist()[:2] == ["a", "b"]
     assert ranked["score"].iloc[0] == pytest.approx(1.0) and ranked["score"].iloc[1] == pytest.approx(
         1 - 1 / 4
     )
     assert np.isnan(ranked["score"].iloc[2])  # overlaps no segment: unranked, last
-    _, found = passages.passage_vectors(
+    _, found = passage_vectors.passage_vectors(
         pd.DataFrame({"track_id": ["a"], "start_s": [2.0], "end_s": [4.0]}), segments, coordinates
     )
-    vectors, _ = passages.passage_vectors(
+    vectors, _ = passage_vectors.passage_vectors(
         pd.DataFrame({"track_id": ["a"], "start_s": [2.0], "end_s": [4.0]}), segments, coordinates
     )
     assert found[0] and vectors[0].tolist() == [3.0, 0.0]  # half of each segment
 
 
 def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch, tmp_path):
-    monkeypatch.setattr(passages, "load_passage_finder", lambda project, backbone=None: finder)
+    monkeypatch.setattr(app_project, "load_passage_finder", lambda project, backbone=None: finder)
     runner = CliRunner()
     ok = runner.invoke(main, ["passage", "r", "--at", "2", "--length", "3", "--project", str(PROJECT_ROOT)])
     assert ok.exit_code == 0, ok.output
@@ -121,7 +124,7 @@ def test_the_cli_answers_and_its_errors_are_one_line(finder, monkeypatch, tmp_pa
 
 
 def test_local_tempo_and_loudness_of_signals_with_known_answers():
-    from mess_kedro.search.passages import local_tempo_ratio, loudness_db
+    from mess_kedro.audio.span_features import local_tempo_ratio, loudness_db
 
     t = np.linspace(0, 10, 101)
     slower = np.column_stack([t, np.where(t < 5, 2 * t, 10 + (t - 5) / 2)])  # half speed, then double speed
@@ -223,7 +226,7 @@ def chroma_finder(finder):
     for track, samples in audio.items():
         starts = np.arange(0.0, len(samples) / sr - 3.0 + 1e-9, 1.0)
         spans = np.column_stack([starts, starts + 3.0])
-        vectors.append(passages.segment_chroma(samples, sr, spans))
+        vectors.append(span_features.segment_chroma(samples, sr, spans))
         rows.append(pd.DataFrame({"track_id": track, "start_s": spans[:, 0], "end_s": spans[:, 1]}))
     vectors = np.concatenate(vectors).astype(np.float32)
     bundle = IndexBundle(
@@ -281,7 +284,7 @@ def test_a_new_files_passage_vector_embeds_at_least_one_segment_of_it():
 
     sr = 100
     signal = AudioSignal(np.arange(1000, dtype=np.float32), sr)  # 10 s whose value says where it is
-    space = passages.AspectSpace(
+    space = passage_vectors.AspectSpace(
         "m",
         "m",
         pd.DataFrame({"track_id": "a", "start_s": [0.0, 3.0], "end_s": [3.0, 6.0]}),
@@ -298,10 +301,10 @@ def test_a_new_files_passage_vector_embeds_at_least_one_segment_of_it():
             bounds=np.array([[0, len(head)], [len(head), len(crop.samples)]]),
         )
 
-    vector = passages.file_passage_vector(signal, 2.0, 3.0, space, embed)
+    vector = passage_vectors.file_passage_vector(signal, 2.0, 3.0, space, embed)
     assert seen[-1][0] == 200 and len(seen[-1]) == 300  # widened to one 3-s segment from 2 s
     assert vector[0] == pytest.approx(seen[-1].mean())  # segments weighted by their length
-    passages.file_passage_vector(signal, 9.5, 10.0, space, embed)
+    passage_vectors.file_passage_vector(signal, 9.5, 10.0, space, embed)
     assert seen[-1][0] == 700 and len(seen[-1]) == 300  # at the end: moved back, still 3 s
 
 
@@ -311,10 +314,9 @@ def test_the_cli_answers_a_new_file_by_content_and_ranks_it_by_an_aspect(
     from types import SimpleNamespace
 
     from mess_kedro.audio.signal import AudioSignal, write_audio
-    from mess_kedro.search import engine as serving
 
     finder, audio, _ = chroma_finder
-    monkeypatch.setattr(passages, "load_passage_finder", lambda project, backbone=None: finder)
+    monkeypatch.setattr(app_project, "load_passage_finder", lambda project, backbone=None: finder)
     new = tmp_path / "take.wav"
     write_audio(new, AudioSignal(_played(1.25), 22050))
     runner = CliRunner()
@@ -324,16 +326,16 @@ def test_the_cli_answers_a_new_file_by_content_and_ranks_it_by_an_aspect(
     assert found.output.startswith("by content (chroma): the same passage as")
     # Aspect: coordinate = the segment's start time, so the ranking is by distance from the query's start.
     rows = finder._segments().metadata
-    space = passages.AspectSpace(
+    space = passage_vectors.AspectSpace(
         "m", "m", rows, rows[["start_s"]].to_numpy(float), SimpleNamespace(transform=lambda layers: layers[0])
     )
-    monkeypatch.setattr(passages, "aspect_space", lambda project, aspect, backbone=None: space)
+    monkeypatch.setattr(app_project, "aspect_space", lambda project, aspect, backbone=None: space)
 
     def embed(crop):
         return SimpleNamespace(segments=[np.array([[4.2]])], bounds=np.array([[0, len(crop.samples)]]))
 
     monkeypatch.setattr(
-        serving, "load_search", lambda project, backbone=None: SimpleNamespace(embed_signal=embed)
+        app_project, "load_search", lambda project, backbone=None: SimpleNamespace(embed_signal=embed)
     )
     ranked = runner.invoke(main, [*args, "--aspect", "dynamics"])
     assert ranked.exit_code == 0, ranked.output
@@ -389,7 +391,7 @@ def test_a_recording_whose_piece_is_unknown_gets_similar_passages_labelled_as_ot
     manifest.loc[manifest["track_id"] == "x", "group"] = "folder::recording:x"
     unknown = PassageFinder(finder._pairs, finder._paths, manifest, finder._open_segment_index)
     assert not unknown.piece_known("x") and unknown.piece_known("r")
-    monkeypatch.setattr(passages, "load_passage_finder", lambda project, backbone=None: unknown)
+    monkeypatch.setattr(app_project, "load_passage_finder", lambda project, backbone=None: unknown)
     answer = CliRunner().invoke(main, ["passage", "x", "--at", "1", "--project", str(PROJECT_ROOT)])
     assert answer.exit_code == 0, answer.output
     first = answer.output.splitlines()[0]

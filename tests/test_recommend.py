@@ -83,7 +83,7 @@ def test_a_refused_aspect_says_why_it_is_not_served(indices):
 
 
 def test_missing_metadata_reads_unknown_not_none_or_nan():
-    from mess_kedro.search.engine import printable
+    from mess_kedro.search.collection import printable
 
     hits = pd.DataFrame(
         {
@@ -100,7 +100,8 @@ def test_missing_metadata_reads_unknown_not_none_or_nan():
 
 
 def test_an_untrained_fused_method_is_not_the_default_and_the_answer_says_why():
-    from mess_kedro.search.engine import SimilaritySearch, result_notes
+    from mess_kedro.search.collection import result_notes
+    from mess_kedro.search.engine import SimilaritySearch
     from tests.webapp_fixture import served_indices
 
     indices = served_indices()

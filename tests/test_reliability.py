@@ -333,7 +333,7 @@ def test_serving_index_refuses_embeddings_of_another_manifest():
 @pytest.fixture
 def cli(monkeypatch):
     from mess_kedro.app import cli as commands
-    from mess_kedro.app import serving
+    from mess_kedro.app import project
 
     rng = np.random.default_rng(5)
     ids = [f"t{i}" for i in range(12)]
@@ -344,7 +344,7 @@ def cli(monkeypatch):
         composer=["Bach, J. S."] * 6 + ["Haydn"] * 6
     )
     bundles["b/fused-lfn"].metadata = bundles["b/layer-dynamics"].metadata
-    monkeypatch.setattr(serving, "load_search", lambda project, backbone=None: SimilaritySearch(bundles))
+    monkeypatch.setattr(project, "load_search", lambda path, backbone=None: SimilaritySearch(bundles))
 
     def invoke(*args):
         result = CliRunner().invoke(commands.main, list(args))
@@ -536,7 +536,7 @@ def test_tables_and_reports_are_saved_atomically_too(tmp_path, monkeypatch):
 def test_a_damaged_query_cache_entry_is_a_miss(tmp_path):
     from kedro_datasets.partitions import PartitionedDataset
 
-    from mess_kedro.search.engine import QueryCache, _entry
+    from mess_kedro.search.query_files import QueryCache, _entry
 
     dataset = PartitionedDataset(path=str(tmp_path / "queries"), dataset=NpzDataset, filename_suffix=".npz")
     cache = QueryCache(dataset)
@@ -603,7 +603,7 @@ def test_a_query_that_is_not_a_regular_file_is_refused_before_it_is_hashed(tmp_p
 
 def _query_cache(tmp_path):
     from mess_kedro.datasets import OptionalPartitionedDataset
-    from mess_kedro.search.engine import QueryCache
+    from mess_kedro.search.query_files import QueryCache
 
     return QueryCache(
         OptionalPartitionedDataset(path=str(tmp_path / "queries"), dataset=NpzDataset, filename_suffix=".npz")
@@ -611,7 +611,7 @@ def _query_cache(tmp_path):
 
 
 def test_an_altered_but_coherent_query_cache_entry_is_a_miss(tmp_path):
-    from mess_kedro.search.engine import _entry
+    from mess_kedro.search.query_files import _entry
 
     cache = _query_cache(tmp_path)
     cache.put("b-abc", _entry([np.ones((1, 4))], "d1"))
@@ -625,7 +625,7 @@ def test_an_altered_but_coherent_query_cache_entry_is_a_miss(tmp_path):
 
 
 def test_a_query_cache_that_cannot_be_written_is_skipped_with_one_warning(tmp_path, monkeypatch, caplog):
-    from mess_kedro.search.engine import _entry
+    from mess_kedro.search.query_files import _entry
 
     cache = _query_cache(tmp_path)
     attempts = []

@@ -1,6 +1,6 @@
 """``mess-kedro``: the project's command line.
 
-(Not named ``cli.py``: Kedro reserves ``<package>.cli`` for overriding its own commands.)
+(In ``app/``, not at the package's top: Kedro reserves ``mess_kedro.cli`` for overriding its own commands.)
 
     mess-kedro run [kedro run options]          # the pipelines (same as `kedro run`)
     mess-kedro similar QUERY [--aspect A | --weights a=0.7,b=0.3 | --fused lfn] [--method selective|layer] [-n 10]
@@ -94,7 +94,7 @@ def _answer(project: str, backbone: str | None, ask) -> None:
     """Load the search, run ``ask(search) -> (title, table)``, print it; errors: one line, exit 1."""
 
     def run():
-        from mess_kedro.search.engine import load_search
+        from mess_kedro.app.project import load_search
 
         search = load_search(project, backbone)
         return (search.label, *ask(search))
@@ -125,7 +125,7 @@ def _respond(project: str, run) -> None:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         click.echo(f"error: {message}", err=True)
         sys.exit(1)
-    from mess_kedro.search.engine import printable, result_notes
+    from mess_kedro.search.collection import printable, result_notes
 
     click.echo(f"{label}: {title}")
     for note in result_notes(table):
@@ -203,7 +203,7 @@ def similar(  # noqa: PLR0917 - click passes every option positionally
 @_project
 def blend(first, second, mix, aspect, fused, method, top, backbone, project) -> None:  # noqa: PLR0917
     """Style interpolation: recordings near the blend of FIRST and SECOND (track ids or audio files)."""
-    from mess_kedro.search.engine import interpolate
+    from mess_kedro.search.collection import interpolate
 
     _answer(
         project,
@@ -224,7 +224,7 @@ def blend(first, second, mix, aspect, fused, method, top, backbone, project) -> 
 @_project
 def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noqa: PLR0917
     """Cluster the collection: each cluster's members and its dominant metadata."""
-    from mess_kedro.search.engine import name_clusters
+    from mess_kedro.search.collection import name_clusters
 
     _answer(
         project,
@@ -319,9 +319,10 @@ def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> Non
     def ask():
         import pandas as pd
 
-        from mess_kedro.search import passages
+        from mess_kedro.app import project as app_project
+        from mess_kedro.search import passage_vectors
 
-        finder = passages.load_passage_finder(project, backbone=backbone)
+        finder = app_project.load_passage_finder(project, backbone=backbone)
         query_passage = _found_passage(finder, query, at_s, length_s, piece=piece, project=project)
         where = f"{query} at {at_s:g}-{at_s + length_s:g} s"
         found = query_passage.found
@@ -337,20 +338,18 @@ def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> Non
             what = f"the same passage as {where}, in the other recordings"
         if aspect is None:
             return via, what, found.head(top)
-        space = passages.aspect_space(project, aspect, backbone)
+        space = app_project.aspect_space(project, aspect, backbone)
         if query_passage.track is not None:
             span = pd.DataFrame(
                 {"track_id": [query_passage.track], "start_s": [at_s], "end_s": [at_s + length_s]}
             )
-            vector = passages.passage_vector(span, space.segments, space.coordinates)
+            vector = passage_vectors.passage_vector(span, space.segments, space.coordinates)
         else:
-            from mess_kedro.search.engine import load_search
-
-            search = load_search(project, space.backbone)
-            vector = passages.file_passage_vector(
+            search = app_project.load_search(project, space.backbone)
+            vector = passage_vectors.file_passage_vector(
                 query_passage.signal, at_s, at_s + length_s, space, search.embed_signal
             )
-        ranked = passages.rank_by_aspect(
+        ranked = passage_vectors.rank_by_aspect(
             # A content match keeps its similarity as ``match``; ``score`` becomes the aspect's.
             vector,
             found.rename(columns={"score": "match"}),
@@ -445,8 +444,8 @@ class _QueryPassage:
 
 def _found_passage(finder, query: str, at_s: float, length_s: float, *, piece: str | None, project: str):
     """The same passage elsewhere, for a track id, a collection's own file, or a new file."""
+    from mess_kedro.app.project import prepared_audio_loader
     from mess_kedro.audio.signal import AudioSignal, content_hash, read_audio, to_mono
-    from mess_kedro.search.passages import prepared_audio_loader
 
     if not Path(query).is_file():
         return _QueryPassage(query, None, finder.same_passage(query, at_s, length_s))

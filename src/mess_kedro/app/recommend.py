@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from mess_kedro.search.engine import SimilaritySearch, load_search
+from mess_kedro.app.project import load_search
+from mess_kedro.search.engine import SimilaritySearch
 
 
 class AspectRecommender:

@@ -17,7 +17,7 @@ weights and segment configuration as the index; a mismatch (other weights, other
 config) is refused. A query file that is one of the collection's recordings is
 recognised by its content hash, so "exclude the same recording" applies to it too.
 
-    from mess_kedro.search.engine import load_search
+    from mess_kedro.app.project import load_search
     search = load_search()                       # this project's latest indices
     search.similar("060b52fa1bb4c535", aspect="dynamics", n=5)
     search.similar("060b52fa1bb4c535", aspect="dynamics", method="layer")  # the whole-layer baseline
@@ -27,29 +27,21 @@ recognised by its content hash, so "exclude the same recording" applies to it to
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mess_kedro.audio.signal import (
-    AudioChecks,
     AudioSignal,
-    check_audio_file,
-    inspect_audio,
-    prepare_audio,
-    read_query,
 )
 from mess_kedro.search.indexing import IndexBundle, IndexMismatchError, peek_manifest
-from mess_kedro.storage.digests import file_digest
-from mess_kedro.storage.finite import require_all_finite, require_finite
+from mess_kedro.search.query_files import QueryCache, QueryEmbedder, entry_layers
+from mess_kedro.storage.finite import require_finite
 
 logger = logging.getLogger(__name__)
 SHOWN = ["track_id", "title", "composer", "performer"]
@@ -62,73 +54,6 @@ def positive_count(value: Any, what: str = "n") -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
-
-
-class QueryCache:
-    """Query embeddings by file content and backbone configuration, in a catalog dataset.
-
-    ``dataset`` is a partitioned dataset of ``.npz`` files (``query_embeddings``
-    in the catalog): ``load()`` lists the entries, ``save({key: arrays})`` adds
-    or replaces one. An entry holds the file's per-layer embeddings and, once
-    computed, its vector in each index it was searched in (named by the index
-    and its checksum), so a repeated query needs neither the model nor the
-    fitted transforms. A damaged entry is a miss, recomputed and replaced.
-    """
-
-    def __init__(self, dataset) -> None:
-        self._dataset = dataset
-        self.writable = True  # until a write fails: then queries are answered without caching
-
-    def get(self, key: str) -> dict[str, np.ndarray] | None:
-        try:
-            loader = self._dataset.load().get(key)
-        except Exception as exc:  # noqa: BLE001 - an unreadable cache folder is a miss, not a failed query
-            logger.warning("query cache unreadable (%s); answering without it", exc)
-            return None
-        if loader is None:
-            return None
-        try:
-            arrays = dict(loader())
-            missing = {"n_layers", "digest", "checksum"} - set(arrays)
-            if missing:
-                raise KeyError(f"incomplete entry, no {sorted(missing)}")
-            if str(arrays["checksum"]) != entry_checksum(arrays):
-                raise ValueError("its checksum does not match its arrays (altered)")
-            require_all_finite(arrays)  # nothing non-finite is searched with
-        except Exception as exc:  # noqa: BLE001 - a damaged cache entry is a miss
-            logger.warning("query cache entry %s unreadable (%s); recomputing", key, exc)
-            return None
-        return arrays
-
-    def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        """Store an entry (checksummed); on a read-only or full disk, say so once and go on without caching."""
-        if not self.writable:
-            return
-        entry = {k: v for k, v in arrays.items() if k != "checksum"}
-        try:
-            self._dataset.save({key: entry | {"checksum": np.array(entry_checksum(entry))}})
-        except OSError as exc:
-            self.writable = False
-            logger.warning("query cache not writable (%s); answering without caching from now on", exc)
-
-
-def _entry(layers: list[np.ndarray], digest: str) -> dict[str, np.ndarray]:
-    arrays = {f"layer{i}": np.asarray(x, np.float32) for i, x in enumerate(layers)}
-    return arrays | {"n_layers": np.array(len(layers)), "digest": np.array(digest)}
-
-
-def entry_checksum(arrays: Mapping[str, np.ndarray]) -> str:
-    """SHA-256 over every array of a cache entry but its checksum (names, dtypes, shapes, bytes)."""
-    digest = hashlib.sha256()
-    for name in sorted(k for k in arrays if k != "checksum"):
-        value = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
-
-
-def _entry_layers(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return [arrays[f"layer{i}"] for i in range(int(arrays["n_layers"]))]
 
 
 class _BackboneIndices(Mapping):
@@ -203,13 +128,17 @@ class SimilaritySearch:
                     raise
                 logger.warning("backbone %s unusable (%s); trying %s", name, exc, order[i + 1])
         self._row = {t: i for i, t in enumerate(self.metadata["track_id"])}
-        self._embed_params = embed_params or {}
         self._candidates = positive_count(candidates, "candidates")
-        self._query_cache = query_cache
-        self._max_query_s = max_query_s
-        self._max_query_decoded_mb = max_query_decoded_mb
-        self._trained_encoders = trained_encoders or {}  # a trained backbone's weights, for file queries
-        self._backbone_model = None
+        # Query files are embedded with this backbone exactly as its indices were.
+        self.files = QueryEmbedder(
+            self.backbone,
+            self._manifest,
+            embed_params or {},
+            query_cache=query_cache,
+            max_query_s=max_query_s,
+            max_query_decoded_mb=max_query_decoded_mb,
+            trained_encoders=trained_encoders,
+        )
         # Why each aspect of this backbone is or is not served (serving_index's aspect_gate_report).
         self.aspect_decisions = dict((aspect_gate or {}).get(self.backbone, {}))
 
@@ -366,87 +295,10 @@ class SimilaritySearch:
             raise KeyError(f"unknown fused embedding '{fused}'; available: {self.fused()}")
         return {f"fused-{fused}": 1.0}
 
-    def _cache_key(self, path: Path) -> str:
-        m = self._manifest
-        config = f"{self.backbone}|{m.get('weights_id')}|{m.get('embed_config_id')}|{m.get('segment_s')}"
-        return f"{self.backbone}-{file_digest(path, 24)}-{hashlib.sha256(config.encode()).hexdigest()[:8]}"
-
-    def _file_entry(self, path: Path) -> tuple[dict[str, np.ndarray], str | None]:
-        """The file's cache entry (per-layer embeddings, content hash, vectors found so far) and its key."""
-        path = check_audio_file(path)  # before hashing: /dev/zero or a FIFO would be read forever
-        key = self._cache_key(path) if self._query_cache is not None else None
-        cached = self._query_cache.get(key) if key else None
-        if cached is not None:
-            return cached, key
-        layers, digest = self._embed_file_now(path)
-        require_all_finite(  # never searched with, never cached
-            {f"layer {i}": layer for i, layer in enumerate(layers)},
-            f"{path.name}: its embedding",
-            "the audio may hold out-of-range samples",
-        )
-        entry = _entry(layers, digest)
-        if key:
-            self._query_cache.put(key, entry)
-        return entry, key
-
-    def _embed_file_now(self, path: Path) -> tuple[list[np.ndarray], str]:
-        signal, digest = read_query(path, self._max_query_s, self._max_query_decoded_mb)
-        problem = inspect_audio(signal, AudioChecks())
-        if problem:
-            raise ValueError(f"{path}: {problem}")
-        result = self.embed_signal(signal, path.name)
-        return [t[None] for t in result.track], digest
-
     def embed_signal(self, signal: AudioSignal, name: str = "query"):
-        """A mono signal's per-layer :class:`~mess_kedro.embedding.tracks.TrackEmbedding` (segments and track),
-        embedded exactly as this backbone's indices were (refused with
-        :class:`~mess_kedro.search.indexing.IndexMismatchError` where weights or settings differ)."""
-        import torch
-
-        from mess_kedro.embedding.tracks import embed_track, embedding_config
-        from mess_kedro.models.backbones import configured_backbones, load_backbone, trained_state
-        from mess_kedro.models.runtime import cpu_threads, torch_threads
-
-        manifest = self._manifest
-        options = configured_backbones(self._embed_params, self._trained_encoders).get(self.backbone, {})
-        options.setdefault("backbone", manifest.get("registry_backbone"))
-        if self._backbone_model is None:
-            state = trained_state(self.backbone, options, self._trained_encoders)
-            self._backbone_model = load_backbone(self.backbone, options, state)
-        model = self._backbone_model
-        if model.weights_id != manifest.get("weights_id"):
-            raise IndexMismatchError(
-                f"index built with weights {manifest.get('weights_id')}, the backbone now loads {model.weights_id}; rebuild embed and serving_index"
-            )
-        segment_s = float(manifest.get("segment_s") or model.spec.default_segment_s)
-        config = embedding_config(self._embed_params, segment_s, keep_frames=False)  # a query needs no frames
-        device = torch.device("cpu")
-        threads = cpu_threads(device, self._embed_params["num_threads"])
-        indexed = str(manifest.get("embed_config_id") or "").removesuffix(
-            "-frames"
-        )  # frames change no number
-        if config.numbers_id(device, threads) != indexed:
-            raise IndexMismatchError(
-                f"index embedded with {manifest.get('embed_config_id')}, a query now would use "
-                f"{config.config_id(device, threads)} (set embed.num_threads to match)"
-            )
-        prepared, _ = prepare_audio(signal, model.spec.sample_rate)
-        # Long files: say how far embedding got (on stderr: stdout is the answer).
-        with (
-            tqdm(
-                desc=f"embedding {name}",
-                unit="segment",
-                file=sys.stderr,
-                disable=prepared.duration_s <= 60,
-            ) as bar,
-            torch_threads(threads),
-        ):
-
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            return embed_track(model, prepared.samples, config, device, progress)
+        """A mono signal's per-layer :class:`~mess_kedro.embedding.tracks.TrackEmbedding`, embedded
+        exactly as this backbone's indices were (:meth:`QueryEmbedder.embed_signal`)."""
+        return self.files.embed_signal(signal, name)
 
     def query_vectors(self, query: str, keys) -> tuple[dict[str, np.ndarray], str | None]:
         """Per index key, the query vector; and the query's track id if it is one of the collection's recordings."""
@@ -461,7 +313,7 @@ class SimilaritySearch:
             raise KeyError(
                 f"'{query}' is neither a track id of this collection (e.g. {examples}) nor an audio file"
             )
-        entry, cache_key = self._file_entry(path)
+        entry, cache_key = self.files.file_entry(path)
         digest = str(entry["digest"])
         own_id = digest if digest in self._row else None
         witness = self._witness_key() if own_id is None else None  # only needed to recognise a copy
@@ -469,11 +321,11 @@ class SimilaritySearch:
         names = {key: self._vector_name(key) for key in wanted}
         missing = [key for key in wanted if names[key] not in entry]
         if missing:
-            layers = _entry_layers(entry)
+            layers = entry_layers(entry)
             for key in missing:
                 entry[names[key]] = self._query_vector(key, layers)
             if cache_key:
-                self._query_cache.put(cache_key, entry)
+                self.files.remember(cache_key, entry)
         vectors = {key: entry[names[key]] for key in keys}
         if own_id is None and witness is not None:
             own_id = self._same_recording(witness, entry[names[witness]])
@@ -590,171 +442,3 @@ class SimilaritySearch:
         )
 
 
-METADATA_TEXT = ("title", "composer", "performer", "work", "piece", "group", "split", "dataset")
-
-
-def printable(table: pd.DataFrame) -> pd.DataFrame:
-    """Results as a person reads them: missing metadata as "unknown" (not None or NaN), an aspect
-    search's hits by their difference in the factor's units and how much of the collection lies
-    farther, without the 4-decimal score."""
-    known = {c: "unknown" for c in METADATA_TEXT if c in table}
-    table = table.astype({c: object for c in known}).fillna(known) if known else table
-    if "difference" not in table:
-        return table
-    return table.drop(columns="score").assign(closer_than=table["closer_than"].map(lambda p: f"{p:.1f} %"))
-
-
-def result_notes(table: pd.DataFrame) -> list[str]:
-    """The notes a person needs beside results: why the default space is not the preferred one,
-    and how far outside the collection a file query lies."""
-    notes = [f"note: {table.attrs['default_note']}"] if table.attrs.get("default_note") else []
-    outside = outside_note(table)
-    return [*notes, outside] if outside else notes
-
-
-def outside_note(table: pd.DataFrame, threshold: float = 1.0) -> str | None:
-    """A warning for a query from outside the collection, only where it lies beyond the
-    collection's reach (measured per query and index); names the served aspects as the way to
-    ask "like this, in this respect" when there are some."""
-    outside = table.attrs.get("outside", {})
-    far = {k: v for k, v in outside.items() if v > threshold}
-    if not far:
-        return None
-    where = ", ".join(f"{k} ({v:.1f}x the usual nearest-neighbour gap)" for k, v in far.items())
-    note = (
-        f"note: the query lies outside the collection in {where}: the nearest are the collection's extremes"
-    )
-    aspects = table.attrs.get("aspects_served") or []
-    if aspects and not all(k.startswith("aspect-") for k in far):
-        note += f"; to compare in one respect, search in an aspect ({', '.join(aspects)})"
-    return note
-
-
-def _index_key(
-    search: SimilaritySearch, aspect: str | None, fused: str | None, method: str = "selective"
-) -> str:
-    return next(iter(search.sources(aspect, None, fused, method)))
-
-
-def interpolate(
-    search: SimilaritySearch,
-    first: str,
-    second: str,
-    *,
-    mix: float = 0.5,
-    aspect: str | None = None,
-    fused: str | None = None,
-    method: str = "selective",
-    n: int = 10,
-) -> pd.DataFrame:
-    """Style interpolation: neighbours of the blend ``(1 - mix) * a + mix * b``
-    (normalised to unit length on a cosine index; a point on the segment in an aspect subspace).
-
-    ``first`` and ``second`` are track ids or audio files, as for
-    :meth:`SimilaritySearch.similar`; both recordings are excluded from the results.
-    """
-    n = positive_count(n)
-    if not (isinstance(mix, int | float) and 0.0 <= mix <= 1.0):
-        raise ValueError(f"mix must be in [0, 1], got {mix}")
-    key = _index_key(search, aspect, fused, method)
-    bundle = search.indices[key]
-    ends, own = [], []
-    for query in (first, second):
-        vectors, own_id = search.query_vectors(query, [key])
-        ends.append(np.asarray(vectors[key], dtype=np.float64))
-        own.append(own_id)
-    blend = (1 - mix) * ends[0] + mix * ends[1]
-    if bundle.metric == "ip":
-        blend /= max(float(np.linalg.norm(blend)), 1e-12)
-    scores, found = bundle.search(blend, n + 2)
-    keep = found[0] >= 0
-    table = search.metadata.iloc[found[0][keep]].assign(score=scores[0][keep])
-    table = table[~table["track_id"].isin([o for o in own if o])].head(n)
-    return table[[c for c in SHOWN if c in table.columns] + ["score"]].reset_index(drop=True)
-
-
-def _members(members: pd.DataFrame, shown: int) -> str:
-    names = [
-        str(title) if isinstance(title, str) and title else str(track)
-        for title, track in zip(members.get("title", members["track_id"]), members["track_id"], strict=True)
-    ]
-    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
-
-
-def name_clusters(
-    search: SimilaritySearch,
-    n_clusters: int = 5,
-    *,
-    aspect: str | None = None,
-    fused: str | None = None,
-    method: str = "selective",
-    seed: int = 0,
-    shown: int = 6,
-) -> pd.DataFrame:
-    """Cluster the collection (k-means on the chosen index's vectors): per cluster its size, its
-    members (the first ``shown``) and the dominant performer, composer and piece where known."""
-    from sklearn.cluster import KMeans
-
-    n_clusters = positive_count(n_clusters, "the number of clusters")
-    bundle = search.indices[_index_key(search, aspect, fused, method)]
-    n_tracks = len(bundle.metadata)
-    if not 2 <= n_clusters <= n_tracks:
-        raise ValueError(
-            f"the number of clusters must be between 2 and the {n_tracks} tracks, got {n_clusters}"
-        )
-    labels = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit_predict(
-        np.asarray(bundle.vectors)
-    )
-    rows = []
-    for cluster in range(n_clusters):
-        members = search.metadata[labels == cluster]
-        row = {"cluster": cluster, "size": len(members)}
-        names = []
-        for column in ("performer", "composer", "title"):
-            if column in members and members[column].notna().any():
-                counts = members[column].value_counts()
-                share = counts.iloc[0] / len(members)
-                row[column] = f"{counts.index[0]} ({share:.0%})"
-                if share >= 0.5 and len(members) > 1:
-                    names.append(str(counts.index[0]))
-        row["name"] = " / ".join(names) or "no shared metadata"
-        row["members"] = _members(members, shown)
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values("size", ascending=False, kind="stable").reset_index(drop=True)
-
-
-def load_search(
-    project_path: str | Path = ".", backbone: str | None = None, env: str | None = None
-) -> SimilaritySearch:
-    """A :class:`SimilaritySearch` over the latest serving indices of the project at ``project_path``.
-
-    Reads the project's configuration and opens only the catalog datasets a query
-    needs (``serving_indices``, ``query_embeddings``, and ``trained_encoders``, whose
-    files are read only when a trained backbone embeds a file), not a whole Kedro
-    session with its hooks and plugins: opening takes well under a second.
-    """
-    from mess_kedro.app.project import project_datasets, project_parameters
-
-    params = project_parameters(project_path, env)
-    datasets = project_datasets(
-        project_path, ["serving_indices", "query_embeddings", "trained_encoders", "aspect_gate_report"], env
-    )
-    serving = params["serving_index"]
-    if not datasets["serving_indices"].exists():
-        raise FileNotFoundError(
-            "no serving indices yet: run `kedro run` (or `kedro run --pipelines=serving_index`)"
-        )
-    return SimilaritySearch(
-        datasets["serving_indices"].load(),
-        params["embed"],
-        backbone,
-        serving["candidates"],
-        query_cache=QueryCache(datasets["query_embeddings"]),
-        max_query_s=serving["max_query_s"],
-        max_query_decoded_mb=serving.get("max_query_decoded_mb"),
-        trained_encoders=datasets["trained_encoders"].load(),
-        aspect_gate=datasets["aspect_gate_report"].load()
-        if datasets["aspect_gate_report"].exists()
-        else None,
-    )

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from mess_kedro.analysis.maps import project_2d
-from mess_kedro.search.engine import SimilaritySearch, result_notes
+from mess_kedro.search.collection import result_notes
+from mess_kedro.search.engine import SimilaritySearch
 
 from .annotations import AnnotationLog, Judgement, validate, validate_annotator
 from .proposals import disagreeing_pair
@@ -470,9 +471,7 @@ def load_listening_room(
     project_path: str | Path = ".", backbone: str | None = None, env: str | None = None
 ) -> ListeningRoom:
     """The listening room over the latest run of the project at ``project_path``."""
-    from mess_kedro.app.project import project_datasets, project_parameters
-    from mess_kedro.search.engine import load_search
-    from mess_kedro.search.passages import load_passage_finder
+    from mess_kedro.app.project import load_passage_finder, load_search, project_datasets, project_parameters
 
     search = load_search(project_path, backbone, env)
     params = project_parameters(project_path, env)["webapp"]

@@ -294,7 +294,7 @@ def _rank_seed(
     from mess_kedro.analysis.metrics import bootstrap_mean
     from mess_kedro.corpus.ground_truth import PREFIX
     from mess_kedro.fusion.methods import restore
-    from mess_kedro.search.passages import passage_vectors, segment_coordinates
+    from mess_kedro.search.passage_vectors import passage_vectors, segment_coordinates
 
     rows = []
     for name, subspaces in subspaces_by_backbone.items():
@@ -397,7 +397,7 @@ def profile_performances(  # noqa: PLR0917 - Kedro passes a node's inputs positi
     is known from its notes; loudness is each recording's RMS level (dBFS) where
     it plays that moment.
     """
-    from mess_kedro.search.passages import local_tempo_ratio, loudness_db
+    from mess_kedro.audio.span_features import local_tempo_ratio, loudness_db
 
     step, window = float(params["profile_step_s"]), float(params["profile_window_s"])
     durations = dict(zip(track_manifest["track_id"], track_manifest["duration_s"], strict=False))
@@ -515,7 +515,8 @@ def compute_segment_chroma(
     indices; a backbone and its random-init twin share a segment grid, so each
     recording's grid is computed once.
     """
-    from mess_kedro.search.passages import segment_chroma, segment_spans
+    from mess_kedro.audio.span_features import segment_chroma
+    from mess_kedro.search.passage_vectors import segment_spans
 
     computed: dict[tuple, np.ndarray] = {}
     chroma = {}
@@ -556,7 +557,8 @@ def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs 
     from mess_kedro.analysis.metrics import bootstrap_mean
     from mess_kedro.corpus.splits import split_seeds, tracks_in
     from mess_kedro.fusion.methods import restore
-    from mess_kedro.search.passages import PassageFinder, segment_spans
+    from mess_kedro.search.passage_vectors import segment_spans
+    from mess_kedro.search.passages import PassageFinder
 
     columns = ["backbone", "label", "method", "metric", "mean", "ci_low", "ci_high", "queries"]
     primary, _ = split_seeds(track_splits)
@@ -664,7 +666,7 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
             median single-query seconds.
     """
     from mess_kedro.fusion.methods import restore
-    from mess_kedro.search.passages import segment_spans
+    from mess_kedro.search.passage_vectors import segment_spans
 
     meta = track_manifest.set_index("track_id")
     bundles, summary = {}, {}
@@ -843,7 +845,7 @@ RELATION_COLUMNS = [
 def _relation_rows(name: str, layer_embeddings, subspace, data: dict, params: dict[str, Any]) -> list[dict]:
     """Every relation variant against ``subspace`` on one backbone and aspect (see :func:`compare_passage_relation`)."""
     from mess_kedro.analysis.metrics import paired_bootstrap
-    from mess_kedro.search.passages import passage_vectors, segment_coordinates
+    from mess_kedro.search.passage_vectors import passage_vectors, segment_coordinates
 
     backbone = layer_embeddings.backbones[name]
     segments, coordinates = segment_coordinates(

@@ -419,7 +419,8 @@ def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
 ) -> str:
     """The main job's closing summary: corpus, what probing found for each ground-truth factor,
     retrieval over split seeds, aspect selectivity, and one example query on the served indices."""
-    from mess_kedro.search.engine import SimilaritySearch, printable
+    from mess_kedro.search.collection import printable
+    from mess_kedro.search.engine import SimilaritySearch
 
     headline = params["headline_metric"]
     lines = ["# mess-kedro run summary", "", *_corpus_lines(ingest_summary)]
