@@ -126,7 +126,7 @@ def test_passage_ranking_follows_the_local_ground_truth_it_encodes():
     """Six renditions of one test piece; each plays at its own loudness, which its segments encode."""
     from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.fusion.aspect_subspace import AspectSubspace
-    from mess_kedro.pipelines.alignment.nodes import evaluate_passage_ranking
+    from mess_kedro.pipelines.alignment.ranking_nodes import evaluate_passage_ranking
 
     rng = np.random.default_rng(0)
     ids = [f"t{i}" for i in range(6)]
@@ -208,7 +208,10 @@ def test_passage_retrieval_scores_embeddings_and_the_chroma_baseline_against_the
     from mess_kedro.audio.signal import AudioSignal
     from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.fusion.methods import UniformMean
-    from mess_kedro.pipelines.alignment.nodes import compute_segment_chroma, evaluate_passage_retrieval
+    from mess_kedro.pipelines.alignment.segment_nodes import (
+        compute_segment_chroma,
+        evaluate_passage_retrieval,
+    )
 
     sr = 22050
     notes = {
@@ -286,7 +289,7 @@ def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path
     from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
     from mess_kedro.fusion.aspect_subspace import AspectSubspace
     from mess_kedro.fusion.methods import UniformMean
-    from mess_kedro.pipelines.alignment.nodes import build_segment_indices, compute_segment_chroma
+    from mess_kedro.pipelines.alignment.segment_nodes import build_segment_indices, compute_segment_chroma
 
     rng = np.random.default_rng(1)
     ids = ["a", "b", "c"]
@@ -450,7 +453,7 @@ def test_the_passage_report_states_each_goal_by_the_issues_rule():
 
 
 def test_the_passage_report_says_what_was_not_measured():
-    from mess_kedro.pipelines.alignment.nodes import RELATION_COLUMNS
+    from mess_kedro.pipelines.alignment.ranking_nodes import RELATION_COLUMNS
     from mess_kedro.pipelines.alignment.report import write_passage_report
 
     text = write_passage_report(
@@ -469,7 +472,7 @@ def test_the_passage_report_says_what_was_not_measured():
 def test_a_collection_where_no_piece_has_two_recordings_gets_a_report_not_a_crash():
     """Each method is listed over 0 queries with NaN scores (what the node writes then): it
     crashed with 'Encountered all NA values'."""
-    from mess_kedro.pipelines.alignment.nodes import RELATION_COLUMNS
+    from mess_kedro.pipelines.alignment.ranking_nodes import RELATION_COLUMNS
     from mess_kedro.pipelines.alignment.report import write_passage_report
 
     nothing = pd.DataFrame(

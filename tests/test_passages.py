@@ -139,7 +139,7 @@ def test_local_tempo_and_loudness_of_signals_with_known_answers():
 
 def test_profiles_put_every_performance_on_the_reference_axis():
     from mess_kedro.audio.signal import AudioSignal
-    from mess_kedro.pipelines.alignment.nodes import plot_profiles, profile_performances
+    from mess_kedro.pipelines.alignment.profile_nodes import plot_profiles, profile_performances
     from tests.conftest import configured
 
     sr = 8000

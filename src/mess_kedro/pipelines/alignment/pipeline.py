@@ -2,23 +2,15 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import (
-    align_recordings,
-    build_segment_indices,
-    compare_passage_relation,
-    compute_segment_chroma,
-    evaluate_alignment,
-    evaluate_passage_ranking,
-    evaluate_passage_retrieval,
-    list_aligned_passages,
-    pair_recordings,
-    plot_profiles,
-    profile_performances,
-)
+from .nodes import align_recordings, evaluate_alignment, list_aligned_passages, pair_recordings
+from .profile_nodes import plot_profiles, profile_performances
+from .ranking_nodes import compare_passage_relation, evaluate_passage_ranking
 from .report import write_passage_report
+from .segment_nodes import build_segment_indices, compute_segment_chroma, evaluate_passage_retrieval
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def _aligned() -> Pipeline:
+    """Recordings paired with their piece's reference, aligned, measured and cut into passages."""
     return Pipeline(
         [
             Node(
@@ -57,6 +49,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="aligned_passages",
                 name="list_aligned_passages",
             ),
+        ]
+    )
+
+
+def _ranked() -> Pipeline:
+    """Aligned passages ranked by an aspect; the passage relation; the report."""
+    return Pipeline(
+        [
             Node(
                 func=evaluate_passage_ranking,
                 inputs=[
@@ -73,12 +73,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="evaluate_passage_ranking",
             ),
             Node(
-                func=compute_segment_chroma,
-                inputs=["layer_embeddings", "prepared_audio"],
-                outputs="segment_chroma",
-                name="compute_segment_chroma",
-            ),
-            Node(
                 func=compare_passage_relation,
                 inputs=[
                     "aligned_passages",
@@ -92,6 +86,33 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="passage_relation_comparison",
                 name="compare_passage_relation",
+            ),
+            Node(
+                func=write_passage_report,
+                inputs=[
+                    "alignment_summary",
+                    "passage_retrieval",
+                    "passage_ranking",
+                    "passage_relation_comparison",
+                    "segment_index_summary",
+                    "params:alignment",
+                ],
+                outputs="passage_report",
+                name="write_passage_report",
+            ),
+        ]
+    )
+
+
+def _segments() -> Pipeline:
+    """Segment indices (chroma included) and passage retrieval by content."""
+    return Pipeline(
+        [
+            Node(
+                func=compute_segment_chroma,
+                inputs=["layer_embeddings", "prepared_audio"],
+                outputs="segment_chroma",
+                name="compute_segment_chroma",
             ),
             Node(
                 func=evaluate_passage_retrieval,
@@ -121,6 +142,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["segment_indices", "segment_index_summary"],
                 name="build_segment_indices",
             ),
+        ]
+    )
+
+
+def _profiles() -> Pipeline:
+    """Interpretation profiles along the reference's score time."""
+    return Pipeline(
+        [
             Node(
                 func=profile_performances,
                 inputs=[
@@ -135,19 +164,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="profile_performances",
             ),
             Node(
-                func=write_passage_report,
-                inputs=[
-                    "alignment_summary",
-                    "passage_retrieval",
-                    "passage_ranking",
-                    "passage_relation_comparison",
-                    "segment_index_summary",
-                    "params:alignment",
-                ],
-                outputs="passage_report",
-                name="write_passage_report",
-            ),
-            Node(
                 func=plot_profiles,
                 inputs=["interpretation_profiles", "track_manifest"],
                 outputs="interpretation_profile_plots",
@@ -155,3 +171,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return _aligned() + _ranked() + _segments() + _profiles()
