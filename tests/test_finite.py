@@ -87,11 +87,11 @@ def test_a_query_that_embeds_to_nan_is_refused_and_never_cached(tmp_path, monkey
 
 
 def test_an_embedding_cache_entry_holding_nan_is_recomputed(caplog):
-    from mess_kedro.pipelines.embed.nodes import _readable_entries
+    from mess_kedro.embedding.plan import readable_entries
 
     entries = {
         "good": lambda: {"track": np.ones((2, 3))},
         "nan": lambda: {"track": np.array([[np.nan, 1.0]])},
     }
-    assert _readable_entries(entries) == {"good"}
+    assert readable_entries(entries) == {"good"}
     assert "embedding cache entry nan is unreadable (track: 1 of 2 values are NaN or infinite)" in caplog.text

@@ -256,14 +256,14 @@ def test_outputs_follow_the_umask(tmp_path):
 def test_a_damaged_embedding_cache_entry_is_a_miss(tmp_path):
     from kedro_datasets.partitions import PartitionedDataset
 
-    from mess_kedro.pipelines.embed.nodes import _readable_entries
+    from mess_kedro.embedding.plan import readable_entries
 
     folder = tmp_path / "cache"
     for key in ("good", "bad"):
         NpzDataset(filepath=str(folder / f"{key}.npz")).save({"x": np.arange(1000.0)})
     (folder / "bad.npz").write_bytes((folder / "bad.npz").read_bytes()[:300])  # half written elsewhere
     entries = PartitionedDataset(path=str(folder), dataset=NpzDataset, filename_suffix=".npz").load()
-    assert _readable_entries(entries) == {"good"}
+    assert readable_entries(entries) == {"good"}
 
 
 # --------------------------------------------------------------------------- indices: integrity

@@ -10,7 +10,7 @@ from kedro_datasets.partitions import PartitionedDataset
 from transformers import Wav2Vec2FeatureExtractor
 
 import mess_kedro.datasets.npz_dataset as npz_module
-import mess_kedro.pipelines.embed.nodes as embed_nodes
+import mess_kedro.embedding.plan as embed_plan
 from mess_kedro.audio.signal import AudioSignal
 from mess_kedro.datasets import EmbeddingSetDataset, OptionalPartitionedDataset
 from mess_kedro.embedding.tracks import EmbeddingConfig, embed_track, embed_tracks, segment_bounds
@@ -140,7 +140,7 @@ def test_rejects_and_labels(corpus, tmp_path):
     assert embedding_set.index["label"].eq("mert-tiny (random-init)").all()
     # The consolidated matrix is exactly the cached per-track results, in index order.
     cached = store().load()
-    key = embed_nodes.partition_key("mert-tiny", run["weights_id"], run["config_id"], "t2")
+    key = embed_plan.partition_key("mert-tiny", run["weights_id"], run["config_id"], "t2")
     np.testing.assert_array_equal(tiny.matrix[2], np.stack([cached[key]()[f"track_{i}"] for i in range(3)]))
 
     dataset = EmbeddingSetDataset(filepath=str(tmp_path / "set"))
@@ -162,14 +162,14 @@ def test_resume_recomputes_only_what_is_missing(corpus, tmp_path, monkeypatch):
     victim.unlink()
 
     calls = []
-    real = embed_nodes.embed_tracks
+    real = embed_plan.embed_tracks
 
     def counting(backbone, tracks, config, device):
         for key, samples in tracks:
             calls.append(key)
             yield from real(backbone, [(key, samples)], config, device)
 
-    monkeypatch.setattr(embed_nodes, "embed_tracks", counting)
+    monkeypatch.setattr(embed_plan, "embed_tracks", counting)
     outputs, _, _ = run_embed(audio, manifest, store)
     assert [k.rsplit("/", 1)[1] for k in outputs] == ["t1"] and [c.rsplit("/", 1)[1] for c in calls] == ["t1"]
     for f, (content, mtime) in before.items():
