@@ -61,7 +61,7 @@ def served(tmp_path):
 
     project = os.environ.get("MESS_KEDRO_BROWSER_PROJECT")
     if project:
-        from mess_kedro.app.webapp.room import load_listening_room
+        from mess_kedro.app.project import load_listening_room
 
         room = load_listening_room(project)
         # the test's answer goes to a file of its own, not the project's annotations

@@ -385,8 +385,8 @@ def test_serving_summary_and_the_cli_by_id_by_own_file_and_its_errors(served):
 def test_the_listening_room_serves_the_run_and_an_upload_is_embedded_for_real(served):
     """Loaded from the catalog of a real run: collection, audio by id, and a file upload
     embedded by the real backbone, its own recording recognised and left out of its answer."""
+    from mess_kedro.app.project import load_listening_room
     from mess_kedro.app.webapp.api import create_app
-    from mess_kedro.app.webapp.room import load_listening_room
     from tests.webapp_fixture import room_client
 
     room = load_listening_room(served)

@@ -383,12 +383,12 @@ def test_the_page_works_under_a_reverse_proxys_sub_path(room):
 def test_serve_binds_loopback_by_default(monkeypatch, room):
     from click.testing import CliRunner
 
-    import mess_kedro.app.webapp.room as room_module
+    import mess_kedro.app.project as app_project
     from mess_kedro.app.cli import main
     from tests.conftest import PROJECT_ROOT
 
     calls = {}
-    monkeypatch.setattr(room_module, "load_listening_room", lambda project, backbone: room)
+    monkeypatch.setattr(app_project, "load_listening_room", lambda project, backbone: room)
     monkeypatch.setattr(room, "warm_up", lambda: None)
     monkeypatch.setattr("uvicorn.run", lambda app, **kw: calls.update(kw))
     result = CliRunner().invoke(main, ["serve", "--project", str(PROJECT_ROOT)])

@@ -355,8 +355,8 @@ def serve(  # noqa: PLR0917
     import uvicorn
     from kedro.io.core import DatasetError
 
+    from mess_kedro.app.project import load_listening_room
     from mess_kedro.app.webapp.api import SERVER_OPTIONS, create_app
-    from mess_kedro.app.webapp.room import load_listening_room
     from mess_kedro.app.webapp.uploads import remove_abandoned_uploads
 
     try:

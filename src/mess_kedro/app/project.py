@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mess_kedro.app.webapp.room import ListeningRoom
     from mess_kedro.search.engine import SimilaritySearch
     from mess_kedro.search.passage_vectors import AspectSpace
     from mess_kedro.search.passages import PassageFinder
@@ -183,4 +184,49 @@ def aspect_space(
 def _pretrained_first(embeddings) -> list[str]:
     return sorted(
         embeddings.backbones, key=lambda n: (bool(embeddings.backbones[n].info.get("random_init")), n)
+    )
+
+
+def load_listening_room(
+    project_path: str | Path = ".", backbone: str | None = None, env: str | None = None
+) -> ListeningRoom:
+    """The listening room over the latest run of the project at ``project_path``."""
+    from mess_kedro.app.webapp.annotations import AnnotationLog
+    from mess_kedro.app.webapp.room import ListeningRoom, RoomSettings, collection_table
+    from mess_kedro.app.webapp.uploads import UploadLimits
+
+    search = load_search(project_path, backbone, env)
+    params = project_parameters(project_path, env)["webapp"]
+    names = [
+        "track_manifest",
+        "prepared_audio",
+        "annotation_triplets",
+        "aspect_layer_map",
+        "probing_results",
+        "evaluation_report",
+    ]
+    datasets = project_datasets(project_path, names, env)
+
+    def optional(name: str, default):
+        try:
+            return datasets[name].load()
+        except Exception:  # noqa: BLE001 - a part not produced yet: the room goes without it
+            return default
+
+    limits = UploadLimits(
+        int(params["max_upload_mb"] * 1024 * 1024),
+        float(params["max_upload_s"]),
+        params.get("max_upload_decoded_mb"),
+    )
+    return ListeningRoom(
+        search=search,
+        collection=collection_table(search.metadata, optional("track_manifest", None)),
+        audio=datasets["prepared_audio"].partitions(),
+        annotations=AnnotationLog(datasets["annotation_triplets"]),
+        limits=limits,
+        settings=RoomSettings.from_params(params),
+        aspect_map=optional("aspect_layer_map", {}),
+        probing=optional("probing_results", {}),
+        report=datasets["evaluation_report"].load,
+        passage_finder=lambda: load_passage_finder(project_path, env, backbone=search.backbone),
     )

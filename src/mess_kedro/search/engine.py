@@ -440,5 +440,3 @@ class SimilaritySearch:
             difference=[describe_difference(column, float(v - values[0, 0]), error) for v in values[1:, 0]],
             closer_than=[closer_than(distances, d) for d in ((vectors[rows] - query) ** 2).sum(axis=1)],
         )
-
-

@@ -287,5 +287,3 @@ def content_matches(bundle, vector: np.ndarray, within: set[str], depth: int = 5
     route = str(bundle.manifest.get("name", "")).rsplit("/", 1)[-1].removeprefix("segments-") or "content"
     table = pd.DataFrame(found, columns=["track_id", "start_s", "end_s", "score"])
     return table.assign(route=route)[[*PASSAGE_COLUMNS, "score"]]
-
-

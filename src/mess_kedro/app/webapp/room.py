@@ -7,7 +7,7 @@ the annotation log, and the served run's probing results and evaluation
 report. Everything a client names is a track id, an aspect or an index key,
 looked up in what was loaded: no client string ever becomes a path.
 
-:func:`load_listening_room` builds it from the project's catalog;
+:func:`mess_kedro.app.project.load_listening_room` builds it from the project's catalog;
 :mod:`mess_kedro.app.webapp.api` puts it behind HTTP.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import threading
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from mess_kedro.search.collection import result_notes
 from mess_kedro.search.engine import SimilaritySearch
 
 from .annotations import AnnotationLog, Judgement, validate, validate_annotator
-from .proposals import disagreeing_pair
+from .proposals import propose_triplet
 from .uploads import UploadLimits
 
 SHOWN = ["track_id", "title", "composer", "performer", "piece", "split", "duration_s"]
@@ -384,76 +383,28 @@ class ListeningRoom:
             ) from None
 
     # -- annotation -----------------------------------------------------------------
-    def _aspect_keys(self, aspect: str) -> tuple[str, str]:
-        if aspect not in self.search.aspects():
-            decision = self.search.aspect_decisions.get(aspect, {}).get("reason")
-            why = f" ({decision})" if decision else ""
-            raise KeyError(
-                f"unknown or not served aspect '{aspect[:80]}'{why}; served: {self.search.aspects()}"
-            )
-        baseline = f"layer-{aspect}"
-        if baseline not in self.search.indices:
-            baseline = f"fused-{self.search.default_fused()}"
-        return f"aspect-{aspect}", baseline
-
-    def _candidates(self, anchor: int, keys: tuple[str, str], vectors: dict) -> np.ndarray:
-        groups = self.collection.get("group")
-        if groups is not None:
-            same = np.flatnonzero((groups == groups.iloc[anchor]).to_numpy())
-            same = same[same != anchor]
-            if len(same) >= 2:
-                return same
-        found = set()
-        for key in keys:
-            _, rows = self.search.indices[key].search(vectors[key], self.settings.proposal_pool + 1)
-            found.update(int(r) for r in rows[0] if r >= 0 and r != anchor)
-        return np.array(sorted(found))
-
     def propose(self, aspect: str, annotator: str) -> dict:
         """A triplet worth asking ``annotator`` about in ``aspect`` (:mod:`.proposals`)."""
-        keys = self._aspect_keys(aspect)
         validate_annotator(annotator)
-        done = self.annotations.judged_by(annotator)
-        ids = self.collection["track_id"]
-        rng = np.random.default_rng([self.settings.seed, len(done), zlib.crc32(annotator.encode())])
-        best = None
-        for anchor in rng.permutation(len(ids))[: self.settings.proposal_anchors]:
-            vectors, _ = self.search.query_vectors(ids.iloc[anchor], keys)
-            pool = self._candidates(int(anchor), keys, vectors)
-            if len(pool) < 2:
-                continue
-            scores = [self.search.indices[k].score(pool, vectors[k]) for k in keys]
-            position = {ids.iloc[row]: i for i, row in enumerate(pool)}
-            skip = {
-                (position[p], position[q])
-                for a, anc, p, q in done
-                if a == aspect and anc == ids.iloc[anchor] and p in position and q in position
-            }
-            choice = disagreeing_pair(*scores, skip=skip)
-            if choice and (
-                best is None or (choice.disagree, choice.margin) > (best[1].disagree, best[1].margin)
-            ):
-                best = (int(anchor), choice, pool)
-        if best is None:
-            raise NotAvailable(f"no triplet left to ask {annotator} in {aspect}")
-        anchor, choice, pool = best
-        pair = [str(ids.iloc[pool[choice.first]]), str(ids.iloc[pool[choice.second]])]
-        first_closer = pair[0]
-        order = rng.permutation(2)  # A and B in random order: no side is always the first method's pick
-        a, b = pair[order[0]], pair[order[1]]
-        names = {keys[0]: "the selective subspace", keys[1]: self.search.describe({keys[1]: 1.0})}
-        reason = (
-            f"{names[keys[0]]} hears {'A' if first_closer == a else 'B'} closer; "
-            f"{names[keys[1]]} hears {'B' if first_closer == a else 'A'} closer"
-            if choice.disagree
-            else f"the methods agree; {names[keys[0]]} finds this pair the hardest to tell apart"
+        proposal = propose_triplet(
+            self.search,
+            self.collection,
+            self.annotations.judged_by(annotator),
+            aspect,
+            annotator,
+            seed=self.settings.seed,
+            anchors=self.settings.proposal_anchors,
+            pool_size=self.settings.proposal_pool,
         )
+        if proposal is None:
+            raise NotAvailable(f"no triplet left to ask {annotator} in {aspect}")
+        anchor, a, b, disagree, reason = proposal
         return {
             "aspect": aspect,
-            "anchor": self.track(str(ids.iloc[anchor])),
+            "anchor": self.track(anchor),
             "a": self.track(a),
             "b": self.track(b),
-            "disagree": choice.disagree,
+            "disagree": disagree,
             "reason": reason,
         }
 
@@ -465,46 +416,3 @@ class ListeningRoom:
         judgement = Judgement(anchor, positive, negative, annotator, aspect)
         validate(judgement, self._rows, self.search.aspects())
         return self.annotations.append(judgement)
-
-
-def load_listening_room(
-    project_path: str | Path = ".", backbone: str | None = None, env: str | None = None
-) -> ListeningRoom:
-    """The listening room over the latest run of the project at ``project_path``."""
-    from mess_kedro.app.project import load_passage_finder, load_search, project_datasets, project_parameters
-
-    search = load_search(project_path, backbone, env)
-    params = project_parameters(project_path, env)["webapp"]
-    names = [
-        "track_manifest",
-        "prepared_audio",
-        "annotation_triplets",
-        "aspect_layer_map",
-        "probing_results",
-        "evaluation_report",
-    ]
-    datasets = project_datasets(project_path, names, env)
-
-    def optional(name: str, default):
-        try:
-            return datasets[name].load()
-        except Exception:  # noqa: BLE001 - a part not produced yet: the room goes without it
-            return default
-
-    limits = UploadLimits(
-        int(params["max_upload_mb"] * 1024 * 1024),
-        float(params["max_upload_s"]),
-        params.get("max_upload_decoded_mb"),
-    )
-    return ListeningRoom(
-        search=search,
-        collection=collection_table(search.metadata, optional("track_manifest", None)),
-        audio=datasets["prepared_audio"].partitions(),
-        annotations=AnnotationLog(datasets["annotation_triplets"]),
-        limits=limits,
-        settings=RoomSettings.from_params(params),
-        aspect_map=optional("aspect_layer_map", {}),
-        probing=optional("probing_results", {}),
-        report=datasets["evaluation_report"].load,
-        passage_finder=lambda: load_passage_finder(project_path, env, backbone=search.backbone),
-    )
