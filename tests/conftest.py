@@ -173,7 +173,7 @@ def demo_params() -> dict:
 def tiny_demo(demo_params):
     """``render_demo_corpus`` output with the audio rendered: (audio, midi, records, settings, notes),
     audio and MIDI keyed by render key."""
-    from mess_kedro.pipelines.ingest.nodes import render_demo_corpus
+    from mess_kedro.pipelines.ingest.demo_nodes import render_demo_corpus
 
     audio, midi, records, settings, notes = render_demo_corpus(demo_params, {}, {})
     return {key: render() for key, render in audio.items()}, midi, records, settings, notes

@@ -28,7 +28,7 @@ from mess_kedro.corpus.demo.synth import (
     render_rendition,
 )
 from mess_kedro.datasets import AudioDataset, OptionalPartitionedDataset
-from mess_kedro.pipelines.ingest.nodes import render_demo_corpus, rendition_synth
+from mess_kedro.pipelines.ingest.demo_nodes import render_demo_corpus, rendition_synth
 from tests.conftest import plain_settings, tiny_demo_params
 
 SR = 22050
@@ -316,7 +316,7 @@ def test_scores_are_parsed_once_and_the_remembered_notes_give_the_same_corpus(
     tmp_path, demo_params, monkeypatch
 ):
     from mess_kedro.datasets import ParquetDataset
-    from mess_kedro.pipelines.ingest import nodes
+    from mess_kedro.pipelines.ingest import demo_nodes as nodes
 
     store = OptionalPartitionedDataset(
         path=str(tmp_path / "notes"), dataset=ParquetDataset, filename_suffix=".parquet"

@@ -6,7 +6,7 @@ import pytest
 
 from mess_kedro.analysis.leaks import LeakError, leak_report, segment_count, silence_edges, validate_leaks
 from mess_kedro.embedding.tracks import segment_bounds
-from mess_kedro.pipelines.ingest.nodes import audit_demo_tracks, audit_leaks
+from mess_kedro.pipelines.ingest.audit_nodes import audit_demo_tracks, audit_leaks
 
 SR = 24000
 

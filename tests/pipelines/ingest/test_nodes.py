@@ -9,9 +9,9 @@ import soundfile as sf
 from mess_kedro.audio.signal import AudioSignal, read_audio, write_audio
 from mess_kedro.corpus.sources import AudioCollection, empty_records
 from mess_kedro.datasets import AudioCollectionDataset
+from mess_kedro.pipelines.ingest.audit_nodes import audit_demo_tracks
 from mess_kedro.pipelines.ingest.nodes import (
     assign_splits,
-    audit_demo_tracks,
     index_ground_truth,
     prepare_recordings,
     summarise_ingest,

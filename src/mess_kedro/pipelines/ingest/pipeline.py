@@ -2,15 +2,9 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import (
-    assign_splits,
-    audit_demo_tracks,
-    index_ground_truth,
-    prepare_recordings,
-    read_demo_scores,
-    render_demo_corpus,
-    summarise_ingest,
-)
+from .audit_nodes import audit_demo_tracks
+from .demo_nodes import read_demo_scores, render_demo_corpus
+from .nodes import assign_splits, index_ground_truth, prepare_recordings, summarise_ingest
 
 
 def create_pipeline(**kwargs) -> Pipeline:
