@@ -124,7 +124,8 @@ def test_probing_node_reports_folds_alphas_controls_and_the_classic_baseline():
 
     from mess_kedro.analysis.descriptors import DESCRIPTORS
     from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
-    from mess_kedro.pipelines.probing.nodes import probe_layers, summarise_factor_probing
+    from mess_kedro.pipelines.probing.nodes import probe_layers
+    from mess_kedro.pipelines.probing.report_nodes import summarise_factor_probing
 
     rng = np.random.default_rng(5)
     n = 120

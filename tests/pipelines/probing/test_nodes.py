@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mess_kedro.pipelines.probing.nodes import map_aspects, plot_probing_heatmap
+from mess_kedro.pipelines.probing.nodes import map_aspects
+from mess_kedro.pipelines.probing.report_nodes import plot_probing_heatmap
 
 
 def results(r2: list[list[float]], twin: list[list[float]] | None = None) -> dict:

@@ -2,7 +2,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import map_aspects, plot_probing_heatmap, probe_layers, summarise_factor_probing
+from .nodes import map_aspects, probe_layers
+from .report_nodes import plot_probing_heatmap, summarise_factor_probing
 
 
 def create_pipeline(**kwargs) -> Pipeline:
