@@ -7,15 +7,15 @@ from .nodes import (
     evaluate_methods,
     make_example_triplets,
     metrics_for_tracking,
-    plot_metrics,
     triplet_agreement,
-    write_report,
 )
+from .report_nodes import plot_metrics, plot_selectivity, write_report
 from .route_nodes import compare_aspect_routes, evaluate_aspect_routes
-from .selectivity_nodes import compare_selectivity, evaluate_selectivity, plot_selectivity
+from .selectivity_nodes import compare_selectivity, evaluate_selectivity
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def _retrieval() -> Pipeline:
+    """Retrieval by the fused and single-layer methods, on grouped test splits, with bootstrap intervals; the learned weights against probing."""
     return Pipeline(
         [
             Node(
@@ -31,6 +31,26 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["evaluation_metrics", "evaluation_per_query", "evaluation_comparisons"],
                 name="evaluate_methods",
             ),
+            Node(
+                func=metrics_for_tracking,
+                inputs=["evaluation_metrics", "selectivity_summary", "aspect_layer_map", "params:evaluation"],
+                outputs="tracked_metrics",
+                name="metrics_for_tracking",
+            ),
+            Node(
+                func=compare_weights_with_probing,
+                inputs=["fusion_report", "probing_results"],
+                outputs=["layer_weights_plot", "layer_weights_vs_probing"],
+                name="compare_weights_with_probing",
+            ),
+        ]
+    )
+
+
+def _selectivity() -> Pipeline:
+    """Does a search in an aspect rank by that aspect, and only by it: per method, per route, per seed."""
+    return Pipeline(
+        [
             Node(
                 func=evaluate_selectivity,
                 inputs=[
@@ -76,12 +96,40 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="aspect_routes_comparisons",
                 name="compare_aspect_routes",
             ),
+        ]
+    )
+
+
+def _triplets() -> Pipeline:
+    """Triplet judgements (example ones, or a listener's) and how each method agrees with them."""
+    return Pipeline(
+        [
             Node(
-                func=plot_selectivity,
-                inputs="selectivity_matrix",
-                outputs="selectivity_heatmaps",
-                name="plot_selectivity",
+                func=make_example_triplets,
+                inputs=["performance_ground_truth", "track_manifest", "params:evaluation"],
+                outputs="example_triplets",
+                name="make_example_triplets",
             ),
+            Node(
+                func=triplet_agreement,
+                inputs=[
+                    "layer_embeddings",
+                    "fusion_models",
+                    "aspect_subspaces",
+                    "annotation_triplets",
+                    "example_triplets",
+                ],
+                outputs="triplet_agreement",
+                name="triplet_agreement",
+            ),
+        ]
+    )
+
+
+def _report() -> Pipeline:
+    """The report and its figures."""
+    return Pipeline(
+        [
             Node(
                 func=write_report,
                 inputs=[
@@ -102,34 +150,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="plot_evaluation_metrics",
             ),
             Node(
-                func=metrics_for_tracking,
-                inputs=["evaluation_metrics", "selectivity_summary", "aspect_layer_map", "params:evaluation"],
-                outputs="tracked_metrics",
-                name="metrics_for_tracking",
-            ),
-            Node(
-                func=make_example_triplets,
-                inputs=["performance_ground_truth", "track_manifest", "params:evaluation"],
-                outputs="example_triplets",
-                name="make_example_triplets",
-            ),
-            Node(
-                func=triplet_agreement,
-                inputs=[
-                    "layer_embeddings",
-                    "fusion_models",
-                    "aspect_subspaces",
-                    "annotation_triplets",
-                    "example_triplets",
-                ],
-                outputs="triplet_agreement",
-                name="triplet_agreement",
-            ),
-            Node(
-                func=compare_weights_with_probing,
-                inputs=["fusion_report", "probing_results"],
-                outputs=["layer_weights_plot", "layer_weights_vs_probing"],
-                name="compare_weights_with_probing",
+                func=plot_selectivity,
+                inputs="selectivity_matrix",
+                outputs="selectivity_heatmaps",
+                name="plot_selectivity",
             ),
         ]
     )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return _retrieval() + _selectivity() + _triplets() + _report()

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from mess_kedro.analysis.descriptors import CLASSIC_SOURCE, descriptor_matrix
 from mess_kedro.analysis.metrics import bootstrap_mean, paired_bootstrap
@@ -441,62 +440,3 @@ def with_every_seed(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         seeds=("split_seed", "nunique"),
     )
     return pd.concat([table, every.reset_index().assign(split_seed="all")], ignore_index=True)
-
-
-def plot_selectivity(selectivity_matrix: pd.DataFrame) -> dict[str, Figure]:
-    """One heatmap per source (``<backbone>.png``), averaged over split seeds: aspects searched x factors matched.
-
-    Panels per method; rows the aspects searched, columns the factors; the
-    own factor's cell is outlined (selectivity), everything else is leakage or
-    a link the ground truth itself has (the oracle panel shows which).
-    """
-    figures: dict[str, Figure] = {}
-    if selectivity_matrix.empty:
-        fig = Figure(figsize=(6, 1.5))
-        fig.text(0.5, 0.5, "No ground truth in this corpus: selectivity needs the demo corpus", ha="center")
-        return {"no_ground_truth.png": fig}
-    mean = (
-        selectivity_matrix.groupby(["source", "label", "method", "aspect", "factor", "relation"], sort=False)[
-            "mean"
-        ]
-        .mean()
-        .reset_index()
-    )
-    oracle = mean[mean["source"] == ORACLE]
-    for source, group in mean.groupby("source", sort=False):
-        if source == ORACLE:
-            continue
-        panels = [("oracle", oracle), *((m, g) for m, g in group.groupby("method", sort=False))]
-        aspects = list(dict.fromkeys(group["aspect"]))
-        # Each row's own factor first, in row order, so selectivity lies on the diagonal.
-        own = group[group["relation"] == "own"].drop_duplicates("aspect").set_index("aspect")["factor"]
-        factors = list(dict.fromkeys([own[a] for a in aspects if a in own.index] + list(group["factor"])))
-        fig = Figure(figsize=(4.2 * len(panels), 0.45 * len(aspects) + 2.2))
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
-        for ax, (method, cells) in zip(axes, panels, strict=True):
-            grid = cells.pivot_table(index="aspect", columns="factor", values="mean").reindex(
-                index=aspects, columns=factors
-            )
-            image = ax.imshow(grid.to_numpy(float), vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
-            own = cells.drop_duplicates(["aspect", "factor"]).set_index(["aspect", "factor"])["relation"]
-            for (aspect, factor), relation in own.items():
-                if relation == "own" and aspect in aspects and factor in factors:
-                    ax.add_patch(_outline(factors.index(factor), aspects.index(aspect)))
-            ax.set_xticks(range(len(factors)), factors, rotation=60, ha="right", fontsize=7)
-            ax.set_yticks(range(len(aspects)), aspects if ax is axes[0] else [], fontsize=7)
-            ax.set_title(method, fontsize=9)
-            ax.set_xlabel("factor matched", fontsize=8)
-        axes[0].set_ylabel("aspect searched", fontsize=8)
-        fig.colorbar(image, ax=list(axes), fraction=0.015, label="mean per-query Spearman rho")
-        fig.suptitle(
-            f"{group['label'].iloc[0]}: aspect selectivity on test queries (mean over split seeds)",
-            fontsize=10,
-        )
-        figures[f"{source}.png"] = fig
-    return figures
-
-
-def _outline(x: int, y: int):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=1.5)
