@@ -161,9 +161,8 @@ def synthetic_corpus(n_pieces: int = 12, n_performers: int = 8, seed: int = 0):
 def test_selectivity_end_to_end_on_a_known_world():
     from mess_kedro.fusion.methods import UniformMean
     from mess_kedro.pipelines.evaluation.nodes import metrics_for_tracking
-    from mess_kedro.pipelines.evaluation.report_nodes import write_report
+    from mess_kedro.pipelines.evaluation.report_nodes import plot_selectivity, write_report
     from mess_kedro.pipelines.evaluation.selectivity_nodes import compare_selectivity, evaluate_selectivity
-    from mess_kedro.pipelines.evaluation.report_nodes import plot_selectivity
     from mess_kedro.pipelines.fusion.nodes import fit_aspect_subspaces
 
     embeddings, truth, descriptors, splits = synthetic_corpus()
@@ -229,9 +228,8 @@ def test_selectivity_end_to_end_on_a_known_world():
 
 
 def test_selectivity_without_ground_truth_is_empty_and_said():
-    from mess_kedro.pipelines.evaluation.report_nodes import write_report
+    from mess_kedro.pipelines.evaluation.report_nodes import plot_selectivity, write_report
     from mess_kedro.pipelines.evaluation.selectivity_nodes import evaluate_selectivity
-    from mess_kedro.pipelines.evaluation.report_nodes import plot_selectivity
 
     embeddings, truth, descriptors, splits = synthetic_corpus(n_pieces=4, n_performers=3)
     options = configured(

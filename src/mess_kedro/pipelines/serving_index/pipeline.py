@@ -2,7 +2,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_serving_indices, gate_served_aspects, summarise_run
+from .nodes import build_serving_indices, gate_served_aspects
+from .summary_nodes import summarise_run
 
 
 def create_pipeline(**kwargs) -> Pipeline:
