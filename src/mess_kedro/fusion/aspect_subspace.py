@@ -308,17 +308,22 @@ def fit_subspaces(
         method.cv_rmse = out_of_fold_rmse(
             method._stack(layers)[rows], values[rows][:, idx], groups[rows], n_folds
         )
-        agreement = choice_agreement(per_repeat, order.tolist(), len(order))
         subspaces[aspect] = method
-        report[aspect] = {
-            "supervision": cols,
-            "layers": method.layer_names,
-            "train_cv_r2": method.train_cv_r2,
-            "train_cv_r2_sd": [round(float(np.nanstd(per_repeat[:, i])), 4) for i in order],
-            "layer_choice_agreement": round(agreement, 4),
-            "cv_rmse": [round(e, 6) for e in method.cv_rmse],
-            "alpha": [float(a) for a in method.alpha],
-            "dim": method.dim,
-            "train_rows": int(rows.sum()),
-        }
+        report[aspect] = _fitted_entry(method, per_repeat, order, int(rows.sum()))
     return subspaces, report
+
+
+def _fitted_entry(method: AspectSubspace, per_repeat: np.ndarray, order: np.ndarray, train_rows: int) -> dict:
+    """A fitted aspect's report: its layers with their training-split CV R² (and its spread over
+    repeats), how often the repeats chose the same layers, its error, ridge strengths and size."""
+    return {
+        "supervision": method.supervision,
+        "layers": method.layer_names,
+        "train_cv_r2": method.train_cv_r2,
+        "train_cv_r2_sd": [round(float(np.nanstd(per_repeat[:, i])), 4) for i in order],
+        "layer_choice_agreement": round(choice_agreement(per_repeat, order.tolist(), len(order)), 4),
+        "cv_rmse": [round(e, 6) for e in method.cv_rmse],
+        "alpha": [float(a) for a in method.alpha],
+        "dim": method.dim,
+        "train_rows": train_rows,
+    }

@@ -35,7 +35,7 @@ def compute_segment_chroma(
 ) -> dict[str, np.ndarray]:
     """The chroma content baseline of every embedded segment, per backbone: ``{backbone: [M, 36]}``.
 
-    Each segment's ordered CENS chroma (:func:`mess_kedro.search.passages.segment_chroma`),
+    Each segment's ordered CENS chroma (:func:`mess_kedro.audio.span_features.segment_chroma`),
     in the row order of the backbone's segment arrays; zeros where a recording has
     no prepared audio. Computed once here for passage retrieval and the segment
     indices; a backbone and its random-init twin share a segment grid, so each
@@ -168,6 +168,22 @@ def _segment_bundle(  # noqa: PLR0913 - one index's ingredients, all named
     return IndexBundle(build_index(vectors, kind, options, metric), metadata, vectors, transform, manifest)
 
 
+def _measured(bundle, rng: np.random.Generator) -> dict[str, Any]:
+    """An index's size, and its median single-query time over up to 100 of its own vectors (drawn by ``rng``)."""
+    queries = bundle.vectors[rng.integers(0, len(bundle.vectors), min(100, len(bundle.vectors)))]
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        bundle.search(query, 10)
+        times.append(time.perf_counter() - started)
+    return {
+        "vectors": int(bundle.index.ntotal),
+        "dim": int(bundle.index.d),
+        "bytes": int(bundle.vectors.nbytes),
+        "query_median_ms": round(1000 * float(np.median(times)), 3),
+    }
+
+
 def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
     layer_embeddings,
     aspect_subspaces: dict[str, Any],
@@ -238,24 +254,13 @@ def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs posit
             segment_chroma[name],
             metadata,
             transform={"class": "chroma", "name": "chroma", "params": {"parts": 3}},
-            source="ordered CENS chroma of the segment's audio (mess_kedro.search.passages.segment_chroma)",
+            source="ordered CENS chroma of the segment's audio (mess_kedro.audio.span_features.segment_chroma)",
             metric="ip",
             index=params["segment_index"],
         )
         summary[f"{name}/segments-chroma"] = {"build_s": round(time.perf_counter() - started, 3)}
     rng = np.random.default_rng(0)
     for key, bundle in bundles.items():
-        queries = bundle.vectors[rng.integers(0, len(bundle.vectors), min(100, len(bundle.vectors)))]
-        times = []
-        for query in queries:
-            started = time.perf_counter()
-            bundle.search(query, 10)
-            times.append(time.perf_counter() - started)
-        summary[key] |= {
-            "vectors": int(bundle.index.ntotal),
-            "dim": int(bundle.index.d),
-            "bytes": int(bundle.vectors.nbytes),
-            "query_median_ms": round(1000 * float(np.median(times)), 3),
-        }
+        summary[key] |= _measured(bundle, rng)
     logger.info("segment indices: %d over %d backbones", len(bundles), len(layer_embeddings.backbones))
     return bundles, {"indices": summary}

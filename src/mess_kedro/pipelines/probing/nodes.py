@@ -419,5 +419,3 @@ def map_aspects(
             "%s top layers: %s; not decodable: %s", entry["label"], summary or "none", undecodable or "none"
         )
     return {"level": level, "backbones": aspects}, pd.DataFrame(table)
-
-

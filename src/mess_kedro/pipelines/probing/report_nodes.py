@@ -1,5 +1,4 @@
-"""Probing nodes that report: the ground-truth factors' best layers in a table, and the R² heatmap.
-"""
+"""Probing nodes that report: the ground-truth factors' best layers in a table, and the R² heatmap."""
 
 from __future__ import annotations
 

@@ -271,5 +271,3 @@ def build_serving_indices(
             ", ".join(datasets),
         )
     return bundles
-
-

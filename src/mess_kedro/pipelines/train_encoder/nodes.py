@@ -31,6 +31,32 @@ def _factor_labels(
     return labels
 
 
+def _validation_scores(model, val, labels: dict, device, params: dict[str, Any]) -> dict:
+    """kNN and linear-probe accuracy of ``model``'s representations of the validation tracks."""
+    from mess_kedro.training.encoder import clip_samples, track_representations, validation_scores
+
+    representations = track_representations(model, val, clip_samples(params), device)
+    return validation_scores(representations, labels, int(params["evaluation"]["k"]), 0)
+
+
+def _training_curves(encoder_type: str, record, seconds: float, found: dict[str, dict]) -> dict[str, list]:
+    """Per-epoch measures and the validation scores, as MLflow metric series.
+
+    Keys without the variant (encoder.<type>.val_loss, encoder.validation.performer.knn_accuracy):
+    the variants are runs, compared on the same keys (mlflow.search_runs).
+    """
+    from mess_kedro.storage.tracking import history_metrics, metric_key
+
+    curves = history_metrics({encoder_type: record.history})
+    curves[metric_key(encoder_type, "seconds")] = [{"step": record.best_epoch, "value": round(seconds, 1)}]
+    for prefix, scores in found.items():
+        for label, entry in scores.items():
+            for measure, value in entry.items():
+                if measure != "tracks":
+                    curves[metric_key(prefix, label, measure)] = [{"step": record.best_epoch, "value": value}]
+    return curves
+
+
 def train_encoder(
     track_manifest: pd.DataFrame,
     track_splits: pd.DataFrame,
@@ -54,13 +80,9 @@ def train_encoder(
     from mess_kedro.audio.augmentation import build_augmenter
     from mess_kedro.corpus.splits import split_seeds, tracks_in
     from mess_kedro.models.encoders import encoder_state, initial_encoder
-    from mess_kedro.storage.tracking import history_metrics, metric_key
     from mess_kedro.training.encoder import (
-        clip_samples,
         decoded_tracks,
         fit_simsiam,
-        track_representations,
-        validation_scores,
     )
 
     variant, encoder_type = str(params["variant"]), str(params["encoder_type"])
@@ -83,23 +105,15 @@ def train_encoder(
     started = time.perf_counter()
     model, record, device = fit_simsiam(train, val, augmenter, params)
     seconds = time.perf_counter() - started
-    clip_len = clip_samples(params)
     meta = track_manifest.set_index("track_id").reindex(val_ids)
     labels = {c: meta[c].astype(str).to_numpy() for c in params["evaluation"]["labels"] if c in meta}
     labels |= _factor_labels(performance_ground_truth, val_ids, list(params["evaluation"]["factor_bins"]))
-    k = int(params["evaluation"]["k"])
-    scores = validation_scores(track_representations(model, val, clip_len, device), labels, k, 0)
     # The same network before training (the same seeded start): what training changed.
-    untrained = validation_scores(
-        track_representations(
-            initial_encoder(encoder_type, params["mel"], params["model"], int(params["training"]["seed"])),
-            val,
-            clip_len,
-            device,
-        ),
-        labels,
-        k,
-        0,
+    untrained_model = initial_encoder(
+        encoder_type, params["mel"], params["model"], int(params["training"]["seed"])
+    )
+    scores, untrained = (
+        _validation_scores(net, val, labels, device, params) for net in (model, untrained_model)
     )
     tags = {
         "encoder_type": encoder_type,
@@ -124,13 +138,7 @@ def train_encoder(
     logger.info("train_encoder %s: best epoch %d, %.0f s; %s", variant, record.best_epoch, seconds, scores)
     info = {"variant": variant, "best_epoch": record.best_epoch, "clip_s": float(params["clip_s"])}
     state = encoder_state(model.cpu(), encoder_type, info)
-    # Keys without the variant (encoder.<type>.val_loss, encoder.validation.performer.knn_accuracy):
-    # the variants are runs, compared on the same keys (mlflow.search_runs).
-    curves = history_metrics({encoder_type: record.history})
-    curves[metric_key(encoder_type, "seconds")] = [{"step": record.best_epoch, "value": round(seconds, 1)}]
-    for prefix, found in (("validation", scores), ("validation_untrained", untrained)):
-        for label, entry in found.items():
-            for measure, value in entry.items():
-                if measure != "tracks":
-                    curves[metric_key(prefix, label, measure)] = [{"step": record.best_epoch, "value": value}]
+    curves = _training_curves(
+        encoder_type, record, seconds, {"validation": scores, "validation_untrained": untrained}
+    )
     return state, {f"{encoder_type}-{variant}": state}, report, curves, tags
