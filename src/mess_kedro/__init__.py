@@ -133,6 +133,8 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             module.__path__ = []
 
         def __getattr__(name: str) -> object:
+            if name.startswith("__"):  # probes by other libraries (torch scans sys.modules): not old names
+                raise AttributeError(name)
             return _attribute_of(targets, name)
 
         module.__getattr__ = __getattr__

@@ -1,4 +1,12 @@
-"""TODO"""
+"""Learning from the collection: the one training loop and what it trains.
+
+- :mod:`.loop`: the one loop for every learned method: seeded, single-threaded, early-stopped,
+  history as data;
+- :mod:`.encoder`: SimSiam's views dataset, loop timing, validation loss, kNN and linear-probe
+  scores;
+- :mod:`.passages`: aligned passages as a training signal (triplets inside a group, a linear
+  projection).
+"""
 
 from mess_kedro import moved_attribute
 

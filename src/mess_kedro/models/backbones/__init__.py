@@ -3,6 +3,12 @@
 ``get_spec(name)`` gives shapes and rates without building a model;
 ``load_backbone(name, options)`` builds it (real weights if found, else seeded
 random weights labelled ``random-init``).
+
+- :mod:`.base`: the interface (prepare on the host, front end and network on the device);
+- :mod:`.mert`: MERT as a native HubertModel; weights from a folder or the Hugging Face cache;
+- :mod:`.musicnn`: musicnn / VGG ported to torch, weights from the PyPI wheel;
+- :mod:`.tf_checkpoint`: TensorFlow checkpoints read without TensorFlow;
+- :mod:`.simsiam`: encoders trained by ``train_encoder`` as backbones (and a random-init twin).
 """
 
 from __future__ import annotations
