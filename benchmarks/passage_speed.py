@@ -57,10 +57,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args()
 
-    from mess_kedro.app.project import project_datasets
+    from mess_kedro.app.project import load_passage_finder, project_datasets
     from mess_kedro.audio.signal import to_mono
     from mess_kedro.search.passages import PassageFinder
-    from mess_kedro.app.project import load_passage_finder
 
     datasets = project_datasets(PROJECT, ["alignment_pairs", "prepared_audio", "track_manifest"])
     pairs, audio = datasets["alignment_pairs"].load(), datasets["prepared_audio"].load()

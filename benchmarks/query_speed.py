@@ -93,7 +93,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.file or _three_minute_file(Path(tmp))
         cache = PROJECT / "data" / "07_model_output" / "query_embeddings"
-        (cache / f"{search.files.cache_key(Path(path))}.npz").unlink(missing_ok=True)  # start cold for this file
+        (cache / f"{search.files.cache_key(Path(path))}.npz").unlink(
+            missing_ok=True
+        )  # start cold for this file
         cli = ["similar", str(path), "-n", "5", *(["--aspect", aspect] if aspect else [])]
         first, second = _timed_cli(*cli), _timed_cli(*cli)
     print(

@@ -165,7 +165,7 @@ _project = click.option("--project", default=".", show_default=True, help="Kedro
 )
 @_backbone
 @_project
-def similar(  # noqa: PLR0917 - click passes every option positionally
+def similar(
     query, aspect, weights, fused, method, top, exclude_same_piece, include_self, where, backbone, project
 ) -> None:
     """Recordings similar to QUERY (a track id or an audio file), in one respect."""
@@ -200,7 +200,7 @@ def similar(  # noqa: PLR0917 - click passes every option positionally
 @click.option("-n", "--top", default=10, show_default=True, type=click.IntRange(min=1))
 @_backbone
 @_project
-def blend(first, second, mix, aspect, fused, method, top, backbone, project) -> None:  # noqa: PLR0917
+def blend(first, second, mix, aspect, fused, method, top, backbone, project) -> None:
     """Style interpolation: recordings near the blend of FIRST and SECOND (track ids or audio files)."""
     from mess_kedro.search.collection import interpolate
 
@@ -221,7 +221,7 @@ def blend(first, second, mix, aspect, fused, method, top, backbone, project) -> 
 @_method
 @_backbone
 @_project
-def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noqa: PLR0917
+def clusters(clusters, aspect, fused, method, backbone, project) -> None:
     """Cluster the collection: each cluster's members and its dominant metadata."""
     from mess_kedro.search.collection import name_clusters
 
@@ -248,7 +248,7 @@ def clusters(clusters, aspect, fused, method, backbone, project) -> None:  # noq
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the views.")
 @_project
-def augment(audio, out_dir, augmentation_set, count, seed, project) -> None:  # noqa: PLR0917
+def augment(audio, out_dir, augmentation_set, count, seed, project) -> None:
     """Write COUNT augmented views of AUDIO's first clip (train_encoder.clip_s, at the encoder's rate)
     to --out as WAV: a listening check of the training augmentations."""
 
@@ -310,7 +310,7 @@ def augment(audio, out_dir, augmentation_set, count, seed, project) -> None:  # 
 )
 @_backbone
 @_project
-def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> None:  # noqa: PLR0917
+def passage(query, at_s, length_s, piece, aspect, top, backbone, project) -> None:
     """The same bars as QUERY (a track id or an audio file) at --at seconds in the other recordings:
     through the alignment where there is one, else the most alike segments by content (chroma);
     with --aspect, ranked by how alike they are played."""
@@ -345,7 +345,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 )
 @_backbone
 @_project
-def serve(  # noqa: PLR0917
+def serve(
     host: str, port: int, root_path: str, allowed_hosts: tuple[str, ...], backbone: str | None, project: str
 ) -> None:
     """The listening room: search, listen, compare and annotate in a browser (http://HOST:PORT/),

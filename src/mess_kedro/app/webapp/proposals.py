@@ -87,8 +87,8 @@ def aspect_keys(search, aspect: str) -> tuple[str, str]:
     return f"aspect-{aspect}", baseline
 
 
-def candidate_pool(  # noqa: PLR0917 - the room's state and one anchor's vectors
-    search, collection, anchor: int, keys: tuple[str, str], vectors: dict, pool_size: int
+def candidate_pool(
+    search, collection, anchor: int, keys: tuple[str, str], vectors: dict, *, pool_size: int
 ) -> np.ndarray:
     """Rows to pick a pair from: the anchor's piece's other recordings where there are two, else both
     indices' nearest neighbours."""
@@ -117,7 +117,7 @@ def propose_triplet(  # noqa: PLR0913 - the room's state and settings, all named
     best = None
     for anchor in rng.permutation(len(ids))[:anchors]:
         vectors, _ = search.query_vectors(ids.iloc[anchor], keys)
-        pool = candidate_pool(search, collection, int(anchor), keys, vectors, pool_size)
+        pool = candidate_pool(search, collection, int(anchor), keys, vectors, pool_size=pool_size)
         if len(pool) < 2:
             continue
         scores = [search.indices[k].score(pool, vectors[k]) for k in keys]

@@ -14,7 +14,7 @@ from mess_kedro.audio.signal import AudioSignal, to_mono
 from .nodes import notes_by_track, score_positions
 
 
-def profile_performances(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def profile_performances(
     alignment_paths: Mapping[str, Callable[[], dict[str, np.ndarray]]],
     alignment_pairs: pd.DataFrame,
     prepared_audio: Mapping[str, Callable[[], AudioSignal]],

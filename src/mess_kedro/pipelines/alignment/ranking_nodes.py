@@ -79,7 +79,7 @@ def _rank_seed(
     return rows
 
 
-def evaluate_passage_ranking(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def evaluate_passage_ranking(
     aligned_passages: pd.DataFrame,
     layer_embeddings,
     aspect_subspaces: dict[str, Any],
@@ -182,7 +182,7 @@ def _projected(model, features: np.ndarray) -> np.ndarray:
     return out
 
 
-def compare_passage_relation(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def compare_passage_relation(
     aligned_passages: pd.DataFrame,
     layer_embeddings,
     aspect_subspaces: dict[str, Any],

@@ -15,7 +15,7 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 
-def write_passage_report(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def write_passage_report(
     alignment_summary: dict[str, Any],
     passage_retrieval: pd.DataFrame,
     passage_ranking: pd.DataFrame,

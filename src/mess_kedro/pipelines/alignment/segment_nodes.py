@@ -62,7 +62,7 @@ def compute_segment_chroma(
     return chroma
 
 
-def evaluate_passage_retrieval(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def evaluate_passage_retrieval(
     alignment_paths: Mapping[str, Callable[[], dict[str, np.ndarray]]],
     alignment_pairs: pd.DataFrame,
     track_manifest: pd.DataFrame,
@@ -184,7 +184,7 @@ def _measured(bundle, rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
-def build_segment_indices(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def build_segment_indices(
     layer_embeddings,
     aspect_subspaces: dict[str, Any],
     fusion_models: dict[str, Any],

@@ -120,7 +120,7 @@ def _evaluate_backbone(
     return metric_rows, list(tables.values()), comparisons
 
 
-def evaluate_methods(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def evaluate_methods(
     layer_embeddings: EmbeddingSet,
     fusion_models: dict[str, Any],
     fusion_models_repeats: dict[str, Any],

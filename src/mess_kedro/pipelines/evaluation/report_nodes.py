@@ -36,7 +36,7 @@ def _stuck_methods(fusion_report: dict[str, Any]) -> dict[tuple[str, str], list[
     return stuck
 
 
-def write_report(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def write_report(
     metrics: pd.DataFrame,
     comparisons: pd.DataFrame,
     fusion_report: dict[str, Any],

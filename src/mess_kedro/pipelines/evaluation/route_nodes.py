@@ -126,7 +126,7 @@ def _proxy_similarities(
     return found
 
 
-def _route_similarities(  # noqa: PLR0917 - one seed's models and data, passed through
+def _route_similarities(
     layer_embeddings: EmbeddingSet,
     tracks: list[str],
     train: list[str],

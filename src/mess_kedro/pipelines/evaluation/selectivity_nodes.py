@@ -140,7 +140,7 @@ def _judged(subspaces: Mapping, aspects: Mapping[str, str]) -> dict:
     return {source: {a: s for a, s in states.items() if a in aspects} for source, states in subspaces.items()}
 
 
-def _similarities_for_seed(  # noqa: PLR0917 - the seed's models and data, passed through
+def _similarities_for_seed(
     layer_embeddings: EmbeddingSet,
     tracks: list[str],
     train_tracks: list[str],
@@ -206,7 +206,7 @@ def _score_seed(
     return cells, per_query
 
 
-def evaluate_selectivity(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def evaluate_selectivity(
     layer_embeddings: EmbeddingSet,
     aspect_subspaces: dict[str, Any],
     aspect_subspaces_repeats: dict[str, Any],

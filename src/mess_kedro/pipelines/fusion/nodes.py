@@ -54,12 +54,7 @@ def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[Fusio
     if "layers" in wanted:
         methods.extend(SingleLayer(i, name) for i, name in enumerate(names))
     if "probing_layer" in wanted:
-        aspect = params["aspect"]
-        mapped = aspect_map["backbones"].get(embeddings.name, {}).get("aspects", {}).get(aspect, {})
-        if mapped.get("layer_index") is not None:
-            method = SingleLayer(mapped["layer_index"], mapped["layer"])
-            method.name = f"probing:{aspect}:{mapped['layer']}"
-            methods.append(method)
+        methods.extend(_probing_layer(embeddings.name, aspect_map, params["aspect"]))
     if "uniform_mean" in wanted:
         methods.append(UniformMean())
     if "concat_pca" in wanted:
@@ -71,21 +66,27 @@ def _methods(embeddings, aspect_map: dict, params: dict[str, Any]) -> list[Fusio
     if "multitask" in wanted:
         methods.append(MultiTaskProbe(TrainingConfig(**(training.__dict__ | {"lr": 0.003}))))
     if "projection" in wanted:
-        options = params["projection"]
-        layer = options.get("layer") or ("penultimate" if "penultimate" in names else names[-1])
-        if layer in names:
-            config = TrainingConfig(
-                **(
-                    training.__dict__
-                    | {
-                        "batch_size": options["batch_size"],
-                        "m_per_class": options["m_per_class"],
-                        "out_dim": 256,
-                    }
-                )
-            )
-            methods.append(ProjectionNetwork(names.index(layer), layer, config))
+        methods.extend(_projection(names, params["projection"], training))
     return methods
+
+
+def _probing_layer(backbone: str, aspect_map: dict, aspect: str) -> list[FusionMethod]:
+    """The layer probing mapped ``aspect`` to, as a single-layer method (none if it mapped none)."""
+    mapped = aspect_map["backbones"].get(backbone, {}).get("aspects", {}).get(aspect, {})
+    if mapped.get("layer_index") is None:
+        return []
+    method = SingleLayer(mapped["layer_index"], mapped["layer"])
+    method.name = f"probing:{aspect}:{mapped['layer']}"
+    return [method]
+
+
+def _projection(names: list[str], options: dict[str, Any], training: TrainingConfig) -> list[FusionMethod]:
+    """A projection network over the chosen layer (the penultimate, else the last), if the backbone has it."""
+    layer = options.get("layer") or ("penultimate" if "penultimate" in names else names[-1])
+    if layer not in names:
+        return []
+    changes = {"batch_size": options["batch_size"], "m_per_class": options["m_per_class"], "out_dim": 256}
+    return [ProjectionNetwork(names.index(layer), layer, TrainingConfig(**(training.__dict__ | changes)))]
 
 
 def _require_current(layer_embeddings: EmbeddingSet, track_splits: pd.DataFrame) -> None:
@@ -218,7 +219,7 @@ def _over_fits(fit: Callable, jobs: list, *, n_tracks: int) -> Iterator:
     return map(fit, jobs)
 
 
-def train_fusion_models(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def train_fusion_models(
     layer_embeddings: EmbeddingSet,
     aspect_layer_map: dict[str, Any],
     track_targets: pd.DataFrame,
@@ -274,7 +275,7 @@ def _supervision_table(index: pd.DataFrame, track_targets: pd.DataFrame, truth: 
     return table.merge(truth, on="track_id", how="left") if len(truth) else table
 
 
-def fit_aspect_subspaces(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def fit_aspect_subspaces(
     layer_embeddings: EmbeddingSet,
     track_targets: pd.DataFrame,
     track_descriptors: pd.DataFrame,
@@ -349,7 +350,7 @@ def _fit_rows(index: pd.DataFrame, performance_ground_truth: pd.DataFrame, fit_o
     return rows
 
 
-def fit_route_subspaces(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def fit_route_subspaces(
     layer_embeddings: EmbeddingSet,
     track_targets: pd.DataFrame,
     track_descriptors: pd.DataFrame,

@@ -157,7 +157,7 @@ def _inspected(sources: list[tuple], checks: AudioChecks, require_midi: bool) ->
     yield from in_threads(inspect, items, "ingest: inspecting recordings", unit="file", max_workers=2)
 
 
-def prepare_recordings(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def prepare_recordings(
     demo_audio: Mapping[str, Callable[[], AudioSignal]],
     demo_midi: Mapping[str, Callable[[], Any]],
     demo_records: pd.DataFrame,

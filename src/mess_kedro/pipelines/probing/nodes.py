@@ -235,7 +235,7 @@ def _alphas_at_edge(document: dict[str, Any]) -> dict[str, float | None]:
     return _edge_shares(flat, tuple(document["alpha_grid"]))
 
 
-def probe_layers(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def probe_layers(
     layer_embeddings: EmbeddingSet,
     track_targets: pd.DataFrame,
     segment_targets: pd.DataFrame,

@@ -126,7 +126,7 @@ def _manifest(
     }
 
 
-def gate_served_aspects(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def gate_served_aspects(
     aspect_subspaces: dict[str, Any],
     aspect_subspace_routes: dict[str, Any],
     aspect_routes_summary: pd.DataFrame,

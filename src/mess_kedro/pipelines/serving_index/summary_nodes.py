@@ -151,7 +151,7 @@ def _with_truth(table: pd.DataFrame, truth: pd.DataFrame, factor: str | None) ->
     return table.assign(**{f"true {factor}": values})
 
 
-def summarise_run(  # noqa: PLR0917 - Kedro passes a node's inputs positionally
+def summarise_run(
     ingest_summary: dict[str, Any],
     ground_truth_probing: pd.DataFrame,
     evaluation_metrics: pd.DataFrame,
