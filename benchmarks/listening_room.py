@@ -114,7 +114,7 @@ def _track_searches(client, base: str, ids: list[str], aspects: list[str], count
 def _page_loads(base: str, loads: int) -> list[float]:
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import CHROMIUM_ARGS
+    from tests.app.test_browser import CHROMIUM_ARGS
 
     executable = os.environ.get("MESS_KEDRO_CHROMIUM") or "/usr/bin/chromium"
     times = []

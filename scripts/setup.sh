@@ -92,7 +92,7 @@ fi
 # 7. synctoolbox (audio and note alignment: MrMsDTW over chroma and DLNCO features) and
 #    libfmp, whose path helpers it imports. --no-deps: their metadata caps pandas below 3
 #    and pins older numba and music21; the alignment code runs on the versions installed
-#    above (tests/test_alignment.py checks it on real renditions).
+#    above (tests/pipelines/alignment/test_nodes.py checks it on real renditions).
 "${PIP[@]}" install --no-deps "synctoolbox==1.4.2" "libfmp==1.3.0"
 
 # 8. Chromium for the browser test, when asked. A machine where it cannot be installed still

@@ -235,3 +235,11 @@ def test_a_package_with_an_old_modules_name_still_gives_its_names_with_a_warning
     assert value is getattr(importlib.import_module(new), name)
     with pytest.raises(AttributeError):
         importlib.import_module(package).no_such_name  # noqa: B018 - the lookup is what is tested
+
+
+def test_the_tests_mirror_the_packages_and_every_pipeline_has_its_folder():
+    tests = PROJECT_ROOT / "tests"
+    pipelines = sorted(p.name for p in (PACKAGE / "pipelines").iterdir() if (p / "pipeline.py").is_file())
+    assert [p for p in pipelines if not list((tests / "pipelines" / p).glob("test_*.py"))] == []
+    packages = [p for p in layer_order() if p != "pipelines"]
+    assert [p for p in packages if not list((tests / p).glob("test_*.py"))] == []

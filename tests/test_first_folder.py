@@ -154,7 +154,7 @@ def test_a_passage_of_a_piece_recorded_once_says_so_and_one_recorded_twice_finds
 def test_the_room_answers_a_collection_id_an_upload_and_a_passage(first_folder):
     from mess_kedro.app.project import load_listening_room
     from mess_kedro.app.webapp.api import create_app
-    from tests.webapp_fixture import room_client
+    from tests.app.webapp_fixture import room_client
 
     root, _, outside, _ = first_folder
     room = load_listening_room(root)

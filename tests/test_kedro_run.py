@@ -387,7 +387,7 @@ def test_the_listening_room_serves_the_run_and_an_upload_is_embedded_for_real(se
     embedded by the real backbone, its own recording recognised and left out of its answer."""
     from mess_kedro.app.project import load_listening_room
     from mess_kedro.app.webapp.api import create_app
-    from tests.webapp_fixture import room_client
+    from tests.app.webapp_fixture import room_client
 
     room = load_listening_room(served)
     room.warm_up()

@@ -32,7 +32,7 @@ from mess_kedro.storage.atomic import SUFFIX, atomic_file, atomic_folder, remove
 from mess_kedro.storage.checkpoints import CheckpointError, load_state, save_state
 from mess_kedro.storage.consistency import StaleInputError
 from tests.conftest import PROJECT_ROOT, configured, project_parameters, tone
-from tests.test_indexing import bundle
+from tests.search.test_indexing import bundle
 
 # --------------------------------------------------------------------------- bad audio files
 
@@ -583,7 +583,7 @@ def test_a_fifo_named_like_midi_is_refused_before_it_is_opened(tmp_path):
 def test_a_query_that_is_not_a_regular_file_is_refused_before_it_is_hashed(tmp_path, special):
     from mess_kedro.audio.signal import AudioReadError
     from mess_kedro.search.engine import SimilaritySearch
-    from tests.webapp_fixture import served_indices
+    from tests.app.webapp_fixture import served_indices
 
     if special == "fifo":
         path = tmp_path / "q.wav"
@@ -643,7 +643,7 @@ def test_a_query_cache_that_cannot_be_written_is_skipped_with_one_warning(tmp_pa
 
 def test_a_cached_query_vector_is_named_by_the_transform_that_made_it():
     from mess_kedro.search.engine import SimilaritySearch
-    from tests.webapp_fixture import served_indices
+    from tests.app.webapp_fixture import served_indices
 
     indices = served_indices()
     search = SimilaritySearch(indices, {})
@@ -657,7 +657,7 @@ def test_an_oversized_index_file_is_refused_before_it_is_hashed(tmp_path, monkey
 
     from mess_kedro.datasets import FaissIndexSetDataset
     from mess_kedro.datasets import faiss_index_dataset as module
-    from tests.test_indexing import bundle
+    from tests.search.test_indexing import bundle
 
     layer = np.random.default_rng(0).standard_normal((8, 5))
     ids = [f"t{i}" for i in range(8)]
@@ -715,7 +715,7 @@ def test_two_processes_appending_to_one_annotations_file_lose_nothing(tmp_path):
 
 def test_an_annotation_that_cannot_be_written_is_a_one_line_503(tmp_path, monkeypatch):
     from mess_kedro.app.webapp.api import create_app
-    from tests.webapp_fixture import an_answer, make_room, room_client
+    from tests.app.webapp_fixture import an_answer, make_room, room_client
 
     room = make_room(tmp_path)
 

@@ -7,7 +7,7 @@ from kedro.io import DataCatalog, MemoryDataset
 
 from mess_kedro.app.recommend import AspectRecommender
 from mess_kedro.search.engine import SimilaritySearch
-from tests.test_indexing import bundle
+from tests.search.test_indexing import bundle
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_missing_metadata_reads_unknown_not_none_or_nan():
 def test_an_untrained_fused_method_is_not_the_default_and_the_answer_says_why():
     from mess_kedro.search.collection import result_notes
     from mess_kedro.search.engine import SimilaritySearch
-    from tests.webapp_fixture import served_indices
+    from tests.app.webapp_fixture import served_indices
 
     indices = served_indices()
     trained = SimilaritySearch(indices, {})
@@ -148,7 +148,7 @@ def test_a_file_query_matches_an_index_embedded_with_frames_kept():
     from mess_kedro.models.runtime import cpu_threads
     from mess_kedro.search.engine import SimilaritySearch
     from tests.conftest import project_parameters, tone
-    from tests.test_indexing import bundle
+    from tests.search.test_indexing import bundle
 
     params = project_parameters("embed")["embed"] | {
         "backbones": {"tiny": {"backbone": "mert-tiny", "seed": 0}},

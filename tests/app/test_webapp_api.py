@@ -15,7 +15,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, settings
 
 from mess_kedro.app.webapp.api import create_app
-from tests.webapp_fixture import IDS, an_answer, live_server, make_room, room_client, tone_signal
+from tests.app.webapp_fixture import IDS, an_answer, live_server, make_room, room_client, tone_signal
 
 
 @pytest.fixture

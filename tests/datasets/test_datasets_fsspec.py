@@ -24,7 +24,7 @@ from mess_kedro.datasets import (
 )
 from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
 from tests.conftest import tone
-from tests.test_indexing import bundle
+from tests.search.test_indexing import bundle
 
 
 @pytest.fixture

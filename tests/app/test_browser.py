@@ -1,7 +1,7 @@
 """The listening room in a real browser: Playwright driving Debian's Chromium (no browser download).
 
 Served on a free loopback port by uvicorn in a thread: the tiny collection of
-:mod:`tests.webapp_fixture`, or, with ``MESS_KEDRO_BROWSER_PROJECT=<project>``, that
+:mod:`tests.app.webapp_fixture`, or, with ``MESS_KEDRO_BROWSER_PROJECT=<project>``, that
 project's latest run (how the screenshot in docs/listening_room.md was made, with
 ``MESS_KEDRO_SCREENSHOT=<png>``). Without Chromium the test is skipped with the
 reason; with ``MESS_KEDRO_REQUIRE_BROWSER=1`` (set by .ci/run) it fails instead.
@@ -19,7 +19,7 @@ import pytest
 from mess_kedro.app.webapp.annotations import AnnotationLog
 from mess_kedro.app.webapp.api import create_app
 from mess_kedro.datasets import OptionalCSVDataset
-from tests.webapp_fixture import live_server, make_room
+from tests.app.webapp_fixture import live_server, make_room
 
 pytestmark = pytest.mark.browser
 # Chromium on a closed network: no background connections, no GPU, no sandbox as root.
@@ -182,7 +182,7 @@ def test_a_room_with_no_aspect_served_offers_no_aspect_search_and_no_annotation(
     from playwright.sync_api import sync_playwright
 
     from mess_kedro.search.engine import SimilaritySearch
-    from tests.webapp_fixture import served_indices
+    from tests.app.webapp_fixture import served_indices
 
     executable = chromium_path()
     fused_only = {k: v for k, v in served_indices().items() if "/fused-" in k}

@@ -56,8 +56,8 @@ def test_a_query_that_embeds_to_nan_is_refused_and_never_cached(tmp_path, monkey
     from mess_kedro.search.engine import SimilaritySearch
     from mess_kedro.search.indexing import IndexMismatchError
     from mess_kedro.search.query_files import QueryCache, _entry
+    from tests.app.webapp_fixture import served_indices
     from tests.conftest import tone
-    from tests.webapp_fixture import served_indices
 
     cache = QueryCache(
         OptionalPartitionedDataset(path=str(tmp_path / "queries"), dataset=NpzDataset, filename_suffix=".npz")

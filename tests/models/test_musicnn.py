@@ -22,7 +22,7 @@ from mess_kedro.models.backbones.musicnn import (
 )
 from mess_kedro.models.backbones.tf_checkpoint import list_variables, read_checkpoint
 
-FIXTURE = np.load(Path(__file__).parent / "fixtures" / "musicnn_reference.npz")
+FIXTURE = np.load(Path(__file__).parents[1] / "fixtures" / "musicnn_reference.npz")
 CLIPS = ("piano", "tones", "noise")
 MODELS = {
     "musicnn-mtt": "MTT_musicnn",

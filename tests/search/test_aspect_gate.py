@@ -92,7 +92,7 @@ def test_a_planted_instrument_proxy_is_decodable_yet_refused_end_to_end():
     but its search ranks by instrument, not tempo; the gate reads the measurement and refuses it."""
     from mess_kedro.pipelines.fusion.nodes import fit_route_subspaces
     from tests.conftest import configured
-    from tests.pipelines.test_evaluation_nodes import measure_routes, synthetic_corpus
+    from tests.pipelines.evaluation.test_nodes import measure_routes, synthetic_corpus
 
     embeddings, truth, descriptors, splits = synthetic_corpus()
     rng = np.random.default_rng(0)

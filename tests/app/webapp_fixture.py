@@ -20,7 +20,7 @@ from mess_kedro.audio.signal import AudioSignal
 from mess_kedro.datasets import AudioDataset, OptionalCSVDataset, OptionalPartitionedDataset
 from mess_kedro.search.engine import SimilaritySearch
 from mess_kedro.search.passages import PassageFinder
-from tests.test_indexing import bundle
+from tests.search.test_indexing import bundle
 
 IDS = [f"t{i:02d}" for i in range(12)]
 PIECES = [f"piece-{i // 4}" for i in range(12)]  # three pieces, four recordings each
