@@ -3,7 +3,8 @@
 An :class:`IndexBundle` is one searchable index: the FAISS index, its metadata
 table (row -> track_id, title, composer, performer, group), the vectors it
 indexes (for exact re-scoring), the fitted transform that turns a track's
-layer embeddings into those vectors (a :mod:`mess_kedro.fusion.methods` method state),
+layer embeddings into those vectors (a fitted method's state, restored by
+:func:`mess_kedro.fusion.restore`),
 and a manifest: backbone, weights id, source, kind, metric, dim, count,
 normalisation and a checksum of the vectors *and* the metadata together (rows
 permuted, a title edited or a vector changed: the bundle is refused).
@@ -13,7 +14,7 @@ Two metrics, one similarity scale (1 = identical, about 0 = unrelated):
 - ``ip``: L2-normalised vectors, inner product = cosine (whole layers, fused embeddings);
 - ``l2``: low-dimensional aspect-subspace coordinates, similarity
   ``1 - d^2 / (2 dim)`` from the squared distance ``d^2``
-  (:func:`mess_kedro.fusion.aspect_subspace.subspace_similarity`). These are always
+  (:func:`subspace_similarity`, here). These are always
   indexed exactly (flat): with a handful of dimensions an exact search is as
   fast as any approximate one.
 
