@@ -55,6 +55,16 @@ class PartitionsInMemory(KeptMemoryDataset):
         }
 
 
+def _parameter_feed(params: dict, prefix: str = "") -> dict:
+    """Every parameter and nested parameter by its dotted name, as Kedro feeds ``params:a.b``."""
+    feed = {}
+    for key, value in params.items():
+        feed[prefix + key] = value
+        if isinstance(value, dict):
+            feed |= _parameter_feed(value, f"{prefix}{key}.")
+    return feed
+
+
 def _pipeline(name: str):
     return importlib.import_module(f"mess_kedro.pipelines.{name}.pipeline").create_pipeline()
 
@@ -87,7 +97,7 @@ def memory_run(tmp_path_factory):
             if not name.startswith("params:")
         }
     )
-    for key, value in params.items():
+    for key, value in _parameter_feed(params).items():
         catalog[f"params:{key}"] = KeptMemoryDataset(value, copy_mode="assign")
     free = {
         "demo_audio_cached": {},

@@ -105,7 +105,7 @@ def test_a_planted_instrument_proxy_is_decodable_yet_refused_end_to_end():
     aspects = {"tempo": {"targets": ["instrument_proxy"], "factor": "tempo_factor"}}
     routes = {"proxies": {"supervision": "proxies"}}
     params = configured("fusion", aspect_search={"aspects": aspects, "n_layers": 1, "routes": routes})
-    fitted = fit_route_subspaces(embeddings, targets, descriptors, truth, splits, params)
+    fitted = fit_route_subspaces(embeddings, targets, descriptors, truth, splits, params["aspect_search"])
     assert fitted["proxies"]["5"]["b"]["tempo"]["params"]["train_cv_r2"][0] > 0.5  # decodable
     options = configured("evaluation", selectivity={"aspects": aspects, "ndcg_k": 5}, n_resamples=200, seed=0)
     summary, _, _ = measure_routes(

@@ -281,7 +281,7 @@ def fit_aspect_subspaces(
     track_descriptors: pd.DataFrame,
     performance_ground_truth: pd.DataFrame,
     track_splits: pd.DataFrame,
-    params: dict[str, Any],
+    aspect_search: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """An aspect-selective subspace per backbone x aspect (and over the classic descriptors), per split seed.
 
@@ -289,7 +289,7 @@ def fit_aspect_subspaces(
     have it, else by the aspect's proxy targets (:mod:`mess_kedro.fusion.aspect_subspace`).
 
     Args:
-        params: ``fusion.aspect_search``: ``aspects`` (the shared definition),
+        aspect_search: ``params:fusion.aspect_search``: ``aspects`` (the shared definition),
             ``supervision`` (auto | truth | proxies), ``n_layers``, ``n_folds``.
 
     Returns:
@@ -299,7 +299,7 @@ def fit_aspect_subspaces(
         aspect_search_report: per seed, backbone and aspect: supervision, chosen
             layers and their training-split CV R², dimension, training rows.
     """
-    options = params["aspect_search"]
+    options = aspect_search
     primary, seeds = split_seeds(track_splits)
     _require_current(layer_embeddings, track_splits)
     truth = track_factors(performance_ground_truth) if len(performance_ground_truth) else pd.DataFrame()
@@ -356,7 +356,7 @@ def fit_route_subspaces(
     track_descriptors: pd.DataFrame,
     performance_ground_truth: pd.DataFrame,
     track_splits: pd.DataFrame,
-    params: dict[str, Any],
+    aspect_search: dict[str, Any],
 ) -> dict[str, Any]:
     """The aspect subspaces of every route a collection without ground truth could take, per split seed.
 
@@ -370,7 +370,7 @@ def fit_route_subspaces(
     Returns:
         aspect_subspace_routes: ``{route: {split seed: {source: {aspect: state}}}}``.
     """
-    options = params["aspect_search"]
+    options = aspect_search
     routes = options.get("routes") or {}
     primary, seeds = split_seeds(track_splits)
     _require_current(layer_embeddings, track_splits)
