@@ -131,6 +131,7 @@ class QueryEmbedder:
             self.query_cache.put(key, entry)
 
     def cache_key(self, path: Path) -> str:
+        """The file's entry name: its content digest and everything that shapes its embedding."""
         m = self._manifest
         config = f"{self.backbone}|{m.get('weights_id')}|{m.get('embed_config_id')}|{m.get('segment_s')}"
         return f"{self.backbone}-{file_digest(path, 24)}-{hashlib.sha256(config.encode()).hexdigest()[:8]}"
@@ -154,6 +155,7 @@ class QueryEmbedder:
         return entry, key
 
     def embed_file_now(self, path: Path) -> tuple[list[np.ndarray], str]:
+        """The file read within the query limits, checked and embedded: per-layer track vectors and its content hash."""
         signal, digest = read_query(path, self.max_query_s, self.max_query_decoded_mb)
         problem = inspect_audio(signal, AudioChecks())
         if problem:
