@@ -198,6 +198,13 @@ def test_no_module_or_function_is_too_long_to_read():
     assert long == []
 
 
+def test_every_old_path_leads_to_modules_that_exist():
+    import mess_kedro
+
+    targets = {new for news in mess_kedro.MOVED.values() for new in news}
+    assert [t for t in sorted(targets) if module_path(f"mess_kedro.{t}") is None] == []
+
+
 @pytest.mark.parametrize(
     ("old", "name", "new"),
     [
@@ -206,6 +213,8 @@ def test_no_module_or_function_is_too_long_to_read():
         ("mess_kedro.atomic", "atomic_file", "mess_kedro.storage.atomic"),
         ("mess_kedro.backbones.mert", "load_mert", "mess_kedro.models.backbones.mert"),
         ("mess_kedro.aspect_search", "AspectSubspace", "mess_kedro.fusion.aspect_subspace"),
+        ("mess_kedro.passages", "segment_chroma", "mess_kedro.audio.span_features"),
+        ("mess_kedro.webapp.room", "load_listening_room", "mess_kedro.app.project"),
     ],
 )
 def test_old_import_paths_work_for_one_release_and_say_where_things_went(old, name, new):

@@ -48,7 +48,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "backbones": ("models.backbones",),
     "encoders": ("models.encoders",),
     "mel": ("models.mel",),
-    "embedding": ("embedding.tracks", "models.runtime", "embedding.plan"),
+    "embedding": ("embedding.tracks", "models.runtime"),
     "embedding_stream": ("embedding.stream",),
     "distributed": ("embedding.cluster",),
     "embedding_set": ("embedding.sets",),
@@ -69,13 +69,14 @@ MOVED: dict[str, tuple[str, ...]] = {
     "fusion": ("fusion.methods", "fusion.learned"),
     "aspect_search": ("fusion.aspect_subspace",),
     "indexing": ("search.indexing",),
-    "serving": ("search.engine", "search.query_files", "app.project", "app.query_text"),
+    "serving": ("search.engine", "search.query_files", "search.collection", "app.project"),
     "aspect_gate": ("search.gate",),
-    "passages": ("search.passages", "search.passage_vectors", "app.project"),
-    "commands": ("app.cli",),
+    "passages": ("search.passages", "search.passage_vectors", "audio.span_features", "app.project"),
+    "commands": ("app.cli", "app.passage_query"),
     "project": ("app.project",),
     "recommend": ("app.recommend",),
     "webapp": ("app.webapp",),
+    "webapp.room": ("app.webapp.room", "app.project"),
     "final_line": ("app.final_line",),
     "library_warnings": ("app.library_warnings",),
 }
@@ -113,7 +114,7 @@ def _attribute_of(modules: tuple[str, ...], name: str) -> object:
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Imports an old path as a stand-in whose names resolve, with a warning, in the new modules."""
 
-    def find_spec(self, fullname, path=None, target=None):  # noqa: ARG002  (the finder protocol)
+    def find_spec(self, fullname, path=None, target=None):
         old = fullname.removeprefix(f"{__name__}.")
         if old == fullname or _moved_targets(old) is None:
             return None
