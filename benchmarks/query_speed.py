@@ -4,7 +4,7 @@
 
 Measures, after `kedro run` has built the indices:
 
-- opening the search: :func:`mess_kedro.search.engine.load_search` (configuration + the two
+- opening the search: :func:`mess_kedro.app.project.load_search` (configuration + the two
   datasets a query needs, indices opened lazily) against the reference, a full Kedro
   session loading the same dataset (what the search did before), as a ratio;
 - a query by track id (median over ``--queries``, after opening);
