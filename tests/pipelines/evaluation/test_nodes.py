@@ -169,7 +169,9 @@ def test_selectivity_end_to_end_on_a_known_world():
     aspects = {"tempo": {"targets": [], "factor": "tempo_factor"}, "room": {"targets": [], "factor": "room"}}
     params = configured("fusion", aspect_search={"aspects": aspects, "n_layers": 1})
     targets = pd.DataFrame({"track_id": truth["track_id"]})
-    subspaces, repeats, report = fit_aspect_subspaces(embeddings, targets, descriptors, truth, splits, params["aspect_search"])
+    subspaces, repeats, report = fit_aspect_subspaces(
+        embeddings, targets, descriptors, truth, splits, params["aspect_search"]
+    )
     assert (
         report["primary_seed"] == 5
         and set(repeats) == {"6"}
@@ -321,7 +323,9 @@ def test_routes_without_ground_truth_are_measured_on_the_held_out_soundfont():
         "transfer": {"supervision": "truth", "fit_on": {"soundfont": "A"}},
     }
     params = configured("fusion", aspect_search={"aspects": aspects, "n_layers": 1, "routes": routes})
-    subspaces, repeats, _ = fit_aspect_subspaces(embeddings, targets, descriptors, truth, splits, params["aspect_search"])
+    subspaces, repeats, _ = fit_aspect_subspaces(
+        embeddings, targets, descriptors, truth, splits, params["aspect_search"]
+    )
     fitted = fit_route_subspaces(embeddings, targets, descriptors, truth, splits, params["aspect_search"])
     assert set(fitted) == {"proxies", "transfer"} and set(fitted["transfer"]) == {"5", "6"}
     assert set(fitted["proxies"]["5"]) == {"b", "classic-descriptors"}
