@@ -7,8 +7,10 @@ next ones on background threads (segments batched across tracks), so a crash
 loses at most the few tracks in flight, and a rerun computes only what is
 missing. With ``embed.cluster`` set, the tracks are tasks on a Dask cluster
 instead, each saved into the same cache by its worker
-(:mod:`mess_kedro.embedding.cluster`). ``consolidate_embeddings`` gathers the cached
-partitions of the current tracks into one versioned embedding set.
+(:mod:`mess_kedro.embedding.cluster`). The plan (which tracks each backbone lacks, and
+how they are computed) is :mod:`mess_kedro.embedding.plan`'s; these nodes only call it and
+report. ``consolidate_embeddings`` gathers the cached partitions of the current tracks into one
+versioned embedding set.
 """
 
 from __future__ import annotations
