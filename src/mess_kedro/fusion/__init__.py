@@ -8,7 +8,7 @@
   tracks only.
 
 A checkpoint names its class; :func:`restore` imports the module that defines it only when
-one is named, so a query on a whole-layer or aspect space never imports torch.
+one is named, so restoring a whole-layer or aspect transform never imports torch.
 """
 
 from mess_kedro import moved_attribute
