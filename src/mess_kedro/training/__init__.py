@@ -5,7 +5,9 @@
 - :mod:`.encoder`: SimSiam's views dataset, loop timing, validation loss, kNN and linear-probe
   scores;
 - :mod:`.passages`: aligned passages as a training signal (triplets inside a group, a linear
-  projection).
+  projection);
+- :mod:`.triplets`: factor-controlled triplets (anchor and positive close in one factor, the
+  negative far, both from other pieces), for the aspect heads.
 """
 
 from mess_kedro import moved_attribute
