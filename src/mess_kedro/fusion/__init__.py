@@ -5,7 +5,9 @@
   concatenation + PCA, collection-centred);
 - :mod:`.learned`: methods trained by metric learning (torch), registered on import;
 - :mod:`.aspect_subspace`: a low-dimensional subspace per aspect, learned from training
-  tracks only.
+  tracks only (a ridge map to the aspect's factor or proxies);
+- :mod:`.aspect_head`: a learned metric per aspect (an MLP over weighted layers), trained on
+  factor-controlled triplets (torch).
 
 A checkpoint names its class; :func:`restore` imports the module that defines it only when
 one is named, so restoring a whole-layer or aspect transform never imports torch.

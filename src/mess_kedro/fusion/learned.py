@@ -46,7 +46,7 @@ def _val_map(embed, val_layers, val_labels) -> float:
     return float(np.nanmean(evaluate_queries(vectors, relevance, ks=[1])["ap"]))
 
 
-class _Trained(FusionMethod):
+class TrainedMethod(FusionMethod):
     """A learned method: ``self.module`` maps layer tensors to vectors; trained by metric learning."""
 
     def __init__(self, config: TrainingConfig | None = None) -> None:
@@ -78,7 +78,7 @@ class _Trained(FusionMethod):
             for i in range(0, len(order) - config.batch_size + 1, config.batch_size)
         ]
 
-    def fit(self, layers, labels, val_layers=None, val_labels=None) -> _Trained:
+    def fit(self, layers, labels, val_layers=None, val_labels=None) -> TrainedMethod:
         super().fit(layers, labels)
         self.dims = [int(np.asarray(x).shape[1]) for x in layers]
         with seeded_training(self.config.seed):
@@ -135,14 +135,14 @@ class _Trained(FusionMethod):
         }
 
     @classmethod
-    def _from_config(cls, state: Mapping[str, Any], config: TrainingConfig) -> _Trained:
+    def _from_config(cls, state: Mapping[str, Any], config: TrainingConfig) -> TrainedMethod:
         return cls(config)
 
     def _restore_fitted(self, state: Mapping[str, Any]) -> None:
         """Attributes beyond the common ones that a subclass's ``_build`` or ``transform`` needs."""
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> _Trained:
+    def from_state(cls, state: Mapping[str, Any]) -> TrainedMethod:
         method = cls._from_config(state, TrainingConfig(**state["config"]))
         method._restore_fitted(state)
         method.dims, method.means = state["dims"], state["means"]
@@ -170,7 +170,7 @@ class _DiagonalModule(nn.Module):
 
 
 @register
-class DiagonalWeighting(_Trained):
+class DiagonalWeighting(TrainedMethod):
     name = "diagonal"
 
     def _build(self, dims):
@@ -200,7 +200,7 @@ class _FusionNet(nn.Module):
 
 
 @register
-class LayerFusionNetwork(_Trained):
+class LayerFusionNetwork(TrainedMethod):
     name = "lfn"
 
     def _build(self, dims):
@@ -224,7 +224,7 @@ class _ProjectionNet(nn.Module):
 
 
 @register
-class ProjectionNetwork(_Trained):
+class ProjectionNetwork(TrainedMethod):
     """One pooled layer (e.g. musicnn's penultimate) -> 256-d, LayerNorm, GELU, L2-normalised.
 
     Trained like the others; meant for m-per-class batches over composite labels
@@ -262,7 +262,7 @@ class _MultiTaskNet(nn.Module):
 
 
 @register
-class MultiTaskProbe(_Trained):
+class MultiTaskProbe(TrainedMethod):
     """A shared projection of all (centred, normalised) layers that predicts every proxy target.
 
     Trained by masked mean-squared error on standardised targets (a missing

@@ -61,6 +61,7 @@ DEFINED_ELSEWHERE = {
     "ProjectionNetwork": "mess_kedro.fusion.learned",
     "MultiTaskProbe": "mess_kedro.fusion.learned",
     "AspectSubspace": "mess_kedro.fusion.aspect_subspace",
+    "AspectHead": "mess_kedro.fusion.aspect_head",
 }
 
 
