@@ -90,7 +90,7 @@ def test_bad_settings_and_tables_are_refused():
 def test_a_planted_instrument_proxy_is_decodable_yet_refused_end_to_end():
     """The proxy follows the instrument, which the layers encode: fitted, it is decodable (high CV R²),
     but its search ranks by instrument, not tempo; the gate reads the measurement and refuses it."""
-    from mess_kedro.pipelines.fusion.nodes import fit_route_subspaces
+    from mess_kedro.pipelines.fusion.route_nodes import fit_route_subspaces
     from tests.conftest import configured
     from tests.pipelines.evaluation.test_nodes import measure_routes, synthetic_corpus
 

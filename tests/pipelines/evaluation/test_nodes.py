@@ -299,7 +299,8 @@ def test_routes_without_ground_truth_are_measured_on_the_held_out_soundfont():
     """Tempo lives in dims 0-3 for SoundFont A and in dims 4-7 for B: a map fitted on A alone (transfer)
     cannot find it in B, one fitted on both (truth) or on a good proxy can; the proxy alone is a search too."""
     from mess_kedro.pipelines.evaluation.route_nodes import compare_aspect_routes
-    from mess_kedro.pipelines.fusion.nodes import fit_aspect_subspaces, fit_route_subspaces
+    from mess_kedro.pipelines.fusion.nodes import fit_aspect_subspaces
+    from mess_kedro.pipelines.fusion.route_nodes import fit_route_subspaces
 
     embeddings, truth, descriptors, splits = synthetic_corpus()
     rng = np.random.default_rng(1)
@@ -434,3 +435,46 @@ def test_retrieval_is_scored_in_the_space_serving_searches(monkeypatch, centre):
         ).to_numpy()
         raw = method.transform([x[test] for x in layers])
         np.testing.assert_allclose(vectors, recentred(raw, raw.mean(axis=0)) if centre else raw)
+
+
+def test_aspect_heads_are_a_route_measured_and_compared_with_the_subspace_of_the_same_rows():
+    """A head route fits one AspectHead per source x aspect its truth supervises, on every split
+    seed; evaluation measures it like any route and compares it with the route it names (versus)."""
+    from mess_kedro.fusion.methods import restore
+    from mess_kedro.pipelines.evaluation.route_nodes import compare_aspect_routes
+    from mess_kedro.pipelines.fusion.nodes import fit_aspect_subspaces
+    from mess_kedro.pipelines.fusion.route_nodes import fit_route_subspaces
+
+    embeddings, truth, descriptors, splits = synthetic_corpus()
+    truth = truth.assign(soundfont=np.where(np.arange(len(truth)) % 2 == 0, "A", "B"))
+    targets = pd.DataFrame({"track_id": truth["track_id"]})
+    aspects = {"tempo": {"targets": [], "factor": "tempo_factor"}}
+    routes = {
+        "transfer": {"supervision": "truth", "fit_on": {"soundfont": "A"}},
+        "head": {"supervision": "truth", "method": "head", "versus": "truth"},
+    }
+    heads = {"triplets": 800, "close": 0.1, "far": 0.5, "epochs": 40, "patience": 10, "lr": 0.01}
+    heads |= {"hidden_dim": 32, "out_dim": 8, "seed": 0}
+    params = configured(
+        "fusion", aspect_search={"aspects": aspects, "n_layers": 1, "routes": routes, "heads": heads}
+    )
+    subspaces, repeats, _ = fit_aspect_subspaces(
+        embeddings, targets, descriptors, truth, splits, params["aspect_search"]
+    )
+    fitted = fit_route_subspaces(embeddings, targets, descriptors, truth, splits, params["aspect_search"])
+    assert set(fitted["head"]) == {"5", "6"}
+    head = restore(fitted["head"]["5"]["b"]["tempo"])
+    assert type(head).__name__ == "AspectHead" and head.left_init
+    options = configured("evaluation", selectivity={"aspects": aspects, "ndcg_k": 5}, n_resamples=200, seed=0)
+    corpus = (embeddings, targets, descriptors, truth, splits)
+    summary, per_query, triplets = measure_routes(corpus, (subspaces, repeats), fitted, options, params)
+    accuracy = triplets[triplets["split_seed"] == "all"].set_index(["source", "method"])
+    assert accuracy.loc[("b", "head"), "triplet_accuracy"] > 0.8  # tempo is there to learn
+    comparisons = compare_aspect_routes(per_query, summary, options, params["aspect_search"])
+    versus = comparisons[(comparisons["method"] == "head") & (comparisons["reference"] == "truth route")]
+    assert set(versus["split_seed"]) == {"5", "6", "all"} and set(versus["source"]) == {"b"}
+    with pytest.raises(ValueError, match="method must be subspace or head"):
+        routes_bad = {"x": {"supervision": "truth", "method": "forest"}}
+        fit_route_subspaces(
+            embeddings, targets, descriptors, truth, splits, params["aspect_search"] | {"routes": routes_bad}
+        )

@@ -92,7 +92,12 @@ def _selectivity() -> Pipeline:
             ),
             Node(
                 func=compare_aspect_routes,
-                inputs=["aspect_routes_per_query", "aspect_routes_summary", "params:evaluation"],
+                inputs=[
+                    "aspect_routes_per_query",
+                    "aspect_routes_summary",
+                    "params:evaluation",
+                    "params:fusion.aspect_search",
+                ],
                 outputs="aspect_routes_comparisons",
                 name="compare_aspect_routes",
             ),

@@ -319,10 +319,15 @@ def twin_pairs(sources: list[str], labels: Mapping[str, str]) -> dict[str, str]:
 
 
 def compare_aspect_routes(
-    aspect_routes_per_query: pd.DataFrame, aspect_routes_summary: pd.DataFrame, params: dict[str, Any]
+    aspect_routes_per_query: pd.DataFrame,
+    aspect_routes_summary: pd.DataFrame,
+    params: dict[str, Any],
+    aspect_search: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Paired bootstrap over the held-out queries: each route against the proxy used directly,
-    and each backbone's route against the same route of its random-init twin.
+    each backbone's route against the same route of its random-init twin, and a route that names
+    one in ``versus`` (``fusion.aspect_search.routes``: an aspect head against the ridge subspace
+    fitted on the same rows) against that route of the same source.
 
     One row per seed x source x route x aspect x reference (``proxy-direct`` or
     ``random-init twin``) with the mean difference in selectivity and its CI; the
@@ -336,6 +341,11 @@ def compare_aspect_routes(
         ["split_seed", "source", "method", "aspect", "query"]
     ).sort_index()
     twins = twin_pairs(sorted(set(aspect_routes_per_query["source"])), labels)
+    versus = {
+        r: spec["versus"]
+        for r, spec in ((aspect_search or {}).get("routes") or {}).items()
+        if "versus" in spec
+    }
     rows = []
     for (seed, source, method, aspect), group in aspect_routes_per_query.groupby(
         ["split_seed", "source", "method", "aspect"]
@@ -345,6 +355,8 @@ def compare_aspect_routes(
         references = {"proxy-direct": (PROXY_SOURCE, "proxy-direct")}
         if source in twins:
             references["random-init twin"] = (twins[source], method)
+        if method in versus:
+            references[f"{versus[method]} route"] = (source, versus[method])
         for reference, (ref_source, ref_method) in references.items():
             try:
                 baseline = keyed.loc[(seed, ref_source, ref_method, aspect)]["selectivity"]

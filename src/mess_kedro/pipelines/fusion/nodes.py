@@ -21,7 +21,6 @@ import pandas as pd
 
 from mess_kedro.analysis.descriptors import CLASSIC_SOURCE, descriptor_matrix
 from mess_kedro.analysis.relations import relation_labels, teacher_options
-from mess_kedro.analysis.targets import AUDIO_TARGETS
 from mess_kedro.audio.progress import in_processes, worker_count
 from mess_kedro.corpus.ground_truth import track_factors
 from mess_kedro.corpus.splits import split_of, split_seeds
@@ -89,7 +88,7 @@ def _projection(names: list[str], options: dict[str, Any], training: TrainingCon
     return [ProjectionNetwork(names.index(layer), layer, TrainingConfig(**(training.__dict__ | changes)))]
 
 
-def _require_current(layer_embeddings: EmbeddingSet, track_splits: pd.DataFrame) -> None:
+def require_current(layer_embeddings: EmbeddingSet, track_splits: pd.DataFrame) -> None:
     for name, backbone in layer_embeddings.backbones.items():
         require_same_tracks(
             backbone.track_ids,
@@ -244,7 +243,7 @@ def train_fusion_models(
             score and the learned layer weights; ``backbones`` is the primary split's.
     """
     primary, seeds = split_seeds(track_splits)
-    _require_current(layer_embeddings, track_splits)
+    require_current(layer_embeddings, track_splits)
     report: dict[str, Any] = {
         "relation": params["relation"],
         "primary_seed": primary,
@@ -270,7 +269,7 @@ def train_fusion_models(
     return primary_models, by_seed, report
 
 
-def _supervision_table(index: pd.DataFrame, track_targets: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+def supervision_table(index: pd.DataFrame, track_targets: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     table = index[["track_id"]].merge(track_targets, on="track_id", how="left")
     return table.merge(truth, on="track_id", how="left") if len(truth) else table
 
@@ -301,7 +300,7 @@ def fit_aspect_subspaces(
     """
     options = aspect_search
     primary, seeds = split_seeds(track_splits)
-    _require_current(layer_embeddings, track_splits)
+    require_current(layer_embeddings, track_splits)
     truth = track_factors(performance_ground_truth) if len(performance_ground_truth) else pd.DataFrame()
     sources = {name: (b.tracks, b.layer_names) for name, b in layer_embeddings.backbones.items()}
     report: dict[str, Any] = {"primary_seed": primary, "seeds": {}}
@@ -310,7 +309,7 @@ def fit_aspect_subspaces(
         by_seed[str(seed)], report["seeds"][str(seed)] = {}, {}
         for name, (layers, layer_names) in sources.items():
             index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
-            table = _supervision_table(index, track_targets, truth)
+            table = supervision_table(index, track_targets, truth)
             train = split_of(track_splits, seed, index["track_id"]) == "train"
             supervision = aspect_supervision(options["aspects"], table, train, options["supervision"])
             fitted, entry = fit_aspect_subspaces_of(
@@ -337,82 +336,6 @@ def fit_aspect_subspaces(
         )
     primary_subspaces = by_seed.pop(str(primary))
     return primary_subspaces, by_seed, report
-
-
-def _fit_rows(index: pd.DataFrame, performance_ground_truth: pd.DataFrame, fit_on: dict | None) -> np.ndarray:
-    """Rows of ``index`` whose ground truth matches every ``fit_on`` setting (all rows without one)."""
-    rows = np.ones(len(index), dtype=bool)
-    for column, value in (fit_on or {}).items():
-        if column not in performance_ground_truth.columns:
-            return np.zeros(len(index), dtype=bool)
-        wanted = performance_ground_truth.loc[performance_ground_truth[column].astype(str) == str(value)]
-        rows &= index["track_id"].isin(wanted["track_id"]).to_numpy()
-    return rows
-
-
-def fit_route_subspaces(
-    layer_embeddings: EmbeddingSet,
-    track_targets: pd.DataFrame,
-    track_descriptors: pd.DataFrame,
-    performance_ground_truth: pd.DataFrame,
-    track_splits: pd.DataFrame,
-    aspect_search: dict[str, Any],
-) -> dict[str, Any]:
-    """The aspect subspaces of every route a collection without ground truth could take, per split seed.
-
-    Each route of ``aspect_search.routes`` names a supervision (``proxies``: the
-    aspect's proxy targets; ``truth``: the demo's factor) and optionally
-    ``fit_on``, ground-truth settings the training rows must have (``{soundfont:
-    TimGM6mb}``: a map calibrated on one SoundFont, to be tested on the other).
-    Every aspect is fitted whatever its CV R² (nothing here is served): evaluation
-    measures whether each route ranks by its aspect.
-
-    Returns:
-        aspect_subspace_routes: ``{route: {split seed: {source: {aspect: state}}}}``.
-    """
-    options = aspect_search
-    routes = options.get("routes") or {}
-    primary, seeds = split_seeds(track_splits)
-    _require_current(layer_embeddings, track_splits)
-    truth = track_factors(performance_ground_truth) if len(performance_ground_truth) else pd.DataFrame()
-    measured = options | {"min_cv_r2": -np.inf}
-    fitted: dict[str, Any] = {route: {} for route in routes}
-    # Each backbone's rows and supervising columns depend on neither the route nor the seed.
-    tables = {}
-    for name in layer_embeddings.backbones:
-        index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
-        tables[name] = (index, _supervision_table(index, track_targets, truth))
-    for route, spec in routes.items():
-        for seed in seeds:
-            by_source: dict[str, Any] = {}
-            for name, backbone in layer_embeddings.backbones.items():
-                index, table = tables[name]
-                rows = (split_of(track_splits, seed, index["track_id"]) == "train") & _fit_rows(
-                    index, performance_ground_truth, spec.get("fit_on")
-                )
-                supervision = aspect_supervision(options["aspects"], table, rows, spec["supervision"])
-                if spec.get("audio_only"):  # the demo's MIDI targets read its true MIDI: not realistic
-                    supervision = {
-                        a: kept
-                        for a, cols in supervision.items()
-                        if (kept := [c for c in cols if c in AUDIO_TARGETS])
-                    }
-                sources = {name: (backbone.tracks, backbone.layer_names)}
-                if CLASSIC_SOURCE not in by_source:  # the same tracks for every backbone: once
-                    sources[CLASSIC_SOURCE] = ([descriptor_matrix(track_descriptors, index)], ["descriptors"])
-                for source, (layers, layer_names) in sources.items():
-                    by_source[source], _ = fit_aspect_subspaces_of(
-                        layers, layer_names, table, supervision, index=index, train=rows, options=measured
-                    )
-            fitted[route][str(seed)] = by_source
-        logger.info(
-            "route %s (%s%s): subspaces for %s on the primary split",
-            route,
-            spec["supervision"],
-            f", fitted on {spec['fit_on']}" if spec.get("fit_on") else "",
-            ", ".join(f"{s} {len(a)}" for s, a in fitted[route].get(str(primary), {}).items()),
-        )
-    return fitted
 
 
 def fit_aspect_subspaces_of(

@@ -2,7 +2,12 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import fit_aspect_subspaces, fit_route_subspaces, train_fusion_models, training_curves
+from .nodes import (
+    fit_aspect_subspaces,
+    train_fusion_models,
+    training_curves,
+)
+from .route_nodes import fit_route_subspaces
 
 
 def create_pipeline(**kwargs) -> Pipeline:
