@@ -61,10 +61,17 @@ def test_the_head_learns_the_planted_factor_and_ignores_the_nuisance_on_unseen_p
 
 
 def test_a_head_round_trips_through_its_checkpoint_and_the_registry(fitted):
-    head, layers, *_ = fitted
+    head, layers, factor, _, _ = fitted
     again = restore(head.state())
     assert type(again) is AspectHead and again.aspect == "dynamics" and again.triplets == 3000
     np.testing.assert_array_equal(again.transform(layers), head.transform(layers))
+    # A head on chosen layers reads those only, before and after its checkpoint.
+    groups = np.repeat(np.arange(len(factor) // 5), 5)
+    chosen = AspectHead("dynamics", TrainingConfig(**(CONFIG.__dict__ | {"epochs": 3})), layers=[0, 2])
+    chosen.fit(layers, np.column_stack([factor, groups]))
+    assert chosen.dims == [12, 12] and restore(chosen.state()).layer_indices == [0, 2]
+    shuffled = [layers[0], np.zeros_like(layers[1]), layers[2]]  # the layer it does not read
+    np.testing.assert_array_equal(restore(chosen.state()).transform(shuffled), chosen.transform(layers))
 
 
 def test_seeded_runs_are_bit_identical_at_one_and_two_threads():

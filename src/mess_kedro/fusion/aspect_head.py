@@ -10,6 +10,8 @@ anchor's). The loss is pytorch-metric-learning's triplet (margin) or Circle loss
 triplets; both average over the triplets that still violate the margin, so each step learns from
 the hard and semi-hard ones only.
 
+It reads every layer, or those given (``layers``: the ones the aspect's ridge subspace chose on
+the training split, so a head and its twin see the same input).
 ``fit(layers, labels, ...)``: ``labels`` is ``[N, 2]``, the factor's value (NaN: unknown) and the
 row's piece (any codes); ``val_labels`` the same for the validation rows, whose triplet accuracy
 decides early stopping. A checkpoint is plain data, restored by
@@ -78,6 +80,7 @@ class AspectHead(TrainedMethod):
         aspect: str,
         config: TrainingConfig | None = None,
         *,
+        layers: list[int] | None = None,
         triplets: int = 4000,
         close: float = 0.1,
         far: float = 0.5,
@@ -86,6 +89,21 @@ class AspectHead(TrainedMethod):
         if self.config.loss not in LOSSES:
             raise ValueError(f"unknown aspect-head loss '{self.config.loss}'; expected one of {LOSSES}")
         self.aspect, self.triplets, self.close, self.far = aspect, int(triplets), float(close), float(far)
+        # The layers it reads (None: all): its ridge twin's choice, made on the training split.
+        self.layer_indices = None if layers is None else [int(i) for i in layers]
+
+    def _chosen(self, layers):
+        return (
+            layers
+            if layers is None or self.layer_indices is None
+            else [layers[i] for i in self.layer_indices]
+        )
+
+    def fit(self, layers, labels, val_layers=None, val_labels=None) -> AspectHead:
+        return super().fit(self._chosen(layers), labels, self._chosen(val_layers), val_labels)
+
+    def transform(self, layers) -> np.ndarray:
+        return super().transform(self._chosen(layers))
 
     def _build(self, dims):
         return _HeadNet(dims, self.config.hidden_dim, self.config.out_dim)
@@ -128,6 +146,7 @@ class AspectHead(TrainedMethod):
     def state(self) -> dict:
         return super().state() | {
             "aspect": self.aspect,
+            "layer_indices": self.layer_indices,
             "triplets": self.triplets,
             "close": self.close,
             "far": self.far,
@@ -136,7 +155,12 @@ class AspectHead(TrainedMethod):
     @classmethod
     def _from_config(cls, state: Mapping[str, Any], config: TrainingConfig) -> AspectHead:
         return cls(
-            state["aspect"], config, triplets=state["triplets"], close=state["close"], far=state["far"]
+            state["aspect"],
+            config,
+            layers=state.get("layer_indices"),
+            triplets=state["triplets"],
+            close=state["close"],
+            far=state["far"],
         )
 
 

@@ -438,12 +438,13 @@ def test_retrieval_is_scored_in_the_space_serving_searches(monkeypatch, centre):
 
 
 def test_aspect_heads_are_a_route_measured_and_compared_with_the_subspace_of_the_same_rows():
-    """A head route fits one AspectHead per source x aspect its truth supervises, on every split
-    seed; evaluation measures it like any route and compares it with the route it names (versus)."""
+    """A head route trains one AspectHead per backbone x aspect beside its subspace twin (same rows,
+    the twin's layers), on every split seed; evaluation measures it like any route and compares it
+    with its twin (versus)."""
     from mess_kedro.fusion.methods import restore
     from mess_kedro.pipelines.evaluation.route_nodes import compare_aspect_routes
     from mess_kedro.pipelines.fusion.nodes import fit_aspect_subspaces
-    from mess_kedro.pipelines.fusion.route_nodes import fit_route_subspaces
+    from mess_kedro.pipelines.fusion.route_nodes import fit_head_routes, fit_route_subspaces
 
     embeddings, truth, descriptors, splits = synthetic_corpus()
     truth = truth.assign(soundfont=np.where(np.arange(len(truth)) % 2 == 0, "A", "B"))
@@ -455,26 +456,43 @@ def test_aspect_heads_are_a_route_measured_and_compared_with_the_subspace_of_the
     }
     heads = {"triplets": 800, "close": 0.1, "far": 0.5, "epochs": 40, "patience": 10, "lr": 0.01}
     heads |= {"hidden_dim": 32, "out_dim": 8, "seed": 0}
-    params = configured(
+    search = configured(
         "fusion", aspect_search={"aspects": aspects, "n_layers": 1, "routes": routes, "heads": heads}
-    )
-    subspaces, repeats, _ = fit_aspect_subspaces(
-        embeddings, targets, descriptors, truth, splits, params["aspect_search"]
-    )
-    fitted = fit_route_subspaces(embeddings, targets, descriptors, truth, splits, params["aspect_search"])
-    assert set(fitted["head"]) == {"5", "6"}
-    head = restore(fitted["head"]["5"]["b"]["tempo"])
+    )["aspect_search"]
+    subspaces, repeats, _ = fit_aspect_subspaces(embeddings, targets, descriptors, truth, splits, search)
+    fitted = fit_route_subspaces(embeddings, targets, descriptors, truth, splits, search)
+    assert set(fitted) == {"transfer"}  # a head route is not a subspace route
+    head_routes = fit_head_routes(embeddings, truth, splits, subspaces, repeats, fitted, search)
+    assert set(head_routes) == {"head"} and set(head_routes["head"]) == {"5", "6"}
+    head = restore(head_routes["head"]["5"]["b"]["tempo"])
     assert type(head).__name__ == "AspectHead" and head.left_init
+    assert (
+        head.layer_indices == subspaces["b"]["tempo"]["params"]["layer_indices"]
+    )  # seed 5 is primary: its twin
     options = configured("evaluation", selectivity={"aspects": aspects, "ndcg_k": 5}, n_resamples=200, seed=0)
     corpus = (embeddings, targets, descriptors, truth, splits)
-    summary, per_query, triplets = measure_routes(corpus, (subspaces, repeats), fitted, options, params)
+    params = {"aspect_search": search}
+    summary, per_query, triplets = measure_routes(
+        corpus, (subspaces, repeats), fitted | head_routes, options, params
+    )
     accuracy = triplets[triplets["split_seed"] == "all"].set_index(["source", "method"])
     assert accuracy.loc[("b", "head"), "triplet_accuracy"] > 0.8  # tempo is there to learn
-    comparisons = compare_aspect_routes(per_query, summary, options, params["aspect_search"])
+    comparisons = compare_aspect_routes(per_query, summary, options, search)
     versus = comparisons[(comparisons["method"] == "head") & (comparisons["reference"] == "truth route")]
     assert set(versus["split_seed"]) == {"5", "6", "all"} and set(versus["source"]) == {"b"}
-    with pytest.raises(ValueError, match="method must be subspace or head"):
-        routes_bad = {"x": {"supervision": "truth", "method": "forest"}}
-        fit_route_subspaces(
-            embeddings, targets, descriptors, truth, splits, params["aspect_search"] | {"routes": routes_bad}
-        )
+    bad = {
+        "versus nothing": {"supervision": "truth", "method": "head", "versus": "forest"},
+        "other rows": {"supervision": "truth", "method": "head", "versus": "transfer"},
+        "proxies": {"supervision": "proxies", "method": "head", "versus": "truth"},
+    }
+    for name, spec in bad.items():
+        with pytest.raises(ValueError, match="versus must be|fit_on differs|supervision must be truth"):
+            fit_head_routes(
+                embeddings,
+                truth,
+                splits,
+                subspaces,
+                repeats,
+                fitted,
+                search | {"routes": routes | {name: spec}},
+            )

@@ -80,6 +80,7 @@ def _selectivity() -> Pipeline:
                     "aspect_subspaces": "aspect_subspaces",
                     "aspect_subspaces_repeats": "aspect_subspaces_repeats",
                     "aspect_subspace_routes": "aspect_subspace_routes",
+                    "aspect_head_routes": "aspect_head_routes",
                     "track_targets": "track_targets",
                     "track_descriptors": "track_descriptors",
                     "performance_ground_truth": "performance_ground_truth",

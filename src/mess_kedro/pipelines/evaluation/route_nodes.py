@@ -169,6 +169,7 @@ def evaluate_aspect_routes(
     aspect_subspaces: dict[str, Any],
     aspect_subspaces_repeats: dict[str, Any],
     aspect_subspace_routes: dict[str, Any],
+    aspect_head_routes: dict[str, Any] | None = None,
     track_targets: pd.DataFrame,
     track_descriptors: pd.DataFrame,
     performance_ground_truth: pd.DataFrame,
@@ -182,6 +183,8 @@ def evaluate_aspect_routes(
         params: ``evaluation``: ``selectivity`` (``aspects``, ``ndcg_k``,
             ``link_threshold``), ``n_resamples``, ``seed``.
         fusion_params: ``fusion``, whose ``aspect_search.routes`` say what each route was fitted on.
+        aspect_head_routes: the head routes' aspect heads (``{route: {seed: {source: {aspect:
+            state}}}}``), measured like the subspace routes.
 
     Returns:
         aspect_routes_summary: per seed (and ``all``) x source x route x aspect:
@@ -216,7 +219,8 @@ def evaluate_aspect_routes(
         train = sorted(tracks_in(track_splits, seed, "train") & embedded)
         views = _factor_views(truth.set_index("track_id").loc[tracks].reset_index(), factors)
         by_route = {"truth": models_for_seed(seed, primary, aspect_subspaces, aspect_subspaces_repeats)}
-        by_route |= {route: seeds_.get(str(seed), {}) for route, seeds_ in aspect_subspace_routes.items()}
+        fitted_routes = aspect_subspace_routes | (aspect_head_routes or {})
+        by_route |= {route: seeds_.get(str(seed), {}) for route, seeds_ in fitted_routes.items()}
         found = _route_similarities(layer_embeddings, tracks, train, track_descriptors, by_route, judged)
         found |= _proxy_similarities(
             options["aspects"],

@@ -7,7 +7,7 @@ from .nodes import (
     train_fusion_models,
     training_curves,
 )
-from .route_nodes import fit_route_subspaces
+from .route_nodes import fit_head_routes, fit_route_subspaces
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -50,6 +50,20 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="aspect_subspace_routes",
                 name="fit_route_subspaces",
+            ),
+            Node(
+                func=fit_head_routes,
+                inputs=[
+                    "layer_embeddings",
+                    "performance_ground_truth",
+                    "track_splits",
+                    "aspect_subspaces",
+                    "aspect_subspaces_repeats",
+                    "aspect_subspace_routes",
+                    "params:fusion.aspect_search",
+                ],
+                outputs="aspect_head_routes",
+                name="fit_head_routes",
             ),
             Node(
                 func=training_curves,

@@ -19,7 +19,7 @@ import pandas as pd
 from mess_kedro.analysis.descriptors import CLASSIC_SOURCE, descriptor_matrix
 from mess_kedro.analysis.targets import AUDIO_TARGETS
 from mess_kedro.corpus.ground_truth import PREFIX, track_factors
-from mess_kedro.corpus.splits import split_of, split_seeds
+from mess_kedro.corpus.splits import models_for_seed, split_of, split_seeds
 from mess_kedro.embedding.sets import EmbeddingSet
 from mess_kedro.fusion.aspect_head import AspectHead
 from mess_kedro.fusion.aspect_subspace import aspect_supervision
@@ -62,12 +62,11 @@ def fit_route_subspaces(
         aspect_subspace_routes: ``{route: {split seed: {source: {aspect: state}}}}``.
     """
     options = aspect_search
-    routes = options.get("routes") or {}
+    routes = {r: spec for r, spec in (options.get("routes") or {}).items() if spec.get("method") != "head"}
     primary, seeds = split_seeds(track_splits)
     require_current(layer_embeddings, track_splits)
     truth = track_factors(performance_ground_truth) if len(performance_ground_truth) else pd.DataFrame()
     measured = options | {"min_cv_r2": -np.inf}
-    heads = options.get("heads") or {}
     fitted: dict[str, Any] = {route: {} for route in routes}
     # Each backbone's rows and supervising columns depend on neither the route nor the seed.
     tables = {}
@@ -75,8 +74,6 @@ def fit_route_subspaces(
         index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
         tables[name] = (index, supervision_table(index, track_targets, truth))
     for route, spec in routes.items():
-        if spec.get("method", "subspace") not in ("subspace", "head"):
-            raise ValueError(f"route {route}: method must be subspace or head, got '{spec['method']}'")
         for seed in seeds:
             by_source: dict[str, Any] = {}
             for name, backbone in layer_embeddings.backbones.items():
@@ -95,14 +92,6 @@ def fit_route_subspaces(
                 if CLASSIC_SOURCE not in by_source:  # the same tracks for every backbone: once
                     sources[CLASSIC_SOURCE] = ([descriptor_matrix(track_descriptors, index)], ["descriptors"])
                 for source, (layers, layer_names) in sources.items():
-                    if spec.get("method", "subspace") == "head":
-                        val = (split_of(track_splits, seed, index["track_id"]) == "validation") & _fit_rows(
-                            index, performance_ground_truth, spec.get("fit_on")
-                        )
-                        by_source[source] = fit_aspect_heads_of(
-                            layers, table, supervision, groups=index["group"], rows=(rows, val), options=heads
-                        )
-                        continue
                     by_source[source], _ = fit_aspect_subspaces_of(
                         layers, layer_names, table, supervision, index=index, train=rows, options=measured
                     )
@@ -112,43 +101,119 @@ def fit_route_subspaces(
             route,
             spec["supervision"],
             f", fitted on {spec['fit_on']}" if spec.get("fit_on") else "",
-            spec.get("method", "subspace"),
+            "subspace",
             ", ".join(f"{s} {len(a)}" for s, a in fitted[route].get(str(primary), {}).items()),
         )
     return fitted
 
 
-def fit_aspect_heads_of(  # noqa: PLR0913 - one source's data and the heads' settings, all named
-    layers: list[np.ndarray],
-    table: pd.DataFrame,
-    supervision: dict[str, list[str]],
-    *,
-    groups: pd.Series,
-    rows: tuple[np.ndarray, np.ndarray],
-    options: dict[str, Any],
+def fit_head_routes(  # noqa: PLR0913 - Kedro passes a node's inputs by name
+    layer_embeddings: EmbeddingSet,
+    performance_ground_truth: pd.DataFrame,
+    track_splits: pd.DataFrame,
+    aspect_subspaces: dict[str, Any],
+    aspect_subspaces_repeats: dict[str, Any],
+    aspect_subspace_routes: dict[str, Any],
+    aspect_search: dict[str, Any],
 ) -> dict[str, Any]:
-    """One source's aspect heads as plain-data states: one per aspect its truth supervises.
+    """Aspect heads for every route with ``method: head``, per split seed, each beside its twin.
 
-    ``rows``: the training and validation rows (boolean masks). ``options``:
-    ``fusion.aspect_search.heads`` (``triplets``, ``close``, ``far`` and the training settings).
-    An aspect whose training rows give no triplet is left out, with a line in the log.
+    A head route names in ``versus`` the subspace route fitted on the same rows (``truth``: the
+    served subspaces; or a route of ``aspect_search.routes`` with the same ``fit_on``). For every
+    backbone and aspect that twin fitted with the demo's truth, a head is trained on the twin's
+    layers (chosen on the training split), its training rows (``fit_on`` applied) and the split's
+    validation rows for early stopping. ``aspect_search.heads``: ``triplets``, ``close``, ``far`` and
+    the training settings.
+
+    Returns:
+        aspect_head_routes: ``{route: {split seed: {backbone: {aspect: state}}}}`` (safetensors).
     """
-    train, val = rows
-    pieces = pd.factorize(groups.astype(str))[0].astype(float)
-    settings = {k: v for k, v in options.items() if k not in ("triplets", "close", "far")}
-    config = TrainingConfig(**settings)
-    fitted = {}
-    for aspect, columns in supervision.items():
-        if not columns[0].startswith(PREFIX):
-            continue  # a head learns a factor's metric: the demo's truth supervises it
-        labels = np.column_stack([table[columns[0]].to_numpy(float), pieces])
+    routes = {
+        r: spec for r, spec in (aspect_search.get("routes") or {}).items() if spec.get("method") == "head"
+    }
+    if not routes or performance_ground_truth.empty:
+        return {}
+    primary, seeds = split_seeds(track_splits)
+    require_current(layer_embeddings, track_splits)
+    truth = track_factors(performance_ground_truth)
+    fitted: dict[str, Any] = {}
+    for route, spec in routes.items():
+        twin = _twin_route(route, spec, aspect_search.get("routes") or {})
+        fitted[route] = {}
+        for seed in seeds:
+            twins = (
+                models_for_seed(seed, primary, aspect_subspaces, aspect_subspaces_repeats)
+                if twin == "truth"
+                else aspect_subspace_routes.get(twin, {}).get(str(seed), {})
+            )
+            fitted[route][str(seed)] = {
+                name: _heads_beside(
+                    backbone.tracks,
+                    twins.get(name, {}),
+                    _head_rows(layer_embeddings, name, track_splits, seed, performance_ground_truth, spec),
+                    truth,
+                    aspect_search["heads"],
+                )
+                for name, backbone in layer_embeddings.backbones.items()
+            }
+        logger.info(
+            "route %s (heads beside %s): %s on the primary split",
+            route,
+            twin,
+            ", ".join(f"{s} {len(a)}" for s, a in fitted[route].get(str(primary), {}).items()),
+        )
+    return fitted
+
+
+def _twin_route(route: str, spec: dict[str, Any], routes: dict[str, Any]) -> str:
+    """The subspace route a head route stands beside, checked to be fitted on the same rows."""
+    twin = spec.get("versus")
+    if spec.get("supervision") != "truth":
+        raise ValueError(f"route {route}: a head learns a factor's metric; its supervision must be truth")
+    if twin != "truth" and (twin not in routes or routes[twin].get("method") == "head"):
+        raise ValueError(f"route {route}: versus must be truth or a subspace route, got {twin!r}")
+    if twin != "truth" and routes[twin].get("fit_on") != spec.get("fit_on"):
+        raise ValueError(f"route {route}: fit_on differs from its twin {twin}'s: not the same rows")
+    return twin
+
+
+def _head_rows(  # noqa: PLR0913 - one backbone's rows under one seed and route
+    layer_embeddings, name: str, track_splits, seed: int, ground_truth, spec
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """A backbone's index rows and its training and validation masks under ``seed`` (``fit_on`` applied)."""
+    index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+    allowed = _fit_rows(index, ground_truth, spec.get("fit_on"))
+    split = split_of(track_splits, seed, index["track_id"])
+    return index, (split == "train") & allowed, (split == "validation") & allowed
+
+
+def _heads_beside(
+    layers: list[np.ndarray], twins: dict[str, Any], rows: tuple, truth: pd.DataFrame, options: dict[str, Any]
+) -> dict[str, Any]:
+    """One backbone's heads, one per aspect its twin fitted with a truth column, as plain-data states."""
+    index, train, val = rows
+    table = index[["track_id"]].merge(truth, on="track_id", how="left")
+    pieces = pd.factorize(index["group"].astype(str))[0].astype(float)
+    config = TrainingConfig(**{k: v for k, v in options.items() if k not in ("triplets", "close", "far")})
+    heads = {}
+    for aspect, state in twins.items():
+        params = state.get("params", {})
+        column = (params.get("supervision") or [""])[0]
+        if not column.startswith(PREFIX) or column not in table:
+            continue  # a head learns a factor's metric: only where the demo's truth supervised the twin
+        labels = np.column_stack([table[column].to_numpy(float), pieces])
         head = AspectHead(
-            aspect, config, triplets=options["triplets"], close=options["close"], far=options["far"]
+            aspect,
+            config,
+            layers=params["layer_indices"],
+            triplets=options["triplets"],
+            close=options["close"],
+            far=options["far"],
         )
         try:
             head.fit([x[train] for x in layers], labels[train], [x[val] for x in layers], labels[val])
         except ValueError as exc:
             logger.info("aspect head %s not fitted: %s", aspect, exc)
             continue
-        fitted[aspect] = head.state()
-    return fitted
+        heads[aspect] = head.state()
+    return heads
