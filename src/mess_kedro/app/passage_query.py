@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def find_passages(  # noqa: PLR0913 - the passage command's options, all named
+def find_passages(
     project: str,
     query: str,
     at_s: float,

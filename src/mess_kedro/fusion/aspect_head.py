@@ -75,7 +75,7 @@ class AspectHead(TrainedMethod):
 
     name = "aspect_head"
 
-    def __init__(  # noqa: PLR0913 - the head's settings, all named
+    def __init__(
         self,
         aspect: str,
         config: TrainingConfig | None = None,

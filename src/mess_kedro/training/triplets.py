@@ -81,7 +81,7 @@ def all_triplets(
     return np.array(found, dtype=np.int64).reshape(-1, 3)
 
 
-def sample_triplets(  # noqa: PLR0913 - the data and the draw's settings, all named
+def sample_triplets(
     values: np.ndarray,
     groups: np.ndarray,
     rows: np.ndarray | None = None,

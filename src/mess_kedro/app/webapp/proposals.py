@@ -105,7 +105,7 @@ def candidate_pool(
     return np.array(sorted(found))
 
 
-def propose_triplet(  # noqa: PLR0913 - the room's state and settings, all named
+def propose_triplet(
     search, collection, done, aspect: str, annotator: str, *, seed: int, anchors: int, pool_size: int
 ) -> tuple[str, str, str, bool, str] | None:
     """``(anchor, a, b, disagree, reason)``: the triplet in ``aspect`` where the selective subspace and

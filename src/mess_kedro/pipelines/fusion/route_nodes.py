@@ -107,7 +107,7 @@ def fit_route_subspaces(
     return fitted
 
 
-def fit_head_routes(  # noqa: PLR0913 - Kedro passes a node's inputs by name
+def fit_head_routes(
     layer_embeddings: EmbeddingSet,
     performance_ground_truth: pd.DataFrame,
     track_splits: pd.DataFrame,
@@ -177,7 +177,7 @@ def _twin_route(route: str, spec: dict[str, Any], routes: dict[str, Any]) -> str
     return twin
 
 
-def _head_rows(  # noqa: PLR0913 - one backbone's rows under one seed and route
+def _head_rows(
     layer_embeddings, name: str, track_splits, seed: int, ground_truth, spec
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """A backbone's index rows and its training and validation masks under ``seed`` (``fit_on`` applied)."""
