@@ -1,9 +1,8 @@
 """Choose the aspect heads' settings on the validation split (never the test split).
 
 After a main job (`bash scripts/run_demo.sh`), for one backbone: every setting in a small grid
-trains a head per aspect × split seed on that seed's training rows (the served subspaces'
-layers, or all layers), early-stopped on the validation rows, exactly as `fit_head_routes`
-does. Each is scored by the evaluation's in-factor triplet accuracy
+trains a head per aspect × split seed beside the served subspaces, with the very functions
+`fit_head_routes` uses (its training rows, early-stopped on the validation rows). Each is scored by the evaluation's in-factor triplet accuracy
 (`analysis.selectivity.triplet_accuracy`) over the **validation** tracks. Prints one line per
 setting, best first (the mean over aspects and seeds, and the worst aspect's mean):
 
@@ -24,10 +23,9 @@ import pandas as pd
 
 from mess_kedro.analysis.selectivity import triplet_accuracy
 from mess_kedro.app.project import project_datasets, project_parameters
-from mess_kedro.corpus.ground_truth import PREFIX, track_factors
-from mess_kedro.corpus.splits import models_for_seed, split_of, split_seeds
-from mess_kedro.fusion.aspect_head import AspectHead
-from mess_kedro.training.loop import TrainingConfig
+from mess_kedro.corpus.splits import models_for_seed, split_seeds
+from mess_kedro.fusion import restore
+from mess_kedro.pipelines.fusion.route_nodes import head_rows, head_tables, heads_beside
 
 GRID = {
     "triplets": [4000, 16000],
@@ -37,66 +35,26 @@ GRID = {
 }
 
 
-def _scores(setting: dict, jobs: list[dict], base: dict) -> dict[str, list[float]]:
-    """Validation triplet accuracy per aspect (one per seed) for one setting."""
-    options = base | {k: v for k, v in setting.items() if k != "layers"}
-    config = TrainingConfig(**{k: v for k, v in options.items() if k not in ("triplets", "close", "far")})
-    found = defaultdict(list)
-    for job in jobs:
-        layers = None if setting["layers"] == "all" else job["layer_indices"]
-        head = AspectHead(
-            job["aspect"],
-            config,
-            layers=layers,
-            triplets=options["triplets"],
-            close=options["close"],
-            far=options["far"],
-        )
-        x, labels, train, val = job["layers"], job["labels"], job["train"], job["val"]
-        try:
-            head.fit([a[train] for a in x], labels[train], [a[val] for a in x], labels[val])
-        except ValueError:
-            continue
-        vectors = head.transform([a[val] for a in x])
-        found[job["aspect"]].append(triplet_accuracy(vectors @ vectors.T, labels[val, 0])[0])
-    return found
-
-
-def _jobs(project: str, backbone: str) -> tuple[list[dict], dict]:
-    """Every (seed, aspect) the served subspaces fitted with the demo's truth, with its rows."""
-    names = [
-        "layer_embeddings",
-        "performance_ground_truth",
-        "track_splits",
-        "aspect_subspaces",
-        "aspect_subspaces_repeats",
-    ]
-    data = {name: dataset.load() for name, dataset in project_datasets(project, names).items()}
-    embeddings = data["layer_embeddings"]
-    index = embeddings.index[embeddings.index["backbone"] == backbone].sort_values("row")
-    table = index[["track_id"]].merge(
-        track_factors(data["performance_ground_truth"]), on="track_id", how="left"
+def _validation_accuracies(data: dict, backbone: str, options: dict) -> dict[str, list[float]]:
+    """Per aspect, one setting's validation triplet accuracy on each split seed: the heads trained
+    as ``fit_head_routes`` trains them beside the served subspaces, scored on validation tracks."""
+    embeddings, splits, truth = (
+        data["layer_embeddings"],
+        data["track_splits"],
+        data["performance_ground_truth"],
     )
-    pieces = pd.factorize(index["group"].astype(str))[0].astype(float)
-    primary, seeds = split_seeds(data["track_splits"])
-    jobs = []
+    layers, tables = embeddings.backbones[backbone].tracks, head_tables(embeddings, truth)[backbone]
+    primary, seeds = split_seeds(splits)
+    found = defaultdict(list)
     for seed in seeds:
         twins = models_for_seed(seed, primary, data["aspect_subspaces"], data["aspect_subspaces_repeats"])
-        split = split_of(data["track_splits"], seed, index["track_id"])
-        for aspect, state in twins.get(backbone, {}).items():
-            column = state["params"]["supervision"][0]
-            if column.startswith(PREFIX):
-                jobs.append(
-                    {
-                        "aspect": aspect,
-                        "layers": embeddings.backbones[backbone].tracks,
-                        "layer_indices": state["params"]["layer_indices"],
-                        "labels": np.column_stack([table[column].to_numpy(float), pieces]),
-                        "train": split == "train",
-                        "val": split == "validation",
-                    }
-                )
-    return jobs, project_parameters(project)["fusion"]["aspect_search"]["heads"]
+        train, val = head_rows(tables[0], splits, seed, truth, None)
+        states = heads_beside(layers, twins.get(backbone, {}), tables, (train, val), options)
+        for aspect, state in states.items():
+            values = tables[1][twins[backbone][aspect]["params"]["supervision"][0]].to_numpy(float)[val]
+            vectors = restore(state).transform([x[val] for x in layers])
+            found[aspect].append(triplet_accuracy(vectors @ vectors.T, values)[0])
+    return found
 
 
 def main() -> None:
@@ -106,12 +64,16 @@ def main() -> None:
     parser.add_argument("--backbone", default="musicnn-mtt")
     parser.add_argument("--project", default=".")
     args = parser.parse_args()
-    jobs, base = _jobs(args.project, args.backbone)
-    print(f"{len(jobs)} heads per setting ({args.backbone}); defaults: {base}")
+    names = ["layer_embeddings", "performance_ground_truth", "track_splits", "aspect_subspaces"]
+    names.append("aspect_subspaces_repeats")
+    data = {name: dataset.load() for name, dataset in project_datasets(args.project, names).items()}
+    base = project_parameters(args.project)["fusion"]["aspect_search"]["heads"]
+    print(f"{args.backbone}; defaults: {base}")
     rows = []
     for values in itertools.product(*GRID.values()):
         setting = dict(zip(GRID, values, strict=True))
-        by_aspect = {a: float(np.nanmean(v)) for a, v in _scores(setting, jobs, base).items()}
+        found = _validation_accuracies(data, args.backbone, base | setting)
+        by_aspect = {a: float(np.nanmean(v)) for a, v in found.items()}
         rows.append(
             setting
             | {"mean": np.mean(list(by_aspect.values())), "worst": min(by_aspect.values())}

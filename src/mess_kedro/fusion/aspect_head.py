@@ -33,6 +33,8 @@ from mess_kedro.training.loop import TrainingConfig, TrainingRecord, train_modul
 from mess_kedro.training.triplets import sample_triplets
 
 LOSSES = ("triplet", "circle")
+# The keys of fusion.aspect_search.heads that are the head's own, not the training loop's.
+HEAD_SETTINGS = ("triplets", "close", "far", "layers")
 
 
 class _HeadNet(nn.Module):
@@ -91,6 +93,22 @@ class AspectHead(TrainedMethod):
         self.aspect, self.triplets, self.close, self.far = aspect, int(triplets), float(close), float(far)
         # The layers it reads (None: all): its ridge twin's choice, made on the training split.
         self.layer_indices = None if layers is None else [int(i) for i in layers]
+
+    @classmethod
+    def from_options(
+        cls, aspect: str, options: Mapping[str, Any], layers: list[int] | None = None
+    ) -> AspectHead:
+        """A head from ``fusion.aspect_search.heads``: its own settings (``triplets``, ``close``, ``far``)
+        and the training loop's (every other key but ``layers``, which says whose layers it reads)."""
+        config = TrainingConfig(**{k: v for k, v in options.items() if k not in HEAD_SETTINGS})
+        return cls(
+            aspect,
+            config,
+            layers=layers,
+            triplets=options["triplets"],
+            close=options["close"],
+            far=options["far"],
+        )
 
     def _chosen(self, layers):
         return (

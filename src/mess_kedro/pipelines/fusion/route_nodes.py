@@ -23,7 +23,6 @@ from mess_kedro.corpus.splits import models_for_seed, split_of, split_seeds
 from mess_kedro.embedding.sets import EmbeddingSet
 from mess_kedro.fusion.aspect_head import AspectHead
 from mess_kedro.fusion.aspect_subspace import aspect_supervision
-from mess_kedro.training.loop import TrainingConfig
 
 from .nodes import fit_aspect_subspaces_of, require_current, supervision_table
 
@@ -135,7 +134,7 @@ def fit_head_routes(
         return {}
     primary, seeds = split_seeds(track_splits)
     require_current(layer_embeddings, track_splits)
-    truth = track_factors(performance_ground_truth)
+    tables = head_tables(layer_embeddings, performance_ground_truth)  # neither route nor seed changes them
     fitted: dict[str, Any] = {}
     for route, spec in routes.items():
         twin = _twin_route(route, spec, aspect_search.get("routes") or {})
@@ -147,11 +146,13 @@ def fit_head_routes(
                 else aspect_subspace_routes.get(twin, {}).get(str(seed), {})
             )
             fitted[route][str(seed)] = {
-                name: _heads_beside(
+                name: heads_beside(
                     backbone.tracks,
                     twins.get(name, {}),
-                    _head_rows(layer_embeddings, name, track_splits, seed, performance_ground_truth, spec),
-                    truth,
+                    tables[name],
+                    head_rows(
+                        tables[name][0], track_splits, seed, performance_ground_truth, spec.get("fit_on")
+                    ),
                     aspect_search["heads"],
                 )
                 for name, backbone in layer_embeddings.backbones.items()
@@ -177,24 +178,40 @@ def _twin_route(route: str, spec: dict[str, Any], routes: dict[str, Any]) -> str
     return twin
 
 
-def _head_rows(
-    layer_embeddings, name: str, track_splits, seed: int, ground_truth, spec
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """A backbone's index rows and its training and validation masks under ``seed`` (``fit_on`` applied)."""
-    index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
-    allowed = _fit_rows(index, ground_truth, spec.get("fit_on"))
+def head_tables(layer_embeddings: EmbeddingSet, performance_ground_truth: pd.DataFrame) -> dict[str, tuple]:
+    """Per backbone: its index rows (in row order), their ground-truth factors and piece codes."""
+    truth = track_factors(performance_ground_truth)
+    tables = {}
+    for name in layer_embeddings.backbones:
+        index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+        table = index[["track_id"]].merge(truth, on="track_id", how="left")
+        tables[name] = (index, table, pd.factorize(index["group"].astype(str))[0].astype(float))
+    return tables
+
+
+def head_rows(
+    index: pd.DataFrame,
+    track_splits: pd.DataFrame,
+    seed: int,
+    ground_truth: pd.DataFrame,
+    fit_on: dict | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training and validation masks of ``index``'s rows under ``seed`` (``fit_on`` applied)."""
+    allowed = _fit_rows(index, ground_truth, fit_on)
     split = split_of(track_splits, seed, index["track_id"])
-    return index, (split == "train") & allowed, (split == "validation") & allowed
+    return (split == "train") & allowed, (split == "validation") & allowed
 
 
-def _heads_beside(
-    layers: list[np.ndarray], twins: dict[str, Any], rows: tuple, truth: pd.DataFrame, options: dict[str, Any]
+def heads_beside(
+    layers: list[np.ndarray], twins: dict[str, Any], tables: tuple, rows: tuple, options: dict[str, Any]
 ) -> dict[str, Any]:
-    """One backbone's heads, one per aspect its twin fitted with a truth column, as plain-data states."""
-    index, train, val = rows
-    table = index[["track_id"]].merge(truth, on="track_id", how="left")
-    pieces = pd.factorize(index["group"].astype(str))[0].astype(float)
-    config = TrainingConfig(**{k: v for k, v in options.items() if k not in ("triplets", "close", "far")})
+    """One backbone's heads, one per aspect its twin fitted with a truth column, as plain-data states.
+
+    ``tables``: the backbone's :func:`head_tables` entry; ``rows``: :func:`head_rows`; ``options``:
+    ``fusion.aspect_search.heads`` (``layers: twin`` reads the twin's layers, ``all`` every layer).
+    """
+    _, table, pieces = tables
+    train, val = rows
     heads = {}
     for aspect, state in twins.items():
         params = state.get("params", {})
@@ -202,14 +219,8 @@ def _heads_beside(
         if not column.startswith(PREFIX) or column not in table:
             continue  # a head learns a factor's metric: only where the demo's truth supervised the twin
         labels = np.column_stack([table[column].to_numpy(float), pieces])
-        head = AspectHead(
-            aspect,
-            config,
-            layers=params["layer_indices"],
-            triplets=options["triplets"],
-            close=options["close"],
-            far=options["far"],
-        )
+        layer_choice = params["layer_indices"] if options.get("layers", "twin") == "twin" else None
+        head = AspectHead.from_options(aspect, options, layer_choice)
         try:
             head.fit([x[train] for x in layers], labels[train], [x[val] for x in layers], labels[val])
         except ValueError as exc:
