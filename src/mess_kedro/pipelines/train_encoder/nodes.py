@@ -112,9 +112,8 @@ def train_encoder(
     untrained_model = initial_encoder(
         encoder_type, params["mel"], params["model"], int(params["training"]["seed"])
     )
-    scores, untrained = (
-        _validation_scores(net, val, labels, device, params) for net in (model, untrained_model)
-    )
+    scores = _validation_scores(model, val, labels, device, params)
+    untrained = _validation_scores(untrained_model, val, labels, device, params)
     tags = {
         "encoder_type": encoder_type,
         "loss_type": str(params["loss_type"]),
