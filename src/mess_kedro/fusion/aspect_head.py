@@ -25,31 +25,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from mess_kedro.fusion.learned import TrainedMethod
 from mess_kedro.fusion.methods import register
+from mess_kedro.models.heads import AspectHeadNet, triplet_order_accuracy
 from mess_kedro.training.loop import TrainingConfig, TrainingRecord, train_module
 from mess_kedro.training.triplets import sample_triplets
 
 LOSSES = ("triplet", "circle")
 # The keys of fusion.aspect_search.heads that are the head's own, not the training loop's.
 HEAD_SETTINGS = ("triplets", "close", "far", "layers")
-
-
-class _HeadNet(nn.Module):
-    def __init__(self, dims: list[int], hidden: int, out_dim: int) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(torch.zeros(len(dims)))  # starts weighting every layer alike
-        self.mlp = nn.Sequential(nn.Linear(sum(dims), hidden), nn.GELU(), nn.Linear(hidden, out_dim))
-
-    def weights(self) -> torch.Tensor:
-        return torch.softmax(self.logits, dim=0)
-
-    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
-        w = self.weights()
-        stacked = torch.cat([w[i].sqrt() * x for i, x in enumerate(layers)], dim=1)
-        return nn.functional.normalize(self.mlp(stacked), dim=1)
 
 
 def _split(labels) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +109,7 @@ class AspectHead(TrainedMethod):
         return super().transform(self._chosen(layers))
 
     def _build(self, dims):
-        return _HeadNet(dims, self.config.hidden_dim, self.config.out_dim)
+        return AspectHeadNet(dims, self.config.hidden_dim, self.config.out_dim)
 
     def layer_weights(self, layers) -> np.ndarray:
         return self.module.weights().detach().numpy().astype(float)
@@ -180,9 +165,3 @@ class AspectHead(TrainedMethod):
             close=state["close"],
             far=state["far"],
         )
-
-
-def triplet_order_accuracy(vectors: torch.Tensor, triplets: torch.Tensor) -> float:
-    """The share of triplets whose anchor is more similar (cosine) to its positive than to its negative."""
-    a, p, n = (vectors[triplets[:, i]] for i in range(3))
-    return float(((a * p).sum(dim=1) > (a * n).sum(dim=1)).float().mean())
