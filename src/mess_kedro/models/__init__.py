@@ -5,5 +5,7 @@
 - :mod:`.encoders`: encoders trained on the collection (log-mel front end, ResNet, SimSiam,
   a collapse monitor);
 - :mod:`.mel`: mel power spectrograms in torch on the model's device;
-- :mod:`.runtime`: the device, torch's CPU threads and the numeric precision.
+- :mod:`.heads`: aspect-head networks (weighted layers, an MLP, a unit vector);
+- :mod:`.runtime`: the device, torch's CPU threads and the numeric precision;
+- :mod:`.tuning`: which weights a tuning run may change, low-rank adapters, tuned checkpoints.
 """

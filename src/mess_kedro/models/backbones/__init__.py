@@ -53,10 +53,17 @@ def load_backbone(
     weights: the control twin), and for MERT ``weights_path``,
     ``trust_remote_code``, ``allow_random_init``. ``state``: a trained encoder's
     checkpoint (the ``simsiam`` family; its ``checkpoint`` option names it in
-    the catalog's ``trained_encoders``).
+    the catalog's ``trained_encoders``), or for MERT and musicnn a tuned checkpoint
+    (``tune_backbone``), whose tensors replace the loaded model's.
     """
     options = options or {}
     spec = get_spec(options.get("backbone") or name)
+    if state is not None and spec.family in ("musicnn", "mert"):
+        from mess_kedro.models.tuning import apply_tuned_state  # it imports this package
+
+        if options.get("random_init"):
+            raise ValueError(f"{name}: a tuned checkpoint and random_init exclude each other")
+        return apply_tuned_state(load_backbone(name, options), state)
     if spec.family == "simsiam":
         return load_simsiam(
             spec, state, random_init=bool(options.get("random_init", False)), seed=int(options.get("seed", 0))

@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import transformers
+
+# Pre-norm (330M) encoders: transformers 4 returns the last hidden state after the final layer
+# norm, transformers 5 the last block's output (its records are each block's output).
+_FINAL_NORM_IN_HIDDEN_STATES = int(transformers.__version__.split(".")[0]) < 5
 
 
 @dataclass(frozen=True)
@@ -84,11 +89,14 @@ class Backbone:
         self.model = model.eval()
         self.weights_id = weights_id
         self.random_init = random_init
+        self.tuned_run = ""  # set when a tuning run's weights replace some of the model's
 
     @property
     def label(self) -> str:
-        """How outputs are labelled: ``mert-v1-95m (random-init)`` or ``mert-v1-95m``."""
-        return f"{self.spec.name} (random-init)" if self.random_init else self.spec.name
+        """How outputs are labelled: ``mert-v1-95m``, ``mert-v1-95m (random-init)``, and for tuned
+        weights ``musicnn-mtt-tuned[heads]`` (``random-init`` kept when the start was random)."""
+        name = f"{self.spec.name}-tuned[{self.tuned_run}]" if self.tuned_run else self.spec.name
+        return f"{name} (random-init)" if self.random_init else name
 
     def to(self, device: torch.device) -> Backbone:
         self.model.to(device)
@@ -113,3 +121,41 @@ class Backbone:
     def forward_layers(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """A prepared batch, already on the model's device -> one tensor per layer."""
         return self.network(self.front_end(batch))
+
+    # Tuning (mess_kedro.training.backbone_tuning): the network as groups of parameters, bottom
+    # first, and its forward pass split below the top k of them, so the frozen part runs once.
+
+    def tuning_groups(self) -> list[tuple[str, ...]]:
+        """Parameter-name prefixes per group, bottom first: MERT's feature encoder (``h0``), then
+        one transformer block per layer (with 330M's final layer norm in the last)."""
+        blocks = len(self.model.encoder.layers)
+        stable = bool(getattr(self.model.config, "do_stable_layer_norm", False))
+        bottom = ("masked_spec_embed", "feature_extractor", "feature_projection", "encoder.pos_conv_embed")
+        groups = [bottom if stable else (*bottom, "encoder.layer_norm")]
+        groups += [(f"encoder.layers.{i}.",) for i in range(blocks)]
+        if stable:
+            groups[-1] = (*groups[-1], "encoder.layer_norm")
+        return groups
+
+    def forward_below(self, features: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+        """What the top ``k`` groups start from: the lower layers pooled over time (``pooled``,
+        ``[B, L - k, D]``) and the last of them in full (``hidden``, ``[B, T, D]``); with every
+        group tuned, the front end's features."""
+        if k >= len(self.tuning_groups()):
+            return {"features": features}
+        hidden = self.network(features)[: self.spec.n_layers - k]
+        return {"pooled": torch.stack([h.mean(dim=1) for h in hidden], dim=1), "hidden": hidden[-1]}
+
+    def forward_above(self, below: dict[str, torch.Tensor], k: int) -> list[torch.Tensor]:
+        """Every layer pooled over time (``[B, D_l]``), the top ``k`` computed from ``below``."""
+        if "features" in below:
+            return [h.mean(dim=1) for h in self.network(below["features"])]
+        layers = list(below["pooled"].unbind(dim=1))
+        x, blocks = below["hidden"], self.model.encoder.layers
+        for block in blocks[len(blocks) - k :]:
+            out = block(x)
+            x = out[0] if isinstance(out, tuple) else out  # a tuple before transformers 5
+            layers.append(x)
+        if k and _FINAL_NORM_IN_HIDDEN_STATES and getattr(self.model.config, "do_stable_layer_norm", False):
+            layers[-1] = self.model.encoder.layer_norm(layers[-1])
+        return [x.mean(dim=1) if x.ndim == 3 else x for x in layers]

@@ -173,11 +173,27 @@ class MusiCNN(nn.Module):
         self.dense_bn = _bn(backend, dims=1)
         self.output = nn.Linear(backend, n_classes)
 
-    def forward(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``[B, T, 96]`` log-mel -> every exposed representation (see module docstring)."""
+    # The forward pass in stages (front end, three mid-end blocks, back end), so that tuning can
+    # run the frozen ones once: each adds its outputs to a state that starts as {"mel": ...}.
+    N_STAGES = 5
+
+    def run_stages(self, state: dict[str, torch.Tensor], first: int, last: int) -> dict[str, torch.Tensor]:
+        """Stages ``first`` to ``last - 1`` applied to ``state`` (a new dict; ``state`` is kept)."""
+        state = dict(state)
+        for stage in range(first, last):
+            if stage == 0:
+                state["front"] = self._front(state.pop("mel"))
+            elif stage <= len(self.mid):
+                previous = state[f"cnn{stage - 1}"] if stage > 1 else state["front"]
+                state[f"cnn{stage}"] = self._mid(stage - 1, previous)
+            else:
+                state |= self._back(state)
+        return state
+
+    def _front(self, mel: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 561]``: the timbral then temporal filters, each conv, relu, batch norm, max over frequency."""
         x = self.input_bn(mel.unsqueeze(1))  # [B, 1, T, F]
         padded = F.pad(x, (0, 0, 3, 3))
-        # conv -> relu -> batch norm -> max over frequency: [B, C, T, F'] -> [B, T, C]
         timbral = [
             bn(F.relu(conv(padded))).amax(dim=3).transpose(1, 2)
             for conv, bn in zip(self.timbral, self.timbral_bn, strict=True)
@@ -186,28 +202,35 @@ class MusiCNN(nn.Module):
             bn(F.relu(conv(_same_time_pad(x, k)))).amax(dim=3).transpose(1, 2)
             for conv, bn, k in zip(self.temporal, self.temporal_bn, self.temporal_kernels, strict=True)
         ]
-        front = torch.cat(timbral + temporal, dim=2)  # [B, T, 561]
-        mids, previous = [], front
-        for i, (conv, bn) in enumerate(zip(self.mid, self.mid_bn, strict=True)):
-            out = bn(F.relu(conv(F.pad(previous.unsqueeze(1), (0, 0, 3, 3))))).squeeze(3).transpose(1, 2)
-            previous = out if i == 0 else out + previous  # residual from the second layer on
-            mids.append(previous)
-        features = torch.cat([front, *mids], dim=2)  # [B, T, 753]
-        max_pool, mean_pool = features.amax(dim=1), features.mean(dim=1)
+        return torch.cat(timbral + temporal, dim=2)
+
+    def _mid(self, i: int, previous: torch.Tensor) -> torch.Tensor:
+        conv, bn = self.mid[i], self.mid_bn[i]
+        out = bn(F.relu(conv(F.pad(previous.unsqueeze(1), (0, 0, 3, 3))))).squeeze(3).transpose(1, 2)
+        return out if i == 0 else out + previous  # residual from the second layer on
+
+    def _back(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        features = torch.cat([state["front"], *(state[f"cnn{i + 1}"] for i in range(len(self.mid)))], dim=2)
+        max_pool, mean_pool = features.amax(dim=1), features.mean(dim=1)  # [B, 753] each
         # TF flattens [B, 753, 2] (max, mean per feature), so interleave the same way.
         pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)
         penultimate = self.dense_bn(F.relu(self.dense(self.pool_bn(pooled))))
+        return {"mean_pool": mean_pool, "max_pool": max_pool, "penultimate": penultimate}
+
+    def layer_outputs(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every exposed representation (see the module docstring) from a state past the last stage."""
+        timbral = self.timbral[0].out_channels * len(self.timbral)
         return {
-            "timbral": torch.cat(timbral, dim=2),
-            "temporal": torch.cat(temporal, dim=2),
-            "cnn1": mids[0],
-            "cnn2": mids[1],
-            "cnn3": mids[2],
-            "mean_pool": mean_pool,
-            "max_pool": max_pool,
-            "penultimate": penultimate,
-            "tags": torch.sigmoid(self.output(penultimate)),
+            "timbral": state["front"][..., :timbral],
+            "temporal": state["front"][..., timbral:],
+            **{f"cnn{i + 1}": state[f"cnn{i + 1}"] for i in range(len(self.mid))},
+            **{name: state[name] for name in ("mean_pool", "max_pool", "penultimate")},
+            "tags": torch.sigmoid(self.output(state["penultimate"])),
         }
+
+    def forward(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[B, T, 96]`` log-mel -> every exposed representation (see module docstring)."""
+        return self.layer_outputs(self.run_stages({"mel": mel}, 0, self.N_STAGES))
 
 
 class VGGish(nn.Module):
@@ -353,6 +376,25 @@ class MusicnnBackbone(Backbone):
     def network(self, features: torch.Tensor) -> list[torch.Tensor]:
         out = self.model(features)
         return [out[name] for name in self.spec.layer_names]
+
+    def tuning_groups(self) -> list[tuple[str, ...]]:
+        """musicnn's stages, bottom first; the tag classifier is never tuned (its tags would no
+        longer mean what they say), though its output follows the tuned layers below it."""
+        if not isinstance(self.model, MusiCNN):
+            raise ValueError(f"{self.spec.name}: only the musicnn architecture can be tuned, not VGG")
+        mids = [(f"mid.{i}.", f"mid_bn.{i}.") for i in range(len(self.model.mid))]
+        return [("input_bn", "timbral", "temporal"), *mids, ("pool_bn", "dense.", "dense_bn")]
+
+    def forward_below(self, features: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+        """The state after every stage but the top ``k`` (frame-level tensors, ``[B, T, C]``)."""
+        self.tuning_groups()
+        return self.model.run_stages({"mel": features}, 0, MusiCNN.N_STAGES - k)
+
+    def forward_above(self, below: dict[str, torch.Tensor], k: int) -> list[torch.Tensor]:
+        """Every layer pooled over time (``[B, D_l]``), the top ``k`` stages run from ``below``."""
+        state = self.model.run_stages(below, MusiCNN.N_STAGES - k, MusiCNN.N_STAGES)
+        out = self.model.layer_outputs(state)
+        return [out[name].mean(dim=1) if out[name].ndim == 3 else out[name] for name in self.spec.layer_names]
 
 
 def _musicnn_spec(name: str, checkpoint: str, architecture: str) -> BackboneSpec:
