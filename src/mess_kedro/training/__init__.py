@@ -7,7 +7,9 @@
 - :mod:`.passages`: aligned passages as a training signal (triplets inside a group, a linear
   projection);
 - :mod:`.triplets`: factor-controlled triplets (anchor and positive close in one factor, the
-  negative far, both from other pieces), for the aspect heads.
+  negative far, both from other pieces), for the aspect heads;
+- :mod:`.backbone_tuning`: a backbone's top groups tuned with every aspect head at once (top-k
+  or low-rank adapters, a cross-factor penalty), beside the heads on the frozen backbone.
 """
 
 from mess_kedro import moved_attribute
