@@ -75,6 +75,16 @@ def test_run_tags_name_the_backbones_behind_the_numbers(tracking):
     assert tags["random_init"] == "m" and tags["backbone.m.weights_id"] == "random-init-s0"
 
 
+@pytest.mark.parametrize("output", ["encoder_run", "tuning_run", "aspect_head_run"])
+def test_a_training_runs_ab_tags_reach_the_mlflow_run(tracking, output):
+    with mlflow.start_run() as run:
+        RunTagsHook().after_node_run(
+            None, {output: {"tuning_method": "lora", "head_loss": "triplet"}, "x_run": {"a": 1}}
+        )
+    tags = tracking.get_run(run.info.run_id).data.tags
+    assert tags["tuning_method"] == "lora" and tags["head_loss"] == "triplet" and "a" not in tags
+
+
 def test_hygiene_removes_only_temporaries_of_dead_processes(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

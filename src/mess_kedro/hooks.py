@@ -6,7 +6,7 @@ metrics datasets. Two things are added here:
 
 - tags (backbone, weights id, random-init, encoder type, device, precision), read
   from ``embed_runs`` or any ``EmbeddingSet`` a node reads or writes, so a stage
-  run alone is tagged too; and a trained encoder's A/B tags from ``encoder_run``;
+  run alone is tagged too; and a training run's A/B tags from ``encoder_run``, ``tuning_run`` or ``aspect_head_run``;
 - artifacts: a catalog entry with ``metadata: {mlflow: {artifact_path: probing}}``
   has the file (or folder) it just saved, in the version this run saved, logged
   under that path. kedro-mlflow's ``MlflowArtifactDataset`` wrapper is not used:
@@ -41,6 +41,9 @@ from mess_kedro.storage.mlflow_location import relocate_copied_experiment
 from mess_kedro.storage.tracking import process_tags, run_tags
 
 logger = logging.getLogger(__name__)
+
+# Node outputs that are an MLflow run's tags: train_encoder's, tune_backbone's, the fusion heads'.
+RUN_TAG_OUTPUTS = frozenset({"encoder_run", "tuning_run", "aspect_head_run"})
 
 
 def _active_mlflow():
@@ -95,7 +98,7 @@ class RunTagsHook:
                 embed_runs |= {key: backbone.info for key, backbone in value.backbones.items()}
             elif name == "embed_runs" and isinstance(value, dict):
                 embed_runs |= value
-            elif name == "encoder_run" and isinstance(value, dict):  # train_encoder's A/B tags
+            elif name in RUN_TAG_OUTPUTS and isinstance(value, dict):  # a training run's A/B tags
                 tags |= {str(k): str(v) for k, v in value.items()}
         tags |= run_tags(embed_runs) if embed_runs else {}
         mlflow = _active_mlflow() if tags else None

@@ -7,8 +7,8 @@ from kedro.pipeline import Pipeline
 
 # Run by name only: the alignment pipeline takes about four minutes on the demo on two cores,
 # training an encoder several, and the maps one or two, which the main job's ten-minute budget
-# does not have (kedro run --pipelines=alignment | train_encoder | maps).
-ON_DEMAND = frozenset({"alignment", "train_encoder", "maps"})
+# does not have (kedro run --pipelines=alignment | train_encoder | tune_backbone | maps).
+ON_DEMAND = frozenset({"alignment", "train_encoder", "tune_backbone", "maps"})
 
 
 def register_pipelines() -> dict[str, Pipeline]:
