@@ -568,6 +568,7 @@ def test_notebooks_run_against_the_tiny_run(project, served):
     assert "backbone: musicnn-mtt;" in exploration and "score" in exploration  # the aspect query ran
     encoders = outputs["encoder_ab.ipynb"]
     assert "2 encoder runs" in encoders and "simsiam-keep_tempo_dynamics" in encoders, encoders[-3000:]
+    assert re.search(r"[1-9]\d* runs with routes", encoders) and "0 tune_backbone runs" in encoders
     results = outputs["results.ipynb"]
     assert "headline metric: ap" in results and "uniform_mean" in results
     assert "selectivity (mean over 2 split seeds)" in results

@@ -84,6 +84,37 @@ def test_encoder_runs_are_ranked_by_the_chosen_metric_and_other_runs_left_out():
         rank_encoder_runs(runs, "nope")
 
 
+def test_route_runs_rank_per_source_and_route_with_their_head_tags():
+    import pandas as pd
+    import pytest
+
+    from mess_kedro.storage.tracking import rank_route_runs
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a", "b"],
+            "tags.head_loss": ["triplet", "circle"],
+            "tags.backbone_state": ["frozen", "tuned"],
+            "metrics.routes.musicnn-mtt.head.selectivity": [0.10, 0.30],
+            "metrics.routes.musicnn-mtt.head.cross_factor_accuracy": [0.70, 0.45],
+            "metrics.routes.musicnn-mtt.truth.selectivity": [0.20, None],
+            "metrics.mess.other": [1.0, 2.0],
+        }
+    )
+    table = rank_route_runs(runs)
+    assert list(zip(table["run_id"], table["route"], table["selectivity"], strict=True)) == [
+        ("b", "head", 0.30),
+        ("a", "truth", 0.20),
+        ("a", "head", 0.10),
+    ]
+    assert table.loc[0, "head_loss"] == "circle" and table.loc[0, "backbone_state"] == "tuned"
+    nearest_chance = rank_route_runs(runs, "cross_factor_accuracy")
+    assert nearest_chance["run_id"].tolist()[:2] == ["b", "a"]  # 0.45 is nearer 0.5 than 0.70
+    assert rank_route_runs(pd.DataFrame({"run_id": []})).empty
+    with pytest.raises(KeyError, match="no route measure 'nope'"):
+        rank_route_runs(runs, "nope")
+
+
 def test_a_relative_tracking_store_is_the_projects_wherever_the_notebook_runs(tmp_path):
     from mess_kedro.storage.tracking import project_tracking_uri
 

@@ -87,6 +87,45 @@ def rank_encoder_runs(runs, by: str = "validation.performer.knn_accuracy"):
     return table.sort_values(by, ascending=by.endswith("loss"), kind="stable").reset_index(drop=True)
 
 
+HEAD_TAGS = ("head_loss", "head_layers", "backbone_state", "tuned_backbones")
+
+
+def rank_route_runs(runs, by: str = "selectivity"):
+    """``mlflow.search_runs`` rows as one row per run, source and route (``routes.<source>.<route>.
+    <measure>`` metrics, from the evaluation pipeline), best first by ``by`` (``selectivity``,
+    ``triplet_accuracy`` or ``cross_factor_accuracy``; the last is best nearest 0.5, so it ranks by
+    its distance from chance).
+
+    Columns: the run's head tags, ``run_id``, ``source``, ``route`` and each measure logged.
+    """
+    import pandas as pd
+
+    rows: dict[tuple, dict] = {}
+    for _, run in runs.iterrows():
+        for column, value in run.items():
+            if not str(column).startswith("metrics.routes.") or pd.isna(value):
+                continue
+            source, route, measure = str(column).removeprefix("metrics.routes.").rsplit(".", 2)
+            tags = {t: run.get(f"tags.{t}") for t in HEAD_TAGS}
+            rows.setdefault((run["run_id"], source, route), tags)[measure] = float(value)
+    table = pd.DataFrame(
+        [{"run_id": r, "source": s, "route": o} | found for (r, s, o), found in rows.items()],
+        columns=[
+            *HEAD_TAGS,
+            "run_id",
+            "source",
+            "route",
+            "selectivity",
+            "triplet_accuracy",
+            "cross_factor_accuracy",
+        ],
+    )
+    if by not in table:
+        raise KeyError(f"no route measure '{by}'; logged: {list(table.columns[len(HEAD_TAGS) + 3 :])}")
+    key = (table[by] - 0.5).abs() if by == "cross_factor_accuracy" else -table[by]
+    return table.iloc[key.sort_values(kind="stable").index].reset_index(drop=True)
+
+
 def project_tracking_uri(uri: str, project_path) -> str:
     """``uri`` as the project means it: a relative SQLite file or local folder is the project's
     (a notebook runs in ``notebooks/``, where the same relative path names another, empty store)."""

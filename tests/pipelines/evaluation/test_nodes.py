@@ -496,3 +496,33 @@ def test_aspect_heads_are_a_route_measured_and_compared_with_the_subspace_of_the
                 fitted,
                 search | {"routes": routes | {name: spec}},
             )
+
+
+def test_route_metrics_for_tracking_average_aspects_then_seeds_as_a_loop_does():
+    from mess_kedro.pipelines.evaluation.nodes import route_metrics_for_tracking
+
+    summary = pd.DataFrame(
+        {
+            "split_seed": ["all", "all", "all", "1"],
+            "source": ["m", "m", "m", "m"],
+            "method": ["head", "head", "truth", "head"],
+            "aspect": ["tempo", "dynamics", "tempo", "tempo"],
+            "selectivity": [0.2, 0.4, 0.1, 9.0],  # the per-seed row is not the across-seeds value
+        }
+    )
+    triplets = pd.DataFrame(
+        {
+            "split_seed": [1, 2, 1, 2],
+            "source": ["m"] * 4,
+            "method": ["head"] * 4,
+            "aspect": ["tempo", "tempo", "dynamics", "dynamics"],
+            "triplet_accuracy": [0.9, 0.7, 0.6, 0.6],
+            "cross_factor_accuracy": [0.5, 0.5, 0.4, np.nan],
+        }
+    )
+    tracked = route_metrics_for_tracking(summary, triplets)
+    assert tracked["m.head.selectivity"]["value"] == pytest.approx(0.3)
+    assert tracked["m.truth.selectivity"]["value"] == pytest.approx(0.1)
+    assert tracked["m.head.triplet_accuracy"]["value"] == pytest.approx((0.8 + 0.6) / 2)
+    assert tracked["m.head.cross_factor_accuracy"]["value"] == pytest.approx((0.5 + 0.4) / 2)
+    assert route_metrics_for_tracking(pd.DataFrame(), pd.DataFrame()) == {}

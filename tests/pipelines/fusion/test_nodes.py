@@ -124,3 +124,29 @@ def test_fits_in_worker_processes_equal_fits_here(monkeypatch):
                     restore(reference[backbone][method]).transform(layers),
                     atol=1e-6,
                 )
+
+
+def test_aspect_head_tags_name_the_settings_and_whether_a_backbone_was_tuned():
+    from mess_kedro.embedding.sets import BackboneEmbeddings, EmbeddingSet
+    from mess_kedro.pipelines.fusion.route_nodes import aspect_head_tags
+
+    layers, ids = [np.zeros((2, 3))], ["a", "b"]
+    backbones = {
+        "musicnn-mtt": BackboneEmbeddings("musicnn-mtt", layers, ids, {"label": "musicnn-mtt"}),
+        "tuned": BackboneEmbeddings("tuned", layers, ids, {"label": "musicnn-mtt-tuned[heads]"}),
+    }
+    routes = {
+        "head": {"1": {"musicnn-mtt": {"tempo": {}}, "tuned": {"dynamics": {}}}, "2": {"x": {"room": {}}}}
+    }
+    options = {"heads": {"loss": "circle", "layers": "all"}}
+    tags = aspect_head_tags(routes, EmbeddingSet(backbones, pd.DataFrame(), pd.DataFrame()), options)
+    assert (
+        tags["head_loss"] == "circle"
+        and tags["head_layers"] == "all"
+        and tags["head_method"] == "aspect_head"
+    )
+    assert tags["head_aspects"] == "dynamics,tempo"  # the primary (first) split's
+    assert tags["backbone_state"] == "tuned" and tags["tuned_backbones"] == "tuned"
+    frozen = EmbeddingSet({"musicnn-mtt": backbones["musicnn-mtt"]}, pd.DataFrame(), pd.DataFrame())
+    assert aspect_head_tags(routes, frozen, options)["backbone_state"] == "frozen"
+    assert aspect_head_tags({}, frozen, options) == {}

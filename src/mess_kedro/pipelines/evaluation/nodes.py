@@ -336,3 +336,32 @@ def metrics_for_tracking(
             if info.get("r2") is not None:
                 tracked[metric_key(backbone, "probing_r2", aspect)] = {"value": float(info["r2"]), "step": 0}
     return tracked
+
+
+ROUTE_MEASURES = ("selectivity", "triplet_accuracy", "cross_factor_accuracy")
+
+
+def route_metrics_for_tracking(
+    aspect_routes_summary: pd.DataFrame, aspect_routes_triplets: pd.DataFrame
+) -> dict[str, dict]:
+    """Per source and route (the served ``truth`` subspace, ``head``, ``transfer``, ...), the mean
+    over aspects of selectivity (over split seeds) and of triplet and cross-factor accuracy (mean
+    over split seeds), for the experiment tracker: ``<source>.<route>.<measure>``. Runs with other
+    head or tuning settings rank on these keys (:func:`mess_kedro.storage.tracking.rank_route_runs`).
+    """
+    tracked: dict[str, dict] = {}
+    summary = aspect_routes_summary
+    across = summary[summary["split_seed"].astype(str) == "all"] if len(summary) else summary
+    tables = [
+        (across, ["selectivity"]),
+        (aspect_routes_triplets, ["triplet_accuracy", "cross_factor_accuracy"]),
+    ]
+    for table, measures in tables:
+        if not len(table):
+            continue
+        means = table.groupby(["source", "method", "aspect"])[measures].mean().groupby(level=[0, 1]).mean()
+        for (source, route), row in means.iterrows():
+            for measure in measures:
+                if np.isfinite(row[measure]):
+                    tracked[metric_key(source, route, measure)] = {"value": float(row[measure]), "step": 0}
+    return tracked

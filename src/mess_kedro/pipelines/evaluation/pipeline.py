@@ -7,6 +7,7 @@ from .nodes import (
     evaluate_methods,
     make_example_triplets,
     metrics_for_tracking,
+    route_metrics_for_tracking,
     triplet_agreement,
 )
 from .report_nodes import plot_metrics, plot_selectivity, write_report
@@ -101,6 +102,12 @@ def _selectivity() -> Pipeline:
                 ],
                 outputs="aspect_routes_comparisons",
                 name="compare_aspect_routes",
+            ),
+            Node(
+                func=route_metrics_for_tracking,
+                inputs=["aspect_routes_summary", "aspect_routes_triplets"],
+                outputs="tracked_route_metrics",
+                name="route_metrics_for_tracking",
             ),
         ]
     )

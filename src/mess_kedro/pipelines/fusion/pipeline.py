@@ -7,7 +7,7 @@ from .nodes import (
     train_fusion_models,
     training_curves,
 )
-from .route_nodes import fit_head_routes, fit_route_subspaces
+from .route_nodes import aspect_head_tags, fit_head_routes, fit_route_subspaces
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -64,6 +64,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="aspect_head_routes",
                 name="fit_head_routes",
+            ),
+            Node(
+                func=aspect_head_tags,
+                inputs=["aspect_head_routes", "layer_embeddings", "params:fusion.aspect_search"],
+                outputs="aspect_head_run",
+                name="aspect_head_tags",
             ),
             Node(
                 func=training_curves,

@@ -228,3 +228,36 @@ def heads_beside(
             continue
         heads[aspect] = head.state()
     return heads
+
+
+def aspect_head_tags(
+    aspect_head_routes: dict[str, Any], layer_embeddings: EmbeddingSet, aspect_search: dict[str, Any]
+) -> dict[str, str]:
+    """The MLflow run's tags for its aspect heads, so runs with other head settings compare (A/B).
+
+    Returns:
+        aspect_head_run: ``head_method``, ``head_loss``, ``head_layers``, ``head_routes``,
+        ``head_aspects`` (fitted on the primary split, any backbone), and ``backbone_state``
+        (``tuned`` when a backbone the heads read was tuned by ``tune_backbone``, else ``frozen``)
+        with ``tuned_backbones`` naming them.
+    """
+    if not aspect_head_routes:
+        return {}
+    options = aspect_search["heads"]
+    aspects = {
+        aspect
+        for by_seed in aspect_head_routes.values()
+        for by_source in list(by_seed.values())[:1]
+        for heads in by_source.values()
+        for aspect in heads
+    }
+    tuned = sorted(name for name, b in layer_embeddings.backbones.items() if "-tuned[" in b.label)
+    return {
+        "head_method": AspectHead.name,
+        "head_loss": str(options.get("loss", "triplet")),
+        "head_layers": str(options.get("layers", "twin")),
+        "head_routes": ",".join(sorted(aspect_head_routes)),
+        "head_aspects": ",".join(sorted(aspects)),
+        "backbone_state": "tuned" if tuned else "frozen",
+        "tuned_backbones": ",".join(tuned) or "none",
+    }
