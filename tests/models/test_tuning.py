@@ -135,3 +135,17 @@ def test_a_tuned_checkpoint_refuses_another_start_and_tensors_that_do_not_fit():
         apply_tuned_state(load_backbone("mert-tiny", {}), broken)
     with pytest.raises(ValueError, match="not a tuned-backbone checkpoint"):
         apply_tuned_state(load_backbone("mert-tiny", {}), {"format": "other"})
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    backbone = load_backbone("mert-tiny", {})
+    names = unfreeze_top(backbone, 2)
+    features = backbone.front_end(_clips(backbone))
+    below = backbone.forward_below(features, 2)
+    grads = []
+    for checkpointing in (False, True):
+        backbone.model.zero_grad()
+        backbone.checkpointing = checkpointing
+        sum(x.square().sum() for x in backbone.forward_above(below, 2)).backward()
+        grads.append({n: p.grad.clone() for n, p in backbone.model.named_parameters() if n in names})
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in names)

@@ -63,6 +63,7 @@ class TuningSettings:
     far: float = 0.5
     forward_batch: int = 16  # clips per forward pass below the tuned groups
     precision: str = "fp32"  # fp32 | bf16 (autocast; on a GPU)
+    gradient_checkpointing: bool = False  # MERT: recompute tuned blocks in backward (memory for time)
     layers: tuple[str, ...] | None = None  # the layers the heads read; None: all but a tagger's tags
 
     def validate(self) -> None:
@@ -276,6 +277,7 @@ def fit_tuned_heads(
     started = time.perf_counter()
     with seeded_training(config.seed):
         backbone.to(device).model.eval()
+        backbone.checkpointing = bool(settings.gradient_checkpointing)
         if below is None:
             below = cache_below(backbone, clips, k, settings.forward_batch, device)
         found, held = aspect_triplets(factors, pieces, (train, val), settings, config.seed)
@@ -319,6 +321,7 @@ def fit_tuned_heads(
         if settings.method == "lora":
             merge_low_rank_adapters(backbone.model)
         backbone.model.requires_grad_(False)
+        backbone.checkpointing = False
     best = record.history[record.best_epoch] if record.best_epoch >= 0 else {}
     measures = {
         a: {"in_factor": best.get(f"{a}.in_factor"), "cross_factor": best.get(f"{a}.cross_factor")}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import transformers
+from torch.utils.checkpoint import checkpoint
 
 # Pre-norm (330M) encoders: transformers 4 returns the last hidden state after the final layer
 # norm, transformers 5 the last block's output (its records are each block's output).
@@ -90,6 +91,7 @@ class Backbone:
         self.weights_id = weights_id
         self.random_init = random_init
         self.tuned_run = ""  # set when a tuning run's weights replace some of the model's
+        self.checkpointing = False  # tuning: recompute each tuned block's activations in backward
 
     @property
     def label(self) -> str:
@@ -153,7 +155,11 @@ class Backbone:
         layers = list(below["pooled"].unbind(dim=1))
         x, blocks = below["hidden"], self.model.encoder.layers
         for block in blocks[len(blocks) - k :]:
-            out = block(x)
+            out = (
+                checkpoint(block, x, use_reentrant=False)
+                if self.checkpointing and torch.is_grad_enabled()
+                else block(x)
+            )
             x = out[0] if isinstance(out, tuple) else out  # a tuple before transformers 5
             layers.append(x)
         if k and _FINAL_NORM_IN_HIDDEN_STATES and getattr(self.model.config, "do_stable_layer_norm", False):
