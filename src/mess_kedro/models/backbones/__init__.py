@@ -95,7 +95,8 @@ def trained_state(
     if checkpoint not in trained_encoders:
         raise ValueError(
             f"{name} names checkpoint '{checkpoint}', which is not trained (trained: "
-            f"{sorted(trained_encoders) or 'none'}); run `kedro run --pipelines=train_encoder` first"
+            f"{sorted(trained_encoders) or 'none'}); run `kedro run --pipelines=train_encoder` (or "
+            "tune_backbone for a <backbone>-tuned-<run> checkpoint) first"
         )
     return trained_encoders[checkpoint]()
 
