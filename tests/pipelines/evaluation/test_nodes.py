@@ -379,6 +379,20 @@ def test_the_best_proxy_is_chosen_on_training_tracks_only():
     assert twin_pairs(["m", "r", "x"], labels) == {"m": "r"}
 
 
+def test_a_tuned_backbone_is_paired_with_the_start_it_was_tuned_from():
+    from mess_kedro.pipelines.evaluation.route_nodes import start_pairs
+
+    labels = {
+        "m": "musicnn-mtt",
+        "t": "musicnn-mtt-tuned[heads]",
+        "r": "mert-v1-95m (random-init)",
+        "rt": "mert-v1-95m-tuned[lora] (random-init)",
+        "lost": "vgg-mtt-tuned[x]",  # its start is not among the sources
+        "odd": "musicnn-mtt-tuned",  # not a tuned label
+    }
+    assert start_pairs(sorted(labels), labels) == {"t": "m", "rt": "r"}
+
+
 def test_a_proxy_named_like_its_factor_is_still_found():
     from mess_kedro.pipelines.evaluation.route_nodes import best_proxy
 

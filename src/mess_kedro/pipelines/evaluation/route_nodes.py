@@ -25,6 +25,7 @@ random-init twin (a win is a CI above 0 on every split seed).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -322,6 +323,21 @@ def twin_pairs(sources: list[str], labels: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+_TUNED = re.compile(r"^(?P<start>.+)-tuned\[[^\]]*\](?P<suffix> \(random-init\))?$")
+
+
+def start_pairs(sources: list[str], labels: Mapping[str, str]) -> dict[str, str]:
+    """Tuned backbone -> the backbone it was tuned from, matched by label (``<label>-tuned[<run>]``)."""
+    by_label = {labels[s]: s for s in sources}
+    pairs = {}
+    for source in sources:
+        found = _TUNED.match(labels[source])
+        start = found and found["start"] + (found["suffix"] or "")
+        if start in by_label:
+            pairs[source] = by_label[start]
+    return pairs
+
+
 def compare_aspect_routes(
     aspect_routes_per_query: pd.DataFrame,
     aspect_routes_summary: pd.DataFrame,
@@ -329,7 +345,8 @@ def compare_aspect_routes(
     aspect_search: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Paired bootstrap over the held-out queries: each route against the proxy used directly,
-    each backbone's route against the same route of its random-init twin, and a route that names
+    each backbone's route against the same route of its random-init twin, a tuned backbone's
+    against the same route of the backbone it was tuned from (``tuning start``), and a route that names
     one in ``versus`` (``fusion.aspect_search.routes``: an aspect head against the ridge subspace
     fitted on the same rows) against that route of the same source.
 
@@ -345,6 +362,7 @@ def compare_aspect_routes(
         ["split_seed", "source", "method", "aspect", "query"]
     ).sort_index()
     twins = twin_pairs(sorted(set(aspect_routes_per_query["source"])), labels)
+    starts = start_pairs(sorted(set(aspect_routes_per_query["source"])), labels)
     versus = {
         r: spec["versus"]
         for r, spec in ((aspect_search or {}).get("routes") or {}).items()
@@ -359,6 +377,8 @@ def compare_aspect_routes(
         references = {"proxy-direct": (PROXY_SOURCE, "proxy-direct")}
         if source in twins:
             references["random-init twin"] = (twins[source], method)
+        if source in starts:
+            references["tuning start"] = (starts[source], method)
         if method in versus:
             references[f"{versus[method]} route"] = (source, versus[method])
         for reference, (ref_source, ref_method) in references.items():
