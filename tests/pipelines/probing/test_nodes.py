@@ -73,3 +73,20 @@ def test_the_heatmap_hatches_every_cell_below_its_colour_floor():
     hatched = [p for p in fig.axes[0].patches if p.get_hatch()]
     assert sorted((p.get_x() + 0.5, p.get_y() + 0.5) for p in hatched) == [(0.0, 1.0), (1.0, 0.0)]
     assert "hatched" in fig.axes[0].get_title()
+
+
+def test_median_alphas_leave_an_undefined_target_nan_without_a_warning():
+    import warnings
+
+    import numpy as np
+
+    from mess_kedro.pipelines.probing.nodes import _median_alphas
+
+    chosen = np.array(
+        [[[1.0, np.nan], [3.0, np.inf], [10.0, np.nan]], [[2.0, 5.0], [np.nan, 7.0], [4.0, np.nan]]]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = _median_alphas(chosen, (2, 2))
+    expected = np.array([[3.0, np.nan], [3.0, 6.0]])  # layer 0 target 1: no finite alpha in any fold
+    np.testing.assert_array_equal(found, expected)

@@ -75,6 +75,17 @@ def _twins(runs: dict[str, dict]) -> dict[str, str]:
     return twins
 
 
+def _median_alphas(chosen: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Per layer and target, the median of the folds' chosen ridge alphas; NaN where no fold chose
+    one (a target undefined in every fold), without numpy's All-NaN warning for those."""
+    finite = np.where(np.isfinite(chosen), chosen, np.nan)
+    medians = np.full(shape, np.nan)
+    seen = np.isfinite(finite).any(axis=1)  # [layers, targets]
+    for layer, target in zip(*np.nonzero(seen), strict=True):
+        medians[layer, target] = np.nanmedian(finite[layer, :, target])
+    return medians
+
+
 def _edge_shares(alphas: np.ndarray, grid: tuple[float, ...]) -> dict[str, float | None]:
     chosen = alphas[np.isfinite(alphas)]
     if chosen.size == 0:
@@ -128,11 +139,7 @@ def _probe_level(
         "r2_n_folds": _table(np.stack([s["n_folds"] for s in summary])),
         "r2_folds": _table(real),
         "alpha_folds": _table(chosen),
-        "alpha_median": _table(
-            np.stack([np.nanmedian(np.where(np.isfinite(a), a, np.nan), axis=0) for a in chosen])
-            if np.isfinite(chosen).any()
-            else np.full((len(layers), Y.shape[1]), np.nan)
-        ),
+        "alpha_median": _table(_median_alphas(chosen, (len(layers), Y.shape[1]))),
         "alpha_at_edge": _edge_shares(chosen, alphas),
         "undefined_folds": _undefined_folds(codes, targets),
         "shuffled_r2_mean": _table(shuffled_mean),
