@@ -100,6 +100,70 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def measure(
+    backbone, name: str, device: torch.device, tracks: dict, *, precision: str, batch_size: int, repeats: int
+) -> dict:
+    """One precision and batch size: the raw model, the network alone and the pipeline, alternated
+    ``repeats`` times on ``tracks`` (``paths``, ``audio``, ``folder``: from :func:`make_tracks` and
+    read back); medians of the rates and of the within-alternation ratios."""
+    sr = backbone.spec.sample_rate
+    audio, paths, folder = tracks["audio"], tracks["paths"], tracks["folder"]
+    total_audio_s = sum(len(a) for a in audio) / sr
+    manifest = pd.DataFrame({"track_id": list(paths)})
+    loaders = {k: (lambda p=p: read_audio(p)) for k, p in paths.items()}
+    config = EmbeddingConfig(
+        segment_s=backbone.spec.default_segment_s, precision=precision, batch_size=batch_size
+    )
+    params = project_parameters(PROJECT)["embed"] | {
+        "backbones": {name: {"seed": 0}},
+        "trained_backbones": {},
+        "precision": precision,
+        "device": str(device),
+        "segment_s": config.segment_s,
+        "batch_size": config.batch_size,
+    }
+    batches = model_batches(backbone, audio, config)
+    # Warm up kernels and allocator once, outside the timings.
+    raw_forward(backbone, model_batches(backbone, [audio[0][: sr * 12]], config), config, device)
+    times = {"raw": [], "network": [], "pipeline": []}
+    # Alternated, and the median of each kept: a shared machine's speed drifts between runs.
+    for repeat in range(repeats):
+        times["raw"].append(raw_forward(backbone, batches, config, device))
+        times["network"].append(raw_forward(backbone, batches, config, device, network_only=True))
+        cache = OptionalPartitionedDataset(
+            path=str(Path(folder) / f"cache-{precision}-{batch_size}-{repeat}"),
+            dataset="mess_kedro.datasets.NpzDataset",
+            filename_suffix=".npz",
+        )
+        started = time.perf_counter()
+        outputs, _, _ = extract_track_embeddings(loaders, manifest, cache.load(), {}, params)
+        cache.save(outputs)
+        times["pipeline"].append(time.perf_counter() - started)
+    raw_s, network_s, pipeline_s = (float(np.median(times[k])) for k in ("raw", "network", "pipeline"))
+    return {
+        "precision": precision,
+        "batch": batch_size,
+        "network audio-s/s": total_audio_s / network_s,
+        "raw audio-s/s": total_audio_s / raw_s,
+        "pipeline audio-s/s": total_audio_s / pipeline_s,
+        # ratios within each alternation, then their median: robust to the drift
+        "pipeline / raw": float(np.median(np.divide(times["raw"], times["pipeline"]))),
+        "pipeline / network": float(np.median(np.divide(times["network"], times["pipeline"]))),
+        "peak RSS (MB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **(
+            {"peak GPU memory (MB)": torch.cuda.max_memory_allocated(device) / 2**20}
+            if device.type == "cuda"
+            else {}
+        ),
+    }
+
+
+def read_tracks(folder: Path, count: int, seconds: float, sr: int) -> dict:
+    """:func:`make_tracks` under ``folder``, read back as the pipeline will read them."""
+    paths = make_tracks(folder / "audio", count, seconds, sr)
+    return {"paths": paths, "audio": [read_audio(p).samples for p in paths.values()], "folder": folder}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="mert-v1-95m")
@@ -113,63 +177,21 @@ def main() -> None:
 
     device = select_device(args.device)
     backbone = load_backbone(args.backbone, {"seed": 0}).to(device)
-    sr = backbone.spec.sample_rate
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_tracks(Path(tmp) / "audio", args.tracks, args.seconds, sr)
-        audio = [read_audio(p).samples for p in paths.values()]
-        total_audio_s = sum(len(a) for a in audio) / sr
-        manifest = pd.DataFrame({"track_id": list(paths)})
-        loaders = {k: (lambda p=p: read_audio(p)) for k, p in paths.items()}
-        segment_s = backbone.spec.default_segment_s
-        for precision in args.precisions.split(","):
-            config = EmbeddingConfig(segment_s=segment_s, precision=precision, batch_size=args.batch_size)
-            params = project_parameters(PROJECT)["embed"] | {
-                "backbones": {args.backbone: {"seed": 0}},
-                "trained_backbones": {},
-                "precision": precision,
-                "device": str(device),
-                "segment_s": config.segment_s,
-                "batch_size": config.batch_size,
-            }
-            batches = model_batches(backbone, audio, config)
-            # Warm up kernels and allocator once, outside the timings.
-            raw_forward(backbone, model_batches(backbone, [audio[0][: sr * 12]], config), config, device)
-            times = {"raw": [], "network": [], "pipeline": []}
-            # Alternated, and the median of each kept: a shared machine's speed drifts between runs.
-            for repeat in range(args.repeats):
-                times["raw"].append(raw_forward(backbone, batches, config, device))
-                times["network"].append(raw_forward(backbone, batches, config, device, network_only=True))
-                cache = OptionalPartitionedDataset(
-                    path=str(Path(tmp) / f"cache-{precision}-{len(rows)}-{repeat}"),
-                    dataset="mess_kedro.datasets.NpzDataset",
-                    filename_suffix=".npz",
-                )
-                started = time.perf_counter()
-                outputs, _, _ = extract_track_embeddings(loaders, manifest, cache.load(), {}, params)
-                cache.save(outputs)
-                times["pipeline"].append(time.perf_counter() - started)
-            raw_s, network_s, pipeline_s = (
-                float(np.median(times[k])) for k in ("raw", "network", "pipeline")
+        tracks = read_tracks(Path(tmp), args.tracks, args.seconds, backbone.spec.sample_rate)
+        rows = [
+            measure(
+                backbone,
+                args.backbone,
+                device,
+                tracks,
+                precision=precision,
+                batch_size=args.batch_size,
+                repeats=args.repeats,
             )
-            rows.append(
-                {
-                    "precision": precision,
-                    "network audio-s/s": total_audio_s / network_s,
-                    "raw audio-s/s": total_audio_s / raw_s,
-                    "pipeline audio-s/s": total_audio_s / pipeline_s,
-                    # ratios within each alternation, then their median: robust to the drift
-                    "pipeline / raw": float(np.median(np.divide(times["raw"], times["pipeline"]))),
-                    "pipeline / network": float(np.median(np.divide(times["network"], times["pipeline"]))),
-                    "peak RSS (MB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                    **(
-                        {"peak GPU memory (MB)": torch.cuda.max_memory_allocated(device) / 2**20}
-                        if device.type == "cuda"
-                        else {}
-                    ),
-                }
-            )
-    table = pd.DataFrame(rows).set_index("precision")
+            for precision in args.precisions.split(",")
+        ]
+    table = pd.DataFrame(rows).drop(columns="batch").set_index("precision")
     header = f"{args.backbone} ({backbone.weights_id}), {args.tracks} tracks x {args.seconds:g} s, "
     where = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
