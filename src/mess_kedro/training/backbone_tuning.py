@@ -307,11 +307,15 @@ def fit_tuned_heads(
             loss = sum(loss_fn(vectors[a], None, (t[:, 0], t[:, 1], t[:, 2])) for a, t in local.items())
             return loss + settings.cross_penalty * cross_factor_penalty(vectors, local)
 
+        checked = np.flatnonzero(val)  # the validation triplets' rows, as positions among them
+        held = {
+            a: torch.as_tensor(np.searchsorted(checked, t.numpy()), dtype=torch.long) for a, t in held.items()
+        }
+
         def evaluate(last_loss: float) -> tuple[float, dict]:
             with torch.no_grad():
-                everything = np.arange(len(clips))
-                parts = [embed(everything[i : i + 256]) for i in range(0, len(everything), 256)]
-                vectors = {a: torch.cat([p[a] for p in parts]) for a in heads}
+                parts = [embed(checked[i : i + 256]) for i in range(0, len(checked), 256)]
+                vectors = {a: torch.cat([p[a] for p in parts]) for a in heads} if parts else {}
             measures = order_accuracies(vectors, held)
             score = float(np.mean([m["in_factor"] for m in measures.values()])) if measures else -last_loss
             flat = {f"{a}.{name}": value for a, m in measures.items() for name, value in m.items()}
