@@ -239,6 +239,15 @@ def aspect_triplets(
     return found, held
 
 
+def best_measures(record: TrainingRecord, aspects: list[str]) -> dict[str, dict[str, float | None]]:
+    """Per aspect, the validation accuracies of the epoch whose weights were kept."""
+    best = record.history[record.best_epoch] if record.best_epoch >= 0 else {}
+    return {
+        a: {"in_factor": best.get(f"{a}.in_factor"), "cross_factor": best.get(f"{a}.cross_factor")}
+        for a in aspects
+    }
+
+
 def _trainable(backbone: Backbone, settings: TuningSettings, seed: int) -> list[str]:
     """Set what may change (see the module docstring); the names of the tensors a checkpoint keeps."""
     if settings.method == "frozen":
@@ -326,23 +335,15 @@ def fit_tuned_heads(
             merge_low_rank_adapters(backbone.model)
         backbone.model.requires_grad_(False)
         backbone.checkpointing = False
-    best = record.history[record.best_epoch] if record.best_epoch >= 0 else {}
-    measures = {
-        a: {"in_factor": best.get(f"{a}.in_factor"), "cross_factor": best.get(f"{a}.cross_factor")}
-        for a in found
-    }
     return TuningResult(
         record=record,
         below=below,
         changed=changed,
-        heads={
-            a: {n: t.detach().cpu().numpy() for n, t in head.state_dict().items()}
-            for a, head in heads.items()
-        },
+        heads={a: {n: t.detach().cpu().numpy() for n, t in h.state_dict().items()} for a, h in heads.items()},
         layer_names=[backbone.spec.layer_names[i] for i in chosen],
         triplets={a: len(t) for a, t in found.items()},
         seconds=time.perf_counter() - started,
-        measures=measures,
+        measures=best_measures(record, list(found)),
     )
 
 
