@@ -102,17 +102,42 @@ def clustered(n: int, seed: int, centres: int = 1000, dim: int = 768, spread: fl
     return x
 
 
+def real_set(path: str, n: int, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """Base and query vectors from a ``benchmarks/real_vectors.py`` file, unit length: the queries
+    come from tracks held out of the base (5 %, seeded), so no query has its own track's frames to
+    find; the base is up to ``n`` vectors of the other tracks (a seeded sample when there are more)."""
+    stored = np.load(path, allow_pickle=False)
+    vectors, track = stored["vectors"], stored["track"]
+    rng = np.random.default_rng(seed)
+    tracks = np.unique(track)
+    held = rng.choice(tracks, max(1, len(tracks) // 20), replace=False)
+    asked = np.isin(track, held)
+    base = np.flatnonzero(~asked)
+    base = np.sort(rng.choice(base, n, replace=False)) if len(base) > n else base
+    probe = rng.choice(np.flatnonzero(asked), min(queries, int(asked.sum())), replace=False)
+    note = f"{len(base)} of {int((~asked).sum())} base vectors, {len(probe)} queries from {len(held)} held-out tracks"
+    return _unit(vectors[base].astype(np.float32)), _unit(vectors[probe].astype(np.float32)), note
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _latency(index, queries: np.ndarray, k: int = 10) -> tuple[float, float, np.ndarray]:
+def _latency(
+    index, queries: np.ndarray, k: int = 10, rerank: np.ndarray | None = None
+) -> tuple[float, float, np.ndarray]:
+    """p50 and p99 ms of one query on one thread, and each query's top ``k``. With ``rerank`` (the
+    vectors), the index gives 100 candidates and exact inner products re-rank them, as serving does:
+    the re-ranking is timed too."""
     faiss.omp_set_num_threads(1)
     index.search(queries[:5], k)
     times, found = [], []
     for q in queries:
         started = time.perf_counter()
-        _, rows = index.search(q[None], k)
+        _, rows = index.search(q[None], 100 if rerank is not None else k)
+        if rerank is not None:
+            kept = rows[0][rows[0] >= 0]
+            rows = kept[np.argsort(-(rerank[kept] @ q), kind="stable")[:k]][None]
         times.append(time.perf_counter() - started)
         found.append(rows[0])
     faiss.omp_set_num_threads(2)
@@ -137,6 +162,16 @@ def _configs(
             ),
             ("ivfflat", {"nlist": 1024}, [{"nprobe": p} for p in (8, 16, 32)]),
         ]
+    if sweep == "real":  # issue 31: the candidate kinds on real vectors, each re-ranked as serving does
+        deep = [{"ef_search": e} for e in (32, 64, 128, 256)]
+        return [
+            ("hnsw", {"M": 32, "ef_construction": 40}, deep),
+            ("hnsw", {"M": 32, "ef_construction": 100}, deep[1:]),
+            ("hnsw_sq8", {"M": 32, "ef_construction": 40}, deep),
+            ("hnsw_fp16", {"M": 32, "ef_construction": 40}, deep),
+            ("ivfflat", {"nlist": 1024}, [{"nprobe": p} for p in (8, 16, 32, 64)]),
+            ("ivfpq", {"nlist": 1024, "m": 48, "refine": 4}, [{"nprobe": p} for p in (16, 32, 64)]),
+        ]
     configs = [("hnsw", {"M": m, "ef_construction": c}, hnsw_search) for m in (16, 32) for c in (40, 100)]
     configs.append(("ivfflat", {}, ivf_search))
     if metric == "ip" and dim % 48 == 0:  # 16 dimensions per sub-quantiser
@@ -144,8 +179,25 @@ def _configs(
     return configs
 
 
+def candidate_index(data: np.ndarray, kind: str, options: dict, metric: str):
+    """The serving kinds (:func:`mess_kedro.search.indexing.build_index`), and HNSW over scalar-
+    quantised vectors (``hnsw_sq8``, ``hnsw_fp16``: FAISS's IndexHNSWSQ), which serving does not
+    build (yet)."""
+    from mess_kedro.search.indexing import build_index
+
+    if kind not in ("hnsw_sq8", "hnsw_fp16"):
+        return build_index(data, kind, options, metric)
+    quantiser = faiss.ScalarQuantizer.QT_8bit if kind == "hnsw_sq8" else faiss.ScalarQuantizer.QT_fp16
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+    index = faiss.IndexHNSWSQ(data.shape[1], quantiser, int(options["M"]), faiss_metric)
+    index.hnsw.efConstruction = int(options["ef_construction"])
+    index.train(data)
+    index.add(data)
+    return index
+
+
 def _apply(index, kind: str, setting: dict) -> None:
-    if kind == "hnsw":
+    if kind.startswith("hnsw"):
         index.hnsw.efSearch = setting["ef_search"]
     else:
         faiss.extract_index_ivf(index).nprobe = setting["nprobe"]
@@ -166,13 +218,14 @@ def measure(  # noqa: PLR0917
     for kind, options, searches in _configs(sweep, metric, data.shape[1], ef_construction):
         faiss.omp_set_num_threads(2)
         started = time.perf_counter()
-        index = build_index(data, kind, options, metric)
+        index = candidate_index(data, kind, options, metric)
         build_s = time.perf_counter() - started
         for setting in searches:
             _apply(index, kind, setting)
-            p50, p99, found = _latency(index, queries)
+            p50, p99, found = _latency(index, queries, rerank=data if sweep == "real" else None)
             recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
-            rows.append(_row(name, data, kind, options | setting, build_s, index, p50, p99, recall))
+            shown = options | setting | ({"rerank": 100} if sweep == "real" else {})
+            rows.append(_row(name, data, kind, shown, build_s, index, p50, p99, recall))
         print(pd.DataFrame(rows[-len(searches) :]).to_string(index=False, header=False), flush=True)
         del index
     return rows
@@ -237,7 +290,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000")
     parser.add_argument("--sources", default="all")
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--sweep", choices=["full", "defaults"], default="full")
+    parser.add_argument("--sweep", choices=["full", "defaults", "real"], default="full")
+    parser.add_argument(
+        "--vectors",
+        default="",
+        help="real vectors (benchmarks/real_vectors.py's .npz), comma-separated: sources real:<file stem>",
+    )
     parser.add_argument("--out", default=None, help="also write the table to this CSV")
     parser.add_argument("--ef-construction", type=int, default=40, help="HNSW's, for --sweep defaults")
     parser.add_argument(
@@ -248,22 +306,26 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(PROJECT))
     every = ["musicnn-layer", "musicnn-lfn", "musicnn-dynamics", "mert-h4", "clustered"]
-    names = every if args.sources == "all" else args.sources.split(",")
-    real = _segments(names)
+    names = every if args.sources == "all" else [n for n in args.sources.split(",") if n]
+    files = {f"real:{Path(p).stem}": p for p in args.vectors.split(",") if p}
+    real = _segments(names) if names else {}
+    names += list(files)
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         for name in names:
-            if name == "clustered":
+            if name in files:
+                data, queries, note = real_set(files[name], n, args.queries)
+                metric = "ip"
+                print(f"\n{name}: {note}", flush=True)
+            elif name == "clustered":
                 data, queries, metric = _unit(clustered(n, 1)), _unit(clustered(args.queries, 2)), "ip"
             else:
                 vectors, metric = real[name]
                 data, queries = expand(vectors, n, 1), expand(vectors, args.queries, 2)
                 if metric == "ip":
                     data, queries = _unit(data), _unit(queries)
-            print(
-                f"\n{name}: {n} x {data.shape[1]} ({metric}; from {len(real[name][0]) if name in real else 'synthetic'} real)",
-                flush=True,
-            )
+            source = len(real[name][0]) if name in real else ("file" if name in files else "synthetic")
+            print(f"\n{name}: {len(data)} x {data.shape[1]} ({metric}; from {source} real)", flush=True)
             data, queries = np.ascontiguousarray(data), np.ascontiguousarray(queries)
             rows += measure(name, data, queries, metric, args.sweep, args.ef_construction)
             if args.pca_rerank and metric == "ip" and data.shape[1] >= 256:
