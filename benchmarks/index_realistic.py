@@ -1,7 +1,7 @@
 """FAISS indices on data shaped like ours, at 100k and 1M vectors, in one run.
 
     .venv/bin/python benchmarks/index_realistic.py [--sizes 100000] [--sources all]
-        [--queries 300] [--sweep full|defaults]
+        [--queries 300] [--sweep full|defaults|real] [--vectors real_vectors.npz] [--pca-rerank 64,128]
 
 Needs a finished `kedro run` (it reads the demo's layer embeddings and fitted transforms through
 the catalog). Sources, each made at segment level (every embedded segment of the demo) from the
@@ -30,6 +30,12 @@ thread, and recall@10 against the exact (flat) index. ``--sweep full`` (100k) tr
 (M 16/32, efConstruction 40/100, efSearch 16–128), IVF-Flat (nprobe 4–32), and IVF-PQ with exact
 re-ranking. ``--sweep defaults`` builds only the serving defaults and IVF-Flat, for 1M.
 Target (issue 18): p99 < 1 ms at recall@10 >= 0.95 at 1M, build under 10 minutes.
+
+**Real vectors** (issue 31): ``--vectors`` reads sets made by ``benchmarks/real_vectors.py`` (the
+backbone's frames of the project's own audio, not a generative expansion); its queries come from
+held-out tracks (:func:`real_set`). ``--sweep real`` tries HNSW over float32, SQ8 and fp16 vectors,
+IVF-Flat and IVF-PQ with refinement, and counts serving's exact re-ranking of 100 candidates in
+every latency. Run it with ``--sources ""`` for the real sets alone.
 """
 
 from __future__ import annotations
