@@ -1,0 +1,55 @@
+"""The real-vector set's helpers (benchmarks/real_vectors.py, index_realistic.real_set), against known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "benchmarks"))
+    import index_realistic
+    import real_vectors
+
+    return real_vectors, index_realistic
+
+
+def test_consecutive_near_copies_are_dropped_and_the_rest_kept(benchmarks):
+    real_vectors, _ = benchmarks
+    frames = np.array([[1.0, 0.0], [1.0, 0.001], [0.0, 1.0], [0.0, 2.0], [1.0, 0.0]])
+    kept = real_vectors.deduplicated(frames, 0.995)
+    np.testing.assert_array_equal(kept, frames[[0, 2, 4]])  # 1 copies 0, 3 copies 2 (same direction)
+    data, track, kind = real_vectors.without_copies(
+        [frames[[0, 2]], frames[[4, 3]]],
+        [np.array([0, 0]), np.array([1, 1])],
+        [np.array([0, 0]), np.array([1, 1])],
+    )
+    np.testing.assert_array_equal(data, frames[[0, 2, 3]])  # frame 4 is an exact copy of frame 0
+    assert track.tolist() == [0, 0, 1] and kind.tolist() == [0, 0, 1]
+
+
+def test_the_pca_spectrum_finds_the_dimension_of_a_known_subspace(benchmarks):
+    real_vectors, _ = benchmarks
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((4000, 5)) @ rng.standard_normal((5, 40))  # rank 5 in 40-d
+    found = real_vectors.pca_spectrum(data + 1e-6 * rng.standard_normal(data.shape))
+    assert found["components_99"] <= 5 and 1.0 < found["participation_ratio"] <= 5.0
+
+
+def test_real_set_queries_come_from_tracks_the_base_does_not_hold(benchmarks, tmp_path):
+    _, index_realistic = benchmarks
+    rng = np.random.default_rng(1)
+    track = np.repeat(np.arange(40), 10).astype(np.int32)
+    path = tmp_path / "set.npz"
+    np.savez(path, vectors=rng.standard_normal((400, 8)).astype(np.float32), track=track)
+    data, queries, note = index_realistic.real_set(str(path), n=300, queries=50)
+    stored = np.load(path, allow_pickle=False)["vectors"]
+    unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
+    rows_of = {v.tobytes(): i for i, v in enumerate(unit.astype(np.float32))}
+    base_tracks = {int(track[rows_of[v.tobytes()]]) for v in data}
+    query_tracks = {int(track[rows_of[v.tobytes()]]) for v in queries}
+    assert len(data) == 300 and len(queries) == 20 and not base_tracks & query_tracks  # 2 tracks held out
+    assert np.allclose(np.linalg.norm(data, axis=1), 1.0) and "held-out tracks" in note
