@@ -6,7 +6,8 @@ metrics datasets. Two things are added here:
 
 - tags (backbone, weights id, random-init, encoder type, device, precision), read
   from ``embed_runs`` or any ``EmbeddingSet`` a node reads or writes, so a stage
-  run alone is tagged too; and a training run's A/B tags from ``encoder_run``, ``tuning_run`` or ``aspect_head_run``;
+  run alone is tagged too; and a training run's A/B tags from ``encoder_run``,
+  ``tuning_run`` or ``aspect_head_run``;
 - artifacts: a catalog entry with ``metadata: {mlflow: {artifact_path: probing}}``
   has the file (or folder) it just saved, in the version this run saved, logged
   under that path. kedro-mlflow's ``MlflowArtifactDataset`` wrapper is not used:
