@@ -62,3 +62,7 @@ class EmbeddingSet:
     backbones: dict[str, BackboneEmbeddings]
     index: pd.DataFrame  # backbone, row, track_id, + manifest columns
     segment_index: pd.DataFrame  # backbone, row, track_id, segment, start_s, end_s
+
+    def track_rows(self, name: str) -> pd.DataFrame:
+        """``index``'s rows of backbone ``name`` in row order: aligned with its ``tracks``."""
+        return self.index[self.index["backbone"] == name].sort_values("row")

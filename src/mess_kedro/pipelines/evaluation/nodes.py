@@ -148,7 +148,7 @@ def evaluate_methods(
         models = fusion_models if split_seed == primary else fusion_models_repeats.get(str(split_seed), {})
         for name, methods in models.items():
             embeddings = layer_embeddings.backbones[name]
-            index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+            index = layer_embeddings.track_rows(name)
             split = split_of(track_splits, split_seed, index["track_id"])
             rows, tables, compared = _evaluate_backbone(
                 embeddings, index, split, methods=methods, track_targets=track_targets, params=params

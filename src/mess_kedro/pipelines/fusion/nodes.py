@@ -252,7 +252,7 @@ def train_fusion_models(
     jobs = []
     for seed in seeds:
         for name, embeddings in layer_embeddings.backbones.items():
-            index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+            index = layer_embeddings.track_rows(name)
             split = split_of(track_splits, seed, index["track_id"])
             # Segments are not fitted on: a worker is not sent them.
             tracks_only = replace(embeddings, segments=[], segment_track_ids=[])
@@ -308,7 +308,7 @@ def fit_aspect_subspaces(
     for seed in seeds:
         by_seed[str(seed)], report["seeds"][str(seed)] = {}, {}
         for name, (layers, layer_names) in sources.items():
-            index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+            index = layer_embeddings.track_rows(name)
             table = supervision_table(index, track_targets, truth)
             train = split_of(track_splits, seed, index["track_id"]) == "train"
             supervision = aspect_supervision(options["aspects"], table, train, options["supervision"])

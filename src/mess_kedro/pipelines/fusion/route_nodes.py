@@ -70,7 +70,7 @@ def fit_route_subspaces(
     # Each backbone's rows and supervising columns depend on neither the route nor the seed.
     tables = {}
     for name in layer_embeddings.backbones:
-        index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+        index = layer_embeddings.track_rows(name)
         tables[name] = (index, supervision_table(index, track_targets, truth))
     for route, spec in routes.items():
         for seed in seeds:
@@ -183,7 +183,7 @@ def head_tables(layer_embeddings: EmbeddingSet, performance_ground_truth: pd.Dat
     truth = track_factors(performance_ground_truth)
     tables = {}
     for name in layer_embeddings.backbones:
-        index = layer_embeddings.index[layer_embeddings.index["backbone"] == name].sort_values("row")
+        index = layer_embeddings.track_rows(name)
         table = index[["track_id"]].merge(truth, on="track_id", how="left")
         tables[name] = (index, table, pd.factorize(index["group"].astype(str))[0].astype(float))
     return tables

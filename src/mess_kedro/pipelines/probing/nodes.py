@@ -291,7 +291,7 @@ def probe_layers(
     group_of = dict(zip(index["track_id"], index["group"], strict=False))
     for name, embeddings in layer_embeddings.backbones.items():
         document["backbones"][name] = _backbone_entry(name, embeddings, twins)
-        rows = index[index["backbone"] == name].sort_values("row")[["track_id", "group"]]
+        rows = layer_embeddings.track_rows(name)[["track_id", "group"]]
         for level in ("track", "segment"):
             if level not in levels:
                 continue
