@@ -18,7 +18,6 @@ Conventions
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +28,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from mess_kedro.models.backbones.base import Backbone
+from mess_kedro.storage.digests import arrays_digest
 
 TUNING_METHODS = ("top_k", "lora")
 TUNED_FORMAT = "mess-kedro-tuned-backbone/1"
@@ -128,15 +128,6 @@ def tuned_state(
     }
 
 
-def tuned_digest(tensors: Mapping[str, Any]) -> str:
-    """A short SHA-256 of a tuned checkpoint's tensors (names and bytes, in name order)."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(tensors[name], dtype=np.float32).tobytes())
-    return digest.hexdigest()[:12]
-
-
 def apply_tuned_state(backbone: Backbone, state: Mapping[str, Any]) -> Backbone:
     """``backbone`` (freshly loaded) with a tuned checkpoint's tensors in place, labelled as tuned."""
     if state.get("format") != TUNED_FORMAT:
@@ -154,6 +145,6 @@ def apply_tuned_state(backbone: Backbone, state: Mapping[str, Any]) -> Backbone:
             )
         current[name] = torch.as_tensor(np.asarray(array), dtype=current[name].dtype)
     backbone.model.load_state_dict(current, strict=True)
-    backbone.weights_id = f"tuned-{tuned_digest(state['tensors'])}-from-{state['start_weights_id']}"
+    backbone.weights_id = f"tuned-{arrays_digest(state['tensors'])}-from-{state['start_weights_id']}"
     backbone.tuned_run = str(state["run"])
     return backbone

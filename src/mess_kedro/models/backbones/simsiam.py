@@ -10,12 +10,12 @@ builds the same architecture with seeded random weights: the control twin.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
+
+from mess_kedro.storage.digests import arrays_digest
 
 from .base import Backbone, BackboneSpec
 
@@ -56,15 +56,6 @@ SIMSIAM_SPECS = {
 }
 
 
-def weights_digest(weights: dict[str, Any]) -> str:
-    """A short SHA-256 of a checkpoint's arrays (names and bytes, in name order)."""
-    digest = hashlib.sha256()
-    for name in sorted(weights):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(weights[name]).tobytes())
-    return digest.hexdigest()[:12]
-
-
 def load_simsiam(
     spec: BackboneSpec, state: dict[str, Any] | None, *, random_init: bool = False, seed: int = 0
 ) -> SimSiamBackbone:
@@ -83,7 +74,7 @@ def load_simsiam(
         model = initial_encoder(str(state["encoder_type"]), state["mel"], state["model"], seed)
         weights_id = f"random-init-s{seed}"
     else:
-        model, weights_id = load_encoder(state), f"{state['encoder_type']}-{weights_digest(state['weights'])}"
+        model, weights_id = load_encoder(state), f"{state['encoder_type']}-{arrays_digest(state['weights'])}"
     mel = state["mel"]
     shaped = replace(
         spec,
