@@ -88,6 +88,8 @@ def rank_encoder_runs(runs, by: str = "validation.performer.knn_accuracy"):
 
 
 HEAD_TAGS = ("head_loss", "head_layers", "backbone_state", "tuned_backbones")
+# What the evaluation logs per route as routes.<source>.<route>.<measure>, selectivity first.
+ROUTE_MEASURES = ("selectivity", "triplet_accuracy", "cross_factor_accuracy")
 
 
 def rank_route_runs(runs, by: str = "selectivity"):
@@ -110,15 +112,7 @@ def rank_route_runs(runs, by: str = "selectivity"):
             rows.setdefault((run["run_id"], source, route), tags)[measure] = float(value)
     table = pd.DataFrame(
         [{"run_id": r, "source": s, "route": o} | found for (r, s, o), found in rows.items()],
-        columns=[
-            *HEAD_TAGS,
-            "run_id",
-            "source",
-            "route",
-            "selectivity",
-            "triplet_accuracy",
-            "cross_factor_accuracy",
-        ],
+        columns=[*HEAD_TAGS, "run_id", "source", "route", *ROUTE_MEASURES],
     )
     if by not in table:
         raise KeyError(f"no route measure '{by}'; logged: {list(table.columns[len(HEAD_TAGS) + 3 :])}")

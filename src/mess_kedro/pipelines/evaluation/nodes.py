@@ -31,7 +31,7 @@ from mess_kedro.analysis.relations import relation_labels, relevance_matrix, tea
 from mess_kedro.corpus.splits import split_of, split_seeds
 from mess_kedro.embedding.sets import EmbeddingSet
 from mess_kedro.fusion.methods import recentred, restore
-from mess_kedro.storage.tracking import metric_key
+from mess_kedro.storage.tracking import ROUTE_MEASURES, metric_key
 
 logger = logging.getLogger(__name__)
 
@@ -338,9 +338,6 @@ def metrics_for_tracking(
     return tracked
 
 
-ROUTE_MEASURES = ("selectivity", "triplet_accuracy", "cross_factor_accuracy")
-
-
 def route_metrics_for_tracking(
     aspect_routes_summary: pd.DataFrame, aspect_routes_triplets: pd.DataFrame
 ) -> dict[str, dict]:
@@ -352,10 +349,8 @@ def route_metrics_for_tracking(
     tracked: dict[str, dict] = {}
     summary = aspect_routes_summary
     across = summary[summary["split_seed"].astype(str) == "all"] if len(summary) else summary
-    tables = [
-        (across, ["selectivity"]),
-        (aspect_routes_triplets, ["triplet_accuracy", "cross_factor_accuracy"]),
-    ]
+    selectivity, *triplet_measures = ROUTE_MEASURES
+    tables = [(across, [selectivity]), (aspect_routes_triplets, triplet_measures)]
     for table, measures in tables:
         if not len(table):
             continue
