@@ -110,13 +110,14 @@ def _fit(backbone, params: dict[str, Any], method: str, data: tuple, below=None)
     settings, config = _settings(params, method)
     device = select_device(str(params["device"]))
     precision = resolve_precision(str(params["precision"]), device) if device.type != "cpu" else "fp32"
+    settings = replace(settings, precision=precision)  # the report states what ran
     result = fit_tuned_heads(
         backbone,
         clips,
         {a: table[a].to_numpy(float) for a in aspects},
         pd.factorize(table["piece"])[0],
         rows=((table["split"] == "train").to_numpy(), (table["split"] == "validation").to_numpy()),
-        settings=replace(settings, precision=precision),
+        settings=settings,
         config=config,
         device=device,
         below=below,
