@@ -197,7 +197,9 @@ def main() -> int:
         samples,
         time.perf_counter() - started,
     )
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    from mess_kedro.storage.atomic import write_bytes
+
+    write_bytes(args.out, json.dumps(report, indent=2).encode())
     print(f"gpu_check: {report['device']}, {report['seconds']:.0f} s; wrote {args.out}")
     print(
         json.dumps({"pipeline / raw": report["pipeline_over_raw"], "goal met": report["goal_met"]}, indent=2)

@@ -92,6 +92,7 @@ def main() -> None:
     from mess_kedro.embedding.tracks import EmbeddingConfig, embed_tracks
     from mess_kedro.models.backbones import load_backbone
     from mess_kedro.models.runtime import select_device
+    from mess_kedro.storage.atomic import atomic_file
 
     device = select_device("auto")
     backbone = load_backbone(args.backbone, {"seed": 0}).to(device)
@@ -130,9 +131,15 @@ def main() -> None:
         args.out or PROJECT / "data" / "09_benchmarks" / f"real_vectors_{args.backbone}_{args.layer}.npz"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        out, vectors=data, track=track, variant=variant, tracks=np.array(keys), variants=np.array(variants)
-    )
+    with atomic_file(out) as tmp, open(tmp, "wb") as handle:  # a file object: savez adds no suffix
+        np.savez(
+            handle,
+            vectors=data,
+            track=track,
+            variant=variant,
+            tracks=np.array(keys),
+            variants=np.array(variants),
+        )
     spectrum = pca_spectrum(data)
     seconds = time.perf_counter() - started
     print(
