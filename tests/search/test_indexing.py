@@ -258,13 +258,44 @@ def test_two_dissimilar_outside_queries_get_dissimilar_rankings_in_an_aspect():
     assert inside and selective.outside(method.transform([queries[0][None]])[0]) > 1.0
 
 
-def test_index_kind_auto_switches_at_its_threshold():
-    from mess_kedro.search.indexing import index_kind
+def test_auto_is_exact_below_its_threshold_then_the_width_decides_and_says_why():
+    from mess_kedro.search.indexing import index_choice
 
-    assert index_kind("auto", 9999, 10000) == "flat" and index_kind("auto", 10000, 10000) == "hnsw"
-    assert index_kind("ivfpq", 5, 10000) == "ivfpq"
+    settings = {"kind": "auto", "exact_below": 10000, "options": {"hnsw_sq8": {"ef_search": 256}}}
+    settings["auto"] = {"narrow": "hnsw", "wide": "hnsw_sq8", "wide_from": 256}
+    assert index_choice(settings, 9999, 768).kind == "flat"
+    narrow, wide = index_choice(settings, 10000, 255), index_choice(settings, 10000, 256)
+    assert (narrow.kind, narrow.options, wide.kind, wide.options) == (
+        "hnsw",
+        {},
+        "hnsw_sq8",
+        {"ef_search": 256},
+    )
+    assert wide.manifest() == {
+        "kind": "hnsw_sq8",
+        "options": {"ef_search": 256},
+        "chosen_by": "auto: 10000 rows (exact_below 10000), 256 dimensions (at least wide_from 256)",
+    }
+    assert index_choice(settings | {"kind": "ivfpq"}, 5, 768).reason == "named in the settings"
+    # without auto's rule (older settings) every width gets plain HNSW
+    assert index_choice({k: v for k, v in settings.items() if k != "auto"}, 10000, 768).kind == "hnsw"
     with pytest.raises(ValueError, match="unknown index kind 'annoy'"):
-        index_kind("annoy", 5, 10)
+        index_choice(settings | {"kind": "annoy"}, 5, 10)
+    with pytest.raises(ValueError, match="auto's wide kind 'annoy'"):
+        index_choice(settings | {"auto": settings["auto"] | {"wide": "annoy"}}, 10000, 768)
+
+
+# Each kind's stated recall@10 against the exact index on 40 tight clusters: as FAISS returns it
+# (raw), and as serving answers, 100 candidates re-scored exactly (IndexBundle.search's scores).
+# 8-bit codes cannot order a tight cluster's near-ties (raw 0.36 here), and re-scoring 100
+# candidates recovers only part of it (0.87): why half precision, not SQ8, is the wide default.
+STATED_RECALL = {  # kind: (raw, served)
+    "hnsw": (0.9, 0.99),
+    "hnsw_sq8": (0.3, 0.8),
+    "hnsw_fp16": (0.9, 0.99),
+    "ivfflat": (0.9, 0.99),
+    "ivfpq": (0.9, 0.99),
+}
 
 
 @pytest.mark.parametrize(
@@ -272,13 +303,18 @@ def test_index_kind_auto_switches_at_its_threshold():
     [
         ("hnsw", {"M": 16, "ef_search": 64}, "ip"),
         ("hnsw", {"M": 16, "ef_search": 64}, "l2"),
+        ("hnsw_sq8", {"M": 16, "ef_search": 64}, "ip"),
+        ("hnsw_sq8", {"M": 16, "ef_search": 64}, "l2"),
+        ("hnsw_fp16", {"M": 16, "ef_search": 64}, "ip"),
+        ("hnsw_fp16", {"M": 16, "ef_search": 64}, "l2"),
         ("ivfflat", {"nlist": 32, "nprobe": 8}, "ip"),
         ("ivfflat", {"nlist": 32, "nprobe": 8}, "l2"),
         ("ivfpq", {"nlist": 32, "nprobe": 8, "m": 16, "refine": 8}, "ip"),
     ],
 )
-def test_approximate_kinds_find_what_the_exact_index_finds_on_clustered_data(kind, options, metric):
-    """Against faiss' own exact index: recall@10 of each approximate kind on 40 tight clusters."""
+def test_every_kind_reaches_its_stated_recall_against_the_exact_index_on_clustered_data(
+    kind, options, metric
+):
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((40, 32)).astype(np.float32)
     data = centres[rng.integers(0, 40, 4000)] + rng.standard_normal((4000, 32)).astype(np.float32) * 0.05
@@ -286,9 +322,19 @@ def test_approximate_kinds_find_what_the_exact_index_finds_on_clustered_data(kin
         data /= np.linalg.norm(data, axis=1, keepdims=True)
     queries = data[:50] + rng.standard_normal((50, 32)).astype(np.float32) * 0.01
     _, truth = build_index(data, "flat", {}, metric).search(queries, 10)
-    _, found = build_index(data, kind, options, metric).search(queries, 10)
-    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
-    assert recall >= 0.9, recall
+    index = build_index(data, kind, options, metric)
+    _, raw = index.search(queries, 10)
+    metadata = pd.DataFrame({"track_id": [f"t{i}" for i in range(len(data))]})
+    manifest = {"kind": kind, "metric": metric, "dim": 32, "count": len(data)}
+    bundle = IndexBundle(index, metadata, data, {}, manifest)
+    served = []
+    for query in queries:  # as the engine serves: 100 candidates, scored exactly, the best ten
+        candidates = bundle.search(query, 100)[1][0]
+        served.append(candidates[np.argsort(-bundle.score(candidates, query), kind="stable")[:10]])
+    floors = STATED_RECALL[kind]
+    for name, found, floor in (("raw", raw, floors[0]), ("served", served, floors[1])):
+        recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+        assert recall >= floor, (name, recall)
 
 
 def test_the_outside_note_is_measured_per_query_and_names_served_aspects_only_when_there_are_some():

@@ -18,9 +18,19 @@ Two metrics, one similarity scale (1 = identical, about 0 = unrelated):
   indexed exactly (flat): with a handful of dimensions an exact search is as
   fast as any approximate one.
 
-Index kinds: ``flat`` (exact), ``hnsw`` (graph; ``M``, ``ef_construction``,
-``ef_search``), ``ivfpq`` (inverted lists with product quantisation, for
-collections too large for memory; ``nlist``, ``m``, ``nbits``, ``nprobe``).
+Index kinds: ``flat`` (exact), ``hnsw`` (graph over float32 vectors; ``M``,
+``ef_construction``, ``ef_search``), ``hnsw_sq8`` / ``hnsw_fp16`` (the same graph over
+8-bit or half-precision scalar-quantised vectors: a third / a half of the memory), ``ivfflat``
+(inverted lists; ``nlist``, ``nprobe``), ``ivfpq`` (inverted lists with product quantisation,
+for collections too large for memory; ``nlist``, ``m``, ``nbits``, ``nprobe``, ``refine``).
+Whatever the kind, serving re-scores its candidates against :attr:`IndexBundle.vectors`, the
+float32 vectors, so a quantised index only decides which candidates, never their scores.
+
+``auto`` (:func:`index_choice`) is exact below ``exact_below`` rows and from there on decided by
+the space's width: ``narrow`` kind below ``wide_from`` dimensions, ``wide`` kind from there on.
+The choice, and why, is written into each bundle's manifest. On a million real frames
+(``benchmarks/index_realistic.py``, docs/serving.md) HNSW over SQ8 matched float32 HNSW's recall
+after re-ranking with a third of the memory and faster answers at 768-d.
 """
 
 from __future__ import annotations
@@ -34,7 +44,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-INDEX_KINDS = ("flat", "hnsw", "ivfflat", "ivfpq")
+INDEX_KINDS = ("flat", "hnsw", "hnsw_sq8", "hnsw_fp16", "ivfflat", "ivfpq")
+SCALAR_QUANTISED = {"hnsw_sq8": "QT_8bit", "hnsw_fp16": "QT_fp16"}  # kind -> faiss.ScalarQuantizer type
 METRICS = ("ip", "l2")
 
 
@@ -63,29 +74,51 @@ def checksum(vectors: np.ndarray, metadata: pd.DataFrame | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
-def index_kind(kind: str, rows: int, exact_below: int) -> str:
-    """The index kind for ``rows`` vectors: ``auto`` is exact (``flat``) below ``exact_below``
-    rows and ``hnsw`` from there on (``benchmarks/index_realistic.py``); any other kind as named."""
-    if kind == "auto":
-        return "flat" if rows < exact_below else "hnsw"
-    if kind not in INDEX_KINDS:
-        raise ValueError(f"unknown index kind '{kind}'; expected auto or one of {INDEX_KINDS}")
-    return kind
+@dataclass(frozen=True)
+class IndexChoice:
+    """The kind and build options an index gets, and why (for its manifest)."""
+
+    kind: str
+    options: dict
+    reason: str
+
+    def manifest(self) -> dict:
+        """The manifest's record of the choice."""
+        return {"kind": self.kind, "options": dict(self.options), "chosen_by": self.reason}
 
 
-def index_choice(settings: dict, rows: int) -> tuple[str, dict]:
-    """The kind and build options for ``rows`` vectors under ``settings`` (``globals.yml``'s
-    ``ann_index``: ``kind``, ``exact_below``, ``options`` per kind), as both index stages build them."""
-    kind = index_kind(str(settings["kind"]), rows, int(settings["exact_below"]))
-    return kind, dict(settings["options"].get(kind, {}))
+def _chosen_kind(kind: str, rows: int, exact_below: int, dim: int, auto: Mapping | None) -> tuple[str, str]:
+    if kind != "auto":
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"unknown index kind '{kind}'; expected auto or one of {INDEX_KINDS}")
+        return kind, "named in the settings"
+    if rows < exact_below:
+        return "flat", f"auto: {rows} rows, below exact_below {exact_below}"
+    auto = dict(auto or {"narrow": "hnsw", "wide": "hnsw", "wide_from": 0})
+    wide = dim >= int(auto["wide_from"])
+    chosen = str(auto["wide" if wide else "narrow"])
+    if chosen not in INDEX_KINDS or chosen == "auto":
+        raise ValueError(f"auto's {'wide' if wide else 'narrow'} kind '{chosen}' is not one of {INDEX_KINDS}")
+    side = f"at least wide_from {auto['wide_from']}" if wide else f"below wide_from {auto['wide_from']}"
+    return chosen, f"auto: {rows} rows (exact_below {exact_below}), {dim} dimensions ({side})"
+
+
+def index_choice(settings: Mapping, rows: int, dim: int) -> IndexChoice:
+    """The kind, build options and reason for ``rows`` vectors of ``dim`` dimensions under
+    ``settings`` (``globals.yml``'s ``ann_index``: ``kind``, ``exact_below``, ``auto``,
+    ``options`` per kind), as every index stage builds them."""
+    kind, reason = _chosen_kind(
+        str(settings["kind"]), rows, int(settings["exact_below"]), dim, settings.get("auto")
+    )
+    return IndexChoice(kind, dict(settings["options"].get(kind) or {}), reason)
 
 
 def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = None, metric: str = "ip"):
     """A FAISS index over ``vectors`` ``[N, D]`` float32, by inner product (unit rows) or L2
     (``metric="l2"``, the aspect subspaces).
 
-    ``kind``: ``flat`` (exact); ``hnsw`` (``M``, ``ef_construction``, ``ef_search``);
-    ``ivfflat`` (``nlist``, ``nprobe``); ``ivfpq`` (``nlist``, ``m``, ``nbits``, ``nprobe``, and
+    ``kind``: ``flat`` (exact); ``hnsw``, ``hnsw_sq8``, ``hnsw_fp16`` (``M``,
+    ``ef_construction``, ``ef_search``; the last two over scalar-quantised vectors); ``ivfflat`` (``nlist``, ``nprobe``); ``ivfpq`` (``nlist``, ``m``, ``nbits``, ``nprobe``, and
     ``refine``: re-rank ``refine`` × k candidates by exact distance, 0 for none).
     ``benchmarks/index_realistic.py`` measured the defaults.
     """
@@ -93,40 +126,59 @@ def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = 
 
     options = options or {}
     data = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = data.shape
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; expected one of {METRICS}")
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
-    nlist = int(options.get("nlist", max(1, min(4096, int(4 * np.sqrt(n))))))
     if kind == "flat":
-        index = faiss.IndexFlat(dim, faiss_metric)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(options.get("M", 32)), faiss_metric)
-        index.hnsw.efConstruction = int(options.get("ef_construction", 40))
-        index.hnsw.efSearch = int(options.get("ef_search", 64))
-    elif kind == "ivfflat":
-        quantiser = faiss.IndexFlat(dim, faiss_metric)
-        index = faiss.IndexIVFFlat(quantiser, dim, nlist, faiss_metric)
-        index.train(data)
-        index.nprobe = int(options.get("nprobe", 16))
-    elif kind == "ivfpq":
-        m = int(options.get("m", 16 if dim % 16 == 0 else 8))
-        while dim % m:
-            m -= 1
-        quantiser = faiss.IndexFlat(dim, faiss_metric)
-        ivf = faiss.IndexIVFPQ(quantiser, dim, nlist, m, int(options.get("nbits", 8)), faiss_metric)
-        ivf.train(data)
-        ivf.nprobe = int(options.get("nprobe", 16))
-        refine = int(options.get("refine", 0))
-        if refine:
-            index = faiss.IndexRefineFlat(ivf)
-            index.k_factor = float(refine)
-        else:
-            index = ivf
+        index = faiss.IndexFlat(data.shape[1], faiss_metric)
+    elif kind == "hnsw" or kind in SCALAR_QUANTISED:
+        index = _graph_index(data, kind, options, faiss_metric)
+    elif kind in ("ivfflat", "ivfpq"):
+        index = _inverted_index(data, kind, options, faiss_metric)
     else:
         raise ValueError(f"unknown index kind '{kind}'; expected one of {INDEX_KINDS}")
     index.add(data)
     return index
+
+
+def _graph_index(data: np.ndarray, kind: str, options: dict, faiss_metric: int):
+    """An empty HNSW graph over float32 or scalar-quantised vectors (trained where it needs to be)."""
+    import faiss
+
+    dim, links = data.shape[1], int(options.get("M", 32))
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, links, faiss_metric)
+    else:
+        quantiser = getattr(faiss.ScalarQuantizer, SCALAR_QUANTISED[kind])
+        index = faiss.IndexHNSWSQ(dim, quantiser, links, faiss_metric)
+        index.train(data)  # the per-dimension ranges of the 8-bit codes (fp16 needs none)
+    index.hnsw.efConstruction = int(options.get("ef_construction", 40))
+    index.hnsw.efSearch = int(options.get("ef_search", 64))
+    return index
+
+
+def _inverted_index(data: np.ndarray, kind: str, options: dict, faiss_metric: int):
+    """An empty, trained IVF index (flat or product-quantised lists, optionally refined exactly)."""
+    import faiss
+
+    n, dim = data.shape
+    nlist = int(options.get("nlist", max(1, min(4096, int(4 * np.sqrt(n))))))
+    quantiser = faiss.IndexFlat(dim, faiss_metric)
+    if kind == "ivfflat":
+        index = faiss.IndexIVFFlat(quantiser, dim, nlist, faiss_metric)
+    else:
+        m = int(options.get("m", 16 if dim % 16 == 0 else 8))
+        while dim % m:
+            m -= 1
+        index = faiss.IndexIVFPQ(quantiser, dim, nlist, m, int(options.get("nbits", 8)), faiss_metric)
+    index.train(data)
+    index.nprobe = int(options.get("nprobe", 16))
+    refine = int(options.get("refine", 0)) if kind == "ivfpq" else 0
+    if not refine:
+        return index
+    refined = faiss.IndexRefineFlat(index)  # faiss's Python layer keeps `index` alive with it
+    refined.k_factor = float(refine)
+    return refined
 
 
 def subspace_similarity(squared_distance: np.ndarray, dim: int) -> np.ndarray:
@@ -183,13 +235,26 @@ class IndexBundle:
             )
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(similarities, rows)`` of the ``k`` most similar rows per query (rows -1 where fewer exist)."""
+        """``(similarities, rows)`` of the ``k`` most similar rows per query (rows -1 where fewer
+        exist); similarities exact whatever the kind (:meth:`_exactly_scored`)."""
         data = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self._check_dim(data)
         found, rows = self.index.search(data, min(k, self.index.ntotal))
+        if self.manifest.get("kind") in SCALAR_QUANTISED:
+            return self._exactly_scored(data, rows)
         if self.metric == "l2":
             found = subspace_similarity(found, self.index.d)
         return found, rows
+
+    def _exactly_scored(self, queries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A quantised index's scores are approximate: the rows it found re-scored against the
+        float32 vectors and re-ordered, so every similarity this bundle reports is exact."""
+        scores = np.full(rows.shape, np.finfo(np.float32).min, dtype=np.float64)  # faiss's "none" score
+        for i, (query, found) in enumerate(zip(queries, rows, strict=True)):
+            valid = found >= 0
+            scores[i, valid] = self.score(found[valid], query)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
     def _distance(self, similarity: np.ndarray) -> np.ndarray:
         """Similarity back to a distance: chordal for unit vectors, Euclidean for subspace coordinates."""

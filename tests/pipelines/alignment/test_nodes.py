@@ -286,12 +286,17 @@ def test_segment_indices_hold_every_segment_as_a_passage_and_round_trip(tmp_path
     dataset = FaissIndexSetDataset(filepath=str(tmp_path / "segments"))
     dataset.save(bundles)
     assert dataset.load()["m/segments-chroma"].manifest["source"].startswith("ordered CENS chroma")
-    # From exact_below segments on, the segment indices are HNSW, recorded as such, and answer alike.
+    # From exact_below segments on, the segment indices are of the kind auto gives their width
+    # (here chroma's 36 dimensions wide, the others narrow), recorded as such, and answer alike.
     params = configured("alignment", segment_methods=["uniform_mean"])
-    params["segment_index"] = params["segment_index"] | {"exact_below": 4}
+    rule = params["segment_index"]["auto"] | {"wide_from": 30}
+    params["segment_index"] = params["segment_index"] | {"exact_below": 4, "auto": rule}
     approximate, _ = build(params)
+    kinds = {key: rule["wide" if b.manifest["dim"] >= 30 else "narrow"] for key, b in approximate.items()}
+    assert kinds["m/segments-chroma"] == "hnsw_fp16" and kinds["m/segments-uniform_mean"] == "hnsw"
     for key, bundle in approximate.items():
-        assert bundle.manifest["kind"] == "hnsw" and bundle.manifest["options"]["M"] == 32, key
+        assert bundle.manifest["kind"] == kinds[key] and bundle.manifest["options"]["M"] == 32, key
+        assert bundle.manifest["chosen_by"].startswith("auto: 6 rows (exact_below 4)"), key
         query = bundles[key].vectors[1]
         np.testing.assert_array_equal(bundle.search(query, 6)[1], bundles[key].search(query, 6)[1])
 

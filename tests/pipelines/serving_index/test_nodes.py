@@ -88,20 +88,37 @@ def test_a_manifest_that_lacks_embedded_tracks_is_refused(collection):
         )
 
 
-def test_auto_is_exact_below_its_threshold_and_hnsw_from_there_for_both_metrics(collection):
+def test_auto_is_exact_below_its_threshold_then_chosen_by_width_as_each_manifest_says(collection):
+    import faiss
+
     embeddings, subspace, fused, manifest, _ = collection
     states = ({"model": {"dynamics": subspace.state()}}, {"model": {"uniform_mean": fused.state()}})
-    params = {"kind": "auto", "options": {"hnsw": {"M": 8, "ef_construction": 40, "ef_search": 32}}}
+    graph = {"M": 8, "ef_construction": 40, "ef_search": 32}
+    params = {"kind": "auto", "options": {"hnsw": graph, "hnsw_fp16": graph | {"ef_search": 64}}}
+    params |= {"auto": {"narrow": "hnsw", "wide": "hnsw_fp16", "wide_from": 2}}  # 1-d narrow, 6-d wide
     params |= {"fused_methods": ["uniform_mean"], "backbones": None}
     exact = build_serving_indices(embeddings, *states, manifest, params | {"exact_below": 21})
     approximate = build_serving_indices(embeddings, *states, manifest, params | {"exact_below": 20})
+    built = {"hnsw": faiss.IndexHNSWFlat, "hnsw_fp16": faiss.IndexHNSWSQ}
     for key, bundle in approximate.items():
-        assert exact[key].manifest["kind"] == "flat" and bundle.manifest["kind"] == "hnsw"
-        assert bundle.manifest["options"] == params["options"]["hnsw"]
-        # twenty tracks: HNSW finds exactly what the flat index finds
+        wide = bundle.manifest["dim"] >= 2
+        kind = "hnsw_fp16" if wide else "hnsw"
+        assert (
+            exact[key].manifest["kind"] == "flat"
+            and "below exact_below 21" in exact[key].manifest["chosen_by"]
+        )
+        assert bundle.manifest["kind"] == kind and bundle.manifest["options"] == params["options"][kind], key
+        assert f"{bundle.manifest['dim']} dimensions" in bundle.manifest["chosen_by"]
+        assert isinstance(faiss.downcast_index(bundle.index), built[kind])  # what was built is what it says
+        # twenty tracks: the graph finds exactly what the flat index finds
         for row in range(20):
             query = bundle.vectors[row]
-            np.testing.assert_array_equal(bundle.search(query, 5)[1], exact[key].search(query, 5)[1])
+            (similar, found), (truth, exactly) = bundle.search(query, 5), exact[key].search(query, 5)
+            np.testing.assert_array_equal(found, exactly)
+            np.testing.assert_allclose(
+                similar, truth, rtol=1e-5, atol=1e-6
+            )  # half-precision codes, exact scores
+    assert {b.manifest["kind"] for b in approximate.values()} == {"hnsw", "hnsw_fp16"}
 
 
 def test_beside_a_users_collection_the_demo_calibrates_and_is_not_indexed(collection):

@@ -150,7 +150,7 @@ def _segment_bundle(  # noqa: PLR0913 - one index's ingredients, all named
     from mess_kedro.search.indexing import IndexBundle, build_index, checksum, index_choice
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    kind, options = index_choice(index, len(vectors))
+    choice = index_choice(index, len(vectors), vectors.shape[1])
     manifest = {
         "name": f"{name}/{key}",
         "backbone": name,
@@ -158,14 +158,14 @@ def _segment_bundle(  # noqa: PLR0913 - one index's ingredients, all named
         "weights_id": backbone.info.get("weights_id"),
         "random_init": bool(backbone.info.get("random_init")),
         "source": source,
-        "kind": kind,
-        "options": options,
+        **choice.manifest(),
         "metric": metric,
         "dim": int(vectors.shape[1]),
         "count": int(vectors.shape[0]),
         "checksum": checksum(vectors, metadata),
     }
-    return IndexBundle(build_index(vectors, kind, options, metric), metadata, vectors, transform, manifest)
+    index = build_index(vectors, choice.kind, choice.options, metric)
+    return IndexBundle(index, metadata, vectors, transform, manifest)
 
 
 def _measured(bundle, rng: np.random.Generator) -> dict[str, Any]:
@@ -199,8 +199,9 @@ def build_segment_indices(
     indices (unit vectors), aspect subspaces L2 on their own scale, and
     ``segments-chroma`` the ordered CENS-chroma content baseline (computed from
     audio, so its transform is not a layer transform: ``{"class": "chroma"}``).
-    Each index is exact below ``segment_index.exact_below`` segments and HNSW from there on
-    (``segment_index.kind: auto``; the manifest records the kind built).
+    Each index is exact below ``segment_index.exact_below`` segments and from there on of the
+    kind its width calls for (``segment_index.kind: auto``, ``segment_index.auto``); the manifest
+    records the kind built and why.
 
     Returns:
         segment_indices: ``{"<backbone>/segments-<key>": IndexBundle}``.

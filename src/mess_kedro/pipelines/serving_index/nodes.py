@@ -23,7 +23,7 @@ from mess_kedro.corpus.splits import split_seeds
 from mess_kedro.embedding.sets import EmbeddingSet
 from mess_kedro.fusion.methods import CollectionCentred, SingleLayer, recentred, restore
 from mess_kedro.search.gate import CALIBRATED, gate_aspects, served_route
-from mess_kedro.search.indexing import IndexBundle, build_index, checksum, index_choice
+from mess_kedro.search.indexing import IndexBundle, IndexChoice, build_index, checksum, index_choice
 from mess_kedro.storage.consistency import require_same_tracks
 from mess_kedro.storage.finite import non_finite_count
 
@@ -96,8 +96,7 @@ def _manifest(
     *,
     source: str,
     metric: str,
-    kind: str,
-    options: dict,
+    choice: IndexChoice,
     vectors,
     metadata,
     centred: bool,
@@ -113,8 +112,7 @@ def _manifest(
         "embed_config_id": embeddings.info.get("config_id"),
         "segment_s": embeddings.info.get("segment_s"),
         "source": source,
-        "kind": kind,
-        "options": options,
+        **choice.manifest(),
         "metric": metric,
         "dim": int(vectors.shape[1]),
         "low_dimensional": low_dimensional,
@@ -193,8 +191,9 @@ def build_serving_indices(
 
     Args:
         aspect_subspaces: the primary split's aspect subspaces per backbone (fusion).
-        params: ``serving_index``: ``kind`` (auto | flat | hnsw | ivfflat | ivfpq;
-            auto: exact below ``exact_below`` rows, else HNSW), ``options`` (per kind), ``fused_methods``
+        params: ``serving_index``: ``kind`` (auto or a kind of
+            :data:`~mess_kedro.search.indexing.INDEX_KINDS`; auto: exact below ``exact_below`` rows,
+            else by width, ``auto``'s rule), ``options`` (per kind), ``fused_methods``
             (fusion methods to index), ``backbones`` (null: all), ``collection`` (which
             datasets are indexed: :func:`indexed_datasets`), ``centre_on_collection``
             (full-width spaces re-centred on the indexed recordings).
@@ -243,9 +242,9 @@ def build_serving_indices(
                     source,
                 )
                 continue
-            kind, options = index_choice(params, len(vectors))
+            choice = index_choice(params, len(vectors), vectors.shape[1])
             bundles[f"{name}/{key}"] = IndexBundle(
-                index=build_index(vectors, kind, options, metric),
+                index=build_index(vectors, choice.kind, choice.options, metric),
                 metadata=metadata,
                 vectors=vectors,
                 transform=state,
@@ -255,18 +254,20 @@ def build_serving_indices(
                     embeddings,
                     source=source,
                     metric=metric,
-                    kind=kind,
-                    options=options,
+                    choice=choice,
                     centred=state["class"] == CollectionCentred.__name__,
                     vectors=vectors,
                     metadata=metadata,
                 ),
             )
+        kinds = sorted(
+            {bundle.manifest["kind"] for key, bundle in bundles.items() if key.startswith(f"{name}/")}
+        )
         logger.info(
             "%s: %d indices (%s) over %d tracks of %s",
             embeddings.label,
             len(sources),
-            index_choice(params, len(metadata))[0],
+            ", ".join(kinds),
             len(metadata),
             ", ".join(datasets),
         )
