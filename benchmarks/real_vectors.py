@@ -73,6 +73,32 @@ def variant_audio(samples: np.ndarray, rate: int, variant: str, augmenter, seed:
     return augmenter.waveform(samples, rate, np.random.default_rng(seed))
 
 
+def layer_frames(backbone, clips, layer: int, config, device):
+    """``(t, [frames [T, D] of each full segment])`` per clip, for one layer.
+
+    A backbone whose layers share one shape (MERT) goes through the embedding code with
+    ``keep_frames``; one whose layers differ (musicnn: frame-level front end and mid-end, pooled
+    layers above) runs its full segments directly, one clip a batch, keeping only ``layer``,
+    which must then be frame-level."""
+    import torch
+
+    from mess_kedro.embedding.tracks import embed_tracks
+
+    if backbone.spec.uniform_width is not None:
+        for t, result in embed_tracks(backbone, clips, config, device):
+            if result.frames is not None and len(result.frames):
+                yield t, [f[layer] for f in result.frames.astype(np.float32)]
+        return
+    length = int(round(config.segment_s * backbone.spec.sample_rate))
+    for t, samples in clips:
+        segments = samples[: len(samples) // length * length].reshape(-1, length)
+        with torch.inference_mode():
+            out = backbone.forward_layers(backbone.prepare(segments).to(device))[layer].float().cpu().numpy()
+        if out.ndim != 3:
+            raise ValueError(f"layer {backbone.spec.layer_names[layer]} is pooled, not frame-level")
+        yield t, list(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="mert-v1-95m")
@@ -89,7 +115,7 @@ def main() -> None:
     from mess_kedro.app.project import project_datasets, project_parameters
     from mess_kedro.audio.augmentation import build_augmenter
     from mess_kedro.audio.signal import resample, to_mono
-    from mess_kedro.embedding.tracks import EmbeddingConfig, embed_tracks
+    from mess_kedro.embedding.tracks import EmbeddingConfig
     from mess_kedro.models.backbones import load_backbone
     from mess_kedro.models.runtime import select_device
     from mess_kedro.storage.atomic import atomic_file
@@ -116,13 +142,10 @@ def main() -> None:
                 if len(samples) >= config.segment_s * rate:  # frames come from full segments only
                     yield t, variant_audio(samples, rate, variant, augmenter, seed=t)
 
-        results = embed_tracks(backbone, clips(), config, device)
-        for t, result in tqdm(results, total=len(keys), desc=f"frames, {variant}"):
-            if result.frames is None or not len(result.frames):
-                continue
-            frames = np.concatenate(
-                [deduplicated(f[layer], args.dedup) for f in result.frames.astype(np.float32)]
-            )
+        for t, segments in tqdm(
+            layer_frames(backbone, clips(), layer, config, device), total=len(keys), desc=f"frames, {variant}"
+        ):
+            frames = np.concatenate([deduplicated(f, args.dedup) for f in segments])
             vectors.append(frames)
             tracks.append(np.full(len(frames), t, dtype=np.int32))
             kinds.append(np.full(len(frames), v, dtype=np.int8))

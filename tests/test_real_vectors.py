@@ -53,3 +53,25 @@ def test_real_set_queries_come_from_tracks_the_base_does_not_hold(benchmarks, tm
     query_tracks = {int(track[rows_of[v.tobytes()]]) for v in queries}
     assert len(data) == 300 and len(queries) == 20 and not base_tracks & query_tracks  # 2 tracks held out
     assert np.allclose(np.linalg.norm(data, axis=1), 1.0) and "held-out tracks" in note
+
+
+def test_frames_of_a_backbone_whose_layers_differ_come_per_full_segment_and_only_frame_level(benchmarks):
+    import torch
+
+    from mess_kedro.embedding.tracks import EmbeddingConfig
+    from mess_kedro.models.backbones import load_backbone
+
+    real_vectors, _ = benchmarks
+    backbone = load_backbone("musicnn-mtt", {"random_init": True, "seed": 0})
+    config = EmbeddingConfig(segment_s=backbone.spec.default_segment_s)
+    rate, names = backbone.spec.sample_rate, list(backbone.spec.layer_names)
+    samples = np.random.default_rng(0).standard_normal(int(2.5 * config.segment_s * rate)).astype(np.float32)
+    device = torch.device("cpu")
+    ((t, segments),) = real_vectors.layer_frames(
+        backbone, [(7, samples)], names.index("temporal"), config, device
+    )
+    assert t == 7 and len(segments) == 2  # two full segments; the half left over is not embedded
+    width = backbone.spec.layer_dims[names.index("temporal")]
+    assert all(s.ndim == 2 and s.shape[1] == width and len(s) > 100 for s in segments)
+    with pytest.raises(ValueError, match="mean_pool is pooled, not frame-level"):
+        list(real_vectors.layer_frames(backbone, [(0, samples)], names.index("mean_pool"), config, device))
