@@ -1,7 +1,7 @@
 """FAISS indices on data shaped like ours, at 100k and 1M vectors, in one run.
 
     .venv/bin/python benchmarks/index_realistic.py [--sizes 100000] [--sources all]
-        [--queries 300] [--sweep full|defaults|real] [--vectors real_vectors.npz] [--pca-rerank 64,128]
+        [--queries 300] [--sweep full|defaults|real] [--vectors real_vectors.npz] [--kinds hnsw,...] [--pca-rerank 64,128]
 
 Needs a finished `kedro run` (it reads the demo's layer embeddings and fitted transforms through
 the catalog). Sources, each made at segment level (every embedded segment of the demo) from the
@@ -33,9 +33,11 @@ Target (issue 18): p99 < 1 ms at recall@10 >= 0.95 at 1M, build under 10 minutes
 
 **Real vectors** (issue 31): ``--vectors`` reads sets made by ``benchmarks/real_vectors.py`` (the
 backbone's frames of the project's own audio, not a generative expansion); its queries come from
-held-out tracks (:func:`real_set`). ``--sweep real`` tries HNSW over float32, SQ8 and fp16 vectors,
-IVF-Flat and IVF-PQ with refinement, and counts serving's exact re-ranking of 100 candidates in
-every latency. Run it with ``--sources ""`` for the real sets alone.
+held-out tracks (:func:`real_set`). ``--sweep real`` tries HNSW over float32, SQ8 and fp16 vectors
+(and efConstruction 100 below 256-d), IVF-Flat and IVF-PQ with refinement, and counts serving's
+exact re-ranking of 100 candidates in every latency: single queries on one thread (p50, p99),
+and ``batched ms/q``, every query asked in one call on two threads. Run it with ``--sources ""``
+for the real sets alone.
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ def _configs(
             ("ivfflat", {"nlist": 1024}, [{"nprobe": p} for p in (8, 16, 32)]),
         ]
     if sweep == "real":  # issue 31: the candidate kinds on real vectors, each re-ranked as serving does
-        deep = [{"ef_search": e} for e in (32, 64, 128, 256)]
+        deep = [{"ef_search": e} for e in (32, 64, 128, 192, 256)]
         graphs = [
             (kind, {"M": 32, "ef_construction": 40}, deep) for kind in ("hnsw", "hnsw_sq8", "hnsw_fp16")
         ]
@@ -208,7 +210,13 @@ def _apply(index, kind: str, setting: dict) -> None:
 
 
 def measure(  # noqa: PLR0917
-    name: str, data: np.ndarray, queries: np.ndarray, metric: str, sweep: str, ef_construction: int = 40
+    name: str,
+    data: np.ndarray,
+    queries: np.ndarray,
+    metric: str,
+    sweep: str,
+    ef_construction: int = 40,
+    kinds: frozenset[str] = frozenset(),
 ) -> list[dict]:
     from mess_kedro.search.indexing import build_index
 
@@ -223,6 +231,8 @@ def measure(  # noqa: PLR0917
         | {"batched ms/q": _batched_ms(exact, queries, None)}
     ]
     for kind, options, searches in _configs(sweep, metric, data.shape[1], ef_construction):
+        if kinds and kind not in kinds:
+            continue
         faiss.omp_set_num_threads(2)
         started = time.perf_counter()
         index = build_index(data, kind, options, metric)
@@ -308,6 +318,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default=None, help="also write the table to this CSV")
     parser.add_argument("--ef-construction", type=int, default=40, help="HNSW's, for --sweep defaults")
+    parser.add_argument("--kinds", default="", help="e.g. hnsw,hnsw_fp16: only these of the sweep's kinds")
     parser.add_argument(
         "--pca-rerank",
         default="",
@@ -337,7 +348,8 @@ def main() -> None:
             source = len(real[name][0]) if name in real else ("file" if name in files else "synthetic")
             print(f"\n{name}: {len(data)} x {data.shape[1]} ({metric}; from {source} real)", flush=True)
             data, queries = np.ascontiguousarray(data), np.ascontiguousarray(queries)
-            rows += measure(name, data, queries, metric, args.sweep, args.ef_construction)
+            kinds = frozenset(k for k in args.kinds.split(",") if k)
+            rows += measure(name, data, queries, metric, args.sweep, args.ef_construction, kinds)
             if args.pca_rerank and metric == "ip" and data.shape[1] >= 256:
                 rows += measure_pca_rerank(name, data, queries, [int(d) for d in args.pca_rerank.split(",")])
             del data

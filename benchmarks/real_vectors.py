@@ -1,12 +1,14 @@
 """A large set of real vectors for the index benchmarks: frame-level embeddings of the project's audio.
 
-    .venv/bin/python benchmarks/real_vectors.py [--backbone mert-v1-95m] [--layer h4]
+    .venv/bin/python benchmarks/real_vectors.py [--backbone mert-v1-95m] [--layer h4 | timbral | temporal]
         [--variants original,augmented] [--max-tracks 0] [--dedup 0.995] [--out data/09_benchmarks/...]
 
 Needs the project's prepared audio (the demo's renditions after `kedro run --pipelines=ingest`;
 any collection works). For each track, and for each variant of its audio, the backbone's frames
-of one layer (``keep_frames``: every full segment's ``[T, D]``, 75 frames per second for MERT)
-are kept:
+of one layer (``keep_frames``: every full segment's ``[T, D]``, 75 frames per second for MERT;
+for musicnn, whose layers differ in width, :func:`layer_frames` runs the segments itself and only
+its frame-level layers serve: ``timbral`` 408-d, ``temporal`` 153-d, ``cnn1``-``cnn3`` 64-d, at
+62.5 frames per second) are kept:
 
 - ``original``: the prepared audio as it is;
 - ``augmented``: the same audio through the training augmentations that change the sound but not
