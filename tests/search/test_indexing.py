@@ -295,6 +295,7 @@ STATED_RECALL = {  # kind: (raw, served)
     "hnsw_fp16": (0.9, 0.99),
     "ivfflat": (0.9, 0.99),
     "ivfpq": (0.9, 0.99),
+    "ivfpq, no refine": (0.1, 0.95),  # 8 codes of 4 dims: measured 0.15 raw, 0.98 served
 }
 
 
@@ -310,6 +311,7 @@ STATED_RECALL = {  # kind: (raw, served)
         ("ivfflat", {"nlist": 32, "nprobe": 8}, "ip"),
         ("ivfflat", {"nlist": 32, "nprobe": 8}, "l2"),
         ("ivfpq", {"nlist": 32, "nprobe": 8, "m": 16, "refine": 8}, "ip"),
+        ("ivfpq", {"nlist": 32, "nprobe": 8, "m": 8, "refine": 0}, "ip"),  # codes alone: re-scored
     ],
 )
 def test_every_kind_reaches_its_stated_recall_against_the_exact_index_on_clustered_data(
@@ -331,7 +333,11 @@ def test_every_kind_reaches_its_stated_recall_against_the_exact_index_on_cluster
     for query in queries:  # as the engine serves: 100 candidates, scored exactly, the best ten
         candidates = bundle.search(query, 100)[1][0]
         served.append(candidates[np.argsort(-bundle.score(candidates, query), kind="stable")[:10]])
-    floors = STATED_RECALL[kind]
+    similar, found = bundle.search(queries[:5], 10)  # whatever the kind, the similarities shown are exact
+    for query, scores, rows in zip(queries, similar, found, strict=False):
+        np.testing.assert_allclose(scores, bundle.score(rows, query), rtol=1e-4, atol=1e-5)
+        assert np.all(np.diff(scores) <= 1e-6)
+    floors = STATED_RECALL[kind if options.get("refine", 1) else "ivfpq, no refine"]
     for name, found, floor in (("raw", raw, floors[0]), ("served", served, floors[1])):
         recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
         assert recall >= floor, (name, recall)

@@ -46,6 +46,7 @@ import pandas as pd
 
 INDEX_KINDS = ("flat", "hnsw", "hnsw_sq8", "hnsw_fp16", "ivfflat", "ivfpq")
 SCALAR_QUANTISED = {"hnsw_sq8": "QT_8bit", "hnsw_fp16": "QT_fp16"}  # kind -> faiss.ScalarQuantizer type
+CODED = frozenset({*SCALAR_QUANTISED, "ivfpq"})  # kinds that score from codes, not the vectors
 METRICS = ("ip", "l2")
 
 
@@ -240,15 +241,16 @@ class IndexBundle:
         data = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         self._check_dim(data)
         found, rows = self.index.search(data, min(k, self.index.ntotal))
-        if self.manifest.get("kind") in SCALAR_QUANTISED:
+        if self.manifest.get("kind") in CODED:
             return self._exactly_scored(data, rows)
         if self.metric == "l2":
             found = subspace_similarity(found, self.index.d)
         return found, rows
 
     def _exactly_scored(self, queries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A quantised index's scores are approximate: the rows it found re-scored against the
-        float32 vectors and re-ordered, so every similarity this bundle reports is exact."""
+        """A coded index's scores are approximate (IVF-PQ's too, unless refined): the rows it found
+        re-scored against the float32 vectors and re-ordered, so every similarity this bundle
+        reports is exact."""
         scores = np.full(rows.shape, np.finfo(np.float32).min, dtype=np.float64)  # faiss's "none" score
         for i, (query, found) in enumerate(zip(queries, rows, strict=True)):
             valid = found >= 0

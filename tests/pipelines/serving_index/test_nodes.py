@@ -88,7 +88,7 @@ def test_a_manifest_that_lacks_embedded_tracks_is_refused(collection):
         )
 
 
-def test_auto_is_exact_below_its_threshold_then_chosen_by_width_as_each_manifest_says(collection):
+def test_auto_is_exact_below_its_threshold_then_chosen_by_width_as_each_manifest_says(collection, tmp_path):
     import faiss
 
     embeddings, subspace, fused, manifest, _ = collection
@@ -119,6 +119,18 @@ def test_auto_is_exact_below_its_threshold_then_chosen_by_width_as_each_manifest
                 similar, truth, rtol=1e-5, atol=1e-6
             )  # half-precision codes, exact scores
     assert {b.manifest["kind"] for b in approximate.values()} == {"hnsw", "hnsw_fp16"}
+    # saved and opened again, a half-precision bundle is still what its manifest says and answers alike
+    from mess_kedro.datasets.faiss_index_dataset import FaissIndexSetDataset
+
+    dataset = FaissIndexSetDataset(filepath=str(tmp_path / "indices"))
+    dataset.save(approximate)
+    reopened = dataset.load()["model/fused-uniform_mean"]
+    assert isinstance(faiss.downcast_index(reopened.index), faiss.IndexHNSWSQ)
+    assert reopened.manifest["chosen_by"] == approximate["model/fused-uniform_mean"].manifest["chosen_by"]
+    query = reopened.vectors[3]
+    np.testing.assert_array_equal(
+        reopened.search(query, 5)[1], approximate["model/fused-uniform_mean"].search(query, 5)[1]
+    )
 
 
 def test_beside_a_users_collection_the_demo_calibrates_and_is_not_indexed(collection):
