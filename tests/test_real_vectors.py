@@ -75,3 +75,15 @@ def test_frames_of_a_backbone_whose_layers_differ_come_per_full_segment_and_only
     assert all(s.ndim == 2 and s.shape[1] == width and len(s) > 100 for s in segments)
     with pytest.raises(ValueError, match="mean_pool is pooled, not frame-level"):
         list(real_vectors.layer_frames(backbone, [(0, samples)], names.index("mean_pool"), config, device))
+
+
+def test_the_real_sweep_tries_every_serving_kind_and_the_slower_build_only_where_it_fits(benchmarks):
+    from mess_kedro.search.indexing import INDEX_KINDS
+
+    _, index_realistic = benchmarks
+    narrow, wide = index_realistic._configs("real", "ip", 153), index_realistic._configs("real", "ip", 768)
+    assert {kind for kind, _, _ in wide} == set(INDEX_KINDS) - {"flat"}  # flat is the reference
+    builds = {(kind, options.get("ef_construction")) for kind, options, _ in narrow}
+    assert ("hnsw", 100) in builds and ("hnsw", 100) not in {
+        (k, o.get("ef_construction")) for k, o, _ in wide
+    }

@@ -28,9 +28,10 @@ float32 vectors, so a quantised index only decides which candidates, never their
 
 ``auto`` (:func:`index_choice`) is exact below ``exact_below`` rows and from there on decided by
 the space's width: ``narrow`` kind below ``wide_from`` dimensions, ``wide`` kind from there on.
-The choice, and why, is written into each bundle's manifest. On a million real frames
-(``benchmarks/index_realistic.py``, docs/serving.md) HNSW over SQ8 matched float32 HNSW's recall
-after re-ranking with a third of the memory and faster answers at 768-d.
+The choice, and why, is written into each bundle's manifest. On about a million real frames
+each (``benchmarks/index_realistic.py``, docs/serving.md), float32 HNSW was fastest at 153-d,
+and from 408-d on HNSW over fp16 codes matched its recall after re-ranking with half the memory
+and faster answers; SQ8 loses near-duplicates in tight clusters, so it is never chosen by auto.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def build_index(vectors: np.ndarray, kind: str = "flat", options: dict | None = 
     (``metric="l2"``, the aspect subspaces).
 
     ``kind``: ``flat`` (exact); ``hnsw``, ``hnsw_sq8``, ``hnsw_fp16`` (``M``,
-    ``ef_construction``, ``ef_search``; the last two over scalar-quantised vectors); ``ivfflat`` (``nlist``, ``nprobe``); ``ivfpq`` (``nlist``, ``m``, ``nbits``, ``nprobe``, and
+    ``ef_construction``, ``ef_search``; the last two over scalar-quantised vectors);
+    ``ivfflat`` (``nlist``, ``nprobe``); ``ivfpq`` (``nlist``, ``m``, ``nbits``, ``nprobe``, and
     ``refine``: re-rank ``refine`` × k candidates by exact distance, 0 for none).
     ``benchmarks/index_realistic.py`` measured the defaults.
     """
@@ -152,7 +154,7 @@ def _graph_index(data: np.ndarray, kind: str, options: dict, faiss_metric: int):
     else:
         quantiser = getattr(faiss.ScalarQuantizer, SCALAR_QUANTISED[kind])
         index = faiss.IndexHNSWSQ(dim, quantiser, links, faiss_metric)
-        index.train(data)  # the per-dimension ranges of the 8-bit codes (fp16 needs none)
+        index.train(data)  # the 8-bit codes' per-dimension ranges (nothing to learn for fp16)
     index.hnsw.efConstruction = int(options.get("ef_construction", 40))
     index.hnsw.efSearch = int(options.get("ef_search", 64))
     return index
