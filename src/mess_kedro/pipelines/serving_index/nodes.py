@@ -260,14 +260,12 @@ def build_serving_indices(
                     metadata=metadata,
                 ),
             )
-        kinds = sorted(
-            {bundle.manifest["kind"] for key, bundle in bundles.items() if key.startswith(f"{name}/")}
-        )
+        kinds = {bundle.manifest["kind"] for key, bundle in bundles.items() if key.startswith(f"{name}/")}
         logger.info(
             "%s: %d indices (%s) over %d tracks of %s",
             embeddings.label,
             len(sources),
-            ", ".join(kinds),
+            ", ".join(sorted(kinds)),
             len(metadata),
             ", ".join(datasets),
         )
