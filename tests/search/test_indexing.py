@@ -329,9 +329,12 @@ def test_every_kind_reaches_its_stated_recall_against_the_exact_index_on_cluster
     metadata = pd.DataFrame({"track_id": [f"t{i}" for i in range(len(data))]})
     manifest = {"kind": kind, "metric": metric, "dim": 32, "count": len(data)}
     bundle = IndexBundle(index, metadata, data, {}, manifest)
+    # candidates are FAISS's rows, unscored; search re-scores the same rows (re-ordered for coded kinds)
+    np.testing.assert_array_equal(bundle.candidates(queries, 10), raw)
+    assert set(bundle.candidates(queries[0], 100)[0]) == set(bundle.search(queries[0], 100)[1][0])
     served = []
     for query in queries:  # as the engine serves: 100 candidates, scored exactly, the best ten
-        candidates = bundle.search(query, 100)[1][0]
+        candidates = bundle.candidates(query, 100)[0]
         served.append(candidates[np.argsort(-bundle.score(candidates, query), kind="stable")[:10]])
     similar, found = bundle.search(queries[:5], 10)  # whatever the kind, the similarities shown are exact
     for query, scores, rows in zip(queries, similar, found, strict=False):

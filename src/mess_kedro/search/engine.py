@@ -392,7 +392,7 @@ class SimilaritySearch:
         vectors, own_id = self.query_vectors(query, sources)
         candidates: set[int] = set()
         for key in sources:
-            _, rows = self.indices[key].search(vectors[key], self._candidates + n + 1)
+            rows = self.indices[key].candidates(vectors[key], self._candidates + n + 1)
             candidates.update(int(r) for r in rows[0] if r >= 0)
         rows = np.array(sorted(candidates))
         scores = sum(w * self.indices[key].score(rows, vectors[key]) for key, w in sources.items())

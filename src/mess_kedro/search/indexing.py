@@ -99,7 +99,7 @@ def _chosen_kind(kind: str, rows: int, exact_below: int, dim: int, auto: Mapping
     auto = dict(auto or {"narrow": "hnsw", "wide": "hnsw", "wide_from": 0})
     wide = dim >= int(auto["wide_from"])
     chosen = str(auto["wide" if wide else "narrow"])
-    if chosen not in INDEX_KINDS or chosen == "auto":
+    if chosen not in INDEX_KINDS:
         raise ValueError(f"auto's {'wide' if wide else 'narrow'} kind '{chosen}' is not one of {INDEX_KINDS}")
     side = f"at least wide_from {auto['wide_from']}" if wide else f"below wide_from {auto['wide_from']}"
     return chosen, f"auto: {rows} rows (exact_below {exact_below}), {dim} dimensions ({side})"
@@ -237,11 +237,20 @@ class IndexBundle:
                 f"query has dim {data.shape[1]}, index '{self.manifest.get('name')}' has {self.index.d}"
             )
 
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        data = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        self._check_dim(data)
+        return data
+
+    def candidates(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """The ``k`` rows per query the index finds, unscored (-1 where fewer exist): for callers
+        that re-score a union of candidates themselves, so a coded index's rows are not scored twice."""
+        return self.index.search(self._queries(queries), min(k, self.index.ntotal))[1]
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(similarities, rows)`` of the ``k`` most similar rows per query (rows -1 where fewer
         exist); similarities exact whatever the kind (:meth:`_exactly_scored`)."""
-        data = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        self._check_dim(data)
+        data = self._queries(queries)
         found, rows = self.index.search(data, min(k, self.index.ntotal))
         if self.manifest.get("kind") in CODED:
             return self._exactly_scored(data, rows)

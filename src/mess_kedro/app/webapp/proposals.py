@@ -100,7 +100,7 @@ def candidate_pool(
             return same
     found = set()
     for key in keys:
-        _, rows = search.indices[key].search(vectors[key], pool_size + 1)
+        rows = search.indices[key].candidates(vectors[key], pool_size + 1)
         found.update(int(r) for r in rows[0] if r >= 0 and r != anchor)
     return np.array(sorted(found))
 
