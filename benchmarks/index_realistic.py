@@ -131,6 +131,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def _reranked(rows: np.ndarray, query: np.ndarray, vectors: np.ndarray, k: int = 10) -> np.ndarray:
+    """The best ``k`` of one query's candidate ``rows`` by exact inner product, as serving re-ranks."""
+    kept = rows[rows >= 0]
+    return kept[np.argsort(-(vectors[kept] @ query), kind="stable")[:k]]
+
+
 def _latency(
     index, queries: np.ndarray, k: int = 10, rerank: np.ndarray | None = None
 ) -> tuple[float, float, np.ndarray]:
@@ -144,8 +150,7 @@ def _latency(
         started = time.perf_counter()
         _, rows = index.search(q[None], 100 if rerank is not None else k)
         if rerank is not None:
-            kept = rows[0][rows[0] >= 0]
-            rows = kept[np.argsort(-(rerank[kept] @ q), kind="stable")[:k]][None]
+            rows = _reranked(rows[0], q, rerank, k)[None]
         times.append(time.perf_counter() - started)
         found.append(rows[0])
     faiss.omp_set_num_threads(2)
@@ -161,8 +166,7 @@ def _batched_ms(index, queries: np.ndarray, rerank: np.ndarray | None, threads: 
     _, rows = index.search(queries, 100 if rerank is not None else 10)
     if rerank is not None:
         for query, found in zip(queries, rows, strict=True):
-            kept = found[found >= 0]
-            _ = kept[np.argsort(-(rerank[kept] @ query), kind="stable")[:10]]  # timed, not kept
+            _reranked(found, query, rerank)  # timed, not kept
     return (time.perf_counter() - started) * 1000 / len(queries)
 
 
@@ -269,24 +273,13 @@ def measure_pca_rerank(name: str, data: np.ndarray, queries: np.ndarray, dims: l
         index.train(data[: min(len(data), 100_000)])
         index.add(data)
         build_s = time.perf_counter() - started
-        faiss.omp_set_num_threads(1)
         for ef in (64, 128):
             graph.hnsw.efSearch = ef
-            times, found = [], []
-            for query in queries:
-                began = time.perf_counter()
-                _, rows = index.search(query[None], 100)
-                rows = rows[0][rows[0] >= 0]
-                found.append(rows[np.argsort(-(data[rows] @ query))[:10]])
-                times.append(time.perf_counter() - began)
-            ms = np.array(times) * 1000
+            p50, p99, found = _latency(index, queries, rerank=data)
             recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
             options = {"pca": dim, "M": 32, "ef_construction": 40, "ef_search": ef, "rerank": 100}
-            rows_out.append(
-                _row(name, data, "pca+hnsw", options, build_s, index, *np.percentile(ms, [50, 99]), recall)
-            )
+            rows_out.append(_row(name, data, "pca+hnsw", options, build_s, index, p50, p99, recall))
         print(pd.DataFrame(rows_out[-2:]).to_string(index=False, header=False), flush=True)
-        faiss.omp_set_num_threads(2)
     return rows_out
 
 
