@@ -89,7 +89,7 @@ def layer_frames(backbone, clips, layer: int, config, device):
     if backbone.spec.uniform_width is not None:
         for t, result in embed_tracks(backbone, clips, config, device):
             if result.frames is not None and len(result.frames):
-                yield t, [f[layer] for f in result.frames.astype(np.float32)]
+                yield t, list(result.frames[:, layer].astype(np.float32))  # [S, L, T, D]: one layer cast
         return
     length = int(round(config.segment_s * backbone.spec.sample_rate))
     for t, samples in clips:

@@ -87,3 +87,27 @@ def test_the_real_sweep_tries_every_serving_kind_and_the_slower_build_only_where
     assert ("hnsw", 100) in builds and ("hnsw", 100) not in {
         (k, o.get("ef_construction")) for k, o, _ in wide
     }
+
+
+def test_frames_of_a_backbone_whose_layers_share_a_shape_are_the_embedding_codes_frames_of_that_layer(
+    benchmarks,
+):
+    import torch
+
+    from mess_kedro.embedding.tracks import EmbeddingConfig, embed_track
+    from mess_kedro.models.backbones import load_backbone
+
+    real_vectors, _ = benchmarks
+    backbone = load_backbone("mert-tiny", {"seed": 1})
+    config = EmbeddingConfig(segment_s=1.0, min_segment_s=0.5, precision="fp32", keep_frames=True)
+    samples = (
+        np.random.default_rng(0).standard_normal(int(2.5 * backbone.spec.sample_rate)).astype(np.float32)
+    )
+    device = torch.device("cpu")
+    ((t, segments),) = real_vectors.layer_frames(backbone, [(3, samples)], 2, config, device)
+    frames = embed_track(backbone, samples, config, device).frames  # [S_full, L, T, D]
+    assert t == 3 and len(segments) == len(frames) == 2
+    for got, expected in zip(segments, frames, strict=True):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expected[2], atol=1e-5)
+        assert not np.allclose(got, expected[1], atol=1e-3)  # that layer, not a neighbour
