@@ -324,6 +324,7 @@ def main() -> None:
     files = {f"real:{Path(p).stem}": p for p in args.vectors.split(",") if p}
     real = _segments(names) if names else {}
     names += list(files)
+    kinds = frozenset(k for k in args.kinds.split(",") if k)
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         for name in names:
@@ -341,7 +342,6 @@ def main() -> None:
             source = len(real[name][0]) if name in real else ("file" if name in files else "synthetic")
             print(f"\n{name}: {len(data)} x {data.shape[1]} ({metric}; from {source} real)", flush=True)
             data, queries = np.ascontiguousarray(data), np.ascontiguousarray(queries)
-            kinds = frozenset(k for k in args.kinds.split(",") if k)
             rows += measure(name, data, queries, metric, args.sweep, args.ef_construction, kinds)
             if args.pca_rerank and metric == "ip" and data.shape[1] >= 256:
                 rows += measure_pca_rerank(name, data, queries, [int(d) for d in args.pca_rerank.split(",")])
